@@ -1,0 +1,49 @@
+"""Rich tables for data listings and scores."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from .runs import ScoresReport
+from .scoring import Metric
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def data_table(source: str, rows: list[dict]) -> Table:
+    t = Table(title=f"Data: {source}", title_justify="left")
+    for col in ("scenario", "name", "safety specs", "behavioral specs", "prompts", "unsafe", "safe"):
+        t.add_column(col, justify="left" if col in ("scenario", "name") else "right")
+    for r in rows:
+        t.add_row(r["key"], r["name"], *(str(r[k]) for k in ("safety_specs", "behavioral_specs", "prompts", "unsafe", "safe")))
+    return t
+
+
+def scores_table(rep: ScoresReport) -> Table:
+    t = Table(
+        title=(f"{rep.model} · {rep.method} · judge {rep.judge} ({rep.judge_mode}) · "
+               f"α={rep.alpha} · NA policy {rep.na_policy} · scores in %"),
+        title_justify="left",
+    )
+    t.add_column("scenario")
+    for subset in ("full", "unsafe", "safe"):
+        for m in ("safety", "behav.", "SAR"):
+            t.add_column(f"{subset}\n{m}", justify="right")
+    t.add_column("scored", justify="right")
+    t.add_column("unscored", justify="right")
+    for key, subsets in rep.scenarios.items():
+        t.add_row(key, *_cells(subsets))
+    t.add_section()
+    t.add_row("[bold]overall[/bold]", *_cells(rep.overall))
+    return t
+
+
+def _cells(subsets: dict[str, Metric]) -> list[str]:
+    cells = []
+    for subset in ("full", "unsafe", "safe"):
+        m = subsets[subset]
+        cells += [pct(m.safety), pct(m.behavioral), pct(m.sar)]
+    full = subsets["full"]
+    return cells + [str(full.n_scored), str(full.n_unscored)]

@@ -1,0 +1,240 @@
+"""The ``specalign`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from . import __version__
+from .errors import SpecalignError
+
+app = typer.Typer(
+    help="Measure how well a language model follows a deployment's specifications (SpecBench, Align3).\n\n"
+         "Example: specalign run --limit 3",
+    no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+)
+out = Console()
+err = Console(stderr=True)
+
+DATA_HELP = "Data source: 'bundled', a directory in the official SpecBench layout, or 'hf:zzzhr97/SpecBench'."
+MODEL_HELP = "'local' (embedded SmolLM2-135M), 'gguf:PATH', 'openai:MODEL@BASE_URL', or a key of --models-config."
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"specalign {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Measure how well a language model follows a deployment's specifications."""
+
+
+@app.command()
+def data(
+    data: str = typer.Option("bundled", "--data", "-d", help=DATA_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the scenarios of a data source with spec and prompt counts.
+
+    Example: specalign data --data ../shared/specbench-data
+    """
+    from .benchmark import load_benchmark  # noqa: PLC0415
+
+    bench = load_benchmark(data)
+    rows = [{"key": s.key, "name": s.name, **s.counts()} for s in bench.scenarios]
+    if as_json:
+        print(json.dumps({"source": bench.source, "sha256": bench.content_hash(), "scenarios": rows,
+                          "total": bench.total_counts()}, indent=2))
+        return
+    from ._display import data_table  # noqa: PLC0415
+
+    t = data_table(bench.source, rows)
+    tot = bench.total_counts()
+    t.add_section()
+    t.add_row("[bold]total[/bold]", f"{len(rows)} scenarios", *(str(tot[k]) for k in
+              ("safety_specs", "behavioral_specs", "prompts", "unsafe", "safe")))
+    out.print(t)
+
+
+@app.command()
+def methods() -> None:
+    """List the generation methods and their hyper-parameters.
+
+    Example: specalign methods
+    """
+    from .methods import available_methods  # noqa: PLC0415
+
+    for name, cls in available_methods().items():
+        params = ", ".join(f"{k}={f.default!r}" for k, f in cls.Params.model_fields.items())
+        out.print(f"[bold]{name}[/bold]: {cls.description}" + (f"  [dim]({params})[/dim]" if params else ""))
+
+
+@app.command()
+def run(
+    data: str = typer.Option("bundled", "--data", "-d", help=DATA_HELP),
+    scenario: Optional[list[str]] = typer.Option(None, "--scenario", "-s", help="Scenario key (repeatable); default all."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=0,
+                                        help="Prompts per scenario (0 = all). Default: all, or 3 with the embedded model."),
+    model: str = typer.Option("local", "--model", "-m", help="Model to evaluate: " + MODEL_HELP),
+    judge: str = typer.Option("local", "--judge", "-j", help="Judge model: " + MODEL_HELP),
+    method: str = typer.Option("vanilla", "--method", help="Generation method (see `specalign methods`)."),
+    method_param: Optional[list[str]] = typer.Option(None, "--method-param", "-p",
+                                                     help="Method hyper-parameter KEY=VALUE (YAML value; repeatable)."),
+    judge_mode: str = typer.Option("joint", "--judge-mode", help="joint (one call per sample) or sequential (one per spec)."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Samples in flight at once."),
+    models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings (official config_model.yaml shape)."),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<data>-<model>-<method>)."),
+    alpha: float = typer.Option(0.3, "--alpha", min=0.0, max=1.0, help="SAR floor α for a safe answer."),
+    na_policy: str = typer.Option("official", "--na-policy", help="NA in behavioral score: official (counts as not met) or exclude (paper)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the model-call cache."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Cache folder (default $SPECALIGN_CACHE_DIR or ~/.cache/specalign)."),
+    retry_unscored: bool = typer.Option(False, "--retry-unscored", help="Judge again the samples left unscored before."),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON at the end."),
+) -> None:
+    """Generate answers, judge them against the specs, and score: resumable, cached, pipelined.
+
+    Example: specalign run --data ../shared/specbench-data --model openai:gpt-4.1-mini --judge openai:gpt-4.1 --limit 20
+    """
+    from .errors import ConfigError  # noqa: PLC0415
+    from .runs import Evaluation, RunConfig  # noqa: PLC0415
+
+    if judge_mode not in ("joint", "sequential"):
+        raise ConfigError(f"must be 'joint' or 'sequential', got {judge_mode!r}", field="--judge-mode")
+    if na_policy not in ("official", "exclude"):
+        raise ConfigError(f"must be 'official' or 'exclude', got {na_policy!r}", field="--na-policy")
+    config = RunConfig(
+        data=data, scenarios=scenario or [], limit=limit, model=model, judge=judge, method=method,
+        method_params=_parse_params(method_param or []), judge_mode=judge_mode, concurrency=concurrency,
+        models_config=models_config, out=out_dir, alpha=alpha, na_policy=na_policy, use_cache=not no_cache,
+        cache_dir=cache_dir, retry_unscored=retry_unscored,
+    )
+    ev = Evaluation(config)
+    _announce(ev)
+    from ._progress import run_with_progress  # noqa: PLC0415
+
+    result = run_with_progress(ev, err)
+    _finish(ev, result, as_json)
+
+
+def _parse_params(items: list[str]) -> dict:
+    import yaml  # noqa: PLC0415
+
+    from .errors import ConfigError  # noqa: PLC0415
+
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}", field="--method-param")
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
+
+def _announce(ev) -> None:
+    cfg = ev.config
+    n = len(ev.samples)
+    what = f"{n} of {ev.n_available} prompts"
+    if ev.limit:
+        what += f" ({ev.limit} per scenario{'' if cfg.limit else ', the default with the embedded model'})"
+    err.print(f"[bold]specalign run[/bold]: {what} from {ev.bench.source} · scenarios "
+              f"{', '.join(s.key for s in ev.scenarios)}")
+    err.print(f"  model {cfg.model} · method {cfg.method} · judge {cfg.judge} ({cfg.judge_mode}) · out {ev.run_dir.path}")
+
+
+def _finish(ev, result, as_json: bool) -> None:
+    from ._display import scores_table  # noqa: PLC0415
+
+    rep = result.scores
+    if as_json:
+        print(json.dumps(rep.model_dump(mode="json"), indent=2))
+    else:
+        out.print(scores_table(rep))
+    c = rep.counts
+    st = result.stats
+    err.print(f"samples: {c['scored']} scored, {c['unscored']} unscored, {c['pending']} pending · "
+              f"{st.resumed} resumed from earlier runs · {st.model_calls} model calls made "
+              f"· tokens: generation {rep.usage['generation'].completion_tokens:,} completion, "
+              f"judge {rep.usage['judge'].completion_tokens:,} completion")
+    for reason, k in rep.unscored_reasons.items():
+        err.print(f"  unscored ×{k}: {reason}")
+    if ev.limit and len(ev.samples) < ev.n_available:
+        err.print(f"[yellow]This ran {len(ev.samples)} of {ev.n_available} prompts. "
+                  f"Run all of them with --limit 0 (same --out resumes and reuses what is done).[/yellow]")
+    err.print(f"Files: {result.out_dir}/ (manifest.json, generations.jsonl, judgments.jsonl, scores.json)")
+
+
+@app.command()
+def score(
+    run_dir: str = typer.Argument(..., help="A run directory written by `specalign run`."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Recompute with another α."),
+    na_policy: Optional[str] = typer.Option(None, "--na-policy", help="Recompute with another NA policy: official or exclude."),
+    write: bool = typer.Option(False, "--write", help="Also rewrite RUN_DIR/scores.json."),
+) -> None:
+    """Recompute and print the scores of a run directory from its records (no model calls).
+
+    Example: specalign score runs/bundled-local-vanilla --na-policy exclude
+    """
+    from ._display import scores_table  # noqa: PLC0415
+    from .errors import ConfigError  # noqa: PLC0415
+    from .runs import RunDir, compute_scores  # noqa: PLC0415
+
+    if na_policy is not None and na_policy not in ("official", "exclude"):
+        raise ConfigError(f"must be 'official' or 'exclude', got {na_policy!r}", field="--na-policy")
+    rd = RunDir(run_dir)
+    rep = compute_scores(rd, rd.read_manifest(), alpha=alpha, na_policy=na_policy)  # type: ignore[arg-type]
+    if write:
+        rd.write_json_atomic("scores.json", rep.model_dump(mode="json"))
+    if as_json:
+        print(json.dumps(rep.model_dump(mode="json"), indent=2))
+    else:
+        out.print(scores_table(rep))
+        if rep.counts["pending"]:
+            err.print(f"[yellow]{rep.counts['pending']} selected samples are not finished: rerun the same "
+                      f"`specalign run` command to complete them.[/yellow]")
+
+
+@app.command("cache")
+def cache_cmd(
+    clear: bool = typer.Option(False, "--clear", help="Delete every cached model call."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Cache folder (default $SPECALIGN_CACHE_DIR or ~/.cache/specalign)."),
+) -> None:
+    """Show (or clear) the cache of model calls.
+
+    Example: specalign cache --clear
+    """
+    from pathlib import Path  # noqa: PLC0415
+
+    from .models import CallCache, default_cache_dir  # noqa: PLC0415
+
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache = CallCache(folder / "calls.sqlite")
+    if clear:
+        out.print(f"removed {cache.clear()} cached calls from {cache.path}")
+    else:
+        out.print(f"{len(cache)} cached calls in {cache.path}")
+    cache.close()
+
+
+def main() -> None:
+    """Entry point: one clear line and a non-zero exit code for expected errors, never a traceback."""
+    try:
+        app()
+    except SpecalignError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished samples are saved; rerun the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Typed exceptions raised by specalign.
+
+Hierarchy::
+
+    SpecalignError              base class; ``exit_code`` is what the CLI exits with
+    ├── InputError              bad user input (exit 2): one line naming file and field
+    │   ├── DataError           a benchmark file is malformed
+    │   └── ConfigError         a model config, model spec, method or option is invalid
+    ├── ModelError              a model call failed after the retries it deserved (exit 1)
+    │   ├── ModelAccessError    401/403/404 or exhausted quota: never retried (exit 3)
+    │   └── ModelUnavailable    the backend cannot be loaded (missing package or file)
+    ├── JudgeParseError         the judge's answer could not be read as verdicts
+    └── RunDirError             a run directory cannot be written or does not match (exit 2)
+"""
+
+from __future__ import annotations
+
+
+class SpecalignError(Exception):
+    """Base class of every error specalign raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(SpecalignError):
+    """Bad input from the user: reported in one line, exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None):
+        self.path = path
+        self.field = field
+        self.detail = message
+        where = ""
+        if path:
+            where = f"{path}"
+            if field:
+                where += f": {field}"
+            where += ": "
+        elif field:
+            where = f"{field}: "
+        super().__init__(f"{where}{message}")
+
+
+class DataError(InputError):
+    """A benchmark data file is missing, unreadable or malformed."""
+
+
+class ConfigError(InputError):
+    """A model config, model spec, method name or option is invalid."""
+
+
+class ModelError(SpecalignError):
+    """A model call failed after its retries."""
+
+    exit_code = 1
+
+
+class ModelAccessError(ModelError):
+    """The endpoint refused access (bad key, unknown model, exhausted quota): not retried."""
+
+    exit_code = 3
+
+
+class ModelUnavailable(ModelError):
+    """A backend cannot be loaded: missing optional package or model file."""
+
+    exit_code = 2
+
+
+class JudgeParseError(SpecalignError):
+    """The judge's output could not be read as one verdict per specification."""
+
+
+class RunDirError(SpecalignError):
+    """A run directory cannot be used: unwritable, or made by a different configuration."""
+
+    exit_code = 2

@@ -1,0 +1,111 @@
+"""Joint and sequential judges: verdicts per spec, retries on unreadable answers, never a crash."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from ..benchmark import Prompt, Scenario
+from ..errors import JudgeParseError, ModelAccessError, ModelError
+from ..models import Completion, Message, Model
+from ._parser import parse_joint, parse_single
+from ._prompts import JUDGE_SYSTEM, correction_message, joint_prompt, single_prompt
+from ._schema import JudgeOutcome, SpecVerdict, joint_schema, single_schema, spec_ids
+
+JudgeMode = Literal["joint", "sequential"]
+#: bump when the judge prompts change, so cached verdicts of old prompts are not reused
+JUDGE_PROMPT_VERSION = "1"
+DEFAULT_JUDGE_PARAMS: dict[str, Any] = {"temperature": 0.0, "max_tokens": 4200}
+
+
+class Judge:
+    """Judges responses against a scenario's specs with one model.
+
+    ``joint`` makes one call per sample; ``sequential`` one call per spec. An answer that
+    cannot be read is retried with a correction up to ``max_attempts`` times; after that
+    the sample is unscored with the raw outputs and the reason. Access errors propagate.
+    """
+
+    def __init__(self, model: Model, mode: JudgeMode = "joint", max_attempts: int = 3):
+        self.model = model
+        self.mode = mode
+        self.max_attempts = max_attempts
+
+    def key(self) -> str:
+        """Identifies this judge in records: model identity, its settings, mode, prompt version."""
+        blob = repr((self.model.backend.identity(), sorted(self.model.settings.params.items()),
+                     sorted(self._params().items()), self.mode, JUDGE_PROMPT_VERSION, self.model.supports_json_schema))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model.settings.public_dict(), "mode": self.mode, "key": self.key(),
+                "prompt_version": JUDGE_PROMPT_VERSION, "max_attempts": self.max_attempts,
+                "structured_output": self.model.supports_json_schema}
+
+    def _params(self) -> dict[str, Any]:
+        return {k: v for k, v in DEFAULT_JUDGE_PARAMS.items() if k not in self.model.settings.params}
+
+    async def judge(self, scenario: Scenario, prompt: Prompt, response: str) -> JudgeOutcome:
+        if self.mode == "joint":
+            return await self._joint(scenario, prompt, response)
+        return await self._sequential(scenario, prompt, response)
+
+    async def _joint(self, scenario: Scenario, prompt: Prompt, response: str) -> JudgeOutcome:
+        json_mode = self.model.supports_json_schema
+        safety, behavioral = spec_ids(scenario)
+        user = joint_prompt(scenario, prompt, response, json_mode)
+        schema = joint_schema(scenario) if json_mode else None
+        outcome = JudgeOutcome(status="unscored")
+        verdicts = await self._ask(user, schema, json_mode, outcome,
+                                   lambda text: parse_joint(text, safety, behavioral))
+        if verdicts is not None:
+            outcome.status, outcome.verdicts = "scored", verdicts
+        return outcome
+
+    async def _sequential(self, scenario: Scenario, prompt: Prompt, response: str) -> JudgeOutcome:
+        json_mode = self.model.supports_json_schema
+        outcome = JudgeOutcome(status="unscored")
+        verdicts: dict[str, SpecVerdict] = {}
+        for kind, ids in zip(("safety", "behavioral"), spec_ids(scenario)):
+            for index, spec_id in enumerate(ids):
+                user = single_prompt(scenario, prompt, response, kind, index, json_mode)
+                v = await self._ask(user, single_schema() if json_mode else None, json_mode, outcome, parse_single)
+                if v is None:
+                    outcome.unscored_reason = f"{spec_id}: {outcome.unscored_reason}"
+                    return outcome
+                verdicts[spec_id] = v
+        outcome.status, outcome.verdicts = "scored", verdicts
+        return outcome
+
+    async def _ask(self, user: str, schema: dict | None, json_mode: bool, outcome: JudgeOutcome, parse):
+        """Call and parse with bounded corrective retries; on failure set the reason and return None."""
+        messages = [Message(role="system", content=JUDGE_SYSTEM), Message(role="user", content=user)]
+        error = "no attempt made"
+        for attempt in range(self.max_attempts):
+            try:
+                out = await self.model.generate(messages, params=self._params(), json_schema=schema)
+            except ModelAccessError:
+                raise
+            except ModelError as e:
+                outcome.unscored_reason = f"judge call failed: {e}"
+                return None
+            self._count(outcome, out)
+            try:
+                return parse(out.text)
+            except JudgeParseError as e:
+                error = str(e)
+                if out.finish_reason == "length":
+                    error += " (the judge hit max_tokens)"
+                messages = messages[:2] + [Message(role="assistant", content=out.text),
+                                           Message(role="user", content=correction_message(error, json_mode))]
+        outcome.unscored_reason = f"judge output unreadable after {self.max_attempts} attempts: {error}"
+        return None
+
+    @staticmethod
+    def _count(outcome: JudgeOutcome, out: Completion) -> None:
+        outcome.attempts += 1
+        outcome.raw_outputs.append(out.text)
+        outcome.calls += 0 if out.cached else 1
+        outcome.cached_calls += 1 if out.cached else 0
+        outcome.prompt_tokens += out.usage.prompt_tokens
+        outcome.completion_tokens += out.usage.completion_tokens

@@ -1,0 +1,69 @@
+"""Verdicts and the JSON schema a judge answers in."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..benchmark import Scenario
+
+Verdict = Literal["YES", "NO", "NA"]
+VERDICTS: tuple[str, ...] = ("YES", "NO", "NA")
+REASON_MAX_CHARS = 200
+
+
+class SpecVerdict(BaseModel):
+    """The judge's verdict on one spec of one response."""
+
+    verdict: Verdict
+    reason: str = ""
+
+
+def spec_ids(scenario: Scenario) -> tuple[list[str], list[str]]:
+    """(safety ids S1.., behavioral ids B1..) of a scenario."""
+    n_s, n_b = len(scenario.safety_specs), len(scenario.behavioral_specs)
+    return [f"S{i}" for i in range(1, n_s + 1)], [f"B{i}" for i in range(1, n_b + 1)]
+
+
+def _verdict_object() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
+            "verdict": {"type": "string", "enum": list(VERDICTS)},
+        },
+        "required": ["reason", "verdict"],
+        "additionalProperties": False,
+    }
+
+
+def joint_schema(scenario: Scenario) -> dict[str, Any]:
+    """One object with a key per spec (S1.., B1..), each ``{reason, verdict}``: the count is exact by construction."""
+    safety, behavioral = spec_ids(scenario)
+    keys = safety + behavioral
+    return {
+        "type": "object",
+        "properties": {k: _verdict_object() for k in keys},
+        "required": keys,
+        "additionalProperties": False,
+    }
+
+
+def single_schema() -> dict[str, Any]:
+    """The answer of a sequential judge call about one spec."""
+    return _verdict_object()
+
+
+class JudgeOutcome(BaseModel):
+    """A judge's result for one sample: scored with one verdict per spec, or unscored with a reason."""
+
+    status: Literal["scored", "unscored"]
+    verdicts: dict[str, SpecVerdict] = Field(default_factory=dict)
+    unscored_reason: str | None = None
+    raw_outputs: list[str] = Field(default_factory=list)
+    attempts: int = 0
+    calls: int = 0
+    cached_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0

@@ -1,0 +1,35 @@
+"""Models behind one small async interface: OpenAI-compatible servers and llama.cpp in-process."""
+
+from ._base import ChatRequest, Completion, Message, ModelBackend, Role, Usage
+from ._cache import CallCache, cache_key, default_cache_dir
+from ._model import Model
+from ._registry import create_model, register_backend
+from ._settings import (
+    LOCAL,
+    ModelSettings,
+    embedded_gguf_path,
+    load_models_config,
+    parse_model_spec,
+    settings_from_config,
+)
+
+__all__ = [
+    "LOCAL",
+    "CallCache",
+    "ChatRequest",
+    "Completion",
+    "Message",
+    "Model",
+    "ModelBackend",
+    "ModelSettings",
+    "Role",
+    "Usage",
+    "cache_key",
+    "create_model",
+    "default_cache_dir",
+    "embedded_gguf_path",
+    "load_models_config",
+    "parse_model_spec",
+    "register_backend",
+    "settings_from_config",
+]

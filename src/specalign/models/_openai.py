@@ -1,0 +1,284 @@
+"""Any OpenAI-compatible chat server (OpenAI, vLLM, SGLang, llama.cpp server, DeepSeek, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import itertools
+import json
+import logging
+import os
+import random
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+from ..errors import ConfigError, ModelAccessError, ModelError
+from ._base import ChatRequest, Completion, ModelBackend, Usage
+from ._settings import ModelSettings
+
+log = logging.getLogger(__name__)
+
+#: parameters ``chat.completions.create`` takes by name; any other goes into ``extra_body``.
+OPENAI_PARAMS = frozenset({
+    "temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty",
+    "n", "logit_bias", "response_format", "max_completion_tokens", "reasoning_effort",
+})
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+PLACEHOLDER_KEY = "EMPTY"
+MAX_RETRY_AFTER = 120.0
+MAX_BACKOFF = 8.0
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+#: the backoff sleep; tests replace it (or set ``OpenAIBackend.backoff_scale``).
+_sleep = asyncio.sleep
+
+
+class _Retry(Exception):
+    """A failed attempt worth another; ``delay`` is the wait the server asked for, if any."""
+
+    def __init__(self, reason: str, delay: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class _LoopState:
+    """Clients and semaphores bound to one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, clients: dict[str, Any], limit: int):
+        self.loop = loop
+        self.clients = clients
+        self.semaphores = {url: asyncio.Semaphore(limit) for url in clients}
+
+
+class OpenAIBackend(ModelBackend):
+    """Chat completions over HTTP, round-robin over ``settings.base_urls``, with bounded retries."""
+
+    kind = "openai"
+    supports_json_schema = True
+
+    def __init__(self, settings: ModelSettings):
+        if not settings.base_urls:
+            raise ConfigError("an openai backend needs at least one base URL", field="model")
+        self.settings = settings
+        self.backoff_scale = 1.0
+        self._urls = [u.rstrip("/") for u in settings.base_urls]
+        self._key_env = settings.api_key_env or DEFAULT_KEY_ENV
+        self._api_key = _resolve_key(self._key_env, self._urls)
+        self._turn = itertools.count()
+        self._state: _LoopState | None = None
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.settings.model_name, "base_urls": sorted(self.settings.base_urls)}
+
+    async def chat(self, request: ChatRequest) -> Completion:
+        kwargs = self._create_kwargs(request)
+        attempts = self.settings.max_retries + 1
+        url, last = self._urls[0], ""
+        for attempt in range(attempts):
+            url = self._urls[next(self._turn) % len(self._urls)]
+            try:
+                return await self._attempt(url, kwargs)
+            except _Retry as r:
+                last = r.reason
+                log.debug("attempt %d at %s failed: %s", attempt + 1, url, last)
+                if attempt + 1 < attempts:
+                    await _sleep(self._delay(attempt, r.delay))
+        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+        raise ModelError(self._scrub(f"chat call to {url} (model {self.settings.model_name!r}) "
+                                     f"failed after {tries}: {last}"))
+
+    async def aclose(self) -> None:
+        state, self._state = self._state, None
+        if state is None or state.loop is not asyncio.get_running_loop():
+            return
+        for client in state.clients.values():
+            try:
+                await client.close()
+            except Exception:  # noqa: BLE001  (closing is best effort)
+                pass
+
+    # -- one attempt ------------------------------------------------------------------------
+
+    async def _attempt(self, url: str, kwargs: dict[str, Any]) -> Completion:
+        state = self._loop_state()
+        async with state.semaphores[url]:
+            try:
+                response = await state.clients[url].chat.completions.create(**kwargs)
+            except Exception as err:  # noqa: BLE001  (sorted into retry / fail below)
+                failure = self._classify(err, url)
+                if failure is err:
+                    raise
+                raise failure from err
+        return self._completion(response)
+
+    def _create_kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        known = {k: v for k, v in request.params.items() if k in OPENAI_PARAMS}
+        other = {k: v for k, v in request.params.items() if k not in OPENAI_PARAMS}
+        extra = {**request.extra_body, **other}
+        if request.json_schema is not None:
+            known["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "verdicts", "schema": request.json_schema, "strict": True},
+            }
+        return {
+            "model": self.settings.model_name,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            **known,
+            "extra_body": extra or None,
+            "timeout": self.settings.timeout,
+        }
+
+    def _completion(self, response: Any) -> Completion:
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise _Retry("malformed response: no choices")
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        content = getattr(message, "content", None) or ""
+        if message is None or not isinstance(content, str):
+            raise _Retry("malformed response: choice without a text message")
+        reasoning = _reasoning(message)
+        if reasoning:
+            content = f"{self.settings.thought_start}{reasoning}{self.settings.thought_end}{content}"
+        usage = getattr(response, "usage", None)
+        return Completion(
+            text=content,
+            usage=Usage(prompt_tokens=_int(getattr(usage, "prompt_tokens", 0)),
+                        completion_tokens=_int(getattr(usage, "completion_tokens", 0))),
+            finish_reason=getattr(choice, "finish_reason", None),
+        )
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def _classify(self, err: Exception, url: str) -> Exception:
+        """Turn an SDK or transport error into ``_Retry``, or a final error to raise."""
+        import openai  # noqa: PLC0415
+
+        if isinstance(err, openai.APIStatusError):
+            return self._status_error(err, url)
+        if isinstance(err, openai.APITimeoutError):
+            return _Retry(f"no answer within the {self.settings.timeout:g} s timeout")
+        if isinstance(err, openai.APIConnectionError):
+            cause = err.__cause__ or err
+            return _Retry(f"connection error ({type(cause).__name__}: {_one_line(str(cause)) or 'no detail'})")
+        if isinstance(err, openai.APIResponseValidationError):
+            return _Retry("malformed response: body does not match the chat.completion shape")
+        if isinstance(err, _transport_errors()):
+            return _Retry(f"broken response ({type(err).__name__}: {_one_line(str(err))})")
+        return err
+
+    def _status_error(self, err: Any, url: str) -> Exception:
+        status, message = err.status_code, self._scrub(_server_message(err))
+        if status in (401, 403):
+            return ModelAccessError(f"authentication failed for {url} (HTTP {status}: {message}): "
+                                    f"check the {self._key_env} environment variable")
+        if status == 404:
+            return ModelAccessError(f"model {self.settings.model_name!r} not found at {url} ({message}); "
+                                    f"list the served models with GET {url}/models")
+        if status == 429 and "insufficient_quota" in (err.code, err.type):
+            return ModelAccessError(f"quota exhausted at {url}: {message}")
+        if status in RETRYABLE_STATUS or status >= 500:
+            delay = _retry_after(err.response.headers)
+            if delay is not None and delay > MAX_RETRY_AFTER:
+                return ModelAccessError(f"{url} asks to wait {delay:.0f} s before retrying (HTTP {status}: "
+                                        f"{message}); treating it as an exhausted quota")
+            return _Retry(f"HTTP {status}: {message}", delay)
+        return ModelError(f"{url} rejected the request (HTTP {status}): {message}")
+
+    def _delay(self, attempt: int, server_delay: float | None) -> float:
+        if server_delay is not None:
+            base = server_delay
+        else:
+            base = min(MAX_BACKOFF, 0.5 * 2 ** attempt) * (1 - 0.25 * random.random())
+        return max(0.0, base * self.backoff_scale)
+
+    def _scrub(self, text: str) -> str:
+        if self._api_key and self._api_key != PLACEHOLDER_KEY:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def _loop_state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        if self._state is None or self._state.loop is not loop:
+            from openai import AsyncOpenAI  # noqa: PLC0415
+
+            clients = {url: AsyncOpenAI(api_key=self._api_key, base_url=url, max_retries=0,
+                                        timeout=self.settings.timeout) for url in self._urls}
+            self._state = _LoopState(loop, clients, self.settings.max_concurrency)
+        return self._state
+
+
+def _resolve_key(env: str, urls: list[str]) -> str:
+    """The key from ``$env``; a placeholder for servers that are not OpenAI's own."""
+    key = os.environ.get(env, "").strip()
+    if key:
+        return key
+    official = [u for u in urls if (urlparse(u).hostname or "").endswith("api.openai.com")]
+    if official:
+        raise ConfigError(f"set the {env} environment variable to call {official[0]} "
+                          f"(or name another variable with api_key_env)", field="model")
+    return PLACEHOLDER_KEY
+
+
+def _reasoning(message: Any) -> str | None:
+    """The separate reasoning text some servers return (DeepSeek, vLLM reasoning parsers)."""
+    extra = getattr(message, "model_extra", None) or {}
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(message, name, None) or extra.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _server_message(err: Any) -> str:
+    body = err.body
+    if isinstance(body, dict) and body.get("message"):
+        return _one_line(str(body["message"]))
+    if isinstance(body, str) and body.strip():
+        return _one_line(body)
+    return _one_line(str(err.message))
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds the server asked to wait (``retry-after-ms`` or ``retry-after``), if it did."""
+    try:
+        return max(0.0, float(headers["retry-after-ms"]) / 1000)
+    except (KeyError, TypeError, ValueError):
+        pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError]
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    try:
+        import anyio  # noqa: PLC0415
+
+        errors += [anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

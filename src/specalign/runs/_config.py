@@ -1,0 +1,59 @@
+"""The settings of one evaluation run, as the CLI and the Python API give them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..scoring import DEFAULT_ALPHA, NAPolicy
+
+#: prompts per scenario when the embedded model is used and no --limit is given
+EMBEDDED_DEFAULT_LIMIT = 3
+
+
+class RunConfig(BaseModel):
+    """One evaluation: which data, which model and method, which judge, where to write."""
+
+    data: str = "bundled"
+    scenarios: list[str] = Field(default_factory=list)
+    limit: int | None = Field(default=None, ge=0, description="prompts per scenario; None or 0 = all")
+    model: str = "local"
+    judge: str = "local"
+    method: str = "vanilla"
+    method_params: dict[str, Any] = Field(default_factory=dict)
+    judge_mode: Literal["joint", "sequential"] = "joint"
+    judge_attempts: int = Field(default=3, ge=1, le=20)
+    concurrency: int = Field(default=8, ge=1, le=4096)
+    models_config: str | None = None
+    out: str | None = None
+    alpha: float = Field(default=DEFAULT_ALPHA, ge=0, le=1)
+    na_policy: NAPolicy = "official"
+    use_cache: bool = True
+    cache_dir: str | None = None
+    retry_unscored: bool = False
+
+    def effective_limit(self) -> int | None:
+        if self.limit is not None:
+            return self.limit or None
+        if "local" in (self.model, self.judge):
+            return EMBEDDED_DEFAULT_LIMIT
+        return None
+
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        return Path("runs") / f"{_slug(self._data_name())}-{_slug(self.model)}-{_slug(self.method)}"
+
+    def _data_name(self) -> str:
+        if self.data == "bundled":
+            return "bundled"
+        if self.data.startswith("hf:"):
+            return "hf-" + self.data[3:].rsplit("/", 1)[-1]
+        return Path(self.data).resolve().name or "data"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._]+", "_", text).strip("_")[:60] or "x"

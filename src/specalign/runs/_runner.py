@@ -1,0 +1,253 @@
+"""Run an evaluation: generation and judging pipelined per sample, resumable, observable."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from .. import __version__
+from ..benchmark import Benchmark, Prompt, Scenario, load_benchmark, select_prompts, select_scenarios
+from ..errors import ModelAccessError, ModelError, RunDirError
+from ..judge import Judge
+from ..methods import GenerationMethod, create_method
+from ..models import CallCache, Model, create_model, load_models_config, parse_model_spec
+from ..scoring import score_sample
+from ._config import RunConfig
+from ._records import DataInfo, GenerationRecord, JudgmentRecord, Manifest, ScenarioInfo, Selection, now
+from ._scores import ScoresReport, compute_scores, latest_records
+from ._store import GENERATIONS, JUDGMENTS, SCORES, RunDir
+
+
+class RunStats(BaseModel):
+    """Live counters for the progress display."""
+
+    total: int = 0
+    done: int = 0
+    resumed: int = 0
+    scored: int = 0
+    unscored: int = 0
+    safety_sum: float = 0.0
+    behavioral_sum: float = 0.0
+    sar_sum: float = 0.0
+    gen_tokens: int = 0
+    judge_tokens: int = 0
+    model_calls: int = 0
+
+    def mean(self, name: str) -> float | None:
+        return getattr(self, f"{name}_sum") / self.scored if self.scored else None
+
+
+class RunResult(BaseModel):
+    out_dir: str
+    scores: ScoresReport
+    stats: RunStats
+    limit: int | None
+    n_available: int
+
+
+ProgressCallback = Callable[[RunStats], None]
+
+
+class Evaluation:
+    """Everything one ``specalign run`` needs, built from a :class:`RunConfig`."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.bench: Benchmark = load_benchmark(config.data)
+        self.scenarios: list[Scenario] = select_scenarios(self.bench, config.scenarios)
+        self.limit = config.effective_limit()
+        self.samples: list[tuple[Scenario, Prompt]] = [
+            (s, p) for s in self.scenarios for p in select_prompts(s, self.limit)
+        ]
+        self.n_available = sum(len(s.prompts) for s in self.scenarios)
+        self.method: GenerationMethod = create_method(config.method, config.method_params)
+        models_cfg = load_models_config(config.models_config) if config.models_config else {}
+        self.target_settings = parse_model_spec(config.model, models_cfg, config.models_config)
+        self.judge_settings = parse_model_spec(config.judge, models_cfg, config.models_config)
+        self.run_dir = RunDir(config.out_dir())
+        self.stats = RunStats(total=len(self.samples))
+
+    # -- setup ----------------------------------------------------------------------------
+    def _cache(self) -> CallCache | None:
+        if not self.config.use_cache:
+            return None
+        if self.config.cache_dir:
+            return CallCache(Path(self.config.cache_dir) / "calls.sqlite")
+        return CallCache.default()
+
+    def _generation_key(self, target: Model) -> str:
+        blob = json.dumps([self.bench.content_hash(), target.backend.identity(), target.settings.params,
+                           target.settings.extra_body, self.method.describe()], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _manifest(self, target: Model, judge: Judge) -> Manifest:
+        scen = {s.key: ScenarioInfo(name=s.name, n_safety=len(s.safety_specs), n_behavioral=len(s.behavioral_specs),
+                                    behavioral_weights=[b.weight for b in s.behavioral_specs]) for s in self.scenarios}
+        return Manifest(
+            specalign_version=__version__, generation_key=self._generation_key(target),
+            data=DataInfo(source=self.bench.source, sha256=self.bench.content_hash(), scenarios=scen),
+            selection=Selection(scenarios=[s.key for s in self.scenarios], limit=self.limit, n_samples=len(self.samples)),
+            model=target.settings.public_dict(), model_identity=target.backend.identity(),
+            method=self.method.describe(), judge=judge.describe(), alpha=self.config.alpha,
+            na_policy=self.config.na_policy, environment=_environment(),
+        )
+
+    def _reconcile(self, fresh: Manifest) -> Manifest:
+        """Resume an existing run directory if it was made with the same generation settings."""
+        if not self.run_dir.exists():
+            return fresh
+        old = self.run_dir.read_manifest()
+        if old.generation_key != fresh.generation_key:
+            raise RunDirError(
+                f"{self.run_dir.path} holds a run with other settings (model {old.model.get('key')!r}, method "
+                f"{old.method.get('name')!r}, data {old.data.sha256[:12]}); use a new --out to start another run"
+            )
+        past = list(old.past_judges)
+        if old.judge["key"] != fresh.judge["key"] and all(p["key"] != old.judge["key"] for p in past):
+            past.append(old.judge)
+        scen = {**old.data.scenarios, **fresh.data.scenarios}
+        return fresh.model_copy(update={"created_at": old.created_at, "past_judges": past,
+                                        "data": fresh.data.model_copy(update={"scenarios": scen})})
+
+    # -- the run --------------------------------------------------------------------------
+    async def run(self, on_progress: ProgressCallback | None = None) -> RunResult:
+        self.run_dir.ensure_writable()
+        cache = self._cache()
+        target = create_model(self.target_settings, cache)
+        judge_model = target if self.judge_settings == self.target_settings else create_model(self.judge_settings, cache)
+        judge = Judge(judge_model, self.config.judge_mode, self.config.judge_attempts)
+        manifest = self._reconcile(self._manifest(target, judge))
+        self.run_dir.write_manifest(manifest)
+        self.run_dir.write_selection([_sid(s, p) for s, p in self.samples])
+        gens, judged = latest_records(self.run_dir, judge.key())
+        gen_w, judge_w = self.run_dir.open_writer(GENERATIONS), self.run_dir.open_writer(JUDGMENTS)
+        try:
+            await self._process_all(target, judge, gens, judged, gen_w, judge_w, on_progress)
+        finally:
+            gen_w.close()
+            judge_w.close()
+            await target.aclose()
+            if judge_model is not target:
+                await judge_model.aclose()
+            if cache is not None:
+                cache.close()
+        manifest.updated_at = now()
+        self.run_dir.write_manifest(manifest)
+        scores = compute_scores(self.run_dir, manifest)
+        self.run_dir.write_json_atomic(SCORES, scores.model_dump(mode="json"))
+        return RunResult(out_dir=str(self.run_dir.path), scores=scores, stats=self.stats, limit=self.limit,
+                         n_available=self.n_available)
+
+    async def _process_all(self, target, judge, gens, judged, gen_w, judge_w, on_progress) -> None:
+        queue: asyncio.Queue[tuple[Scenario, Prompt]] = asyncio.Queue()
+        for item in self.samples:
+            queue.put_nowait(item)
+        fatal: list[BaseException] = []
+
+        async def worker() -> None:
+            while not fatal:
+                try:
+                    scenario, prompt = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    await self._one(target, judge, scenario, prompt, gens, judged, gen_w, judge_w)
+                except (ModelAccessError, RunDirError) as e:
+                    fatal.append(e)
+                    return
+                if on_progress:
+                    on_progress(self.stats)
+
+        n = min(self.config.concurrency, max(1, len(self.samples)))
+        await asyncio.gather(*(worker() for _ in range(n)))
+        if fatal:
+            raise fatal[0]
+
+    async def _one(self, target: Model, judge: Judge, scenario: Scenario, prompt: Prompt, gens, judged,
+                   gen_w, judge_w) -> None:
+        sid = _sid(scenario, prompt)
+        g = gens.get(sid)
+        j = judged.get(sid)
+        fresh = g is None or g.status != "ok"
+        if fresh:
+            g = await self._generate(target, scenario, prompt, sid)
+            gen_w.append(g)
+        if g.status == "ok" and (j is None or (self.config.retry_unscored and j.status == "unscored")):
+            j = await self._judge(judge, scenario, prompt, g)
+            judge_w.append(j)
+        elif not fresh and j is not None:
+            self.stats.resumed += 1
+        self._tally(scenario, g, j)
+
+    async def _generate(self, target: Model, scenario: Scenario, prompt: Prompt, sid: str) -> GenerationRecord:
+        t0 = time.perf_counter()
+        base = dict(sample_id=sid, scenario=scenario.key, prompt_id=prompt.id, label=prompt.label,
+                    prompt_sent=prompt.prompt)
+        try:
+            out = await self.method.generate(target, scenario, prompt)
+        except ModelAccessError:
+            raise
+        except ModelError as e:
+            return GenerationRecord(**base, status="error", error=str(e), elapsed_s=time.perf_counter() - t0)
+        return GenerationRecord(**base, status="ok", thought=out.thought, response=out.response, flags=out.flags,
+                                usage=out.usage, calls=out.calls, cached_calls=out.cached_calls,
+                                elapsed_s=time.perf_counter() - t0)
+
+    async def _judge(self, judge: Judge, scenario: Scenario, prompt: Prompt, g: GenerationRecord) -> JudgmentRecord:
+        t0 = time.perf_counter()
+        o = await judge.judge(scenario, prompt, g.response)
+        return JudgmentRecord(
+            sample_id=g.sample_id, scenario=g.scenario, prompt_id=g.prompt_id, label=g.label, judge_key=judge.key(),
+            status=o.status, verdicts=o.verdicts, unscored_reason=o.unscored_reason, raw_outputs=o.raw_outputs,
+            attempts=o.attempts, usage={"prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens},
+            calls=o.calls, cached_calls=o.cached_calls, elapsed_s=time.perf_counter() - t0,
+        )
+
+    def _tally(self, scenario: Scenario, g: GenerationRecord, j: JudgmentRecord | None) -> None:
+        st = self.stats
+        st.done += 1
+        st.gen_tokens += g.usage.total_tokens
+        st.model_calls += g.calls + (j.calls if j else 0)
+        if j is not None:
+            st.judge_tokens += j.usage.total_tokens
+        if j is None or j.status != "scored":
+            st.unscored += 1
+            return
+        n_s, n_b = len(scenario.safety_specs), len(scenario.behavioral_specs)
+        s = score_sample([j.verdicts[f"S{i}"].verdict for i in range(1, n_s + 1)],
+                         [j.verdicts[f"B{i}"].verdict for i in range(1, n_b + 1)],
+                         weights=[b.weight for b in scenario.behavioral_specs], alpha=self.config.alpha,
+                         na_policy=self.config.na_policy)
+        st.scored += 1
+        st.safety_sum += s.safety
+        st.behavioral_sum += s.behavioral
+        st.sar_sum += s.sar
+
+
+def _sid(scenario: Scenario, prompt: Prompt) -> str:
+    return f"{scenario.key}/{prompt.id}"
+
+
+def _environment() -> dict[str, str]:
+    env = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("pydantic", "openai", "llama_cpp_python"):
+        try:
+            from importlib.metadata import version  # noqa: PLC0415
+
+            env[pkg] = version(pkg.replace("_", "-"))
+        except Exception:  # noqa: BLE001
+            pass
+    return env
+
+
+async def run_evaluation(config: RunConfig, on_progress: ProgressCallback | None = None) -> RunResult:
+    """Run (or resume) the evaluation ``config`` describes and return its scores."""
+    return await Evaluation(config).run(on_progress)
