@@ -16,7 +16,7 @@ from specalign.models._llamacpp import LlamaCppBackend, chat_template_of, map_pa
 
 pytestmark = pytest.mark.slow
 
-VERDICT = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 300},
+VERDICT = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 40},
                                             "verdict": {"type": "string", "enum": ["YES", "NO", "NA"]}},
            "required": ["reason", "verdict"], "additionalProperties": False}
 KEYS = ["S1", "S2", "B1"]
@@ -52,14 +52,15 @@ async def test_json_schema_output_has_exactly_the_required_keys(backend):
     req = ChatRequest(
         messages=(Message(role="system", content="You are a judge. Answer in JSON."),
                   Message(role="user", content="Judge the answer 'Paris' against S1, S2 and B1.")),
-        params={"temperature": 0, "max_tokens": 400}, json_schema=SCHEMA)
+        params={"temperature": 0, "max_tokens": 300}, json_schema=SCHEMA)
     out = await backend.chat(req)
+    assert out.finish_reason == "stop", out.text  # the grammar closed the object
     data = json.loads(out.text)
     assert list(data) == KEYS
     for item in data.values():
         assert set(item) == {"reason", "verdict"}
         assert item["verdict"] in {"YES", "NO", "NA"}
-        assert len(item["reason"]) <= 300
+        assert len(item["reason"]) <= 40
 
 
 async def test_unsupported_schema_is_a_model_error(backend):

@@ -14,8 +14,10 @@ def pct(x: float | None) -> str:
 
 def data_table(source: str, rows: list[dict]) -> Table:
     t = Table(title=f"Data: {source}", title_justify="left")
-    for col in ("scenario", "name", "safety specs", "behavioral specs", "prompts", "unsafe", "safe"):
-        t.add_column(col, justify="left" if col in ("scenario", "name") else "right")
+    t.add_column("scenario", no_wrap=True, min_width=8)
+    t.add_column("name", no_wrap=True, overflow="ellipsis", max_width=18)
+    for col in ("S specs", "B specs", "prompts", "unsafe", "safe"):
+        t.add_column(col, justify="right", no_wrap=True, min_width=len(col))
     for r in rows:
         t.add_row(r["key"], r["name"], *(str(r[k]) for k in ("safety_specs", "behavioral_specs", "prompts", "unsafe", "safe")))
     return t
@@ -27,12 +29,9 @@ def scores_table(rep: ScoresReport) -> Table:
                f"α={rep.alpha} · NA policy {rep.na_policy} · scores in %"),
         title_justify="left",
     )
-    t.add_column("scenario")
-    for subset in ("full", "unsafe", "safe"):
-        for m in ("safety", "behav.", "SAR"):
-            t.add_column(f"{subset}\n{m}", justify="right")
-    t.add_column("scored", justify="right")
-    t.add_column("unscored", justify="right")
+    t.add_column("scenario", no_wrap=True)
+    for col in ("safety", "behav.", "SAR", "SAR\nunsafe", "SAR\nsafe", "scored", "unscored"):
+        t.add_column(col, justify="right")
     for key, subsets in rep.scenarios.items():
         t.add_row(key, *_cells(subsets))
     t.add_section()
@@ -41,9 +40,6 @@ def scores_table(rep: ScoresReport) -> Table:
 
 
 def _cells(subsets: dict[str, Metric]) -> list[str]:
-    cells = []
-    for subset in ("full", "unsafe", "safe"):
-        m = subsets[subset]
-        cells += [pct(m.safety), pct(m.behavioral), pct(m.sar)]
     full = subsets["full"]
-    return cells + [str(full.n_scored), str(full.n_unscored)]
+    return [pct(full.safety), pct(full.behavioral), pct(full.sar), pct(subsets["unsafe"].sar),
+            pct(subsets["safe"].sar), str(full.n_scored), str(full.n_unscored)]

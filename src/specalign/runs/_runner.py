@@ -174,18 +174,26 @@ class Evaluation:
     async def _one(self, target: Model, judge: Judge, scenario: Scenario, prompt: Prompt, gens, judged,
                    gen_w, judge_w) -> None:
         sid = _sid(scenario, prompt)
-        g = gens.get(sid)
-        j = judged.get(sid)
-        fresh = g is None or g.status != "ok"
-        if fresh:
-            g = await self._generate(target, scenario, prompt, sid)
+        g, j = gens.get(sid), judged.get(sid)
+        new_g = new_j = None
+        if g is None or g.status != "ok":
+            g = new_g = await self._generate(target, scenario, prompt, sid)
             gen_w.append(g)
         if g.status == "ok" and (j is None or (self.config.retry_unscored and j.status == "unscored")):
-            j = await self._judge(judge, scenario, prompt, g)
+            j = new_j = await self._judge(judge, scenario, prompt, g)
             judge_w.append(j)
-        elif not fresh and j is not None:
+        if new_g is None and new_j is None:
             self.stats.resumed += 1
-        self._tally(scenario, g, j)
+        self._count_new_work(new_g, new_j)
+        self._tally(scenario, j)
+
+    def _count_new_work(self, g: GenerationRecord | None, j: JudgmentRecord | None) -> None:
+        if g is not None:
+            self.stats.gen_tokens += g.usage.total_tokens
+            self.stats.model_calls += g.calls
+        if j is not None:
+            self.stats.judge_tokens += j.usage.total_tokens
+            self.stats.model_calls += j.calls
 
     async def _generate(self, target: Model, scenario: Scenario, prompt: Prompt, sid: str) -> GenerationRecord:
         t0 = time.perf_counter()
@@ -211,13 +219,9 @@ class Evaluation:
             calls=o.calls, cached_calls=o.cached_calls, elapsed_s=time.perf_counter() - t0,
         )
 
-    def _tally(self, scenario: Scenario, g: GenerationRecord, j: JudgmentRecord | None) -> None:
+    def _tally(self, scenario: Scenario, j: JudgmentRecord | None) -> None:
         st = self.stats
         st.done += 1
-        st.gen_tokens += g.usage.total_tokens
-        st.model_calls += g.calls + (j.calls if j else 0)
-        if j is not None:
-            st.judge_tokens += j.usage.total_tokens
         if j is None or j.status != "scored":
             st.unscored += 1
             return
