@@ -179,7 +179,8 @@ def test_judge_echoing_injected_tags_is_unscored_not_accepted(tmp_path):
 def test_sequential_judge_one_call_per_spec_reference_only_on_last(tmp_path):
     bench = load_benchmark("bundled")
     child = bench.scenario("child")
-    safe_with_ref = next(p for p in child.prompts if p.reference_answer)
+    chosen = select_prompts(child, 3)
+    safe_with_ref = next(p for p in chosen if p.reference_answer)
     bodies = []
 
     def responder(body):
@@ -189,10 +190,9 @@ def test_sequential_judge_one_call_per_spec_reference_only_on_last(tmp_path):
         return json.dumps({"reason": "fine", "verdict": "YES"})
 
     with ScriptedServer(responder) as server:
-        result = _run(_config(server, tmp_path / "run", scenarios=["child"], limit=0, judge_mode="sequential",
-                              concurrency=1))
+        result = _run(_config(server, tmp_path / "run", scenarios=["child"], limit=3, judge_mode="sequential"))
     n_specs = len(child.safety_specs) + len(child.behavioral_specs)
-    assert len(bodies) == n_specs * len(child.prompts)
+    assert len(bodies) == n_specs * len(chosen)
     mine = [b for b in bodies if safe_with_ref.reference_answer[:40] in b]
     assert len(mine) == 1 and "<reference>" in mine[0]
     assert result.scores.overall["full"].sar == pytest.approx(1.0)

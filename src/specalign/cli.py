@@ -229,7 +229,9 @@ def main() -> None:
     try:
         app()
     except SpecalignError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True, soft_wrap=True)
+        from rich.markup import escape  # noqa: PLC0415
+
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted: finished samples are saved; rerun the same command to resume")

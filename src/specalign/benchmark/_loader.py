@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from ..errors import DataError
@@ -60,13 +59,17 @@ def select_scenarios(bench: Benchmark, keys: list[str] | None) -> list[Scenario]
 
 
 def select_prompts(scenario: Scenario, limit: int | None) -> list[Prompt]:
-    """The first ``limit`` prompts keeping the scenario's unsafe:safe ratio; all when ``limit`` is None or 0."""
+    """The first ``limit`` prompts, unsafe:safe as close to the scenario's ratio as whole numbers allow.
+
+    All prompts when ``limit`` is None or 0. With SpecBench's 2:1 ratio, 2 gives 1 + 1 and 3 gives 2 + 1.
+    """
     prompts = scenario.prompts
     if not limit or limit >= len(prompts):
         return list(prompts)
     unsafe = [p for p in prompts if p.label == "unsafe"]
     safe = [p for p in prompts if p.label == "safe"]
-    n_unsafe = min(len(unsafe), math.ceil(limit * len(unsafe) / len(prompts)))
+    total = len(prompts)
+    n_unsafe = min(len(unsafe), (2 * limit * len(unsafe) + total) // (2 * total))  # nearest, halves up
     n_safe = min(len(safe), limit - n_unsafe)
     n_unsafe = limit - n_safe
     chosen = {p.id for p in unsafe[:n_unsafe] + safe[:n_safe]}

@@ -53,7 +53,18 @@ def load_official_scenario(folder: Path) -> Scenario:
         )
     except ValidationError as e:
         field, msg = validation_message(e)
-        raise DataError(msg, path=str(spath), field=field) from None
+        loc = e.errors()[0]["loc"]
+        path = spath
+        if loc and loc[0] in ("name", "description"):  # these come from scenario.json
+            path = folder / "scenario.json"
+        elif loc and loc[0] == "key":  # the key is the folder's name
+            path, field = folder, "folder name"
+        elif loc and loc[0] in _SPEC_FIELDS:  # name the field as the file spells it
+            field = _SPEC_FIELDS[str(loc[0])] + (f"[{loc[1]}]" if len(loc) > 1 else "")
+        raise DataError(msg, path=str(path), field=field) from None
+
+
+_SPEC_FIELDS = {"safety_specs": "safety_specifications", "behavioral_specs": "behavioral_specifications"}
 
 
 def _mapping(path: Path) -> dict:

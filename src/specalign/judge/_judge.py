@@ -14,7 +14,7 @@ from ._schema import JudgeOutcome, SpecVerdict, joint_schema, single_schema, spe
 
 JudgeMode = Literal["joint", "sequential"]
 #: bump when the judge prompts change, so cached verdicts of old prompts are not reused
-JUDGE_PROMPT_VERSION = "1"
+JUDGE_PROMPT_VERSION = "2"
 DEFAULT_JUDGE_PARAMS: dict[str, Any] = {"temperature": 0.0, "max_tokens": 4200}
 
 

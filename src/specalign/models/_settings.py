@@ -14,6 +14,8 @@ from ..errors import ConfigError, ModelUnavailable
 BackendKind = Literal["openai", "llamacpp"]
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 LOCAL = "local"
+#: generation length of the embedded demo model (its answers degrade long before this)
+EMBEDDED_MAX_TOKENS = 256
 
 #: settings keys that are ours; any other key of a config entry is a sampling parameter
 #: passed to the backend unchanged, as the official code passes them to ``chat.completions.create``.
@@ -79,7 +81,8 @@ def parse_model_spec(spec: str, config: dict[str, dict[str, Any]] | None = None,
     if spec in config:
         return settings_from_config(spec, config[spec], config_path or "models config")
     if spec == LOCAL:
-        return ModelSettings(key=LOCAL, backend="llamacpp", model_name="SmolLM2-135M-Instruct", gguf=LOCAL)
+        return ModelSettings(key=LOCAL, backend="llamacpp", model_name="SmolLM2-135M-Instruct", gguf=LOCAL,
+                             params={"max_tokens": EMBEDDED_MAX_TOKENS})
     if spec.startswith("gguf:"):
         path = spec[5:]
         if not path:

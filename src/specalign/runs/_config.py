@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from ..scoring import DEFAULT_ALPHA, NAPolicy
 
 #: prompts per scenario when the embedded model is used and no --limit is given
-EMBEDDED_DEFAULT_LIMIT = 3
+EMBEDDED_DEFAULT_LIMIT = 2
 
 
 class RunConfig(BaseModel):
