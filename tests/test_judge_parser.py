@@ -309,3 +309,16 @@ def test_parse_single_error_counts_tags():
 )
 def test_normalize_verdict(raw, expected):
     assert normalize_verdict(raw) == expected
+
+
+def test_truncated_json_is_not_read_from_a_nested_pair():
+    """A cut-off answer must not be mistaken for its first inner {reason, verdict} object."""
+    text = '{ "S1": { "reason": "fine", "verdict": "YES"}, "S2": { "reason": "cut'
+    with pytest.raises(JudgeParseError, match="truncated"):
+        parse_joint(text, ["S1", "S2"], ["B1"])
+
+
+def test_broken_outer_json_with_valid_inner_pair_is_an_error():
+    text = '{ "S1": { "reason": "a", "verdict": "YES"} oops "S2": {"reason": "b", "verdict": "NO"}} trailing'
+    with pytest.raises(JudgeParseError):
+        parse_joint(text, ["S1", "S2"], ["B1"])

@@ -31,19 +31,24 @@ def parse_joint(text: str, safety_ids: list[str], behavioral_ids: list[str]) -> 
     if not text.strip():
         raise JudgeParseError("empty judge output")
     ids = safety_ids + behavioral_ids
-    obj = _find_json_object(text)
     has_tags = "_specifications>" in text.lower()
+    try:
+        obj = _find_json_object(text, lambda o: _names_any(o, ids))
+    except JudgeParseError:
+        if not has_tags:
+            raise
+        obj = None
     # a tag-format answer may quote code with braces in a reason: that object is not the verdicts
     if obj is not None and (not has_tags or _names_any(obj, ids)):
         return _from_json(obj, ids)
     if has_tags:
         return _from_tags(text, safety_ids, behavioral_ids)
-    raise JudgeParseError("no JSON object and no <safety_specifications> section in judge output")
+    raise JudgeParseError("no JSON object with spec ids (S1, B1, ...) and no <safety_specifications> section in judge output")
 
 
 def parse_single(text: str) -> SpecVerdict:
     """The verdict of a sequential judge call: a JSON object, or exactly one verdict tag."""
-    obj = _find_json_object(text)
+    obj = _find_json_object(text, lambda o: "verdict" in o or "label" in o)
     if obj is not None:
         return _verdict_of(obj, "answer")
     tags = _TAG.findall(text)
@@ -54,20 +59,28 @@ def parse_single(text: str) -> SpecVerdict:
     return SpecVerdict(verdict=distinct.pop(), reason=_one_line(reason))
 
 
-def _find_json_object(text: str) -> dict | None:
+def _find_json_object(text: str, wanted=lambda obj: True) -> dict | None:
+    """The first JSON object in ``text`` (fenced blocks first) that ``wanted`` accepts.
+
+    Objects nested in a broken outer object (e.g. one ``{"reason", "verdict"}`` pair of a
+    truncated answer) are not what ``wanted`` accepts; when nothing wanted is found and some
+    ``{`` failed to decode, the answer is reported as truncated or broken JSON.
+    """
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    failed = False
     for chunk in candidates:
         start = chunk.find("{")
         while start != -1:
             try:
-                obj, _ = json.JSONDecoder().raw_decode(chunk[start:])
+                obj, end = json.JSONDecoder().raw_decode(chunk[start:])
             except json.JSONDecodeError:
+                failed = True
                 start = chunk.find("{", start + 1)
                 continue
-            if isinstance(obj, dict):
+            if isinstance(obj, dict) and wanted(obj):
                 return obj
-            start = chunk.find("{", start + 1)
-    if text.lstrip().startswith("{"):
+            start = chunk.find("{", start + end)
+    if failed:
         raise JudgeParseError("judge output is JSON but cannot be parsed (truncated or broken)")
     return None
 

@@ -10,7 +10,7 @@ from ..benchmark import Scenario
 
 Verdict = Literal["YES", "NO", "NA"]
 VERDICTS: tuple[str, ...] = ("YES", "NO", "NA")
-REASON_MAX_CHARS = 200
+REASON_MAX_CHARS = 150
 
 
 class SpecVerdict(BaseModel):

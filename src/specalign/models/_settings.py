@@ -81,8 +81,7 @@ def parse_model_spec(spec: str, config: dict[str, dict[str, Any]] | None = None,
     if spec in config:
         return settings_from_config(spec, config[spec], config_path or "models config")
     if spec == LOCAL:
-        return ModelSettings(key=LOCAL, backend="llamacpp", model_name="SmolLM2-135M-Instruct", gguf=LOCAL,
-                             params={"max_tokens": EMBEDDED_MAX_TOKENS})
+        return ModelSettings(key=LOCAL, backend="llamacpp", model_name="SmolLM2-135M-Instruct", gguf=LOCAL)
     if spec.startswith("gguf:"):
         path = spec[5:]
         if not path:

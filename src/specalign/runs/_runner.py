@@ -18,7 +18,16 @@ from ..benchmark import Benchmark, Prompt, Scenario, load_benchmark, select_prom
 from ..errors import ModelAccessError, ModelError, RunDirError
 from ..judge import Judge
 from ..methods import GenerationMethod, create_method
-from ..models import CallCache, Model, create_model, load_models_config, parse_model_spec
+from ..models import (
+    LOCAL,
+    CallCache,
+    Model,
+    ModelSettings,
+    create_model,
+    load_models_config,
+    parse_model_spec,
+)
+from ..models._settings import EMBEDDED_MAX_TOKENS
 from ..scoring import score_sample
 from ._config import RunConfig
 from ._records import DataInfo, GenerationRecord, JudgmentRecord, Manifest, ScenarioInfo, Selection, now
@@ -70,7 +79,7 @@ class Evaluation:
         self.n_available = sum(len(s.prompts) for s in self.scenarios)
         self.method: GenerationMethod = create_method(config.method, config.method_params)
         models_cfg = load_models_config(config.models_config) if config.models_config else {}
-        self.target_settings = parse_model_spec(config.model, models_cfg, config.models_config)
+        self.target_settings = _with_generation_defaults(parse_model_spec(config.model, models_cfg, config.models_config))
         self.judge_settings = parse_model_spec(config.judge, models_cfg, config.models_config)
         self.run_dir = RunDir(config.out_dir())
         self.stats = RunStats(total=len(self.samples))
@@ -234,6 +243,13 @@ class Evaluation:
         st.safety_sum += s.safety
         st.behavioral_sum += s.behavioral
         st.sar_sum += s.sar
+
+
+def _with_generation_defaults(settings: ModelSettings) -> ModelSettings:
+    """The embedded demo model generates at most EMBEDDED_MAX_TOKENS unless told otherwise (not as judge)."""
+    if settings.key == LOCAL and "max_tokens" not in settings.params:
+        return settings.model_copy(update={"params": {**settings.params, "max_tokens": EMBEDDED_MAX_TOKENS}})
+    return settings
 
 
 def _sid(scenario: Scenario, prompt: Prompt) -> str:
