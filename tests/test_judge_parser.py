@@ -322,3 +322,9 @@ def test_broken_outer_json_with_valid_inner_pair_is_an_error():
     text = '{ "S1": { "reason": "a", "verdict": "YES"} oops "S2": {"reason": "b", "verdict": "NO"}} trailing'
     with pytest.raises(JudgeParseError):
         parse_joint(text, ["S1", "S2"], ["B1"])
+
+
+def test_raw_newline_inside_a_json_string_is_accepted():
+    text = '{"S1": {"reason": "line one\nline two", "verdict": "NO"}, "B1": {"reason": "ok", "verdict": "YES"}}'
+    out = parse_joint(text, ["S1"], ["B1"])
+    assert out["S1"].verdict == "NO" and out["S1"].reason == "line one line two"

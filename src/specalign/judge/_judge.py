@@ -7,10 +7,18 @@ from typing import Any, Literal
 
 from ..benchmark import Prompt, Scenario
 from ..errors import JudgeParseError, ModelAccessError, ModelError
-from ..models import Completion, Message, Model
+from ..models import LOCAL, Completion, Message, Model
 from ._parser import parse_joint, parse_single
 from ._prompts import JUDGE_SYSTEM, correction_message, joint_prompt, single_prompt
-from ._schema import JudgeOutcome, SpecVerdict, joint_schema, single_schema, spec_ids
+from ._schema import (
+    EMBEDDED_REASON_MAX_CHARS,
+    REASON_MAX_CHARS,
+    JudgeOutcome,
+    SpecVerdict,
+    joint_schema,
+    single_schema,
+    spec_ids,
+)
 
 JudgeMode = Literal["joint", "sequential"]
 #: bump when the judge prompts change, so cached verdicts of old prompts are not reused
@@ -26,21 +34,27 @@ class Judge:
     the sample is unscored with the raw outputs and the reason. Access errors propagate.
     """
 
-    def __init__(self, model: Model, mode: JudgeMode = "joint", max_attempts: int = 3):
+    def __init__(self, model: Model, mode: JudgeMode = "joint", max_attempts: int = 3,
+                 reason_chars: int | None = None):
         self.model = model
         self.mode = mode
         self.max_attempts = max_attempts
+        if reason_chars is None:
+            embedded = model.settings.key == LOCAL
+            reason_chars = EMBEDDED_REASON_MAX_CHARS if embedded else REASON_MAX_CHARS
+        self.reason_chars = reason_chars
 
     def key(self) -> str:
         """Identifies this judge in records: model identity, its settings, mode, prompt version."""
         blob = repr((self.model.backend.identity(), sorted(self.model.settings.params.items()),
-                     sorted(self._params().items()), self.mode, JUDGE_PROMPT_VERSION, self.model.supports_json_schema))
+                     sorted(self._params().items()), self.mode, JUDGE_PROMPT_VERSION, self.model.supports_json_schema,
+                     self.reason_chars))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model.settings.public_dict(), "mode": self.mode, "key": self.key(),
                 "prompt_version": JUDGE_PROMPT_VERSION, "max_attempts": self.max_attempts,
-                "structured_output": self.model.supports_json_schema}
+                "structured_output": self.model.supports_json_schema, "reason_chars": self.reason_chars}
 
     def _params(self) -> dict[str, Any]:
         return {k: v for k, v in DEFAULT_JUDGE_PARAMS.items() if k not in self.model.settings.params}
@@ -54,7 +68,7 @@ class Judge:
         json_mode = self.model.supports_json_schema
         safety, behavioral = spec_ids(scenario)
         user = joint_prompt(scenario, prompt, response, json_mode)
-        schema = joint_schema(scenario) if json_mode else None
+        schema = joint_schema(scenario, self.reason_chars) if json_mode else None
         outcome = JudgeOutcome(status="unscored")
         verdicts = await self._ask(user, schema, json_mode, outcome,
                                    lambda text: parse_joint(text, safety, behavioral))
@@ -69,7 +83,7 @@ class Judge:
         for kind, ids in zip(("safety", "behavioral"), spec_ids(scenario)):
             for index, spec_id in enumerate(ids):
                 user = single_prompt(scenario, prompt, response, kind, index, json_mode)
-                v = await self._ask(user, single_schema() if json_mode else None, json_mode, outcome, parse_single)
+                v = await self._ask(user, single_schema(self.reason_chars) if json_mode else None, json_mode, outcome, parse_single)
                 if v is None:
                     outcome.unscored_reason = f"{spec_id}: {outcome.unscored_reason}"
                     return outcome

@@ -72,7 +72,7 @@ def _find_json_object(text: str, wanted=lambda obj: True) -> dict | None:
         start = chunk.find("{")
         while start != -1:
             try:
-                obj, end = json.JSONDecoder().raw_decode(chunk[start:])
+                obj, end = json.JSONDecoder(strict=False).raw_decode(chunk[start:])  # raw newlines in strings are fine
             except json.JSONDecodeError:
                 failed = True
                 start = chunk.find("{", start + 1)

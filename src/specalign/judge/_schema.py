@@ -11,6 +11,8 @@ from ..benchmark import Scenario
 Verdict = Literal["YES", "NO", "NA"]
 VERDICTS: tuple[str, ...] = ("YES", "NO", "NA")
 REASON_MAX_CHARS = 150
+#: the embedded 135M judge fills whatever length it is allowed; a short bound keeps the demo fast
+EMBEDDED_REASON_MAX_CHARS = 60
 
 
 class SpecVerdict(BaseModel):
@@ -26,11 +28,11 @@ def spec_ids(scenario: Scenario) -> tuple[list[str], list[str]]:
     return [f"S{i}" for i in range(1, n_s + 1)], [f"B{i}" for i in range(1, n_b + 1)]
 
 
-def _verdict_object() -> dict[str, Any]:
+def _verdict_object(reason_chars: int = REASON_MAX_CHARS) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
+            "reason": {"type": "string", "maxLength": reason_chars},
             "verdict": {"type": "string", "enum": list(VERDICTS)},
         },
         "required": ["reason", "verdict"],
@@ -38,21 +40,21 @@ def _verdict_object() -> dict[str, Any]:
     }
 
 
-def joint_schema(scenario: Scenario) -> dict[str, Any]:
+def joint_schema(scenario: Scenario, reason_chars: int = REASON_MAX_CHARS) -> dict[str, Any]:
     """One object with a key per spec (S1.., B1..), each ``{reason, verdict}``: the count is exact by construction."""
     safety, behavioral = spec_ids(scenario)
     keys = safety + behavioral
     return {
         "type": "object",
-        "properties": {k: _verdict_object() for k in keys},
+        "properties": {k: _verdict_object(reason_chars) for k in keys},
         "required": keys,
         "additionalProperties": False,
     }
 
 
-def single_schema() -> dict[str, Any]:
+def single_schema(reason_chars: int = REASON_MAX_CHARS) -> dict[str, Any]:
     """The answer of a sequential judge call about one spec."""
-    return _verdict_object()
+    return _verdict_object(reason_chars)
 
 
 class JudgeOutcome(BaseModel):

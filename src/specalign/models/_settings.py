@@ -15,7 +15,7 @@ BackendKind = Literal["openai", "llamacpp"]
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 LOCAL = "local"
 #: generation length of the embedded demo model (its answers degrade long before this)
-EMBEDDED_MAX_TOKENS = 256
+EMBEDDED_MAX_TOKENS = 200
 
 #: settings keys that are ours; any other key of a config entry is a sampling parameter
 #: passed to the backend unchanged, as the official code passes them to ``chat.completions.create``.
