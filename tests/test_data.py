@@ -569,3 +569,13 @@ def test_bad_run_options_subprocess(tmp_path, case):
     err = assert_one_line_error(cli("run", *make_args(tmp_path), "--out", str(work / "run"), cwd=work), needles)
     assert "sk-abc" not in err
     assert list(work.iterdir()) == []
+
+
+def test_hub_source_offline_is_one_clear_line(monkeypatch, capsys):
+    """Without network (or without `datasets`), hf: fails with one line saying what to do instead."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError) as err:
+        load_benchmark("hf:zzzhr97/SpecBench")
+    msg = str(err.value)
+    assert "\n" not in msg and "--data" in msg

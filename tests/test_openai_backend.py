@@ -291,3 +291,13 @@ def test_server_models_and_health(server):
     assert data["object"] == "list" and data["data"][0]["id"] == DEFAULT_MODEL
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health") as r:
         assert json.load(r) == {"status": "ok"}
+
+
+def test_length_limits_kept_for_local_servers_and_dropped_for_hosted_apis():
+    from specalign.models._openai import _is_local_host, portable_schema
+
+    schema = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 60}}}
+    assert portable_schema(schema) == {"type": "object", "properties": {"reason": {"type": "string"}}}
+    assert _is_local_host("http://127.0.0.1:8000/v1") and _is_local_host("http://localhost:11434/v1")
+    assert _is_local_host("http://10.0.0.5:8000/v1") and _is_local_host("http://gpu1:8000/v1")
+    assert not _is_local_host("https://api.openai.com/v1") and not _is_local_host("https://api.deepseek.com/v1")

@@ -67,6 +67,7 @@ class OpenAIBackend(ModelBackend):
         self._key_env = settings.api_key_env or DEFAULT_KEY_ENV
         self._api_key = _resolve_key(self._key_env, self._urls)
         self._turn = itertools.count()
+        self._local = all(_is_local_host(u) for u in self._urls)
         self._state: _LoopState | None = None
 
     def identity(self) -> dict[str, Any]:
@@ -118,9 +119,10 @@ class OpenAIBackend(ModelBackend):
         other = {k: v for k, v in request.params.items() if k not in OPENAI_PARAMS}
         extra = {**request.extra_body, **other}
         if request.json_schema is not None:
+            schema = request.json_schema if self._local else portable_schema(request.json_schema)
             known["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "verdicts", "schema": request.json_schema, "strict": True},
+                "json_schema": {"name": "verdicts", "schema": schema, "strict": True},
             }
         return {
             "model": self.settings.model_name,
@@ -282,3 +284,30 @@ def _int(value: Any) -> int:
 def _one_line(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: keywords hosted APIs reject in strict structured output; local servers (vLLM, llama.cpp) enforce them
+_HOSTED_UNSUPPORTED = ("maxLength", "minLength")
+
+
+def portable_schema(schema: Any) -> Any:
+    """``schema`` without the length limits that hosted strict structured output rejects."""
+    if isinstance(schema, dict):
+        return {k: portable_schema(v) for k, v in schema.items() if k not in _HOSTED_UNSUPPORTED}
+    if isinstance(schema, list):
+        return [portable_schema(v) for v in schema]
+    return schema
+
+
+def _is_local_host(url: str) -> bool:
+    """Loopback or private-network hosts: a server of the user's own (vLLM, llama.cpp, Ollama)."""
+    import ipaddress  # noqa: PLC0415
+
+    host = urlparse(url).hostname or ""
+    if host == "localhost" or host.endswith(".local"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return "." not in host  # a bare machine name on the user's network
+    return ip.is_loopback or ip.is_private
