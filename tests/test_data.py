@@ -579,3 +579,20 @@ def test_hub_source_offline_is_one_clear_line(monkeypatch, capsys):
         load_benchmark("hf:zzzhr97/SpecBench")
     msg = str(err.value)
     assert "\n" not in msg and "--data" in msg
+
+
+def test_official_config_entry_without_url_uses_openai_base_url(monkeypatch, tmp_path):
+    """An official config_model.yaml entry has no URL; OPENAI_BASE_URL (the SDK convention) supplies it."""
+    from specalign.models import load_models_config, parse_model_spec
+
+    cfg = tmp_path / "config_model.yaml"
+    cfg.write_text("Qwen3-14B:\n  model_name: Qwen/Qwen3-14B\n  temperature: 0.7\n  max_tokens: 4200\n"
+                   "  extra_body:\n    top_k: 20\n    chat_template_kwargs: {enable_thinking: false}\n")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    s = parse_model_spec("Qwen3-14B", load_models_config(str(cfg)), str(cfg))
+    assert s.base_urls == ["https://api.openai.com/v1"]
+    assert s.params == {"temperature": 0.7, "max_tokens": 4200}
+    assert s.extra_body == {"top_k": 20, "chat_template_kwargs": {"enable_thinking": False}}
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://10.0.0.2:8001/v1,http://10.0.0.3:8001/v1/")
+    s = parse_model_spec("Qwen3-14B", load_models_config(str(cfg)), str(cfg))
+    assert s.base_urls == ["http://10.0.0.2:8001/v1", "http://10.0.0.3:8001/v1"]

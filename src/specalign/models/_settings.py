@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -93,7 +94,7 @@ def parse_model_spec(spec: str, config: dict[str, dict[str, Any]] | None = None,
         if not name:
             raise ConfigError("openai: needs a model name, e.g. openai:gpt-4.1@https://api.openai.com/v1",
                               field="model")
-        urls = _split_urls(url) if url else [DEFAULT_OPENAI_URL]
+        urls = _split_urls(url) if url else default_base_urls()
         return ModelSettings(key=spec, backend="openai", model_name=name, base_urls=urls)
     known = ", ".join(sorted(config)) or "none"
     where = f" (keys in {config_path}: {known})" if config_path else " (no --models-config given)"
@@ -117,7 +118,7 @@ def settings_from_config(key: str, entry: Any, path: str) -> ModelSettings:
     if isinstance(urls, str):
         urls = _split_urls(urls)
     if backend == "openai" and not urls:
-        urls = [DEFAULT_OPENAI_URL]
+        urls = default_base_urls()
     try:
         return ModelSettings(key=key, backend=backend, base_urls=urls or [], params=params, **own)
     except ValidationError as e:
@@ -139,6 +140,11 @@ def load_models_config(path: str) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ConfigError("expected a mapping of model keys to settings mappings", path=path)
     return data
+
+
+def default_base_urls() -> list[str]:
+    """``$OPENAI_BASE_URL`` (the SDK's own convention, comma-separated allowed), else api.openai.com."""
+    return _split_urls(os.environ.get("OPENAI_BASE_URL", "")) or [DEFAULT_OPENAI_URL]
 
 
 def _split_urls(text: str) -> list[str]:
