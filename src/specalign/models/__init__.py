@@ -5,6 +5,7 @@ from ._cache import CallCache, cache_key, default_cache_dir
 from ._model import Model
 from ._registry import create_model, register_backend
 from ._settings import (
+    EMBEDDED_MAX_TOKENS,
     LOCAL,
     ModelSettings,
     embedded_gguf_path,
@@ -14,6 +15,7 @@ from ._settings import (
 )
 
 __all__ = [
+    "EMBEDDED_MAX_TOKENS",
     "LOCAL",
     "CallCache",
     "ChatRequest",

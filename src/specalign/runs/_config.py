@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..models import LOCAL
 from ..scoring import DEFAULT_ALPHA, NAPolicy
 
 #: prompts per scenario when the embedded model is used and no --limit is given
@@ -38,7 +39,7 @@ class RunConfig(BaseModel):
     def effective_limit(self) -> int | None:
         if self.limit is not None:
             return self.limit or None
-        if "local" in (self.model, self.judge):
+        if LOCAL in (self.model, self.judge):
             return EMBEDDED_DEFAULT_LIMIT
         return None
 

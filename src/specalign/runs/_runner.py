@@ -19,6 +19,7 @@ from ..errors import ModelAccessError, ModelError, RunDirError
 from ..judge import Judge
 from ..methods import GenerationMethod, create_method
 from ..models import (
+    EMBEDDED_MAX_TOKENS,
     LOCAL,
     CallCache,
     Model,
@@ -27,7 +28,6 @@ from ..models import (
     load_models_config,
     parse_model_spec,
 )
-from ..models._settings import EMBEDDED_MAX_TOKENS
 from ..scoring import score_sample
 from ._config import RunConfig
 from ._records import DataInfo, GenerationRecord, JudgmentRecord, Manifest, ScenarioInfo, Selection, now
