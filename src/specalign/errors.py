@@ -6,6 +6,7 @@ Hierarchy::
     ├── InputError              bad user input (exit 2): one line naming file and field
     │   ├── DataError           a benchmark file is malformed
     │   └── ConfigError         a model config, model spec, method or option is invalid
+    │       └── CapabilityError a method needs what the model's backend does not offer (prefill)
     ├── ModelError              a model call failed after the retries it deserved (exit 1)
     │   ├── ModelAccessError    401/403/404 or exhausted quota: never retried (exit 3)
     │   └── ModelUnavailable    the backend cannot be loaded (missing package or file)
@@ -48,6 +49,10 @@ class DataError(InputError):
 
 class ConfigError(InputError):
     """A model config, model spec, method name or option is invalid."""
+
+
+class CapabilityError(ConfigError):
+    """A method needs a capability (assistant prefill) that the model does not declare."""
 
 
 class ModelError(SpecalignError):

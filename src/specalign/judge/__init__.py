@@ -1,6 +1,6 @@
 """Judges: joint (one call per sample) and sequential (one call per spec), verdict schema, lenient parser."""
 
-from ._judge import DEFAULT_JUDGE_PARAMS, JUDGE_PROMPT_VERSION, Judge, JudgeMode
+from ._judge import DEFAULT_JUDGE_PARAMS, JUDGE_PROMPT_VERSION, Judge, JudgeMode, score_verdicts
 from ._parser import parse_joint, parse_single
 from ._prompts import RESPONSE_MAX_CHARS, fence_id, joint_prompt, single_prompt
 from ._schema import VERDICTS, JudgeOutcome, SpecVerdict, Verdict, joint_schema, single_schema, spec_ids
@@ -20,6 +20,7 @@ __all__ = [
     "joint_schema",
     "parse_joint",
     "parse_single",
+    "score_verdicts",
     "single_prompt",
     "single_schema",
     "spec_ids",

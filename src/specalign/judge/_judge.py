@@ -8,6 +8,7 @@ from typing import Any, Literal
 from ..benchmark import Prompt, Scenario
 from ..errors import JudgeParseError, ModelAccessError, ModelError
 from ..models import LOCAL, Completion, Message, Model
+from ..scoring import DEFAULT_ALPHA, NAPolicy, SampleScore, score_sample
 from ._parser import parse_joint, parse_single
 from ._prompts import JUDGE_SYSTEM, correction_message, joint_prompt, single_prompt
 from ._schema import (
@@ -123,3 +124,11 @@ class Judge:
         outcome.cached_calls += 1 if out.cached else 0
         outcome.prompt_tokens += out.usage.prompt_tokens
         outcome.completion_tokens += out.usage.completion_tokens
+
+
+def score_verdicts(scenario: Scenario, verdicts: dict[str, SpecVerdict], *, alpha: float = DEFAULT_ALPHA,
+                   na_policy: NAPolicy = "official") -> SampleScore:
+    """The safety, behavioral and SAR score of one judged sample under ``scenario``'s specs."""
+    safety, behavioral = spec_ids(scenario)
+    return score_sample([verdicts[k].verdict for k in safety], [verdicts[k].verdict for k in behavioral],
+                        weights=[b.weight for b in scenario.behavioral_specs], alpha=alpha, na_policy=na_policy)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..benchmark import Prompt, Scenario
-from ..models import Message, Model
-from ._base import GenerationMethod, MethodOutput, MethodParams
+from ..models import Completion, Message
+from ._base import Answer, GenerationMethod, MethodParams
+from ._context import MethodContext
 from ._registry import register_method
 from ._text import split_thought
 
@@ -32,18 +33,17 @@ def spec_augmented_prompt(scenario: Scenario, question: str) -> str:
     )
 
 
-async def _single_call(model: Model, system: str, user: str, sample_index: int) -> MethodOutput:
-    messages = [Message(role="system", content=system), Message(role="user", content=user)]
-    out = await model.generate(messages, sample_index=sample_index)
-    s = model.settings
-    split = split_thought(out.text, s.thought_start, s.thought_end)
+def vanilla_messages(system_prompt: str, scenario: Scenario, prompt: Prompt) -> list[Message]:
+    """The conversation ``vanilla`` sends; other methods start from it so its calls are shared (cached)."""
+    return [Message(role="system", content=system_prompt),
+            Message(role="user", content=spec_augmented_prompt(scenario, prompt.prompt))]
+
+
+def answer_of(ctx: MethodContext, out: Completion) -> Answer:
+    """One completion as an :class:`Answer`: thought and response split, an unclosed thought flagged."""
+    split = split_thought(out.text, ctx.thought_start, ctx.thought_end)
     flags = ["thought_unclosed"] if split.thought_unclosed else []
-    if out.finish_reason == "length":
-        flags.append("max_tokens_reached")
-    return MethodOutput(
-        response=split.response, thought=split.thought, usage=out.usage, calls=0 if out.cached else 1,
-        cached_calls=1 if out.cached else 0, flags=flags, finish_reason=out.finish_reason,
-    )
+    return Answer(response=split.response, thought=split.thought, flags=flags, finish_reason=out.finish_reason)
 
 
 @register_method
@@ -54,8 +54,9 @@ class Raw(GenerationMethod):
     description = "the prompt alone, no specifications"
     Params = BaselineParams
 
-    async def generate(self, model: Model, scenario: Scenario, prompt: Prompt, sample_index: int = 0) -> MethodOutput:
-        return await _single_call(model, self.params.system_prompt, prompt.prompt, sample_index)
+    async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
+        messages = [Message(role="system", content=self.params.system_prompt), Message(role="user", content=prompt.prompt)]
+        return answer_of(ctx, await ctx.chat("answer", messages))
 
 
 @register_method
@@ -66,6 +67,6 @@ class Vanilla(GenerationMethod):
     description = "the prompt plus the scenario's specifications and the instruction to follow them"
     Params = BaselineParams
 
-    async def generate(self, model: Model, scenario: Scenario, prompt: Prompt, sample_index: int = 0) -> MethodOutput:
-        user = spec_augmented_prompt(scenario, prompt.prompt)
-        return await _single_call(model, self.params.system_prompt, user, sample_index)
+    async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
+        out = await ctx.chat("answer", vanilla_messages(self.params.system_prompt, scenario, prompt))
+        return answer_of(ctx, out)

@@ -24,6 +24,7 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = Field(default=0, description="prompt tokens served from a KV/prefix cache, not evaluated")
 
     @property
     def total_tokens(self) -> int:
@@ -33,6 +34,7 @@ class Usage(BaseModel):
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
         )
 
 
@@ -51,6 +53,9 @@ class ChatRequest(BaseModel):
     ``params`` are sampling parameters (temperature, top_p, max_tokens, stop, seed, ...) merged
     from the model settings and the caller; ``extra_body`` goes to the server untouched.
     ``json_schema`` asks for structured output when the backend supports it.
+    ``continue_final``: the last message is an assistant turn to *continue* (a prefill): the
+    backend renders it unclosed and returns only the continuation. ``sample_index`` tells
+    repeated samples of one request apart (backends offset the seed by it).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -59,6 +64,8 @@ class ChatRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     extra_body: dict[str, Any] = Field(default_factory=dict)
     json_schema: dict[str, Any] | None = None
+    continue_final: bool = False
+    sample_index: int = 0
 
 
 class ModelBackend(abc.ABC):
@@ -71,6 +78,8 @@ class ModelBackend(abc.ABC):
 
     kind: ClassVar[str]
     supports_json_schema: ClassVar[bool] = False
+    #: whether ``chat`` honours ``continue_final`` (a model config's ``prefill:`` overrides it)
+    supports_prefill: ClassVar[bool] = False
 
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]:

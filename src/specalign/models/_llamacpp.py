@@ -16,10 +16,12 @@ from typing import Any
 
 from ..errors import ModelError, ModelUnavailable
 from ._base import ChatRequest, Completion, Message, ModelBackend, Usage
-from ._settings import LOCAL, ModelSettings, embedded_gguf_path
+from ._settings import LOCAL, ModelSettings, embedded_gguf_path, resolve_chat_template
 
 INSTALL_HINT = "pip install 'specalign[local]'"
 DEFAULT_MAX_TOKENS = 512
+#: llama-cpp-python's own default for chat completions (its raw completions default to 0.8)
+DEFAULT_TEMPERATURE = 0.2
 MIN_GENERATION_TOKENS = 16
 _HASH_CHUNK = 1 << 20
 
@@ -36,7 +38,7 @@ class _Shared:
 
     llama: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
-    formatter: Any = None
+    formatters: dict[str, Any] = field(default_factory=dict)
 
 
 _LOADED: dict[tuple[str, int], _Shared] = {}
@@ -160,6 +162,7 @@ class LlamaCppBackend(ModelBackend):
 
     kind = "llamacpp"
     supports_json_schema = True
+    supports_prefill = True
 
     def __init__(self, settings: ModelSettings):
         if importlib.util.find_spec("llama_cpp") is None:
@@ -172,6 +175,9 @@ class LlamaCppBackend(ModelBackend):
         if self._identity is None:
             self._identity = {"kind": self.kind, "model": self.settings.model_name,
                               "gguf_sha256_prefix": gguf_fingerprint(self.path), "n_ctx": self.settings.n_ctx}
+            template = resolve_chat_template(self.settings)
+            if template:
+                self._identity["chat_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()[:16]
         return self._identity
 
     def shared(self) -> _Shared:
@@ -194,30 +200,68 @@ class LlamaCppBackend(ModelBackend):
     def _chat_blocking(self, request: ChatRequest) -> Completion:
         shared = self.shared()
         kwargs = map_params(request, int(self.settings.params.get("seed", 0) or 0))
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        kwargs["seed"] += request.sample_index
+        kwargs.setdefault("temperature", DEFAULT_TEMPERATURE)
         with shared.lock:
             if request.json_schema is not None:
                 kwargs["grammar"] = _grammar_for(request.json_schema, shared.llama)
-            kwargs["max_tokens"] = self._fit_max_tokens(shared, request.messages, kwargs["max_tokens"])
+            tokens = self._render(shared, request)
+            if tokens is None:  # a GGUF without a chat template: llama-cpp-python's own guess
+                return self._chat_without_template(shared, request, kwargs)
+            kwargs["max_tokens"] = self._fit_max_tokens(len(tokens), kwargs["max_tokens"])
+            if not self.settings.kv_reuse:
+                shared.llama.reset()
+            reused = _reusable_prefix(shared.llama, tokens)
             try:
-                response = shared.llama.create_chat_completion(messages=messages, **kwargs)
+                response = shared.llama.create_completion(prompt=tokens, **kwargs)
             except ValueError as e:
                 raise ModelError(self._overflow_message(e)) from None
             except Exception as e:
                 raise ModelError(f"llama.cpp failed: {type(e).__name__}: {e}") from None
         choice = response["choices"][0]
-        usage = response.get("usage") or {}
-        return Completion(
-            text=choice["message"].get("content") or "",
-            usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0),
-                        completion_tokens=usage.get("completion_tokens", 0)),
-            finish_reason=choice.get("finish_reason"),
-        )
+        return Completion(text=choice.get("text") or "", usage=_usage(response, reused),
+                          finish_reason=choice.get("finish_reason"))
 
-    def _fit_max_tokens(self, shared: _Shared, messages: tuple[Message, ...], max_tokens: int) -> int:
+    def _render(self, shared: _Shared, request: ChatRequest) -> list[int] | None:
+        """The prompt tokens: the chat template rendered, an assistant prefix left open after it.
+
+        A prefill renders the conversation before the assistant turn with the generation
+        prompt, then appends the prefix verbatim: the turn stays unclosed and the template
+        cannot rewrite the prefix (as some templates do to ``<think>`` blocks).
+        """
+        template = resolve_chat_template(self.settings) or chat_template_of(shared.llama)
+        if template is None:
+            if request.continue_final:
+                raise ModelError(f"{self.path.name} has no chat template to continue an assistant turn with; "
+                                 f"set chat_template in the model's config")
+            return None
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        prefix = ""
+        if request.continue_final:
+            prefix = messages.pop()["content"]
+        try:
+            rendered = _formatter(shared, template)(messages=messages)
+        except Exception as e:  # a template may refuse a conversation (roles must alternate, ...)
+            raise ModelError(f"the chat template refused these messages: {type(e).__name__}: {e}") from None
+        text = rendered.prompt + prefix
+        return shared.llama.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+
+    def _chat_without_template(self, shared: _Shared, request: ChatRequest, kwargs: dict[str, Any]) -> Completion:
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        kwargs["max_tokens"] = self._fit_max_tokens(_rough_prompt_tokens(shared, request.messages), kwargs["max_tokens"])
+        try:
+            response = shared.llama.create_chat_completion(messages=messages, **kwargs)
+        except ValueError as e:
+            raise ModelError(self._overflow_message(e)) from None
+        except Exception as e:
+            raise ModelError(f"llama.cpp failed: {type(e).__name__}: {e}") from None
+        choice = response["choices"][0]
+        return Completion(text=choice["message"].get("content") or "", usage=_usage(response, 0),
+                          finish_reason=choice.get("finish_reason"))
+
+    def _fit_max_tokens(self, prompt: int, max_tokens: int) -> int:
         """Clamp ``max_tokens`` to the room left in the context; ModelError if under 16 tokens remain."""
         n_ctx = self.settings.n_ctx
-        prompt = _prompt_tokens(shared, messages)
         room = n_ctx - prompt
         if room < MIN_GENERATION_TOKENS:
             raise ModelError(f"prompt of {prompt} tokens does not fit the context window of {n_ctx}")
@@ -231,22 +275,39 @@ class LlamaCppBackend(ModelBackend):
         return f"llama.cpp rejected the request: {text}"
 
 
-def _prompt_tokens(shared: _Shared, messages: tuple[Message, ...]) -> int:
-    """Tokens of the chat prompt as llama.cpp renders it (call with ``shared.lock`` held)."""
-    llama = shared.llama
-    template = chat_template_of(llama)
-    if template is None:  # rough: contents plus a few tokens of markup per message
-        return sum(len(llama.tokenize(m.content.encode(), add_bos=False, special=True)) + 8 for m in messages)
-    if shared.formatter is None:
+def _usage(response: dict[str, Any], reused: int) -> Usage:
+    usage = response.get("usage") or {}
+    return Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0),
+                 cached_prompt_tokens=reused)
+
+
+def _reusable_prefix(llama: Any, tokens: list[int]) -> int:
+    """Prompt tokens whose KV state llama.cpp will reuse from the previous call (its own prefix match)."""
+    current = llama._input_ids[: llama.n_tokens]
+    common = 0
+    for a, b in zip(current, tokens):
+        if a != b:
+            break
+        common += 1
+    return common - 1 if common == len(tokens) and common else common
+
+
+def _formatter(shared: _Shared, template: str) -> Any:
+    """A cached Jinja renderer for ``template`` with this model's BOS/EOS text."""
+    if template not in shared.formatters:
         from llama_cpp import llama_chat_format  # noqa: PLC0415
+
+        llama = shared.llama
 
         def text(token: int) -> str:
             return llama.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
 
-        shared.formatter = llama_chat_format.Jinja2ChatFormatter(
+        shared.formatters[template] = llama_chat_format.Jinja2ChatFormatter(
             template=template, eos_token=text(llama.token_eos()), bos_token=text(llama.token_bos()))
-    try:
-        rendered = shared.formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
-    except Exception:  # the template refuses these messages: llama.cpp will say why on the real call
-        return 0
-    return len(llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True))
+    return shared.formatters[template]
+
+
+def _rough_prompt_tokens(shared: _Shared, messages: tuple[Message, ...]) -> int:
+    """Contents plus a few tokens of markup per message (for GGUFs without a template)."""
+    llama = shared.llama
+    return sum(len(llama.tokenize(m.content.encode(), add_bos=False, special=True)) + 8 for m in messages)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import CapabilityError
 from ._base import ChatRequest, Completion, Message, ModelBackend, Usage
 from ._cache import CallCache, cache_key
 from ._settings import ModelSettings
@@ -31,25 +32,47 @@ class Model:
             return self.settings.structured_output
         return self.backend.supports_json_schema
 
+    @property
+    def can_prefill(self) -> bool:
+        """Whether :meth:`continue_turn` works: the config's ``prefill:``, else the backend's declaration."""
+        if self.settings.prefill is not None:
+            return self.settings.prefill
+        return self.backend.supports_prefill
+
     def request(self, messages: list[Message], *, params: dict[str, Any] | None = None,
-                json_schema: dict[str, Any] | None = None) -> ChatRequest:
+                json_schema: dict[str, Any] | None = None, continue_final: bool = False,
+                sample_index: int = 0) -> ChatRequest:
         merged = {**self.settings.params, **(params or {})}
         schema = json_schema if self.supports_json_schema else None
         return ChatRequest(messages=tuple(messages), params=merged, extra_body=self.settings.extra_body,
-                           json_schema=schema)
+                           json_schema=schema, continue_final=continue_final, sample_index=sample_index)
 
-    def key_for(self, request: ChatRequest, sample_index: int = 0) -> str:
-        return cache_key({
-            "backend": self.backend.identity(),
-            "request": request.model_dump(mode="json"),
-            "sample_index": sample_index,
-        })
+    def key_for(self, request: ChatRequest) -> str:
+        return cache_key({"backend": self.backend.identity(), "request": request.model_dump(mode="json")})
 
     async def generate(self, messages: list[Message], *, params: dict[str, Any] | None = None,
                        json_schema: dict[str, Any] | None = None, sample_index: int = 0) -> Completion:
         """One chat completion, from the cache when the identical call was made before."""
-        request = self.request(messages, params=params, json_schema=json_schema)
-        key = self.key_for(request, sample_index)
+        return await self._call(self.request(messages, params=params, json_schema=json_schema,
+                                             sample_index=sample_index))
+
+    async def continue_turn(self, messages: list[Message], prefix: str, *, stop: list[str] | None = None,
+                            params: dict[str, Any] | None = None, sample_index: int = 0) -> Completion:
+        """Continue an assistant turn that starts with ``prefix`` (a prefill); returns the continuation only.
+
+        ``messages`` is the conversation before the assistant turn. Raises
+        :class:`~specalign.errors.CapabilityError` if the model cannot prefill.
+        """
+        if not self.can_prefill:
+            raise CapabilityError(prefill_refusal(self.settings.key))
+        merged = dict(params or {})
+        if stop:
+            merged["stop"] = list(stop)
+        turn = [*messages, Message(role="assistant", content=prefix)]
+        return await self._call(self.request(turn, params=merged, continue_final=True, sample_index=sample_index))
+
+    async def _call(self, request: ChatRequest) -> Completion:
+        key = self.key_for(request)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -64,3 +87,9 @@ class Model:
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+def prefill_refusal(model_key: str) -> str:
+    return (f"model {model_key!r} does not declare assistant prefill (continuing a final assistant message). "
+            f"If its server supports it (vLLM, SGLang, llama.cpp's llama-server do), add 'prefill: true' to its "
+            f"entry in --models-config; otherwise use a method that needs no prefill")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import itertools
 import json
 import logging
@@ -15,7 +16,7 @@ from urllib.parse import urlparse
 
 from ..errors import ConfigError, ModelAccessError, ModelError
 from ._base import ChatRequest, Completion, ModelBackend, Usage
-from ._settings import ModelSettings
+from ._settings import ModelSettings, resolve_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,12 @@ class _LoopState:
 
 
 class OpenAIBackend(ModelBackend):
-    """Chat completions over HTTP, round-robin over ``settings.base_urls``, with bounded retries."""
+    """Chat completions over HTTP, round-robin over ``settings.base_urls``, with bounded retries.
+
+    Prefill (``continue_final``) is sent as vLLM/SGLang/llama-server understand it
+    (``continue_final_message: true, add_generation_prompt: false``). Hosted APIs ignore those
+    fields, so prefill is not declared: a model config's ``prefill: true`` turns it on.
+    """
 
     kind = "openai"
     supports_json_schema = True
@@ -68,10 +74,14 @@ class OpenAIBackend(ModelBackend):
         self._api_key = _resolve_key(self._key_env, self._urls)
         self._turn = itertools.count()
         self._local = all(_is_local_host(u) for u in self._urls)
+        self._template = resolve_chat_template(settings)
         self._state: _LoopState | None = None
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.settings.model_name, "base_urls": sorted(self.settings.base_urls)}
+        ident = {"kind": self.kind, "model": self.settings.model_name, "base_urls": sorted(self.settings.base_urls)}
+        if self._template is not None:
+            ident["chat_template_sha256"] = hashlib.sha256(self._template.encode()).hexdigest()[:16]
+        return ident
 
     async def chat(self, request: ChatRequest) -> Completion:
         kwargs = self._create_kwargs(request)
@@ -112,12 +122,18 @@ class OpenAIBackend(ModelBackend):
                 if failure is err:
                     raise
                 raise failure from err
-        return self._completion(response)
+        return self._completion(response, kwargs)
 
     def _create_kwargs(self, request: ChatRequest) -> dict[str, Any]:
         known = {k: v for k, v in request.params.items() if k in OPENAI_PARAMS}
         other = {k: v for k, v in request.params.items() if k not in OPENAI_PARAMS}
         extra = {**request.extra_body, **other}
+        if request.sample_index and known.get("seed") is not None:
+            known["seed"] = int(known["seed"]) + request.sample_index  # N samples, N distinct seeds
+        if self._template is not None:
+            extra["chat_template"] = self._template
+        if request.continue_final:  # vLLM / SGLang / llama-server: continue the final assistant message
+            extra.update(continue_final_message=True, add_generation_prompt=False)
         if request.json_schema is not None:
             schema = request.json_schema if self._local else portable_schema(request.json_schema)
             known["response_format"] = {
@@ -132,7 +148,7 @@ class OpenAIBackend(ModelBackend):
             "timeout": self.settings.timeout,
         }
 
-    def _completion(self, response: Any) -> Completion:
+    def _completion(self, response: Any, kwargs: dict[str, Any]) -> Completion:
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise _Retry("malformed response: no choices")
@@ -142,13 +158,18 @@ class OpenAIBackend(ModelBackend):
         if message is None or not isinstance(content, str):
             raise _Retry("malformed response: choice without a text message")
         reasoning = _reasoning(message)
-        if reasoning:
+        continuing = bool((kwargs.get("extra_body") or {}).get("continue_final_message"))
+        if reasoning and continuing:  # the thought is already open in the prefix: no opening marker
+            content = reasoning + (f"{self.settings.thought_end}{content}" if content else "")
+        elif reasoning:
             content = f"{self.settings.thought_start}{reasoning}{self.settings.thought_end}{content}"
         usage = getattr(response, "usage", None)
+        details = getattr(usage, "prompt_tokens_details", None)
         return Completion(
             text=content,
             usage=Usage(prompt_tokens=_int(getattr(usage, "prompt_tokens", 0)),
-                        completion_tokens=_int(getattr(usage, "completion_tokens", 0))),
+                        completion_tokens=_int(getattr(usage, "completion_tokens", 0)),
+                        cached_prompt_tokens=_int(getattr(details, "cached_tokens", 0))),
             finish_reason=getattr(choice, "finish_reason", None),
         )
 

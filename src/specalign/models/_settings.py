@@ -23,7 +23,7 @@ EMBEDDED_MAX_TOKENS = 200
 _OWN_KEYS = {
     "backend", "model_name", "base_url", "base_urls", "api_key_env", "max_concurrency", "timeout",
     "max_retries", "gguf", "n_ctx", "n_threads", "extra_body", "thought_end", "thought_start",
-    "structured_output", "label",
+    "structured_output", "label", "prefill", "chat_template", "kv_reuse",
 }
 
 
@@ -48,6 +48,11 @@ class ModelSettings(BaseModel):
     thought_start: str = "<think>"
     thought_end: str = "</think>"
     structured_output: bool | None = None
+    prefill: bool | None = Field(
+        default=None, description="can the server continue a final assistant message? None: the backend's declaration")
+    chat_template: str | None = Field(
+        default=None, description="Jinja chat template (inline, or a path to a file) used for every call")
+    kv_reuse: bool = Field(default=True, description="llama.cpp in-process: reuse the KV cache of a shared prefix")
 
     @field_validator("api_key_env")
     @classmethod
@@ -59,6 +64,18 @@ class ModelSettings(BaseModel):
     def public_dict(self) -> dict[str, Any]:
         """Settings safe to write to run files: no secrets are ever held here, only env names."""
         return self.model_dump(mode="json")
+
+
+def resolve_chat_template(settings: ModelSettings) -> str | None:
+    """The Jinja text of ``settings.chat_template``: inline text, or read from the file it names."""
+    value = settings.chat_template
+    if not value or "{{" in value or "{%" in value:
+        return value or None
+    path = Path(value).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the chat template file {path}: {e}", field=f"{settings.key}.chat_template") from None
 
 
 def embedded_gguf_path() -> Path:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..judge import SpecVerdict
+from ..methods import MethodStep
 from ..models import Usage
 
 FORMAT_VERSION = 1
@@ -36,6 +37,16 @@ class Selection(BaseModel):
     n_samples: int
 
 
+class Session(BaseModel):
+    """One invocation of ``specalign run`` on this directory: when, how long, what it did."""
+
+    started_at: str = Field(default_factory=now)
+    wall_s: float = 0.0
+    model_calls: int = 0
+    samples_done: int = 0
+    samples_resumed: int = 0
+
+
 class Manifest(BaseModel):
     """What a run directory holds and how it was made. No secrets: API keys appear only as env names."""
 
@@ -54,6 +65,7 @@ class Manifest(BaseModel):
     alpha: float
     na_policy: str
     environment: dict[str, str] = Field(default_factory=dict)
+    sessions: list[Session] = Field(default_factory=list, description="each invocation of the run, oldest first")
 
 
 class GenerationRecord(BaseModel):
@@ -70,8 +82,11 @@ class GenerationRecord(BaseModel):
     flags: list[str] = Field(default_factory=list)
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
+    scorer_usage: Usage = Field(default_factory=Usage)
     calls: int = 0
     cached_calls: int = 0
+    steps: list[MethodStep] = Field(default_factory=list, description="every sub-call of the method, in order")
+    stats: dict[str, int] = Field(default_factory=dict)
     elapsed_s: float = 0.0
     created_at: str = Field(default_factory=now)
 

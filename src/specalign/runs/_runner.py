@@ -16,8 +16,8 @@ from pydantic import BaseModel
 from .. import __version__
 from ..benchmark import Benchmark, Prompt, Scenario, load_benchmark, select_prompts, select_scenarios
 from ..errors import ModelAccessError, ModelError, RunDirError
-from ..judge import Judge
-from ..methods import GenerationMethod, create_method
+from ..judge import Judge, score_verdicts
+from ..methods import CandidateScorer, GenerationMethod, create_method, make_scorer
 from ..models import (
     EMBEDDED_MAX_TOKENS,
     LOCAL,
@@ -28,9 +28,8 @@ from ..models import (
     load_models_config,
     parse_model_spec,
 )
-from ..scoring import score_sample
 from ._config import RunConfig
-from ._records import DataInfo, GenerationRecord, JudgmentRecord, Manifest, ScenarioInfo, Selection, now
+from ._records import DataInfo, GenerationRecord, JudgmentRecord, Manifest, ScenarioInfo, Selection, Session, now
 from ._scores import ScoresReport, compute_scores, latest_records
 from ._store import GENERATIONS, JUDGMENTS, SCORES, RunDir
 
@@ -92,16 +91,19 @@ class Evaluation:
             return CallCache(Path(self.config.cache_dir) / "calls.sqlite")
         return CallCache.default()
 
-    def _generation_key(self, target: Model) -> str:
-        blob = json.dumps([self.bench.content_hash(), target.backend.identity(), target.settings.params,
-                           target.settings.extra_body, self.method.describe()], sort_keys=True, default=str)
+    def _generation_key(self, target: Model, scorer: CandidateScorer | None) -> str:
+        parts = [self.bench.content_hash(), target.backend.identity(), target.settings.params,
+                 target.settings.extra_body, self.method.describe()]
+        if scorer is not None:  # Best-of-N and TPO pick by the scorer: another judge, other answers
+            parts.append(scorer.describe())
+        blob = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def _manifest(self, target: Model, judge: Judge) -> Manifest:
+    def _manifest(self, target: Model, judge: Judge, scorer: CandidateScorer | None) -> Manifest:
         scen = {s.key: ScenarioInfo(name=s.name, n_safety=len(s.safety_specs), n_behavioral=len(s.behavioral_specs),
                                     behavioral_weights=[b.weight for b in s.behavioral_specs]) for s in self.scenarios}
         return Manifest(
-            specalign_version=__version__, generation_key=self._generation_key(target),
+            specalign_version=__version__, generation_key=self._generation_key(target, scorer),
             data=DataInfo(source=self.bench.source, sha256=self.bench.content_hash(), scenarios=scen),
             selection=Selection(scenarios=[s.key for s in self.scenarios], limit=self.limit, n_samples=len(self.samples)),
             model=target.settings.public_dict(), model_identity=target.backend.identity(),
@@ -123,24 +125,32 @@ class Evaluation:
         if old.judge["key"] != fresh.judge["key"] and all(p["key"] != old.judge["key"] for p in past):
             past.append(old.judge)
         scen = {**old.data.scenarios, **fresh.data.scenarios}
-        return fresh.model_copy(update={"created_at": old.created_at, "past_judges": past,
+        return fresh.model_copy(update={"created_at": old.created_at, "past_judges": past, "sessions": old.sessions,
                                         "data": fresh.data.model_copy(update={"scenarios": scen})})
 
     # -- the run --------------------------------------------------------------------------
     async def run(self, on_progress: ProgressCallback | None = None) -> RunResult:
+        t0 = time.perf_counter()
         self.run_dir.ensure_writable()
         cache = self._cache()
         target = create_model(self.target_settings, cache)
         judge_model = target if self.judge_settings == self.target_settings else create_model(self.judge_settings, cache)
+        self.method.check(target)
         judge = Judge(judge_model, self.config.judge_mode, self.config.judge_attempts)
-        manifest = self._reconcile(self._manifest(target, judge))
+        scorer = self._scorer(judge)
+        manifest = self._reconcile(self._manifest(target, judge, scorer))
+        session = Session()
+        manifest.sessions.append(session)
         self.run_dir.write_manifest(manifest)
         self.run_dir.write_selection([_sid(s, p) for s, p in self.samples])
         gens, judged = latest_records(self.run_dir, judge.key())
         gen_w, judge_w = self.run_dir.open_writer(GENERATIONS), self.run_dir.open_writer(JUDGMENTS)
         try:
-            await self._process_all(target, judge, gens, judged, gen_w, judge_w, on_progress)
+            await self._process_all(target, judge, scorer, gens, judged, gen_w, judge_w, on_progress)
         finally:
+            session.wall_s = round(time.perf_counter() - t0, 3)
+            session.model_calls, session.samples_done = self.stats.model_calls, self.stats.done
+            session.samples_resumed = self.stats.resumed
             gen_w.close()
             judge_w.close()
             await target.aclose()
@@ -155,7 +165,21 @@ class Evaluation:
         return RunResult(out_dir=str(self.run_dir.path), scores=scores, stats=self.stats, limit=self.limit,
                          n_available=self.n_available)
 
-    async def _process_all(self, target, judge, gens, judged, gen_w, judge_w, on_progress) -> None:
+    def _scorer(self, judge: Judge) -> CandidateScorer | None:
+        spec = getattr(self.method.params, "scorer", None)
+        if not self.method.uses_scorer or spec is None:
+            return None
+        return make_scorer(spec, judge=judge, alpha=self.config.alpha, na_policy=self.config.na_policy)
+
+    def _workers(self) -> int:
+        """Samples in flight. One when every model runs in this process: llama.cpp serves one call at
+        a time, and one sample's calls in a row keep its KV cache (Align3's stages extend one text)."""
+        n = min(self.config.concurrency, max(1, len(self.samples)))
+        if self.target_settings.backend == "llamacpp" and self.judge_settings.backend == "llamacpp":
+            return 1
+        return n
+
+    async def _process_all(self, target, judge, scorer, gens, judged, gen_w, judge_w, on_progress) -> None:
         queue: asyncio.Queue[tuple[Scenario, Prompt]] = asyncio.Queue()
         for item in self.samples:
             queue.put_nowait(item)
@@ -168,25 +192,24 @@ class Evaluation:
                 except asyncio.QueueEmpty:
                     return
                 try:
-                    await self._one(target, judge, scenario, prompt, gens, judged, gen_w, judge_w)
+                    await self._one(target, judge, scorer, scenario, prompt, gens, judged, gen_w, judge_w)
                 except (ModelAccessError, RunDirError) as e:
                     fatal.append(e)
                     return
                 if on_progress:
                     on_progress(self.stats)
 
-        n = min(self.config.concurrency, max(1, len(self.samples)))
-        await asyncio.gather(*(worker() for _ in range(n)))
+        await asyncio.gather(*(worker() for _ in range(self._workers())))
         if fatal:
             raise fatal[0]
 
-    async def _one(self, target: Model, judge: Judge, scenario: Scenario, prompt: Prompt, gens, judged,
-                   gen_w, judge_w) -> None:
+    async def _one(self, target: Model, judge: Judge, scorer: CandidateScorer | None, scenario: Scenario,
+                   prompt: Prompt, gens, judged, gen_w, judge_w) -> None:
         sid = _sid(scenario, prompt)
         g, j = gens.get(sid), judged.get(sid)
         new_g = new_j = None
         if g is None or g.status != "ok":
-            g = new_g = await self._generate(target, scenario, prompt, sid)
+            g = new_g = await self._generate(target, scorer, scenario, prompt, sid)
             gen_w.append(g)
         if g.status == "ok" and (j is None or (self.config.retry_unscored and j.status == "unscored")):
             j = new_j = await self._judge(judge, scenario, prompt, g)
@@ -204,18 +227,20 @@ class Evaluation:
             self.stats.judge_tokens += j.usage.total_tokens
             self.stats.model_calls += j.calls
 
-    async def _generate(self, target: Model, scenario: Scenario, prompt: Prompt, sid: str) -> GenerationRecord:
+    async def _generate(self, target: Model, scorer: CandidateScorer | None, scenario: Scenario, prompt: Prompt,
+                        sid: str) -> GenerationRecord:
         t0 = time.perf_counter()
         base = dict(sample_id=sid, scenario=scenario.key, prompt_id=prompt.id, label=prompt.label,
                     prompt_sent=prompt.prompt)
         try:
-            out = await self.method.generate(target, scenario, prompt)
+            out = await self.method.run(target, scenario, prompt, scorer=scorer)
         except ModelAccessError:
             raise
         except ModelError as e:
             return GenerationRecord(**base, status="error", error=str(e), elapsed_s=time.perf_counter() - t0)
         return GenerationRecord(**base, status="ok", thought=out.thought, response=out.response, flags=out.flags,
-                                usage=out.usage, calls=out.calls, cached_calls=out.cached_calls,
+                                usage=out.usage, scorer_usage=out.scorer_usage, calls=out.calls,
+                                cached_calls=out.cached_calls, steps=out.steps, stats=out.stats,
                                 elapsed_s=time.perf_counter() - t0)
 
     async def _judge(self, judge: Judge, scenario: Scenario, prompt: Prompt, g: GenerationRecord) -> JudgmentRecord:
@@ -234,11 +259,7 @@ class Evaluation:
         if j is None or j.status != "scored":
             st.unscored += 1
             return
-        n_s, n_b = len(scenario.safety_specs), len(scenario.behavioral_specs)
-        s = score_sample([j.verdicts[f"S{i}"].verdict for i in range(1, n_s + 1)],
-                         [j.verdicts[f"B{i}"].verdict for i in range(1, n_b + 1)],
-                         weights=[b.weight for b in scenario.behavioral_specs], alpha=self.config.alpha,
-                         na_policy=self.config.na_policy)
+        s = score_verdicts(scenario, j.verdicts, alpha=self.config.alpha, na_policy=self.config.na_policy)
         st.scored += 1
         st.safety_sum += s.safety
         st.behavioral_sum += s.behavioral

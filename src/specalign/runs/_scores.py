@@ -15,12 +15,16 @@ from ._store import RunDir
 
 
 class UsageSummary(BaseModel):
+    """Token usage and calls summed over samples; ``calls`` were made, ``cached_calls`` came from the cache."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
     calls: int = 0
     cached_calls: int = 0
     samples: int = 0
     avg_completion_tokens: float | None = None
+    avg_calls: float | None = None
 
 
 class ScoresReport(BaseModel):
@@ -62,13 +66,13 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
     reasons: Counter[str] = Counter()
     flags: Counter[str] = Counter()
     pending = 0
-    gen_usage, judge_usage = UsageSummary(), UsageSummary()
+    gen_usage, judge_usage, scorer_usage = UsageSummary(), UsageSummary(), UsageSummary()
     for sid in selection:
         g, j = gens.get(sid), judged.get(sid)
         if g is None or (g.status == "ok" and j is None):
             pending += 1
             continue
-        _add_usage(gen_usage, g.usage, g.calls, g.cached_calls)
+        _add_generation_usage(gen_usage, scorer_usage, g)
         flags.update(g.flags)
         if j is not None:
             _add_usage(judge_usage, j.usage, j.calls, j.cached_calls)
@@ -76,15 +80,15 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
     per_scenario = {}
     for key in manifest.selection.scenarios:
         per_scenario[key] = subset_metrics([s for s in samples if s.scenario == key])
-    _finish(gen_usage)
-    _finish(judge_usage)
+    for u in (gen_usage, judge_usage, scorer_usage):
+        _finish(u)
     n_scored = sum(s.score is not None for s in samples)
     return ScoresReport(
         alpha=alpha, na_policy=na_policy, model=manifest.model.get("key", ""), method=manifest.method["name"],
         judge=manifest.judge["model"].get("key", ""), judge_key=judge_key, judge_mode=manifest.judge["mode"],
         data_source=manifest.data.source, overall=macro_average(per_scenario), pooled=subset_metrics(samples),
         scenarios=per_scenario, spec_violations=spec_violation_rates(samples),
-        usage={"generation": gen_usage, "judge": judge_usage},
+        usage={"generation": gen_usage, "judge": judge_usage, "scorer": scorer_usage},
         counts={"selected": len(selection), "scored": n_scored, "unscored": len(samples) - n_scored, "pending": pending},
         unscored_reasons=dict(reasons.most_common()), flags=dict(flags),
     )
@@ -113,9 +117,23 @@ def _reason_kind(reason: str | None) -> str:
     return re.sub(r"\d+", "N", head)[:160]
 
 
+def _add_generation_usage(gen: UsageSummary, scorer: UsageSummary, g: GenerationRecord) -> None:
+    """The target model's usage and calls, and apart from them the candidate scorer's (Best-of-N, TPO)."""
+    if not g.steps:
+        _add_usage(gen, g.usage, g.calls, g.cached_calls)
+        return
+    target = [s for s in g.steps if s.source == "target"]
+    made = sum(not s.cached for s in target)
+    _add_usage(gen, g.usage, made, len(target) - made)
+    scoring = [s for s in g.steps if s.source == "scorer"]
+    if scoring:
+        _add_usage(scorer, g.scorer_usage, g.calls - made, g.cached_calls - (len(target) - made))
+
+
 def _add_usage(u: UsageSummary, usage: Usage, calls: int, cached: int) -> None:
     u.prompt_tokens += usage.prompt_tokens
     u.completion_tokens += usage.completion_tokens
+    u.cached_prompt_tokens += usage.cached_prompt_tokens
     u.calls += calls
     u.cached_calls += cached
     u.samples += 1
@@ -123,3 +141,4 @@ def _add_usage(u: UsageSummary, usage: Usage, calls: int, cached: int) -> None:
 
 def _finish(u: UsageSummary) -> None:
     u.avg_completion_tokens = u.completion_tokens / u.samples if u.samples else None
+    u.avg_calls = (u.calls + u.cached_calls) / u.samples if u.samples else None

@@ -1,0 +1,65 @@
+"""Candidates for multi-pass methods (Best-of-N, TPO): sample, score, pick."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..benchmark import Prompt, Scenario
+from ..models import Message
+from ._base import Answer
+from ._context import MethodContext
+from .baselines import answer_of
+
+
+class Candidate(BaseModel):
+    """One candidate answer; ``score`` None: unscored (or unparsed, then never scored)."""
+
+    round: int
+    index: int
+    answer: Answer
+    score: float | None = None
+
+
+def sampling_params(temperature: float | None) -> dict[str, Any] | None:
+    return None if temperature is None else {"temperature": temperature}
+
+
+async def sample(ctx: MethodContext, role: str, messages: list[Message], n: int, *, round: int,  # noqa: A002
+                 first_index: int = 0, params: dict[str, Any] | None = None) -> list[Candidate]:
+    """``n`` samples of one conversation, concurrently; sample index ``first_index + k`` seeds the k-th."""
+    outs = await asyncio.gather(*(
+        ctx.chat(role, messages, params=params, sample_index=first_index + k, round=round, index=k) for k in range(n)))
+    return [Candidate(round=round, index=k, answer=answer_of(ctx, out)) for k, out in enumerate(outs)]
+
+
+async def score_all(ctx: MethodContext, scenario: Scenario, prompt: Prompt, candidates: list[Candidate]) -> None:
+    """Score every candidate concurrently (in place)."""
+    scores = await asyncio.gather(*(
+        ctx.score(scenario, prompt, c.answer.response, round=c.round, index=c.index) for c in candidates))
+    for c, s in zip(candidates, scores):
+        c.score = s
+
+
+def best(candidates: list[Candidate]) -> Candidate | None:
+    """The highest-scored candidate; ties go to the earliest (round, then index)."""
+    scored = [c for c in candidates if c.score is not None]
+    return max(scored, key=lambda c: (c.score, -c.round, -c.index)) if scored else None
+
+
+def worst(candidates: list[Candidate]) -> Candidate | None:
+    """The lowest-scored candidate; ties go to the latest."""
+    scored = [c for c in candidates if c.score is not None]
+    return min(scored, key=lambda c: (c.score, -c.round, -c.index)) if scored else None
+
+
+def chosen_answer(pool: list[Candidate], stats: dict[str, int]) -> Answer:
+    """The best candidate as the method's answer (the first, flagged, if none could be scored)."""
+    top = best(pool)
+    flags: list[str] = []
+    if top is None:
+        top, flags = pool[0], ["no_candidate_scored"]
+    stats = {**stats, "chosen_round": top.round, "chosen_index": top.index}
+    return top.answer.model_copy(update={"flags": [*top.answer.flags, *flags], "stats": stats})

@@ -1,0 +1,116 @@
+"""The calls a method makes for one prompt, each recorded as a step with its usage."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..benchmark import Prompt, Scenario
+from ..errors import ConfigError
+from ..models import Completion, Message, Model, Usage
+
+if TYPE_CHECKING:
+    from ._base import Answer, MethodOutput
+    from ._scorers import CandidateScorer
+
+
+class MethodStep(BaseModel):
+    """One sub-call of a method: what it was for, what it returned, what it cost.
+
+    ``role`` names the step (``answer``, ``sample``, ``feedback``, ``refine``, ``critique``,
+    ``guidance``, ``update``, ``think``, ``stage-1:behavior``, ``final``, ``score`` ...);
+    ``round`` and ``index`` place it in the method's loop (iteration, candidate).
+    """
+
+    role: str
+    round: int = 0
+    index: int = 0
+    source: Literal["target", "scorer"] = "target"
+    text: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    cached: bool = False
+    finish_reason: str | None = None
+    score: float | None = None
+    status: Literal["ok", "unparsed", "unscored"] = "ok"
+    note: str | None = None
+
+
+class MethodContext:
+    """The target model (and the candidate scorer, if any) as a method sees them, for one prompt."""
+
+    def __init__(self, model: Model, scorer: CandidateScorer | None = None):
+        self.model = model
+        self.scorer = scorer
+        self.steps: list[MethodStep] = []
+        self._scorer_calls = 0
+        self._scorer_cached = 0
+
+    @property
+    def thought_start(self) -> str:
+        return self.model.settings.thought_start or "<think>"
+
+    @property
+    def thought_end(self) -> str:
+        return self.model.settings.thought_end or "</think>"
+
+    async def chat(self, role: str, messages: list[Message], *, params: dict[str, Any] | None = None,
+                   sample_index: int = 0, round: int = 0, index: int = 0) -> Completion:  # noqa: A002
+        """One chat completion of the target model, recorded as a step."""
+        out = await self.model.generate(messages, params=params, sample_index=sample_index)
+        self._record(role, out, round, index)
+        return out
+
+    async def continue_turn(self, role: str, messages: list[Message], prefix: str, *, stop: list[str] | None = None,
+                            params: dict[str, Any] | None = None, sample_index: int = 0, round: int = 0,  # noqa: A002
+                            index: int = 0) -> Completion:
+        """Continue the assistant turn that starts with ``prefix``, recorded as a step."""
+        out = await self.model.continue_turn(messages, prefix, stop=stop, params=params, sample_index=sample_index)
+        self._record(role, out, round, index)
+        return out
+
+    async def score(self, scenario: Scenario, prompt: Prompt, response: str, *, round: int = 0,  # noqa: A002
+                    index: int = 0) -> float | None:
+        """The scorer's reward for ``response`` (higher is better); None when it could not score it."""
+        if self.scorer is None:
+            raise ConfigError("this method scores candidates but the run gave it no scorer", field="method")
+        result = await self.scorer.score(scenario, prompt, response)
+        self._scorer_calls += result.calls
+        self._scorer_cached += result.cached_calls
+        self.steps.append(MethodStep(
+            role="score", round=round, index=index, source="scorer", usage=result.usage, cached=result.calls == 0,
+            score=result.value, status="ok" if result.value is not None else "unscored", note=result.note,
+        ))
+        return result.value
+
+    def note(self, role: str, *, round: int = 0, index: int = 0, status: str = "ok",  # noqa: A002
+             note: str | None = None) -> None:
+        """Mark the last step recorded for (role, round, index) with a status and a note."""
+        for step in reversed(self.steps):
+            if (step.role, step.round, step.index) == (role, round, index):
+                step.status = status  # type: ignore[assignment]
+                step.note = note
+                return
+
+    def _record(self, role: str, out: Completion, round: int, index: int) -> None:  # noqa: A002
+        self.steps.append(MethodStep(role=role, round=round, index=index, text=out.text, usage=out.usage,
+                                     cached=out.cached, finish_reason=out.finish_reason))
+
+    def output(self, answer: Answer, *, counts_prompt_once: bool) -> MethodOutput:
+        """The method's :class:`MethodOutput`: ``answer`` plus the accounting of every step."""
+        from ._base import MethodOutput  # noqa: PLC0415
+
+        steps = sorted(self.steps, key=lambda s: (s.round, s.index))
+        target = [s for s in self.steps if s.source == "target"]
+        usage = sum((s.usage for s in target), Usage())
+        if counts_prompt_once and target:
+            usage = usage.model_copy(update={"prompt_tokens": target[0].usage.prompt_tokens})
+        scorer_usage = sum((s.usage for s in self.steps if s.source == "scorer"), Usage())
+        flags = list(answer.flags)
+        if any(s.finish_reason == "length" for s in target) and "max_tokens_reached" not in flags:
+            flags.append("max_tokens_reached")
+        made = sum(1 for s in target if not s.cached)
+        return MethodOutput(
+            **answer.model_dump(exclude={"flags"}), flags=flags, usage=usage, scorer_usage=scorer_usage,
+            calls=made + self._scorer_calls, cached_calls=len(target) - made + self._scorer_cached, steps=steps,
+        )

@@ -1,0 +1,42 @@
+"""``zero_think``: an empty thinking block, then the answer (reasoning suppressed)."""
+
+from __future__ import annotations
+
+from ..benchmark import Prompt, Scenario
+from ._base import Answer, GenerationMethod
+from ._context import MethodContext
+from ._registry import register_method
+from ._text import split_thought
+from ._thinking import NoPrefill
+from .baselines import BaselineParams, answer_of, vanilla_messages
+
+
+class ZeroThinkParams(BaselineParams):
+    no_prefill: NoPrefill = "refuse"
+
+
+@register_method
+class ZeroThink(GenerationMethod):
+    """Prefill ``<think>`` and ``</think>`` with nothing between, so the model answers at once.
+
+    Without prefill (``no_prefill=multi_turn``) the equivalent is the vanilla call: an API
+    that cannot prefill cannot suppress a model's hidden reasoning either; flagged ``multi_turn``.
+    """
+
+    name = "zero_think"
+    description = "an empty thinking block, then the answer"
+    Params = ZeroThinkParams
+    counts_prompt_once = True
+
+    def needs_prefill(self) -> bool:
+        return self.params.no_prefill == "refuse"
+
+    async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
+        messages = vanilla_messages(self.params.system_prompt, scenario, prompt)
+        if not ctx.model.can_prefill:
+            answer = answer_of(ctx, await ctx.chat("answer", messages))
+            answer.flags.append("multi_turn")
+            return answer
+        out = await ctx.continue_turn("answer", messages, f"{ctx.thought_start}\n\n{ctx.thought_end}\n\n")
+        split = split_thought(out.text, ctx.thought_start, ctx.thought_end)
+        return Answer(response=split.response, thought=split.thought, finish_reason=out.finish_reason)
