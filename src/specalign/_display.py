@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .runs import ScoresReport
+from .runs import ComparisonRow, ScoresReport
 from .scoring import Metric
 
 
@@ -43,3 +43,31 @@ def _cells(subsets: dict[str, Metric]) -> list[str]:
     full = subsets["full"]
     return [pct(full.safety), pct(full.behavioral), pct(full.sar), pct(subsets["unsafe"].sar),
             pct(subsets["safe"].sar), str(full.n_scored), str(full.n_unscored)]
+
+
+def comparison_table(rows: list[ComparisonRow]) -> Table:
+    """Runs side by side: overall scores in %, ΔSAR against the baseline, cost per sample."""
+    from .runs._compare import cell  # noqa: PLC0415
+
+    models = {r.model for r in rows}
+    judges = {r.judge for r in rows}
+    title = "overall scores in %"
+    if len(models) == 1:
+        title = f"model {next(iter(models))} · " + title
+    if len(judges) == 1 and rows:
+        title += f" · judge {rows[0].judge} · α={rows[0].alpha} · NA {rows[0].na_policy}"
+    columns = [("label", "method"), ("model", "model"), ("judge", "judge"), ("safety", "safety"),
+               ("behavioral", "behav."), ("sar", "SAR"), ("delta_sar", "ΔSAR"), ("avg_completion_tokens", "tokens"),
+               ("avg_calls", "calls"), ("wall_s", "wall s"), ("unscored", "unsc.")]
+    columns = [c for c in columns if not (c[0] == "model" and len(models) == 1)
+               and not (c[0] == "judge" and len(judges) == 1)]
+    t = Table(title=title, title_justify="left", caption="tokens: avg completion tokens per sample · calls: "
+              "model calls per sample · ΔSAR vs the baseline", caption_justify="left")
+    widest = max((len(r.label) for r in rows), default=6)
+    for key, name in columns:
+        t.add_column(name, justify="left" if key in ("label", "model", "judge") else "right",
+                     no_wrap=key not in ("label", "model", "judge"), overflow="fold",
+                     min_width=min(widest, 24) if key == "label" else None)
+    for r in rows:
+        t.add_row(*(cell(r, k) for k, _ in columns))
+    return t

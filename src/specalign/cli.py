@@ -73,7 +73,8 @@ def methods() -> None:
     from .methods import available_methods  # noqa: PLC0415
 
     for name, cls in available_methods().items():
-        params = ", ".join(f"{k}={f.default!r}" for k, f in cls.Params.model_fields.items())
+        defaults = cls.Params().model_dump()
+        params = ", ".join(f"{k}={v!r}" for k, v in defaults.items() if k != "system_prompt")
         out.print(f"[bold]{name}[/bold]: {cls.description}" + (f"  [dim]({params})[/dim]" if params else ""))
 
 
@@ -85,9 +86,11 @@ def run(
                                         help="Prompts per scenario (0 = all). Default: all, or 3 with the embedded model."),
     model: str = typer.Option("local", "--model", "-m", help="Model to evaluate: " + MODEL_HELP),
     judge: str = typer.Option("local", "--judge", "-j", help="Judge model: " + MODEL_HELP),
-    method: str = typer.Option("vanilla", "--method", help="Generation method (see `specalign methods`)."),
-    method_param: Optional[list[str]] = typer.Option(None, "--method-param", "-p",
-                                                     help="Method hyper-parameter KEY=VALUE (YAML value; repeatable)."),
+    method: Optional[list[str]] = typer.Option(
+        None, "--method", help="Generation method (see `specalign methods`); repeat or comma-separate to compare several."),
+    method_param: Optional[list[str]] = typer.Option(
+        None, "--method-param", "-p",
+        help="Method hyper-parameter KEY=VALUE or METHOD.KEY=VALUE (YAML value; repeatable)."),
     judge_mode: str = typer.Option("joint", "--judge-mode", help="joint (one call per sample) or sequential (one per spec)."),
     concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Samples in flight at once."),
     models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings (official config_model.yaml shape)."),
@@ -101,8 +104,15 @@ def run(
 ) -> None:
     """Generate answers, judge them against the specs, and score: resumable, cached, pipelined.
 
+    With several methods, each gets its own run directory (OUT/METHOD with --out) and a
+    comparison table follows: scores, ΔSAR against vanilla, tokens, calls and wall time.
+
     Example: specalign run --data ../shared/specbench-data --model openai:gpt-4.1-mini --judge openai:gpt-4.1 --limit 20
+
+    Example: specalign run --method vanilla,zero_think,more_think,align3 -p best_of_n.n=5
     """
+    from pathlib import Path  # noqa: PLC0415
+
     from .errors import ConfigError  # noqa: PLC0415
     from .runs import Evaluation, RunConfig  # noqa: PLC0415
 
@@ -110,31 +120,63 @@ def run(
         raise ConfigError(f"must be 'joint' or 'sequential', got {judge_mode!r}", field="--judge-mode")
     if na_policy not in ("official", "exclude"):
         raise ConfigError(f"must be 'official' or 'exclude', got {na_policy!r}", field="--na-policy")
-    config = RunConfig(
-        data=data, scenarios=scenario or [], limit=limit, model=model, judge=judge, method=method,
-        method_params=_parse_params(method_param or []), judge_mode=judge_mode, concurrency=concurrency,
-        models_config=models_config, out=out_dir, alpha=alpha, na_policy=na_policy, use_cache=not no_cache,
-        cache_dir=cache_dir, retry_unscored=retry_unscored,
-    )
-    ev = Evaluation(config)
-    _announce(ev)
+    methods = _method_names(method or ["vanilla"])
+    params = _params_by_method(methods, method_param or [])
+    evaluations = []
+    for name in methods:
+        out = str(Path(out_dir) / name) if out_dir and len(methods) > 1 else out_dir
+        evaluations.append(Evaluation(RunConfig(
+            data=data, scenarios=scenario or [], limit=limit, model=model, judge=judge, method=name,
+            method_params=params[name], judge_mode=judge_mode, concurrency=concurrency, models_config=models_config,
+            out=out, alpha=alpha, na_policy=na_policy, use_cache=not no_cache, cache_dir=cache_dir,
+            retry_unscored=retry_unscored,
+        )))
+    for ev in evaluations:
+        ev.preflight()
     from ._progress import run_with_progress  # noqa: PLC0415
 
-    result = run_with_progress(ev, err)
-    _finish(ev, result, as_json)
+    results = []
+    for ev in evaluations:
+        _announce(ev)
+        results.append(run_with_progress(ev, err))
+        if len(evaluations) == 1:
+            _finish(ev, results[0], as_json)
+    if len(evaluations) > 1:
+        _finish_comparison(evaluations, results, as_json)
 
 
-def _parse_params(items: list[str]) -> dict:
+def _method_names(items: list[str]) -> list[str]:
+    from .errors import ConfigError  # noqa: PLC0415
+
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    if len(set(names)) != len(names):
+        raise ConfigError("a method is named twice (run an ablation with its own --out instead)", field="--method")
+    return names or ["vanilla"]
+
+
+def _params_by_method(methods: list[str], items: list[str]) -> dict[str, dict]:
+    """``KEY=VALUE`` goes to every named method with that parameter; ``METHOD.KEY=VALUE`` to one."""
     import yaml  # noqa: PLC0415
 
     from .errors import ConfigError  # noqa: PLC0415
+    from .methods import available_methods  # noqa: PLC0415
 
-    params = {}
+    known = available_methods()
+    params: dict[str, dict] = {m: {} for m in methods}
     for item in items:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"expected KEY=VALUE, got {item!r}", field="--method-param")
-        params[key.strip()] = yaml.safe_load(value)
+            raise ConfigError(f"expected KEY=VALUE or METHOD.KEY=VALUE, got {item!r}", field="--method-param")
+        scope, dot, name = key.rpartition(".")
+        if dot and scope not in methods:
+            raise ConfigError(f"{scope!r} is not one of the methods run ({', '.join(methods)})", field="--method-param")
+        targets = [scope] if dot else [m for m in methods if len(methods) == 1 or
+                                        (m in known and name in known[m].Params.model_fields)]
+        if not targets:
+            raise ConfigError(f"no method run here has a parameter {name!r}", field="--method-param")
+        for m in targets:
+            params[m][name] = yaml.safe_load(value)
     return params
 
 
@@ -169,6 +211,52 @@ def _finish(ev, result, as_json: bool) -> None:
         err.print(f"[yellow]This ran {len(ev.samples)} of {ev.n_available} prompts. "
                   f"Run all of them with --limit 0 (same --out resumes and reuses what is done).[/yellow]")
     err.print(f"Files: {result.out_dir}/ (manifest.json, generations.jsonl, judgments.jsonl, scores.json)")
+
+
+def _finish_comparison(evaluations, results, as_json: bool) -> None:
+    from ._display import comparison_table  # noqa: PLC0415
+    from .runs import compare_runs, format_comparison  # noqa: PLC0415
+
+    rows = compare_runs([r.out_dir for r in results])
+    if as_json:
+        print(format_comparison(rows, "json"))
+    else:
+        out.print(comparison_table(rows))
+    for ev, res in zip(evaluations, results):
+        c = res.scores.counts
+        err.print(f"  {ev.config.method}: {c['scored']} scored, {c['unscored']} unscored · "
+                  f"{res.stats.model_calls} model calls made · {res.out_dir}/")
+    err.print("ΔSAR is against vanilla when it ran, else the first method. Tokens are the target model's "
+              "average completion tokens per sample (judge and candidate scoring not included).")
+
+
+@app.command()
+def compare(
+    run_dirs: list[str] = typer.Argument(..., help="Run directories written by `specalign run`."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", "-b",
+                                           help="Run directory or method name that ΔSAR is against (default vanilla, else the first)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv or json."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Recompute with another α."),
+    na_policy: Optional[str] = typer.Option(None, "--na-policy", help="Recompute with another NA policy: official or exclude."),
+) -> None:
+    """Compare runs side by side: scores, ΔSAR against a baseline, tokens, calls, wall time (no model calls).
+
+    Example: specalign compare runs/bundled-local-vanilla runs/bundled-local-align3 --format markdown
+    """
+    from .errors import ConfigError  # noqa: PLC0415
+    from .runs import compare_runs, format_comparison  # noqa: PLC0415
+
+    if fmt not in ("table", "markdown", "csv", "json"):
+        raise ConfigError(f"must be table, markdown, csv or json, got {fmt!r}", field="--format")
+    if na_policy is not None and na_policy not in ("official", "exclude"):
+        raise ConfigError(f"must be 'official' or 'exclude', got {na_policy!r}", field="--na-policy")
+    rows = compare_runs(run_dirs, baseline=baseline, alpha=alpha, na_policy=na_policy)
+    if fmt == "table":
+        from ._display import comparison_table  # noqa: PLC0415
+
+        out.print(comparison_table(rows))
+    else:
+        sys.stdout.write(format_comparison(rows, fmt))  # type: ignore[arg-type]
 
 
 @app.command()

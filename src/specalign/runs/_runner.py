@@ -128,6 +128,10 @@ class Evaluation:
         return fresh.model_copy(update={"created_at": old.created_at, "past_judges": past, "sessions": old.sessions,
                                         "data": fresh.data.model_copy(update={"scenarios": scen})})
 
+    def preflight(self) -> None:
+        """Fail now, before any model call, if the method cannot run on the target model (prefill)."""
+        self.method.check(create_model(self.target_settings, None))
+
     # -- the run --------------------------------------------------------------------------
     async def run(self, on_progress: ProgressCallback | None = None) -> RunResult:
         t0 = time.perf_counter()

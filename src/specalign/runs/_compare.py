@@ -1,0 +1,147 @@
+"""Compare runs: one row per run (model × method × judge) with scores, cost and ΔSAR to a baseline."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Literal
+
+from pydantic import BaseModel
+
+from ..errors import ConfigError
+from ._records import Manifest
+from ._scores import ScoresReport, compute_scores
+from ._store import RunDir
+
+CompareFormat = Literal["table", "markdown", "csv", "json"]
+
+
+class ComparisonRow(BaseModel):
+    """One run in a comparison. Scores are overall (mean of scenarios, full set) fractions in [0, 1]."""
+
+    run_dir: str
+    label: str
+    model: str
+    method: str
+    method_params: dict
+    judge: str
+    safety: float | None
+    behavioral: float | None
+    sar: float | None
+    sar_unsafe: float | None
+    sar_safe: float | None
+    delta_sar: float | None = None
+    avg_completion_tokens: float | None
+    avg_calls: float | None
+    avg_scorer_tokens: float | None
+    scored: int
+    unscored: int
+    pending: int
+    wall_s: float
+    alpha: float
+    na_policy: str
+
+
+def non_default_params(manifest: Manifest) -> dict:
+    """The method's hyper-parameters that differ from their defaults (what makes a run's label)."""
+    from ..methods import available_methods  # noqa: PLC0415
+
+    params = manifest.method.get("params", {})
+    cls = available_methods().get(manifest.method["name"])
+    if cls is None:
+        return params
+    defaults = cls.Params().model_dump(mode="json")
+    return {k: v for k, v in params.items() if defaults.get(k, object()) != v}
+
+
+def comparison_row(run_dir: str, *, alpha: float | None = None, na_policy: str | None = None) -> ComparisonRow:
+    """Read one run directory into a row (no model calls)."""
+    rd = RunDir(run_dir)
+    manifest = rd.read_manifest()
+    rep: ScoresReport = compute_scores(rd, manifest, alpha=alpha, na_policy=na_policy)  # type: ignore[arg-type]
+    changed = non_default_params(manifest)
+    label = manifest.method["name"] + "".join(f" {k}={json.dumps(v)}" for k, v in changed.items())
+    full, unsafe, safe = rep.overall["full"], rep.overall["unsafe"], rep.overall["safe"]
+    gen, scorer = rep.usage["generation"], rep.usage["scorer"]
+    return ComparisonRow(
+        run_dir=str(rd.path), label=label, model=rep.model, method=rep.method, method_params=changed, judge=rep.judge,
+        safety=full.safety, behavioral=full.behavioral, sar=full.sar, sar_unsafe=unsafe.sar, sar_safe=safe.sar,
+        avg_completion_tokens=gen.avg_completion_tokens, avg_calls=gen.avg_calls,
+        avg_scorer_tokens=(scorer.completion_tokens / gen.samples) if gen.samples and scorer.samples else None,
+        scored=rep.counts["scored"], unscored=rep.counts["unscored"], pending=rep.counts["pending"],
+        wall_s=round(sum(s.wall_s for s in manifest.sessions), 3), alpha=rep.alpha, na_policy=rep.na_policy,
+    )
+
+
+def compare_runs(run_dirs: list[str], *, baseline: str | None = None, alpha: float | None = None,
+                 na_policy: str | None = None) -> list[ComparisonRow]:
+    """Rows for ``run_dirs``; ΔSAR against ``baseline`` (a run dir or a method name; default: the
+    ``vanilla`` run if there is one, else the first)."""
+    rows = [comparison_row(d, alpha=alpha, na_policy=na_policy) for d in run_dirs]
+    base = _baseline(rows, baseline)
+    for r in rows:
+        if base is not None and base.sar is not None and r.sar is not None:
+            r.delta_sar = r.sar - base.sar
+    return rows
+
+
+def _baseline(rows: list[ComparisonRow], baseline: str | None) -> ComparisonRow | None:
+    if not rows:
+        return None
+    if baseline is None:
+        return next((r for r in rows if r.method == "vanilla" and not r.method_params), rows[0])
+    for r in rows:
+        if baseline in (r.run_dir, r.label, r.method) or RunDir(baseline).path == RunDir(r.run_dir).path:
+            return r
+    raise ConfigError(f"{baseline!r} is none of the compared runs (give a run directory or a method name)",
+                      field="--baseline")
+
+
+COLUMNS: list[tuple[str, str]] = [
+    ("label", "method"), ("model", "model"), ("safety", "safety"), ("behavioral", "behavioral"), ("sar", "SAR"),
+    ("delta_sar", "ΔSAR"), ("avg_completion_tokens", "avg completion tokens"), ("avg_calls", "calls/sample"),
+    ("wall_s", "wall s"), ("scored", "scored"), ("unscored", "unscored"),
+]
+
+
+def cell(row: ComparisonRow, key: str) -> str:
+    """A value as shown in tables: scores in %, ΔSAR signed, tokens rounded."""
+    v = getattr(row, key)
+    if v is None:
+        return "—"
+    if key in ("safety", "behavioral", "sar", "sar_unsafe", "sar_safe"):
+        return f"{100 * v:.2f}"
+    if key == "delta_sar":
+        return f"{100 * v:+.2f}"
+    if key == "avg_completion_tokens":
+        return f"{v:,.0f}"
+    if key == "avg_calls":
+        return f"{v:.1f}"
+    if key == "wall_s":
+        return f"{v:,.1f}"
+    return str(v)
+
+
+def format_comparison(rows: list[ComparisonRow], fmt: CompareFormat) -> str:
+    """``markdown`` (for papers), ``csv`` (spreadsheets, raw fractions) or ``json`` (scripts)."""
+    if fmt == "json":
+        return json.dumps([r.model_dump(mode="json") for r in rows], indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        fields = list(ComparisonRow.model_fields)
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.model_dump(mode="json").items()})
+        return buf.getvalue()
+    if fmt == "markdown":
+        head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+        rule = "|" + "|".join("---" if k in ("label", "model") else "---:" for k, _ in COLUMNS) + "|"
+        body = ["| " + " | ".join(_md(cell(r, k)) for k, _ in COLUMNS) + " |" for r in rows]
+        return "\n".join([head, rule, *body]) + "\n"
+    raise ConfigError(f"unknown format {fmt!r} (table, markdown, csv, json)", field="--format")
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
