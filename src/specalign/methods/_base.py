@@ -89,6 +89,7 @@ class GenerationMethod(abc.ABC):
     async def run(self, model: Model, scenario: Scenario, prompt: Prompt, *,
                   scorer: CandidateScorer | None = None) -> MethodOutput:
         """Run :meth:`generate` for one prompt and account for every call it made."""
+        self.check(model)
         ctx = MethodContext(model, scorer)
         answer = await self.generate(ctx, scenario, prompt)
         return ctx.output(answer, counts_prompt_once=self.counts_prompt_once)
