@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from scripted_server import Reply, ScriptedServer
-from specbench_world import is_judge, judge_reply, spec_counts, judged_answer
+from specbench_world import is_judge, judged_answer, spec_counts
 
 from specalign.benchmark import load_benchmark
 from specalign.errors import CapabilityError

@@ -62,6 +62,8 @@ class GenerationMethod(abc.ABC):
     counts_prompt_once: ClassVar[bool] = False
     #: the method scores candidates (Best-of-N, TPO) and needs a scorer
     uses_scorer: ClassVar[bool] = False
+    #: the method writes into the model's thinking (prefill) unless its ``no_prefill`` param says otherwise
+    uses_prefill: ClassVar[bool] = False
 
     def __init__(self, params: MethodParams | dict[str, Any] | None = None):
         if isinstance(params, MethodParams):
@@ -71,7 +73,7 @@ class GenerationMethod(abc.ABC):
 
     def needs_prefill(self) -> bool:
         """Whether this method, with these parameters, continues assistant turns."""
-        return False
+        return self.uses_prefill and getattr(self.params, "no_prefill", "refuse") == "refuse"
 
     def check(self, model: Model) -> None:
         """Raise :class:`CapabilityError` before a run if ``model`` cannot serve this method."""

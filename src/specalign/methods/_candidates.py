@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..benchmark import Prompt, Scenario
 from ..models import Message
 from ._base import Answer
 from ._context import MethodContext
-from .baselines import answer_of
+from .baselines import BaselineParams, answer_of
+
+
+class CandidateParams(BaselineParams):
+    """Parameters shared by methods that sample and score candidates."""
+
+    scorer: str = Field(default="judge", description="'judge' (the run's spec judge, SAR as reward) or module:function")
+    temperature: float | None = Field(default=None, ge=0, description="sampling temperature; None = the model's")
 
 
 class Candidate(BaseModel):
@@ -33,6 +40,17 @@ async def sample(ctx: MethodContext, role: str, messages: list[Message], n: int,
     outs = await asyncio.gather(*(
         ctx.chat(role, messages, params=params, sample_index=first_index + k, round=round, index=k) for k in range(n)))
     return [Candidate(round=round, index=k, answer=answer_of(ctx, out)) for k, out in enumerate(outs)]
+
+
+async def first_round(ctx: MethodContext, scenario: Scenario, prompt: Prompt, params: CandidateParams,
+                      n: int) -> list[Candidate]:
+    """``n`` scored samples of the vanilla prompt (sample 0 is vanilla's own call)."""
+    from .baselines import vanilla_messages  # noqa: PLC0415
+
+    messages = vanilla_messages(params.system_prompt, scenario, prompt)
+    pool = await sample(ctx, "sample", messages, n, round=0, params=sampling_params(params.temperature))
+    await score_all(ctx, scenario, prompt, pool)
+    return pool
 
 
 async def score_all(ctx: MethodContext, scenario: Scenario, prompt: Prompt, candidates: list[Candidate]) -> None:

@@ -19,9 +19,18 @@ from ..models import Message
 from ._base import Answer
 from ._context import MethodContext
 from ._text import split_thought
+from .baselines import BaselineParams
 
 NoPrefill = Literal["refuse", "multi_turn"]
 Injection = tuple[str, str]  # (step role, text written into the thought)
+
+
+
+class PrefillParams(BaselineParams):
+    """Parameters of methods that write into the thinking: what to do on a model that cannot prefill."""
+
+    no_prefill: NoPrefill = "refuse"
+
 
 REASON_ONLY = ("Think this through before answering. In this reply write only your reasoning, not the answer "
                "itself. Begin your reasoning with this thought and carry it on:\n\n{thought}")

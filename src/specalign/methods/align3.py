@@ -10,8 +10,8 @@ from ..benchmark import Prompt, Scenario
 from ._base import Answer, GenerationMethod
 from ._context import MethodContext
 from ._registry import register_method
-from ._thinking import Injection, NoPrefill, staged_thinking, staged_turns
-from .baselines import BaselineParams, vanilla_messages
+from ._thinking import Injection, PrefillParams, staged_thinking, staged_turns
+from .baselines import vanilla_messages
 
 Stage = Literal["behavior", "safety", "audit"]
 
@@ -33,12 +33,11 @@ AUDIT = (
 STAGE_TEXT: dict[str, str] = {"behavior": BEHAVIOR, "safety": SAFETY, "audit": AUDIT}
 
 
-class Align3Params(BaselineParams):
+class Align3Params(PrefillParams):
     stages: list[Stage] = Field(
         default_factory=lambda: ["behavior", "safety", "audit"],
         description="which stages, in which order (the paper's ablation: any subset or order; [] = plain thinking)",
     )
-    no_prefill: NoPrefill = "refuse"
 
     @field_validator("stages")
     @classmethod
@@ -61,9 +60,7 @@ class Align3(GenerationMethod):
     description = "behavior, safety and holistic-audit stages written into the model's thinking"
     Params = Align3Params
     counts_prompt_once = True
-
-    def needs_prefill(self) -> bool:
-        return self.params.no_prefill == "refuse"
+    uses_prefill = True
 
     def injections(self, scenario: Scenario) -> list[Injection]:
         lists = {"safety": scenario.numbered("safety"), "behavioral": scenario.numbered("behavioral")}

@@ -6,16 +6,13 @@ from pydantic import Field
 
 from ..benchmark import Prompt, Scenario
 from ._base import Answer, GenerationMethod
-from ._candidates import chosen_answer, sample, sampling_params, score_all
+from ._candidates import CandidateParams, chosen_answer, first_round
 from ._context import MethodContext
 from ._registry import register_method
-from .baselines import BaselineParams, vanilla_messages
 
 
-class BestOfNParams(BaselineParams):
+class BestOfNParams(CandidateParams):
     n: int = Field(default=15, ge=1, le=256, description="samples per prompt (the paper's 15)")
-    scorer: str = Field(default="judge", description="'judge' (the run's spec judge, SAR as reward) or module:function")
-    temperature: float | None = Field(default=None, ge=0, description="sampling temperature; None = the model's")
 
 
 @register_method
@@ -28,9 +25,6 @@ class BestOfN(GenerationMethod):
     uses_scorer = True
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
-        p = self.params
-        messages = vanilla_messages(p.system_prompt, scenario, prompt)
-        pool = await sample(ctx, "sample", messages, p.n, round=0, params=sampling_params(p.temperature))
-        await score_all(ctx, scenario, prompt, pool)
+        pool = await first_round(ctx, scenario, prompt, self.params, self.params.n)
         scored = sum(c.score is not None for c in pool)
         return chosen_answer(pool, {"candidates": len(pool), "scored": scored, "unscored": len(pool) - scored})

@@ -8,14 +8,13 @@ from ..benchmark import Prompt, Scenario
 from ._base import Answer, GenerationMethod
 from ._context import MethodContext
 from ._registry import register_method
-from ._thinking import Injection, NoPrefill, staged_thinking, staged_turns
-from .baselines import BaselineParams, vanilla_messages
+from ._thinking import Injection, PrefillParams, staged_thinking, staged_turns
+from .baselines import vanilla_messages
 
 
-class MoreThinkParams(BaselineParams):
+class MoreThinkParams(PrefillParams):
     rethink_count: int = Field(default=3, ge=1, le=50, description="thinking cycles in all (the official default 3)")
     wait_text: str = "Wait, "
-    no_prefill: NoPrefill = "refuse"
 
 
 @register_method
@@ -30,9 +29,7 @@ class MoreThink(GenerationMethod):
     description = "budget forcing: replace the end of thinking with 'Wait, ' for rethink_count cycles"
     Params = MoreThinkParams
     counts_prompt_once = True
-
-    def needs_prefill(self) -> bool:
-        return self.params.no_prefill == "refuse"
+    uses_prefill = True
 
     def injections(self) -> list[Injection]:
         return [("think-1", "")] + [(f"think-{i}", self.params.wait_text) for i in range(2, self.params.rethink_count + 1)]

@@ -10,11 +10,11 @@ from pydantic import Field
 from ..benchmark import Prompt, Scenario
 from ..models import Message
 from ._base import Answer, GenerationMethod
-from ._candidates import Candidate, best, chosen_answer, sample, sampling_params, score_all, worst
+from ._candidates import Candidate, CandidateParams, best, chosen_answer, first_round, sampling_params, score_all, worst
 from ._context import MethodContext
 from ._registry import register_method
 from ._text import split_thought
-from .baselines import BaselineParams, answer_of, spec_augmented_prompt, vanilla_messages
+from .baselines import answer_of, spec_augmented_prompt
 
 CRITIC_SYSTEM = (
     "You evaluate answers given by an assistant deployed as {name}.\n\n"
@@ -46,11 +46,9 @@ _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _OPEN = re.compile(r"<answer>", re.IGNORECASE)
 
 
-class TPOParams(BaselineParams):
+class TPOParams(CandidateParams):
     samples: int = Field(default=5, ge=1, le=64, description="candidates per round (the paper's 5)")
     iterations: int = Field(default=2, ge=0, le=20, description="update rounds after the first (paper: 2, so 3 rounds)")
-    scorer: str = Field(default="judge", description="'judge' (the run's spec judge, SAR as reward) or module:function")
-    temperature: float | None = Field(default=None, ge=0, description="sampling temperature; None = the model's")
 
 
 def parse_update(text: str, finish_reason: str | None) -> str | None:
@@ -82,9 +80,7 @@ class TPO(GenerationMethod):
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
         p = self.params
         params = sampling_params(p.temperature)
-        pool = await sample(ctx, "sample", vanilla_messages(p.system_prompt, scenario, prompt), p.samples,
-                            round=0, params=params)
-        await score_all(ctx, scenario, prompt, pool)
+        pool = await first_round(ctx, scenario, prompt, p, p.samples)
         unparsed = 0
         for it in range(1, p.iterations + 1):
             chosen, rejected = best(pool), worst(pool)

@@ -7,12 +7,8 @@ from ._base import Answer, GenerationMethod
 from ._context import MethodContext
 from ._registry import register_method
 from ._text import split_thought
-from ._thinking import NoPrefill
-from .baselines import BaselineParams, answer_of, vanilla_messages
-
-
-class ZeroThinkParams(BaselineParams):
-    no_prefill: NoPrefill = "refuse"
+from ._thinking import PrefillParams
+from .baselines import answer_of, vanilla_messages
 
 
 @register_method
@@ -25,11 +21,9 @@ class ZeroThink(GenerationMethod):
 
     name = "zero_think"
     description = "an empty thinking block, then the answer"
-    Params = ZeroThinkParams
+    Params = PrefillParams
     counts_prompt_once = True
-
-    def needs_prefill(self) -> bool:
-        return self.params.no_prefill == "refuse"
+    uses_prefill = True
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
         messages = vanilla_messages(self.params.system_prompt, scenario, prompt)

@@ -212,12 +212,7 @@ class LlamaCppBackend(ModelBackend):
             if not self.settings.kv_reuse:
                 shared.llama.reset()
             reused = _reusable_prefix(shared.llama, tokens)
-            try:
-                response = shared.llama.create_completion(prompt=tokens, **kwargs)
-            except ValueError as e:
-                raise ModelError(self._overflow_message(e)) from None
-            except Exception as e:
-                raise ModelError(f"llama.cpp failed: {type(e).__name__}: {e}") from None
+            response = self._call(shared.llama.create_completion, prompt=tokens, **kwargs)
         choice = response["choices"][0]
         return Completion(text=choice.get("text") or "", usage=_usage(response, reused),
                           finish_reason=choice.get("finish_reason"))
@@ -249,15 +244,19 @@ class LlamaCppBackend(ModelBackend):
     def _chat_without_template(self, shared: _Shared, request: ChatRequest, kwargs: dict[str, Any]) -> Completion:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         kwargs["max_tokens"] = self._fit_max_tokens(_rough_prompt_tokens(shared, request.messages), kwargs["max_tokens"])
+        response = self._call(shared.llama.create_chat_completion, messages=messages, **kwargs)
+        choice = response["choices"][0]
+        return Completion(text=choice["message"].get("content") or "", usage=_usage(response, 0),
+                          finish_reason=choice.get("finish_reason"))
+
+    def _call(self, fn: Any, **kwargs: Any) -> dict[str, Any]:
+        """Call llama.cpp; its failures become ModelError (context overflow named as such)."""
         try:
-            response = shared.llama.create_chat_completion(messages=messages, **kwargs)
+            return fn(**kwargs)
         except ValueError as e:
             raise ModelError(self._overflow_message(e)) from None
         except Exception as e:
             raise ModelError(f"llama.cpp failed: {type(e).__name__}: {e}") from None
-        choice = response["choices"][0]
-        return Completion(text=choice["message"].get("content") or "", usage=_usage(response, 0),
-                          finish_reason=choice.get("finish_reason"))
 
     def _fit_max_tokens(self, prompt: int, max_tokens: int) -> int:
         """Clamp ``max_tokens`` to the room left in the context; ModelError if under 16 tokens remain."""
