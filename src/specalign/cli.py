@@ -259,6 +259,26 @@ def compare(
 
 
 @app.command()
+def export(
+    run_dirs: list[str] = typer.Argument(..., help="Run directories written by `specalign run`."),
+    output: str = typer.Option(..., "--output", "-o", help="File to write: .csv or .jsonl."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv or jsonl (default: from the file name)."),
+    with_text: bool = typer.Option(False, "--with-text", help="Also the prompt, thought and response on every row."),
+) -> None:
+    """Export one row per sample × spec verdict (CSV or JSON lines), ready for pandas (no model calls).
+
+    Example: specalign export runs/bundled-local-vanilla runs/bundled-local-align3 -o verdicts.csv
+    """
+    from .errors import ConfigError  # noqa: PLC0415
+    from .runs import export_verdicts  # noqa: PLC0415
+
+    if fmt is not None and fmt not in ("csv", "jsonl"):
+        raise ConfigError(f"must be csv or jsonl, got {fmt!r}", field="--format")
+    n = export_verdicts(run_dirs, output, fmt, with_text=with_text)  # type: ignore[arg-type]
+    err.print(f"wrote {n:,} rows to {output}")
+
+
+@app.command()
 def score(
     run_dir: str = typer.Argument(..., help="A run directory written by `specalign run`."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

@@ -2,6 +2,7 @@
 
 from ._compare import ComparisonRow, compare_runs, comparison_row, format_comparison
 from ._config import EMBEDDED_DEFAULT_LIMIT, RunConfig
+from ._export import export_verdicts, verdict_rows
 from ._records import GenerationRecord, JudgmentRecord, Manifest, Session
 from ._runner import Evaluation, RunResult, RunStats, run_evaluation
 from ._scores import ScoresReport, compute_scores
@@ -23,6 +24,8 @@ __all__ = [
     "compare_runs",
     "comparison_row",
     "compute_scores",
+    "export_verdicts",
     "format_comparison",
     "run_evaluation",
+    "verdict_rows",
 ]

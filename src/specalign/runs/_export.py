@@ -1,0 +1,126 @@
+"""Per-sample export: one row per sample × spec verdict (CSV or JSON lines), ready for pandas."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import ConfigError, RunDirError
+from ..scoring import score_sample
+from ._records import GenerationRecord, JudgmentRecord, Manifest
+from ._scores import latest_records
+from ._store import RunDir
+
+ExportFormat = Literal["csv", "jsonl"]
+COLUMNS = [
+    "run_dir", "model", "method", "judge", "sample_id", "scenario", "prompt_id", "label", "status", "reason",
+    "safety", "behavioral", "sar", "spec_id", "spec_kind", "spec_text", "verdict", "verdict_reason",
+    "completion_tokens", "calls", "flags",
+]
+TEXT_COLUMNS = ["prompt", "thought", "response"]
+
+
+def verdict_rows(run_dir: str, *, with_text: bool = False) -> Iterator[dict[str, Any]]:
+    """Rows for one run: a row per spec of every scored sample, one row (no spec) for any other sample.
+
+    ``status`` is ``scored``, ``unscored`` (with ``reason``), ``generation_error`` or ``pending``.
+    Scores use the run's α and NA policy.
+    """
+    rd = RunDir(run_dir)
+    manifest = rd.read_manifest()
+    gens, judged = latest_records(rd, manifest.judge["key"])
+    texts = _spec_texts(manifest)
+    for sid in rd.read_selection() or sorted(gens):
+        g, j = gens.get(sid), judged.get(sid)
+        base = _base_row(rd, manifest, sid, g, j, with_text)
+        if base["status"] != "scored":
+            yield {**base, "spec_id": None, "spec_kind": None, "spec_text": None, "verdict": None,
+                   "verdict_reason": None}
+            continue
+        for spec_id, v in j.verdicts.items():  # type: ignore[union-attr]
+            yield {**base, "spec_id": spec_id, "spec_kind": "safety" if spec_id.startswith("S") else "behavioral",
+                   "spec_text": texts.get((base["scenario"], spec_id)), "verdict": v.verdict, "verdict_reason": v.reason}
+
+
+def _base_row(rd: RunDir, manifest: Manifest, sid: str, g: GenerationRecord | None, j: JudgmentRecord | None,
+              with_text: bool) -> dict[str, Any]:
+    scenario, _, prompt_id = sid.partition("/")
+    row: dict[str, Any] = {
+        "run_dir": str(rd.path), "model": manifest.model.get("key"), "method": manifest.method["name"],
+        "judge": manifest.judge["model"].get("key"), "sample_id": sid, "scenario": scenario, "prompt_id": prompt_id,
+        "label": g.label if g else None, "status": "pending", "reason": None, "safety": None, "behavioral": None,
+        "sar": None, "completion_tokens": g.usage.completion_tokens if g else None,
+        "calls": (g.calls + g.cached_calls) if g else None, "flags": ",".join(g.flags) if g else "",
+    }
+    if with_text:
+        row.update(prompt=g.prompt_sent if g else None, thought=g.thought if g else None,
+                   response=g.response if g else None)
+    if g is not None and g.status != "ok":
+        row.update(status="generation_error", reason=g.error)
+    elif j is not None and j.status != "scored":
+        row.update(status="unscored", reason=j.unscored_reason)
+    elif j is not None:
+        info = manifest.data.scenarios[scenario]
+        s = score_sample([j.verdicts[f"S{i}"].verdict for i in range(1, info.n_safety + 1)],
+                         [j.verdicts[f"B{i}"].verdict for i in range(1, info.n_behavioral + 1)],
+                         weights=info.behavioral_weights, alpha=manifest.alpha,
+                         na_policy=manifest.na_policy)  # type: ignore[arg-type]
+        row.update(status="scored", safety=s.safety, behavioral=s.behavioral, sar=s.sar)
+    return row
+
+
+def _spec_texts(manifest: Manifest) -> dict[tuple[str, str], str]:
+    """Spec texts from the run's data, if it is still where it was and unchanged; else none."""
+    from ..benchmark import load_benchmark  # noqa: PLC0415
+
+    try:
+        bench = load_benchmark(manifest.data.source)
+    except Exception:  # noqa: BLE001  (moved or unreadable data: export without spec texts)
+        return {}
+    if bench.content_hash() != manifest.data.sha256:
+        return {}
+    out = {}
+    for s in bench.scenarios:
+        out.update({(s.key, f"S{i}"): spec.text for i, spec in enumerate(s.safety_specs, 1)})
+        out.update({(s.key, f"B{i}"): spec.text for i, spec in enumerate(s.behavioral_specs, 1)})
+    return out
+
+
+def export_verdicts(run_dirs: list[str], path: str, fmt: ExportFormat | None = None, *, with_text: bool = False) -> int:
+    """Write the rows of ``run_dirs`` to ``path`` (format from the extension unless given); returns the row count."""
+    fmt = fmt or _format_of(path)
+    columns = COLUMNS + (TEXT_COLUMNS if with_text else [])
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("w", encoding="utf-8", newline="") as f:
+            return _write(f, run_dirs, fmt, columns, with_text)
+    except OSError as e:
+        raise RunDirError(f"cannot write {target}: {e.strerror or e}") from None
+
+
+def _write(f: Any, run_dirs: list[str], fmt: ExportFormat, columns: list[str], with_text: bool) -> int:
+    n = 0
+    writer = csv.DictWriter(f, fieldnames=columns) if fmt == "csv" else None
+    if writer is not None:
+        writer.writeheader()
+    for run_dir in run_dirs:
+        for row in verdict_rows(run_dir, with_text=with_text):
+            if writer is not None:
+                writer.writerow(row)
+            else:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def _format_of(path: str) -> ExportFormat:
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    raise ConfigError(f"cannot tell the format of {path!r}: use .csv or .jsonl, or --format", field="--output")

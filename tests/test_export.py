@@ -1,0 +1,70 @@
+"""Per-sample export and comparison formats, from real run directories (scripted server)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+
+import pytest
+from scripted_server import ScriptedServer
+from specbench_world import is_judge, world
+
+from specalign.benchmark import load_benchmark
+from specalign.errors import ConfigError
+from specalign.runs import Evaluation, RunConfig, compare_runs, export_verdicts, format_comparison
+
+
+def _run(server, out, **kw):
+    spec = f"openai:scripted-model@{server.base_url}"
+    base = dict(data="bundled", scenarios=["child", "code"], limit=2, model=spec, judge=spec, out=str(out),
+                concurrency=2)
+    cfg = RunConfig(**{**base, **kw})
+    return asyncio.run(Evaluation(cfg).run())
+
+
+def _unreadable_for_code(body):
+    if is_judge(body) and "secure coding" in body["messages"][1]["content"].lower():
+        return "no verdicts here"
+    return world(body)
+
+
+def test_export_has_a_row_per_spec_verdict_and_one_per_unscored_sample(tmp_path):
+    with ScriptedServer(_unreadable_for_code) as server:
+        _run(server, tmp_path / "run", judge_attempts=1)
+    n = export_verdicts([str(tmp_path / "run")], str(tmp_path / "v.csv"))
+    rows = list(csv.DictReader((tmp_path / "v.csv").open()))
+    child = load_benchmark("bundled").scenario("child")
+    n_specs = len(child.safety_specs) + len(child.behavioral_specs)
+    scored = [r for r in rows if r["status"] == "scored"]
+    unscored = [r for r in rows if r["status"] == "unscored"]
+    assert n == len(rows) == 2 * n_specs + 2
+    assert {r["scenario"] for r in scored} == {"child"} and {r["scenario"] for r in unscored} == {"code"}
+    assert all(r["spec_id"] == "" and "unreadable" in r["reason"] for r in unscored)
+    b1 = [r for r in scored if r["spec_id"] == "B1"]
+    assert all(r["verdict"] == "NA" and r["spec_kind"] == "behavioral" for r in b1)
+    assert b1[0]["spec_text"] == child.behavioral_specs[0].text
+    assert float(scored[0]["sar"]) == pytest.approx(0.3 + 0.7 * (len(child.behavioral_specs) - 1) / len(child.behavioral_specs))
+
+
+def test_export_jsonl_with_text_keeps_untrusted_text_verbatim(tmp_path):
+    with ScriptedServer(lambda b: world(b) if is_judge(b) else '<script>alert(1)</script>, "quoted"\nline') as server:
+        _run(server, tmp_path / "run", scenarios=["child"], limit=1)
+    export_verdicts([str(tmp_path / "run")], str(tmp_path / "v.jsonl"), with_text=True)
+    rows = [json.loads(x) for x in (tmp_path / "v.jsonl").read_text().splitlines()]
+    assert rows and all(r["response"] == '<script>alert(1)</script>, "quoted"\nline' for r in rows)
+    with pytest.raises(ConfigError, match="csv or .jsonl"):
+        export_verdicts([str(tmp_path / "run")], str(tmp_path / "v.txt"))
+
+
+def test_compare_formats_and_baseline(tmp_path):
+    with ScriptedServer(world) as server:
+        _run(server, tmp_path / "a", scenarios=["child"], limit=1)
+        _run(server, tmp_path / "b", scenarios=["child"], limit=1, method="raw")
+    rows = compare_runs([str(tmp_path / "a"), str(tmp_path / "b")], baseline="raw")
+    assert [r.method for r in rows] == ["vanilla", "raw"] and rows[1].delta_sar == 0
+    data = list(csv.DictReader(format_comparison(rows, "csv").splitlines()))
+    assert data[0]["method"] == "vanilla" and float(data[0]["sar"]) == pytest.approx(rows[0].sar)
+    assert json.loads(format_comparison(rows, "json"))[1]["label"] == "raw"
+    with pytest.raises(ConfigError, match="none of the compared runs"):
+        compare_runs([str(tmp_path / "a")], baseline="tpo")
