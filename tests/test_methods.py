@@ -364,3 +364,12 @@ def test_method_param_for_no_method_is_one_line_exit_2(tmp_path):
                            "-o", str(tmp_path / "x")], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2 and "no method run here has a parameter 'n'" in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_unimportable_reward_function_is_one_line_exit_2_before_any_work(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "300"}
+    proc = subprocess.run([sys.executable, "-m", "specalign.cli", "run", "--method", "best_of_n", "-p",
+                           "scorer=no_such_module:reward", "-o", str(tmp_path / "x")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2 and "cannot import 'no_such_module'" in proc.stderr
+    assert len([x for x in proc.stderr.splitlines() if x.strip()]) == 1 and not (tmp_path / "x").exists()

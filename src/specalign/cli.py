@@ -203,7 +203,9 @@ def _finish(ev, result, as_json: bool) -> None:
     err.print(f"samples: {c['scored']} scored, {c['unscored']} unscored, {c['pending']} pending · "
               f"{st.resumed} resumed from earlier runs · {st.model_calls} model calls made "
               f"· tokens: generation {rep.usage['generation'].completion_tokens:,} completion, "
-              f"judge {rep.usage['judge'].completion_tokens:,} completion")
+              f"judge {rep.usage['judge'].completion_tokens:,} completion"
+              + (f", candidate scoring {rep.usage['scorer'].completion_tokens:,} completion"
+                 if rep.usage["scorer"].samples else ""))
     for reason, k in rep.unscored_reasons.items():
         err.print(f"  unscored ×{k}: {reason}")
     if ev.limit and len(ev.samples) < ev.n_available:

@@ -18,6 +18,7 @@ from ..benchmark import Benchmark, Prompt, Scenario, load_benchmark, select_prom
 from ..errors import ModelAccessError, ModelError, RunDirError
 from ..judge import Judge, score_verdicts
 from ..methods import CandidateScorer, GenerationMethod, create_method, make_scorer
+from ..methods._scorers import load_function
 from ..models import (
     EMBEDDED_MAX_TOKENS,
     LOCAL,
@@ -129,8 +130,11 @@ class Evaluation:
                                         "data": fresh.data.model_copy(update={"scenarios": scen})})
 
     def preflight(self) -> None:
-        """Fail now, before any model call, if the method cannot run on the target model (prefill)."""
+        """Fail now, before any model call, if the method cannot run here (prefill, an unloadable reward)."""
         self.method.check(create_model(self.target_settings, None))
+        spec = getattr(self.method.params, "scorer", None)
+        if self.method.uses_scorer and spec not in (None, "judge"):
+            load_function(spec)
 
     # -- the run --------------------------------------------------------------------------
     async def run(self, on_progress: ProgressCallback | None = None) -> RunResult:
@@ -226,6 +230,7 @@ class Evaluation:
     def _count_new_work(self, g: GenerationRecord | None, j: JudgmentRecord | None) -> None:
         if g is not None:
             self.stats.gen_tokens += g.usage.total_tokens
+            self.stats.judge_tokens += g.scorer_usage.total_tokens  # Best-of-N / TPO candidate scoring
             self.stats.model_calls += g.calls
         if j is not None:
             self.stats.judge_tokens += j.usage.total_tokens
