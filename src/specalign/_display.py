@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.table import Table
 
 from .runs import ComparisonRow, ScoresReport
@@ -61,13 +62,13 @@ def comparison_table(rows: list[ComparisonRow]) -> Table:
                ("avg_calls", "calls"), ("wall_s", "wall s"), ("unscored", "unsc.")]
     columns = [c for c in columns if not (c[0] == "model" and len(models) == 1)
                and not (c[0] == "judge" and len(judges) == 1)]
-    t = Table(title=title, title_justify="left", caption="tokens: avg completion tokens per sample · calls: "
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, caption="tokens: avg completion tokens per sample · calls: "
               "model calls per sample · ΔSAR vs the baseline", caption_justify="left")
     widest = max((len(r.label) for r in rows), default=6)
     for key, name in columns:
         t.add_column(name, justify="left" if key in ("label", "model", "judge") else "right",
                      no_wrap=key not in ("label", "model", "judge"), overflow="fold",
-                     min_width=min(widest, 24) if key == "label" else None)
+                     min_width=min(widest, 12) if key == "label" else None)
     for r in rows:
         t.add_row(*(cell(r, k) for k, _ in columns))
     return t
