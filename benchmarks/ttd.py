@@ -117,7 +117,9 @@ def main() -> None:
                 "another with one call cache, so a call another method already made (vanilla's answer is "
                 "sample 0 of Best-of-N and TPO and the first draft of Self-Refine) is reused: it counts in "
                 "tokens and calls, not in wall time. A 135M model cannot follow specs or judge them well; "
-                "the table shows what each method costs and that it runs end to end, not which is best.\n\n"
+                "the table shows what each method costs and that it runs end to end, not which is best. "
+                "Best-of-N and TPO score candidates with the same judge that then evaluates them, so their "
+                "gain is an upper bound (they optimise the measure itself).\n\n"
                 + table)
             write_section("Test-time deliberation methods (embedded model)", body)
             print(body)
