@@ -373,3 +373,14 @@ def test_unimportable_reward_function_is_one_line_exit_2_before_any_work(tmp_pat
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2 and "cannot import 'no_such_module'" in proc.stderr
     assert len([x for x in proc.stderr.splitlines() if x.strip()]) == 1 and not (tmp_path / "x").exists()
+
+
+def test_best_of_n_dir_refuses_another_alpha_and_says_why(tmp_path):
+    from specalign.errors import RunDirError  # noqa: PLC0415
+
+    with ScriptedServer(_world({0: "quality=4", 1: "quality=6"})) as server:
+        cfg = dict(data="bundled", scenarios=["child"], limit=1, model="target", judge="judge", method="best_of_n",
+                   method_params={"n": 2}, models_config=_models_yaml(tmp_path, server), out=str(tmp_path / "bon"))
+        asyncio.run(Evaluation(RunConfig(**cfg)).run())
+        with pytest.raises(RunDirError, match="candidate scorer"):
+            asyncio.run(Evaluation(RunConfig(**cfg, alpha=0.5)).run())

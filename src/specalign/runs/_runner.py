@@ -118,8 +118,9 @@ class Evaluation:
             return fresh
         old = self.run_dir.read_manifest()
         if old.generation_key != fresh.generation_key:
+            scored = (" or another candidate scorer (judge, α, NA policy)" if self.method.uses_scorer else "")
             raise RunDirError(
-                f"{self.run_dir.path} holds a run with other settings (model {old.model.get('key')!r}, method "
+                f"{self.run_dir.path} holds a run with other settings{scored} (model {old.model.get('key')!r}, method "
                 f"{old.method.get('name')!r}, data {old.data.sha256[:12]}); use a new --out to start another run"
             )
         past = list(old.past_judges)
