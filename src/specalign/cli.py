@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from typing import Optional
 
@@ -229,6 +230,8 @@ def _finish_comparison(evaluations, results, as_json: bool) -> None:
                   f"{res.stats.model_calls} model calls made · {res.out_dir}/")
     err.print("ΔSAR is against vanilla when it ran, else the first method. Tokens are the target model's "
               "average completion tokens per sample (judge and candidate scoring not included).")
+    dirs = " ".join(shlex.quote(str(r.out_dir)) for r in results)
+    err.print(f"See the trade-offs and every sample: specalign report {dirs} -o report.html")
 
 
 @app.command()
@@ -278,6 +281,34 @@ def export(
         raise ConfigError(f"must be csv or jsonl, got {fmt!r}", field="--format")
     n = export_verdicts(run_dirs, output, fmt, with_text=with_text)  # type: ignore[arg-type]
     err.print(f"wrote {n:,} rows to {output}")
+
+
+@app.command()
+def report(
+    run_dirs: list[str] = typer.Argument(..., help="Run directories written by `specalign run`."),
+    output: str = typer.Option("report.html", "--output", "-o", help="HTML file to write."),
+    title: Optional[str] = typer.Option(None, "--title", help="Heading of the report (default: the models)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", "-b",
+                                           help="Run directory or method name that ΔSAR is against (default vanilla, else the first)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Recompute with another α."),
+    na_policy: Optional[str] = typer.Option(None, "--na-policy", help="Recompute with another NA policy: official or exclude."),
+) -> None:
+    """Write one self-contained HTML report of runs: scores, trade-off plots, per-spec failures, every sample.
+
+    The file needs no network to open; share it as it is. No model calls.
+
+    Example: specalign report runs/ttd/vanilla runs/ttd/align3 -o report.html
+    """
+    from .errors import ConfigError  # noqa: PLC0415
+    from .report import collect_report, write_report  # noqa: PLC0415
+
+    if na_policy is not None and na_policy not in ("official", "exclude"):
+        raise ConfigError(f"must be 'official' or 'exclude', got {na_policy!r}", field="--na-policy")
+    data = collect_report(run_dirs, title=title, baseline=baseline, alpha=alpha, na_policy=na_policy)  # type: ignore[arg-type]
+    size = write_report(data, output)
+    answers = sum(len(s.runs) for s in data.samples)
+    err.print(f"wrote {output} ({size / 1e6:.1f} MB): {len(data.runs)} run{'s' if len(data.runs) != 1 else ''}, {len(data.samples):,} samples, "
+              f"{answers:,} answers")
 
 
 @app.command()

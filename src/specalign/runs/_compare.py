@@ -60,6 +60,11 @@ def comparison_row(run_dir: str, *, alpha: float | None = None, na_policy: str |
     rd = RunDir(run_dir)
     manifest = rd.read_manifest()
     rep: ScoresReport = compute_scores(rd, manifest, alpha=alpha, na_policy=na_policy)  # type: ignore[arg-type]
+    return row_of(rd, manifest, rep)
+
+
+def row_of(rd: RunDir, manifest: Manifest, rep: ScoresReport) -> ComparisonRow:
+    """The comparison row of a run whose scores are already computed."""
     changed = non_default_params(manifest)
     label = manifest.method["name"] + "".join(f" {k}={json.dumps(v)}" for k, v in changed.items())
     full, unsafe, safe = rep.overall["full"], rep.overall["unsafe"], rep.overall["safe"]
@@ -79,11 +84,16 @@ def compare_runs(run_dirs: list[str], *, baseline: str | None = None, alpha: flo
     """Rows for ``run_dirs``; ΔSAR against ``baseline`` (a run dir or a method name; default: the
     ``vanilla`` run if there is one, else the first)."""
     rows = [comparison_row(d, alpha=alpha, na_policy=na_policy) for d in run_dirs]
+    set_deltas(rows, baseline)
+    return rows
+
+
+def set_deltas(rows: list[ComparisonRow], baseline: str | None) -> None:
+    """Fill ``delta_sar`` of every row against the baseline row."""
     base = _baseline(rows, baseline)
     for r in rows:
         if base is not None and base.sar is not None and r.sar is not None:
             r.delta_sar = r.sar - base.sar
-    return rows
 
 
 def _baseline(rows: list[ComparisonRow], baseline: str | None) -> ComparisonRow | None:

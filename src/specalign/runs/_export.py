@@ -6,13 +6,16 @@ import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, RunDirError
-from ..scoring import score_sample
+from ..scoring import SampleScore, score_sample
 from ._records import GenerationRecord, JudgmentRecord, Manifest
 from ._scores import latest_records
 from ._store import RunDir
+
+if TYPE_CHECKING:
+    from ..benchmark import Benchmark
 
 ExportFormat = Literal["csv", "jsonl"]
 COLUMNS = [
@@ -58,29 +61,47 @@ def _base_row(rd: RunDir, manifest: Manifest, sid: str, g: GenerationRecord | No
     if with_text:
         row.update(prompt=g.prompt_sent if g else None, thought=g.thought if g else None,
                    response=g.response if g else None)
-    if g is not None and g.status != "ok":
-        row.update(status="generation_error", reason=g.error)
-    elif j is not None and j.status != "scored":
-        row.update(status="unscored", reason=j.unscored_reason)
-    elif j is not None:
-        info = manifest.data.scenarios[scenario]
-        s = score_sample([j.verdicts[f"S{i}"].verdict for i in range(1, info.n_safety + 1)],
-                         [j.verdicts[f"B{i}"].verdict for i in range(1, info.n_behavioral + 1)],
-                         weights=info.behavioral_weights, alpha=manifest.alpha,
-                         na_policy=manifest.na_policy)  # type: ignore[arg-type]
-        row.update(status="scored", safety=s.safety, behavioral=s.behavioral, sar=s.sar)
+    status, reason, score = sample_outcome(manifest, g, j)
+    row.update(status=status, reason=reason)
+    if score is not None:
+        row.update(safety=score.safety, behavioral=score.behavioral, sar=score.sar)
     return row
 
 
-def _spec_texts(manifest: Manifest) -> dict[tuple[str, str], str]:
-    """Spec texts from the run's data, if it is still where it was and unchanged; else none."""
+SampleStatus = Literal["scored", "unscored", "generation_error", "pending"]
+
+
+def sample_outcome(manifest: Manifest, g: GenerationRecord | None,
+                   j: JudgmentRecord | None) -> tuple[SampleStatus, str | None, SampleScore | None]:
+    """(status, reason, score) of one sample, scored with the run's α and NA policy."""
+    if g is not None and g.status != "ok":
+        return "generation_error", g.error, None
+    if j is not None and j.status != "scored":
+        return "unscored", j.unscored_reason, None
+    if g is None or j is None:
+        return "pending", None, None
+    info = manifest.data.scenarios[g.scenario]
+    score = score_sample([j.verdicts[f"S{i}"].verdict for i in range(1, info.n_safety + 1)],
+                         [j.verdicts[f"B{i}"].verdict for i in range(1, info.n_behavioral + 1)],
+                         weights=info.behavioral_weights, alpha=manifest.alpha,
+                         na_policy=manifest.na_policy)  # type: ignore[arg-type]
+    return "scored", None, score
+
+
+def run_benchmark(manifest: Manifest) -> Benchmark | None:
+    """The run's data, if it is still where it was and unchanged; else None."""
     from ..benchmark import load_benchmark  # noqa: PLC0415
 
     try:
         bench = load_benchmark(manifest.data.source)
-    except Exception:  # noqa: BLE001  (moved or unreadable data: export without spec texts)
-        return {}
-    if bench.content_hash() != manifest.data.sha256:
+    except Exception:  # noqa: BLE001  (moved or unreadable data: go on without texts)
+        return None
+    return bench if bench.content_hash() == manifest.data.sha256 else None
+
+
+def _spec_texts(manifest: Manifest) -> dict[tuple[str, str], str]:
+    bench = run_benchmark(manifest)
+    if bench is None:
         return {}
     out = {}
     for s in bench.scenarios:

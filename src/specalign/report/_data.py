@@ -1,0 +1,236 @@
+"""What a report shows, read from run directories into pydantic models (no model calls)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ..errors import RunDirError
+from ..runs import ComparisonRow, Manifest, RunDir, ScoresReport, compute_scores
+from ..runs._compare import row_of, set_deltas
+from ..runs._export import SampleStatus, run_benchmark, sample_outcome
+from ..runs._scores import latest_records
+from ..scoring import Metric, NAPolicy
+
+#: Okabe–Ito: distinguishable with the common colour-vision deficiencies
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+
+
+class SpecInfo(BaseModel):
+    id: str
+    kind: Literal["safety", "behavioral"]
+    text: str | None = Field(None, description="None when the run's data has moved or changed")
+
+
+class ScenarioEntry(BaseModel):
+    key: str = Field(description="unique in the report: the scenario key, suffixed when runs used different data")
+    name: str
+    specs: list[SpecInfo]
+
+
+class SpecCounts(BaseModel):
+    no: int = 0
+    na: int = 0
+    n: int = 0
+
+    @property
+    def rate(self) -> float | None:
+        return self.no / self.n if self.n else None
+
+
+class RunEntry(BaseModel):
+    """One run: its comparison row, SAR per scenario and per-spec verdict counts."""
+
+    index: int
+    label: str = Field(description="unique in the report")
+    color: str
+    row: ComparisonRow
+    overall: dict[str, Metric] = Field(description="subset (full, unsafe, safe) → mean of scenarios")
+    data_source: str
+    scenario_sar: dict[str, float | None]
+    spec_counts: dict[str, dict[str, SpecCounts]] = Field(description="report scenario key → spec id → counts")
+    unscored_reasons: dict[str, int]
+
+
+class SampleRun(BaseModel):
+    """One sample as one run answered and the judge saw it."""
+
+    status: SampleStatus
+    reason: str | None = None
+    safety: float | None = None
+    behavioral: float | None = None
+    sar: float | None = None
+    prompt_sent: str | None = None
+    thought: str = ""
+    response: str = ""
+    flags: list[str] = Field(default_factory=list)
+    completion_tokens: int = 0
+    calls: int = 0
+    verdicts: dict[str, tuple[str, str]] = Field(default_factory=dict, description="spec id → (verdict, reason)")
+
+    @property
+    def violated(self) -> list[str]:
+        return [k for k, (v, _) in self.verdicts.items() if v == "NO"]
+
+
+class SampleEntry(BaseModel):
+    id: str = Field(description="report scenario key / prompt id")
+    scenario: str
+    prompt_id: str
+    label: Literal["safe", "unsafe"] | None
+    prompt: str = ""
+    original_prompt: str | None = None
+    runs: dict[int, SampleRun] = Field(default_factory=dict, description="run index → the run's sample")
+
+
+class ReportData(BaseModel):
+    title: str
+    created_at: str
+    specalign_version: str
+    alpha_note: str
+    runs: list[RunEntry]
+    scenarios: list[ScenarioEntry]
+    samples: list[SampleEntry]
+
+
+def collect_report(run_dirs: list[str], *, title: str | None = None, baseline: str | None = None,
+                   alpha: float | None = None, na_policy: NAPolicy | None = None) -> ReportData:
+    """Read ``run_dirs`` into a :class:`ReportData`."""
+    from .. import __version__  # noqa: PLC0415
+
+    if not run_dirs:
+        raise RunDirError("no run directories given")
+    loaded = [_load(d, alpha, na_policy) for d in run_dirs]
+    rows = [row for _, _, _, row in loaded]
+    set_deltas(rows, baseline)
+    shas = {m.data.sha256 for _, m, _, _ in loaded}
+    builder = _Builder(multi_data=len(shas) > 1)
+    runs = [builder.add_run(i, rd, m, rep, row) for i, (rd, m, rep, row) in enumerate(loaded)]
+    _unique_labels(runs)
+    return ReportData(
+        title=title or _default_title(runs), created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        specalign_version=__version__, alpha_note=_alpha_note(rows), runs=runs,
+        scenarios=list(builder.scenarios.values()), samples=list(builder.samples.values()),
+    )
+
+
+def _load(run_dir: str, alpha: float | None, na_policy: NAPolicy | None
+          ) -> tuple[RunDir, Manifest, ScoresReport, ComparisonRow]:
+    rd = RunDir(run_dir)
+    manifest = rd.read_manifest()
+    rep = compute_scores(rd, manifest, alpha=alpha, na_policy=na_policy)
+    if alpha is not None or na_policy is not None:  # per-sample scores follow the report's α and policy too
+        manifest = manifest.model_copy(update={"alpha": rep.alpha, "na_policy": rep.na_policy})
+    return rd, manifest, rep, row_of(rd, manifest, rep)
+
+
+class _Builder:
+    """Accumulates scenarios and samples across runs, keyed the same way for every run."""
+
+    def __init__(self, *, multi_data: bool):
+        self.multi_data = multi_data
+        self.scenarios: dict[str, ScenarioEntry] = {}
+        self.samples: dict[str, SampleEntry] = {}
+
+    def scenario_key(self, manifest: Manifest, key: str) -> str:
+        return f"{key}@{manifest.data.sha256[:7]}" if self.multi_data else key
+
+    def add_run(self, index: int, rd: RunDir, manifest: Manifest, rep: ScoresReport, row: ComparisonRow) -> RunEntry:
+        bench = run_benchmark(manifest)
+        self._add_scenarios(manifest, bench)
+        prompts = {f"{s.key}/{p.id}": p for s in bench.scenarios for p in s.prompts} if bench else {}
+        gens, judged = latest_records(rd, manifest.judge["key"])
+        counts: dict[str, dict[str, SpecCounts]] = {}
+        for sid in rd.read_selection() or sorted(gens):
+            scenario, _, prompt_id = sid.partition("/")
+            key = self.scenario_key(manifest, scenario)
+            entry = self._sample(key, prompt_id, prompts.get(sid), gens.get(sid))
+            run = _sample_run(manifest, gens.get(sid), judged.get(sid))
+            if run.prompt_sent == entry.prompt:
+                run.prompt_sent = None
+            entry.runs[index] = run
+            _count(counts.setdefault(key, {}), run)
+        return RunEntry(
+            index=index, label=row.label, color=PALETTE[index % len(PALETTE)], row=row, overall=rep.overall,
+            data_source=manifest.data.source,
+            scenario_sar={self.scenario_key(manifest, k): m["full"].sar for k, m in rep.scenarios.items()},
+            spec_counts=counts, unscored_reasons=rep.unscored_reasons,
+        )
+
+    def _add_scenarios(self, manifest: Manifest, bench) -> None:  # noqa: ANN001
+        by_key = {s.key: s for s in bench.scenarios} if bench else {}
+        for key in manifest.selection.scenarios:
+            rkey = self.scenario_key(manifest, key)
+            if rkey in self.scenarios:
+                continue
+            info, s = manifest.data.scenarios[key], by_key.get(key)
+            specs = [SpecInfo(id=f"S{i}", kind="safety", text=s.safety_specs[i - 1].text if s else None)
+                     for i in range(1, info.n_safety + 1)]
+            specs += [SpecInfo(id=f"B{i}", kind="behavioral", text=s.behavioral_specs[i - 1].text if s else None)
+                      for i in range(1, info.n_behavioral + 1)]
+            self.scenarios[rkey] = ScenarioEntry(key=rkey, name=info.name, specs=specs)
+
+    def _sample(self, key: str, prompt_id: str, prompt, gen) -> SampleEntry:  # noqa: ANN001
+        sid = f"{key}/{prompt_id}"
+        entry = self.samples.get(sid)
+        if entry is None:
+            entry = self.samples[sid] = SampleEntry(id=sid, scenario=key, prompt_id=prompt_id, label=None)
+        if entry.label is None:
+            entry.label = prompt.label if prompt else (gen.label if gen else None)
+        if not entry.prompt:
+            entry.prompt = prompt.prompt if prompt else (gen.prompt_sent if gen else "")
+        if entry.original_prompt is None and prompt is not None and prompt.original_prompt != prompt.prompt:
+            entry.original_prompt = prompt.original_prompt
+        return entry
+
+
+def _sample_run(manifest: Manifest, g, j) -> SampleRun:  # noqa: ANN001
+    status, reason, score = sample_outcome(manifest, g, j)
+    run = SampleRun(status=status, reason=reason)
+    if score is not None:
+        run.safety, run.behavioral, run.sar = score.safety, score.behavioral, score.sar
+    if g is not None:
+        run.prompt_sent, run.thought, run.response, run.flags = g.prompt_sent, g.thought, g.response, list(g.flags)
+        run.completion_tokens, run.calls = g.usage.completion_tokens, g.calls + g.cached_calls
+    if j is not None and j.status == "scored":
+        run.verdicts = {k: (v.verdict, v.reason) for k, v in j.verdicts.items()}
+    return run
+
+
+def _count(counts: dict[str, SpecCounts], run: SampleRun) -> None:
+    if run.status != "scored":
+        return
+    for spec_id, (verdict, _) in run.verdicts.items():
+        c = counts.setdefault(spec_id, SpecCounts())
+        c.n += 1
+        c.no += verdict == "NO"
+        c.na += verdict == "NA"
+
+
+def _unique_labels(runs: list[RunEntry]) -> None:
+    """Runs of different models or judges with one method get the model (then the directory) in their label."""
+    for extra in (lambda r: r.row.model, lambda r: r.row.judge, lambda r: RunDir(r.row.run_dir).path.name):
+        seen: dict[str, int] = {}
+        for r in runs:
+            seen[r.label] = seen.get(r.label, 0) + 1
+        clashing = [r for r in runs if seen[r.label] > 1]
+        if not clashing:
+            return
+        for r in clashing:
+            r.label = f"{r.label} · {extra(r)}"
+    labels = [r.label for r in runs]
+    for i, r in enumerate(runs):  # still equal (the same directory twice): number them
+        if labels.count(r.label) > 1:
+            r.label = f"{r.label} #{i + 1}"
+
+
+def _default_title(runs: list[RunEntry]) -> str:
+    models = sorted({r.row.model for r in runs})
+    return f"specalign report: {', '.join(models)}" if len(models) <= 3 else f"specalign report: {len(runs)} runs"
+
+
+def _alpha_note(rows: list[ComparisonRow]) -> str:
+    pairs = sorted({(r.alpha, r.na_policy) for r in rows})
+    return "; ".join(f"α = {a:g}, NA policy {p}" for a, p in pairs)

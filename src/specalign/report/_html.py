@@ -1,0 +1,238 @@
+"""The report as one self-contained HTML file: styles, script, plots and data inline, nothing fetched."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from ..errors import RunDirError
+from ._data import ReportData, RunEntry, SampleRun
+from ._plots import cost_plot, frontier_plot, heatmap_table, scenario_plot
+from ._svg import esc
+
+CHUNK = 100
+STATUS_CODES = {"scored": 0, "unscored": 1, "generation_error": 2, "pending": 3}
+
+
+def embed_json(obj: Any) -> str:
+    """JSON that can sit inside ``<script type="application/json">``: no ``<``, ``>`` or ``&`` survive
+    unescaped, so no text in it can close the element or open a comment."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    for ch, rep in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, rep)
+    return text
+
+
+def browser_index(data: ReportData) -> dict[str, Any]:
+    """What the sample browser filters on, parsed at load: small per sample and run."""
+    scen_index = {s.key: i for i, s in enumerate(data.scenarios)}
+    spec_index = {s.key: {spec.id: k for k, spec in enumerate(s.specs)} for s in data.scenarios}
+    cells = []
+    for r in data.runs:
+        cells.append([_cell(s.runs.get(r.index), spec_index[s.scenario]) for s in data.samples])
+    return {
+        "runs": [{"label": r.label, "color": r.color} for r in data.runs],
+        "scenarios": [{"key": s.key, "name": s.name, "specs": [[p.id, p.kind, p.text] for p in s.specs]}
+                      for s in data.scenarios],
+        "samples": [[scen_index[s.scenario], s.prompt_id, s.label] for s in data.samples],
+        "cells": cells, "chunk": CHUNK, "pairs": sum(len(s.runs) for s in data.samples),
+    }
+
+
+def _cell(run: SampleRun | None, specs: dict[str, int]) -> list[Any] | None:
+    if run is None:
+        return None
+    sar = None if run.sar is None else round(1000 * run.sar)
+    safe = None if run.safety is None else int(run.safety)
+    return [STATUS_CODES[run.status], sar, safe, sorted(specs[k] for k in run.violated if k in specs)]
+
+
+def detail_chunks(data: ReportData) -> list[list[dict[str, Any]]]:
+    """Texts per sample (prompt, and per run: thought, response, verdicts in spec order), CHUNK samples a piece."""
+    order = {s.key: [spec.id for spec in s.specs] for s in data.scenarios}
+    out = []
+    for start in range(0, len(data.samples), CHUNK):
+        piece = []
+        for s in data.samples[start:start + CHUNK]:
+            runs = {str(i): _run_detail(run, order[s.scenario]) for i, run in s.runs.items()}
+            piece.append({"p": s.prompt, "o": s.original_prompt, "r": runs})
+        out.append(piece)
+    return out
+
+
+def _run_detail(run: SampleRun, spec_order: list[str]) -> dict[str, Any]:
+    d: dict[str, Any] = {"t": run.thought, "a": run.response, "k": run.completion_tokens, "c": run.calls}
+    if run.prompt_sent:
+        d["s"] = run.prompt_sent
+    if run.reason:
+        d["e"] = run.reason
+    if run.flags:
+        d["f"] = run.flags
+    if run.verdicts:
+        d["v"] = [list(run.verdicts.get(k, ("NA", "(no verdict recorded)"))) for k in spec_order]
+    return d
+
+
+def _asset(name: str) -> str:
+    return files("specalign.report").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def render_report(data: ReportData) -> str:
+    """The whole page. A Content-Security-Policy allows only the page's own script (by hash), so even
+    text that slipped past escaping could neither run nor load anything."""
+    script = _asset("report.js")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    csp = (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:; "
+           "base-uri 'none'; form-action 'none'")
+    chunks = "".join(f'<script type="application/json" id="sa-chunk-{k}">{embed_json(c)}</script>'
+                     for k, c in enumerate(detail_chunks(data)))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="specalign {esc(data.specalign_version)}">
+<title>{esc(data.title)}</title>
+<style>{_asset("report.css")}</style>
+</head><body><main>
+<h1>{esc(data.title)}</h1>
+<p class="lead">{len(data.runs)} run{"s" if len(data.runs) != 1 else ""} · {len(data.samples):,} samples ·
+{sum(len(s.specs) for s in data.scenarios)} specs in {len(data.scenarios)} scenarios · {esc(data.alpha_note)} ·
+generated {esc(data.created_at)}</p>
+<nav class="toc"><a href="#scores">Scores</a><a href="#plots">Plots</a><a href="#specs">Specs</a><a href="#samples">Samples</a></nav>
+{_headline(data)}
+{_plots(data)}
+<h2 id="specs">Which specs fail</h2>
+<p class="muted">Share of scored samples the judge found violating each spec (NO), per run. Hover for the spec's
+text and the counts; click a cell to see those samples.</p>
+<p><label><input type="checkbox" id="f-heat-violated"> only specs that some run violates</label></p>
+<div class="scroll">{heatmap_table(data)}</div>
+{_browser()}
+{_footer(data)}
+</main>
+<script type="application/json" id="sa-index">{embed_json(browser_index(data))}</script>
+{chunks}
+<script>{script}</script>
+</body></html>
+"""
+
+
+def _legend(data: ReportData) -> str:
+    return '<div class="legend">' + "".join(
+        f'<span><span class="swatch" style="background:{esc(r.color)}"></span>{esc(r.label)}</span>'
+        for r in data.runs) + "</div>"
+
+
+def _plots(data: ReportData) -> str:
+    alpha = data.runs[0].row.alpha
+    return f"""<h2 id="plots">Trade-offs</h2>{_legend(data)}
+<div class="plots">
+<figure>{frontier_plot(data)}<figcaption>Safety against helpfulness, one point per run: up and to the right is better.
+Dashed curves are guides where safety × ({alpha:g} + {1 - alpha:g} × behavioral) is constant, which is the SAR of a run
+whose answers are all equally helpful.</figcaption></figure>
+<figure>{cost_plot(data)}<figcaption>What a method's SAR costs: average completion tokens per sample (log scale) against
+SAR. Tokens count every call the method makes to the model under test, not the judge.</figcaption></figure>
+</div>
+<figure style="margin-top:16px">{scenario_plot(data)}<figcaption>SAR per scenario and overall (the mean of scenarios,
+as the paper reports it).</figcaption></figure>"""
+
+
+HEAD_COLS = ["safety", "behavioral", "sar"]
+
+
+def _headline(data: ReportData) -> str:
+    best = {k: max((getattr(r.row, k) for r in data.runs if getattr(r.row, k) is not None), default=None)
+            for k in ("safety", "behavioral", "sar")}
+    head = ('<tr><th class="left" rowspan="2">run</th><th class="left" rowspan="2">model</th>'
+            '<th class="left" rowspan="2">judge</th>'
+            '<th colspan="3">safety %</th><th colspan="3">behavioral %</th><th colspan="3">SAR %</th>'
+            '<th rowspan="2">ΔSAR</th><th rowspan="2">tokens / sample</th><th rowspan="2">calls / sample</th>'
+            '<th rowspan="2">scored</th><th rowspan="2">unscored</th><th rowspan="2">pending</th>'
+            '<th rowspan="2">α</th><th class="left" rowspan="2">NA policy</th></tr><tr>'
+            + "<th>full</th><th>unsafe</th><th>safe</th>" * 3 + "</tr>")
+    body = "".join(_headline_row(r, best) for r in data.runs)
+    notes = "".join(f"<li>{esc(r.label)}: {n} × {esc(reason)}</li>"
+                    for r in data.runs for reason, n in r.unscored_reasons.items())
+    notes_html = f'<h3>Why samples are unscored</h3><ul class="notes">{notes}</ul>' if notes else ""
+    return f"""<h2 id="scores">Scores</h2>
+<div class="scroll"><table class="headline"><thead>{head}</thead><tbody>{body}</tbody></table></div>
+<p class="muted">Scores are means over scenarios (as in the paper); hover a score for its standard error and sample
+count. ΔSAR is against {esc(_baseline_label(data))}. Tokens are average completion tokens of the model under test.</p>
+{notes_html}"""
+
+
+def _baseline_label(data: ReportData) -> str:
+    base = next((r for r in data.runs if r.row.delta_sar == 0 and r.row.sar is not None), None)
+    return base.label if base else "the baseline run"
+
+
+def _headline_row(r: RunEntry, best: dict[str, float | None]) -> str:
+    row = r.row
+    cells = []
+    for name in HEAD_COLS:
+        for subset in ("full", "unsafe", "safe"):
+            m = r.overall[subset]
+            v, se = getattr(m, name), getattr(m, f"{name}_se")
+            tip = f"{name} {subset}: " + ("no scored samples" if v is None else
+                                           f"{100 * v:.2f}%" + (f" ± {100 * se:.2f} (SE)" if se else "")
+                                           + f", {m.n_scored} scored")
+            bold = ' class="best"' if subset == "full" and v is not None and v == best[name] else ""
+            cells.append(f'<td{bold} title="{esc(tip)}">{"—" if v is None else f"{100 * v:.2f}"}</td>')
+    delta = row.delta_sar
+    delta_html = ("—" if delta is None else
+                  f'<span class="{"pos" if delta > 0 else "neg" if delta < 0 else ""}">{100 * delta:+.2f}</span>')
+    tokens = "—" if row.avg_completion_tokens is None else f"{row.avg_completion_tokens:,.0f}"
+    calls = "—" if row.avg_calls is None else f"{row.avg_calls:.1f}"
+    return (f'<tr><td class="left" title="{esc(row.run_dir)}"><span class="swatch" style="background:{esc(r.color)}">'
+            f'</span>{esc(r.label)}</td><td class="left">{esc(row.model)}</td><td class="left">{esc(row.judge)}</td>'
+            + "".join(cells) + f"<td>{delta_html}</td><td>{tokens}</td><td>{calls}</td><td>{row.scored}</td>"
+            f"<td>{row.unscored}</td><td>{row.pending}</td><td>{row.alpha:g}</td>"
+            f'<td class="left">{esc(row.na_policy)}</td></tr>')
+
+
+def _browser() -> str:
+    return """<h2 id="samples">Samples</h2>
+<p class="muted">One row per answer (sample × run). Click a row for the prompt, the thought, the response and every
+spec's verdict with the judge's reason.</p>
+<div class="filters">
+<select id="f-scenario" aria-label="scenario"><option value="">all scenarios</option></select>
+<select id="f-label" aria-label="label"><option value="">safe and unsafe prompts</option>
+<option value="unsafe">unsafe prompts</option><option value="safe">safe prompts</option></select>
+<select id="f-run" aria-label="run"><option value="">all runs</option></select>
+<select id="f-status" aria-label="status"><option value="">any status</option><option value="0">scored</option>
+<option value="1">unscored</option><option value="2">generation error</option><option value="3">pending</option></select>
+<label><input type="checkbox" id="f-unsafe"> unsafe responses only</label>
+<select id="f-spec" aria-label="violated spec"></select>
+<select id="f-sort" aria-label="order"><option value="order">data order</option><option value="sar-asc">lowest SAR first</option>
+<option value="sar-desc">highest SAR first</option></select>
+<input type="search" id="f-text" placeholder="search prompts, answers, reasons" aria-label="search">
+</div>
+<div class="pager"><button id="sa-prev" type="button">← previous</button><button id="sa-next" type="button">next →</button>
+<span id="sa-count"></span></div>
+<div class="scroll"><table class="samples"><thead><tr><th>scenario</th><th>prompt</th><th>label</th><th>run</th>
+<th>status</th><th>SAR %</th><th>violated</th><th>prompt text</th></tr></thead><tbody id="sa-rows"></tbody></table></div>
+<p id="sa-empty" class="muted" hidden>No answers match these filters.</p>"""
+
+
+def _footer(data: ReportData) -> str:
+    items = "".join(f"<li><span class=\"swatch\" style=\"background:{esc(r.color)}\"></span>{esc(r.label)}: "
+                    f"<code>{esc(r.row.run_dir)}</code> · data {esc(r.data_source)}</li>" for r in data.runs)
+    return (f'<footer><h3>Runs</h3><ul class="notes">{items}</ul>'
+            f"<p>Made by specalign {esc(data.specalign_version)}. Model and judge text is shown as text.</p></footer>")
+
+
+def write_report(data: ReportData, path: str | Path) -> int:
+    """Write the report; returns its size in bytes."""
+    target = Path(path)
+    page = render_report(data).encode("utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(page)
+        tmp.replace(target)
+    except OSError as e:
+        raise RunDirError(f"cannot write {target}: {e.strerror or e}") from None
+    return len(page)

@@ -1,0 +1,181 @@
+"""The HTML report's contents, built from real run directories (scripted server): data, escaping, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from scripted_server import ScriptedServer
+from specbench_world import is_judge, world
+
+from specalign.benchmark import load_benchmark
+from specalign.report import build_report, collect_report, render_report
+from specalign.report._html import browser_index, detail_chunks, embed_json
+from specalign.runs import Evaluation, GenerationRecord, RunConfig, RunDir
+
+PAYLOAD = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2"></textarea>&amp;'
+
+
+def _run(server, out, **kw):
+    spec = f"openai:scripted-model@{server.base_url}"
+    base = dict(data="bundled", scenarios=["child", "code"], limit=2, model=spec, judge=spec, out=str(out),
+                concurrency=2)
+    return asyncio.run(Evaluation(RunConfig(**{**base, **kw})).run())
+
+
+UNSAFE_PROMPTS = {p.prompt for s in load_benchmark("bundled").scenarios for p in s.prompts if p.label == "unsafe"}
+
+
+def _raw_world(body):
+    """Answers to unsafe prompts say UNSAFE (S1 is judged NO); the code scenario's judge answers are unreadable."""
+    if is_judge(body):
+        return "no verdicts here" if "secure coding" in body["messages"][1]["content"].lower() else world(body)
+    unsafe = body["messages"][-1]["content"] in UNSAFE_PROMPTS
+    return ("UNSAFE " if unsafe else "") + world(body)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    with ScriptedServer(_raw_world) as server:
+        _run(server, tmp / "raw", method="raw", judge_attempts=1)
+    with ScriptedServer(world) as server:
+        _run(server, tmp / "vanilla", scenarios=["child"])
+    return [str(tmp / "vanilla"), str(tmp / "raw")]
+
+
+def test_report_data_holds_scores_spec_failures_and_every_answer(two_runs):
+    data = collect_report(two_runs)
+    vanilla, raw = data.runs
+    assert (vanilla.label, raw.label) == ("vanilla", "raw") and vanilla.color != raw.color
+    assert raw.row.delta_sar < 0 == vanilla.row.delta_sar  # ΔSAR is against vanilla by default
+    assert [s.key for s in data.scenarios] == ["child", "code"]
+    child = load_benchmark("bundled").scenario("child")
+    assert [(x.id, x.text) for x in data.scenarios[0].specs][:1] == [("S1", child.safety_specs[0].text)]
+    assert len(data.scenarios[0].specs) == len(child.safety_specs) + len(child.behavioral_specs)
+    # raw answered the one unsafe child prompt with UNSAFE: S1 judged NO on 1 of its 2 child samples
+    assert raw.spec_counts["child"]["S1"].no == 1 and raw.spec_counts["child"]["S1"].n == 2
+    assert vanilla.spec_counts["child"]["S1"].no == 0 and vanilla.spec_counts["child"]["B1"].na == 2
+    assert not raw.spec_counts.get("code")  # code samples are unscored, so no verdict counts
+    by_id = {s.id: s for s in data.samples}
+    assert len(by_id) == 4 and all(len(by_id[i].runs) == 2 for i in by_id if i.startswith("child/"))
+    code = [s for s in data.samples if s.scenario == "code"]
+    assert all(list(s.runs) == [1] and s.runs[1].status == "unscored" and "unreadable" in s.runs[1].reason
+               for s in code)
+    unsafe_child = next(s for s in data.samples if s.scenario == "child" and s.label == "unsafe")
+    assert unsafe_child.runs[1].violated == ["S1"] and unsafe_child.runs[1].safety == 0
+    assert unsafe_child.runs[0].violated == [] and unsafe_child.runs[0].sar > 0
+    assert unsafe_child.original_prompt  # bundled unsafe prompts are attack-enhanced: both texts are kept
+    assert raw.unscored_reasons and data.alpha_note == "α = 0.3, NA policy official"
+
+
+def test_browser_index_and_chunks_agree_with_the_records(two_runs):
+    data = collect_report(two_runs)
+    index, chunks = browser_index(data), detail_chunks(data)
+    assert index["pairs"] == 6 and len(index["cells"]) == 2 and len(index["samples"]) == 4
+    i = next(k for k, s in enumerate(data.samples) if s.scenario == "child" and s.label == "unsafe")
+    status, sar, safe, violated = index["cells"][1][i]
+    specs = index["scenarios"][index["samples"][i][0]]["specs"]
+    assert (status, sar, safe) == (0, 0, 0) and [specs[k][0] for k in violated] == ["S1"]
+    detail = chunks[0][i]["r"]["1"]
+    assert detail["a"].startswith("UNSAFE") and detail["v"][0][0] == "NO" and len(detail["v"]) == len(specs)
+    code = next(k for k, s in enumerate(data.samples) if s.scenario == "code")
+    assert index["cells"][0][code] is None and index["cells"][1][code][0] == 1
+    assert "unreadable" in chunks[0][code]["r"]["1"]["e"]
+
+
+def test_alpha_and_na_policy_recompute_every_score(two_runs):
+    data = collect_report(two_runs, alpha=1.0, na_policy="exclude")
+    assert data.alpha_note == "α = 1, NA policy exclude"
+    scored = [r for s in data.samples for r in s.runs.values() if r.status == "scored"]
+    assert all(r.sar == r.safety for r in scored)  # α = 1: SAR is the safety score alone
+    assert all(r.behavioral == 1.0 for r in scored)  # B1 is NA and every other spec YES
+
+
+def test_embedded_json_cannot_close_its_element_and_round_trips():
+    text = embed_json({"a": PAYLOAD + "</script><!-- \u2028"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == {"a": PAYLOAD + "</script><!-- \u2028"}
+
+
+def test_untrusted_text_never_reaches_the_page_as_markup(two_runs, tmp_path):
+    run = RunDir(two_runs[0])
+    g = next(run.generations())
+    writer = run.open_writer("generations.jsonl")  # a later record of a sample wins
+    writer.append(GenerationRecord(**{**g.model_dump(), "response": PAYLOAD, "thought": PAYLOAD}))
+    writer.close()
+    try:
+        data = collect_report(two_runs, title=PAYLOAD)
+        page = render_report(data)
+    finally:
+        _drop_last_line(run.path / "generations.jsonl")
+    assert "<script>window" not in page and "<img src=x" not in page and "</textarea>" not in page
+    assert page.count("&lt;script&gt;window.__pwned=1&lt;/script&gt;") == 2  # <title> and <h1>
+    blobs = re.findall(r'<script type="application/json" id="(sa-[\w-]+)">(.*?)</script>', page, re.S)
+    chunks = [json.loads(b) for k, b in blobs if k.startswith("sa-chunk-")]
+    answers = [r["a"] for c in chunks for s in c for r in s["r"].values()]
+    assert PAYLOAD in answers  # the text itself survives, exactly
+
+
+def _drop_last_line(path):
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))
+
+
+def test_page_is_self_contained_and_only_its_own_script_may_run(two_runs, tmp_path):
+    build_report(two_runs, tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', page)  # nothing to fetch
+    assert "@import" not in page and not re.search(r"url\((?!#)", page)  # only in-page references
+    scripts = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert len(scripts) == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
+    assert f"script-src 'sha256-{digest}'" in csp and "default-src 'none'" in csp
+    assert page.count('<svg class="plot') == 3 and '<table class="heatmap">' in page
+
+
+def test_labels_stay_unique_when_runs_share_a_method(two_runs, tmp_path):
+    copy = tmp_path / "vanilla-again"
+    shutil.copytree(two_runs[0], copy)
+    data = collect_report([two_runs[0], str(copy)])
+    assert data.runs[0].label != data.runs[1].label
+    assert data.runs[1].label.endswith("vanilla-again")
+
+
+def test_runs_on_different_data_keep_their_scenarios_apart(two_runs, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(str(_bundled_dir() / "child"), data_dir / "child")
+    spec_file = data_dir / "child" / "scenario.yaml"
+    spec_file.write_text(spec_file.read_text().replace("Never", "Do not", 1))
+    with ScriptedServer(world) as server:
+        _run(server, tmp_path / "mine", data=str(data_dir), scenarios=["child"], limit=1)
+    data = collect_report([two_runs[0], str(tmp_path / "mine")])
+    keys = [s.key for s in data.scenarios]
+    assert len(keys) == 2 and all(k.startswith("child@") for k in keys)
+    assert {s.scenario for s in data.samples} == set(keys)
+
+
+def _bundled_dir():
+    from importlib.resources import files
+
+    return files("specalign") / "data"
+
+
+def test_cli_writes_the_report_and_refuses_a_missing_run_in_one_line(two_runs, tmp_path):
+    out = tmp_path / "sub" / "report.html"
+    ok = subprocess.run([sys.executable, "-m", "specalign.cli", "report", *two_runs, "-o", str(out)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert out.is_file() and "2 runs, 4 samples, 6 answers" in ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "specalign.cli", "report", str(tmp_path / "nope"), "-o",
+                          str(tmp_path / "x.html")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0 and "nope" in bad.stderr and not (tmp_path / "x.html").exists()
