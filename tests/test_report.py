@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import html
 import json
 import re
 import shutil
@@ -137,7 +138,7 @@ def test_page_is_self_contained_and_only_its_own_script_may_run(two_runs, tmp_pa
     scripts = re.findall(r"<script>(.*?)</script>", page, re.S)
     assert len(scripts) == 1
     digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
-    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
+    csp = html.unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1))
     assert f"script-src 'sha256-{digest}'" in csp and "default-src 'none'" in csp
     assert page.count('<svg class="plot') == 3 and '<table class="heatmap">' in page
 
