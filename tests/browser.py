@@ -25,6 +25,7 @@ def chromium(width: int = 1360, height: int = 1000) -> Iterator:
     from selenium import webdriver  # noqa: PLC0415
     from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
 
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download a driver
     found = find_browser()
     if found is None:
         raise RuntimeError("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
