@@ -4,13 +4,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.specalign-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install browser clean
 
 demo: install
 	$(VENV)/bin/specalign run
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
+
+# The report tests drive the system Chromium (Debian packages chromium + chromium-driver).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=""; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo"; \
+	  else echo "note: chromium and chromium-driver are not installed: the browser tests will be skipped"; exit 0; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
 
 install: $(STAMP)
 

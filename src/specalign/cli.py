@@ -213,6 +213,7 @@ def _finish(ev, result, as_json: bool) -> None:
         err.print(f"[yellow]This ran {len(ev.samples)} of {ev.n_available} prompts. "
                   f"Run all of them with --limit 0 (same --out resumes and reuses what is done).[/yellow]")
     err.print(f"Files: {result.out_dir}/ (manifest.json, generations.jsonl, judgments.jsonl, scores.json)")
+    err.print(f"Read the answers: specalign report {shlex.quote(str(result.out_dir))} -o report.html")
 
 
 def _finish_comparison(evaluations, results, as_json: bool) -> None:

@@ -211,7 +211,7 @@ def _count(counts: dict[str, SpecCounts], run: SampleRun) -> None:
 
 def _unique_labels(runs: list[RunEntry]) -> None:
     """Runs of different models or judges with one method get the model (then the directory) in their label."""
-    for extra in (lambda r: r.row.model, lambda r: r.row.judge, lambda r: RunDir(r.row.run_dir).path.name):
+    for extra in (lambda r: r.row.model.split("@", 1)[0], lambda r: r.row.judge.split("@", 1)[0], lambda r: RunDir(r.row.run_dir).path.name):
         seen: dict[str, int] = {}
         for r in runs:
             seen[r.label] = seen.get(r.label, 0) + 1
@@ -227,7 +227,7 @@ def _unique_labels(runs: list[RunEntry]) -> None:
 
 
 def _default_title(runs: list[RunEntry]) -> str:
-    models = sorted({r.row.model for r in runs})
+    models = sorted({r.row.model.split("@", 1)[0] for r in runs})
     return f"specalign report: {', '.join(models)}" if len(models) <= 3 else f"specalign report: {len(runs)} runs"
 
 

@@ -187,10 +187,19 @@ def _headline_row(r: RunEntry, best: dict[str, float | None]) -> str:
     tokens = "—" if row.avg_completion_tokens is None else f"{row.avg_completion_tokens:,.0f}"
     calls = "—" if row.avg_calls is None else f"{row.avg_calls:.1f}"
     return (f'<tr><td class="left" title="{esc(row.run_dir)}"><span class="swatch" style="background:{esc(r.color)}">'
-            f'</span>{esc(r.label)}</td><td class="left">{esc(row.model)}</td><td class="left">{esc(row.judge)}</td>'
+            f'</span>{esc(r.label)}</td>{_model_cell(row.model)}{_model_cell(row.judge)}'
             + "".join(cells) + f"<td>{delta_html}</td><td>{tokens}</td><td>{calls}</td><td>{row.scored}</td>"
             f"<td>{row.unscored}</td><td>{row.pending}</td><td>{row.alpha:g}</td>"
             f'<td class="left">{esc(row.na_policy)}</td></tr>')
+
+
+def short_model(key: str) -> str:
+    """A model key without its server address: ``openai:gpt-4.1@https://...`` → ``openai:gpt-4.1``."""
+    return key.split("@", 1)[0] if "@" in key else key
+
+
+def _model_cell(key: str) -> str:
+    return f'<td class="left" title="{esc(key)}">{esc(short_model(key))}</td>'
 
 
 def _browser() -> str:

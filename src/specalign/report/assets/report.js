@@ -93,7 +93,7 @@
     var body = document.getElementById("sa-rows");
     body.textContent = "";
     rows.slice(state.page * PAGE, (state.page + 1) * PAGE).forEach(function (pair) { body.appendChild(rowOf(pair[0], pair[1])); });
-    document.getElementById("sa-count").textContent = rows.length + " of " + D.pairs + " answers" +
+    document.getElementById("sa-count").textContent = rows.length.toLocaleString("en-US") + " of " + D.pairs.toLocaleString("en-US") + " answers" +
       (rows.length ? " · page " + (state.page + 1) + " of " + pages : "");
     var onlyViolated = document.getElementById("f-heat-violated");
     onlyViolated.addEventListener("change", function () {
