@@ -82,11 +82,16 @@ class ScriptedServer:
     """An OpenAI-compatible server on 127.0.0.1 (random port) running in a background thread."""
 
     def __init__(self, responder: Responder | None = None, *, models: tuple[str, ...] = (DEFAULT_MODEL,),
-                 api_key: str | None = None):
+                 api_key: str | None = None, latency: float = 0.0, max_concurrency: int | None = None,
+                 keep_requests: bool = True):
         self.responder = responder or echo_responder
         self.models = tuple(models)
         self.api_key = api_key
+        self.latency = latency  # every chat answer takes at least this long, holding a concurrency slot
+        self._slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
+        self.keep_requests = keep_requests  # False: count requests without keeping their bodies
         self.requests: list[RecordedRequest] = []
+        self.received = 0
         self.max_in_flight = 0
         self._in_flight = 0
         self._queue: deque[Reply] = deque()
@@ -146,8 +151,9 @@ class ScriptedServer:
 
     @property
     def request_count(self) -> int:
+        """Every request received (kept or not)."""
         with self._lock:
-            return len(self.requests)
+            return self.received
 
     @property
     def chat_count(self) -> int:
@@ -157,7 +163,9 @@ class ScriptedServer:
 
     def _record(self, req: RecordedRequest) -> None:
         with self._lock:
-            self.requests.append(req)
+            self.received += 1
+            if self.keep_requests:
+                self.requests.append(req)
 
     def _enter(self) -> None:
         with self._lock:
@@ -234,6 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
         if _route(self.path) != "/chat/completions":
             self._json(404, _error(f"no route for POST {self.path}", "invalid_request_error", None))
             return
+        if srv._slots is not None:
+            srv._slots.acquire()
         srv._enter()
         try:
             self._chat(body)
@@ -241,6 +251,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             srv._leave()
+            if srv._slots is not None:
+                srv._slots.release()
 
     def _chat(self, body: Any) -> None:
         srv = self.server.scripted
@@ -253,8 +265,12 @@ class _Handler(BaseHTTPRequestHandler):
             msg = f"The model `{body.get('model')}` does not exist or you do not have access to it."
             self._json(404, _error(msg, "invalid_request_error", "model_not_found"))
             return
+        t0 = time.perf_counter()
         reply = srv._next_reply(body)
         if reply.delay and srv._stopping.wait(reply.delay):
+            return
+        wait = srv.latency - (time.perf_counter() - t0)
+        if wait > 0 and srv._stopping.wait(wait):
             return
         if reply.reset:
             self._reset()
