@@ -100,6 +100,8 @@ def run(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the model-call cache."),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Cache folder (default $SPECALIGN_CACHE_DIR or ~/.cache/specalign)."),
     retry_unscored: bool = typer.Option(False, "--retry-unscored", help="Judge again the samples left unscored before."),
+    stop_after_failures: int = typer.Option(25, "--stop-after-failures", min=0,
+                                            help="Stop when this many samples in a row fail at the model after their retries (0: never)."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON at the end."),
 ) -> None:
     """Generate answers, judge them against the specs, and score: resumable, cached, pipelined.
@@ -129,7 +131,7 @@ def run(
             data=data, scenarios=scenario or [], limit=limit, model=model, judge=judge, method=name,
             method_params=params[name], judge_mode=judge_mode, concurrency=concurrency, models_config=models_config,
             out=out, alpha=alpha, na_policy=na_policy, use_cache=not no_cache, cache_dir=cache_dir,
-            retry_unscored=retry_unscored,
+            retry_unscored=retry_unscored, stop_after_failures=stop_after_failures,
         )))
     for ev in evaluations:
         ev.preflight()

@@ -9,6 +9,7 @@ Hierarchy::
     │       └── CapabilityError a method needs what the model's backend does not offer (prefill)
     ├── ModelError              a model call failed after the retries it deserved (exit 1)
     │   ├── ModelAccessError    401/403/404 or exhausted quota: never retried (exit 3)
+    │   │   └── ModelOutage     every recent sample failed at the model: the run stopped (exit 3)
     │   └── ModelUnavailable    the backend cannot be loaded (missing package or file)
     ├── JudgeParseError         the judge's answer could not be read as verdicts
     └── RunDirError             a run directory cannot be written or does not match (exit 2)
@@ -65,6 +66,10 @@ class ModelAccessError(ModelError):
     """The endpoint refused access (bad key, unknown model, exhausted quota): not retried."""
 
     exit_code = 3
+
+
+class ModelOutage(ModelAccessError):
+    """Many samples in a row failed at the model after their retries: the run stops early (resumable)."""
 
 
 class ModelUnavailable(ModelError):

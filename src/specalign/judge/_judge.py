@@ -102,7 +102,7 @@ class Judge:
             except ModelAccessError:
                 raise
             except ModelError as e:
-                outcome.unscored_reason = f"judge call failed: {e}"
+                outcome.unscored_reason, outcome.call_failed = f"judge call failed: {e}", True
                 return None
             self._count(outcome, out)
             try:

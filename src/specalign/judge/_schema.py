@@ -63,6 +63,7 @@ class JudgeOutcome(BaseModel):
     status: Literal["scored", "unscored"]
     verdicts: dict[str, SpecVerdict] = Field(default_factory=dict)
     unscored_reason: str | None = None
+    call_failed: bool = Field(False, description="unscored because the judge model could not be reached")
     raw_outputs: list[str] = Field(default_factory=list)
     attempts: int = 0
     calls: int = 0

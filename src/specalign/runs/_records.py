@@ -102,6 +102,7 @@ class JudgmentRecord(BaseModel):
     status: Literal["scored", "unscored"]
     verdicts: dict[str, SpecVerdict] = Field(default_factory=dict)
     unscored_reason: str | None = None
+    call_failed: bool = Field(False, description="the judge could not be reached: judged again on the next run")
     raw_outputs: list[str] = Field(default_factory=list)
     attempts: int = 0
     usage: Usage = Field(default_factory=Usage)

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from .. import __version__
 from ..benchmark import Benchmark, Prompt, Scenario, load_benchmark, select_prompts, select_scenarios
-from ..errors import ModelAccessError, ModelError, RunDirError
+from ..errors import ModelAccessError, ModelError, ModelOutage, RunDirError
 from ..judge import Judge, score_verdicts
 from ..methods import CandidateScorer, GenerationMethod, create_method, make_scorer
 from ..methods._scorers import load_function
@@ -83,6 +83,7 @@ class Evaluation:
         self.judge_settings = parse_model_spec(config.judge, models_cfg, config.models_config)
         self.run_dir = RunDir(config.out_dir())
         self.stats = RunStats(total=len(self.samples))
+        self._failures_in_a_row = 0
 
     # -- setup ----------------------------------------------------------------------------
     def _cache(self) -> CallCache | None:
@@ -220,13 +221,26 @@ class Evaluation:
         if g is None or g.status != "ok":
             g = new_g = await self._generate(target, scorer, scenario, prompt, sid)
             gen_w.append(g)
-        if g.status == "ok" and (j is None or (self.config.retry_unscored and j.status == "unscored")):
+        if g.status == "ok" and (j is None or _judge_again(j, self.config.retry_unscored)):
             j = new_j = await self._judge(judge, scenario, prompt, g)
             judge_w.append(j)
         if new_g is None and new_j is None:
             self.stats.resumed += 1
         self._count_new_work(new_g, new_j)
         self._tally(scenario, j)
+        self._check_failures(new_g, new_j)
+
+    def _check_failures(self, g: GenerationRecord | None, j: JudgmentRecord | None) -> None:
+        """A circuit breaker: when every recent sample failed at the model (an outage, a quota that
+        retries cannot outlast), stop instead of burning through the rest of the run."""
+        if g is None and j is None:
+            return
+        error = g.error if g is not None and g.status == "error" else j.unscored_reason if j and j.call_failed else None
+        self._failures_in_a_row = self._failures_in_a_row + 1 if error else 0
+        limit = self.config.stop_after_failures
+        if error and limit and self._failures_in_a_row >= limit:
+            raise ModelOutage(f"stopped: the last {self._failures_in_a_row} samples all failed at the model "
+                              f"(last: {error}). Finished samples are saved; rerun the same command to resume")
 
     def _count_new_work(self, g: GenerationRecord | None, j: JudgmentRecord | None) -> None:
         if g is not None:
@@ -258,7 +272,8 @@ class Evaluation:
         o = await judge.judge(scenario, prompt, g.response)
         return JudgmentRecord(
             sample_id=g.sample_id, scenario=g.scenario, prompt_id=g.prompt_id, label=g.label, judge_key=judge.key(),
-            status=o.status, verdicts=o.verdicts, unscored_reason=o.unscored_reason, raw_outputs=o.raw_outputs,
+            status=o.status, verdicts=o.verdicts, unscored_reason=o.unscored_reason, call_failed=o.call_failed,
+            raw_outputs=o.raw_outputs,
             attempts=o.attempts, usage={"prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens},
             calls=o.calls, cached_calls=o.cached_calls, elapsed_s=time.perf_counter() - t0,
         )
@@ -274,6 +289,11 @@ class Evaluation:
         st.safety_sum += s.safety
         st.behavioral_sum += s.behavioral
         st.sar_sum += s.sar
+
+
+def _judge_again(j: JudgmentRecord, retry_unscored: bool) -> bool:
+    """Judge a generation again: always when the judge could not be reached, when asked for any unscored one."""
+    return j.status == "unscored" and (j.call_failed or retry_unscored)
 
 
 def _with_generation_defaults(settings: ModelSettings) -> ModelSettings:
