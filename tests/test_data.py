@@ -547,6 +547,36 @@ BAD_RUN = [
      ["--judge-mode", "'both'"]),
     ("bad-method-param", lambda t: ["--method-param", "novalue", "--model", DEAD_URL, "--judge", DEAD_URL],
      ["--method-param", "KEY=VALUE"]),
+    ("method-param-wrong-type", lambda t: ["--method", "best_of_n", "-p", "best_of_n.n=many", "--model", DEAD_URL,
+                                           "--judge", DEAD_URL],
+     ["method best_of_n: n", "valid integer", "'many'"]),
+    ("method-param-huge", lambda t: ["--method", "best_of_n", "-p", "n=100000000", "--model", DEAD_URL,
+                                     "--judge", DEAD_URL],
+     ["method best_of_n: n", "less than or equal to", "100000000"]),
+    ("method-param-unknown", lambda t: ["--method", "vanilla", "-p", "vanilla.nonsense=1", "--model", DEAD_URL,
+                                        "--judge", DEAD_URL],
+     ["method vanilla: nonsense", "not permitted", "takes system_prompt"]),
+    ("models-config-huge-concurrency", lambda t: [
+        "--models-config", _models_config(t, "mine:\n  model_name: m\n  max_concurrency: 100000000\n"),
+        "--model", "mine", "--judge", DEAD_URL],
+     ["models.yaml", "mine.max_concurrency", "4096"]),
+    ("models-config-timeout-not-number", lambda t: [
+        "--models-config", _models_config(t, "mine:\n  model_name: m\n  timeout: soon\n"),
+        "--model", "mine", "--judge", DEAD_URL],
+     ["models.yaml", "mine.timeout", "valid number"]),
+    ("models-config-temperature-list", lambda t: [
+        "--models-config", _models_config(t, "mine:\n  model_name: m\n  temperature: [1, 2]\n"),
+        "--model", "mine", "--judge", DEAD_URL],
+     ["models.yaml", "mine.temperature", "valid number", "[1, 2]"]),
+    ("models-config-empty-file", lambda t: ["--models-config", _models_config(t, ""), "--model", "mine",
+                                            "--judge", DEAD_URL],
+     ["'mine'", "models.yaml: none"]),
+    ("negative-limit", lambda t: ["--limit", "-3", "--model", DEAD_URL, "--judge", DEAD_URL],
+     ["--limit", "greater than or equal to 0", "specalign run --help"]),
+    ("alpha-above-one", lambda t: ["--alpha", "7", "--model", DEAD_URL, "--judge", DEAD_URL],
+     ["--alpha", "less than or equal to 1"]),
+    ("unknown-option", lambda t: ["--bogus", "--model", DEAD_URL, "--judge", DEAD_URL],
+     ["No such option: --bogus"]),
 ]
 
 

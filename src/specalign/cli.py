@@ -369,8 +369,18 @@ def cache_cmd(
 
 def main() -> None:
     """Entry point: one clear line and a non-zero exit code for expected errors, never a traceback."""
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")  # typer's own click
     try:
-        app()
+        code = app(standalone_mode=False)
+    except usage_error as e:  # a bad option or argument: one line, like every other input error
+        if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:
+            print(e.ctx.get_help())
+            sys.exit(0)
+        err.print(f"[red]error:[/red] {_usage_line(e)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("interrupted: finished samples are saved; rerun the same command to resume")
+        sys.exit(130)
     except SpecalignError as e:
         from rich.markup import escape  # noqa: PLC0415
 
@@ -379,6 +389,15 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted: finished samples are saved; rerun the same command to resume")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_line(e) -> str:  # noqa: ANN001
+    from rich.markup import escape  # noqa: PLC0415
+
+    message = " ".join(e.format_message().split())
+    command = e.ctx.command_path if e.ctx is not None else "specalign"
+    return escape(f"{message} (see {command} --help)")
 
 
 if __name__ == "__main__":

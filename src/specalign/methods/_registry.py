@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..errors import ConfigError
 from ._base import GenerationMethod
 
@@ -41,5 +43,11 @@ def create_method(name: str, params: dict[str, Any] | None = None) -> Generation
         raise ConfigError(f"unknown method {name!r} (available: {', '.join(methods)})", field="method")
     try:
         return cls(params)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "params"
+        got = "" if first["type"] == "missing" else f" (got {first.get('input')!r})"
+        extra = f"; {cls.name} takes {', '.join(cls.Params.model_fields)}" if first["type"] == "extra_forbidden" else ""
+        raise ConfigError(f"{first['msg']}{got}{extra}", field=f"method {name}: {where}") from None
     except ValueError as e:
-        raise ConfigError(str(e).splitlines()[0] + " " + str(e).splitlines()[-1].strip(), field="method params") from None
+        raise ConfigError(str(e).splitlines()[0], field=f"method {name}") from None

@@ -27,6 +27,22 @@ _OWN_KEYS = {
 }
 
 
+class SamplingParams(BaseModel):
+    """Types of the well-known sampling parameters; any other parameter passes through unchecked."""
+
+    model_config = ConfigDict(extra="allow")
+
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    stop: str | list[str] | None = None
+
+
 class ModelSettings(BaseModel):
     """How to reach one model and how to sample from it."""
 
@@ -136,6 +152,12 @@ def settings_from_config(key: str, entry: Any, path: str) -> ModelSettings:
         urls = _split_urls(urls)
     if backend == "openai" and not urls:
         urls = default_base_urls()
+    try:
+        SamplingParams(**params)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ConfigError(f"{first['msg']} (got {first.get('input')!r})", path=path,
+                          field=f"{key}.{first['loc'][0]}") from None
     try:
         return ModelSettings(key=key, backend=backend, base_urls=urls or [], params=params, **own)
     except ValidationError as e:
