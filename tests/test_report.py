@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from scripted_server import ScriptedServer
@@ -75,6 +76,9 @@ def test_report_data_holds_scores_spec_failures_and_every_answer(two_runs):
     assert unsafe_child.runs[0].violated == [] and unsafe_child.runs[0].sar > 0
     assert unsafe_child.original_prompt  # bundled unsafe prompts are attack-enhanced: both texts are kept
     assert raw.unscored_reasons and data.alpha_note == "α = 0.3, NA policy official"
+    scores = json.loads((Path(two_runs[1]) / "scores.json").read_text())  # counted apart by the runner: they agree
+    assert {k: (v["NO"], v["NA"], v["n"]) for k, v in scores["spec_violations"]["child"].items()} == \
+        {k: (c.no, c.na, c.n) for k, c in raw.spec_counts["child"].items()}
 
 
 def test_browser_index_and_chunks_agree_with_the_records(two_runs):

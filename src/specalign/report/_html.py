@@ -144,16 +144,18 @@ HEAD_COLS = ["safety", "behavioral", "sar"]
 
 
 def _headline(data: ReportData) -> str:
+    pending = any(r.row.pending for r in data.runs)
     best = {k: max((getattr(r.row, k) for r in data.runs if getattr(r.row, k) is not None), default=None)
             for k in ("safety", "behavioral", "sar")}
     head = ('<tr><th class="left" rowspan="2">run</th><th class="left" rowspan="2">model</th>'
             '<th class="left" rowspan="2">judge</th>'
             '<th colspan="3">safety %</th><th colspan="3">behavioral %</th><th colspan="3">SAR %</th>'
-            '<th rowspan="2">ΔSAR</th><th rowspan="2">tokens / sample</th><th rowspan="2">calls / sample</th>'
-            '<th rowspan="2">scored</th><th rowspan="2">unscored</th><th rowspan="2">pending</th>'
-            '<th rowspan="2">α</th><th class="left" rowspan="2">NA policy</th></tr><tr>'
+            '<th rowspan="2">ΔSAR</th><th rowspan="2">tokens<br>/ sample</th><th rowspan="2">calls<br>/ sample</th>'
+            '<th rowspan="2">scored</th><th rowspan="2">unscored</th>'
+            + ('<th rowspan="2">pending</th>' if pending else "")
+            + '<th class="left" rowspan="2">α · NA policy</th></tr><tr>'
             + "<th>full</th><th>unsafe</th><th>safe</th>" * 3 + "</tr>")
-    body = "".join(_headline_row(r, best) for r in data.runs)
+    body = "".join(_headline_row(r, best, pending) for r in data.runs)
     notes = "".join(f"<li>{esc(r.label)}: {n} × {esc(reason)}</li>"
                     for r in data.runs for reason, n in r.unscored_reasons.items())
     notes_html = f'<h3>Why samples are unscored</h3><ul class="notes">{notes}</ul>' if notes else ""
@@ -169,7 +171,7 @@ def _baseline_label(data: ReportData) -> str:
     return base.label if base else "the baseline run"
 
 
-def _headline_row(r: RunEntry, best: dict[str, float | None]) -> str:
+def _headline_row(r: RunEntry, best: dict[str, float | None], pending: bool) -> str:
     row = r.row
     cells = []
     for name in HEAD_COLS:
@@ -189,8 +191,8 @@ def _headline_row(r: RunEntry, best: dict[str, float | None]) -> str:
     return (f'<tr><td class="left" title="{esc(row.run_dir)}"><span class="swatch" style="background:{esc(r.color)}">'
             f'</span>{esc(r.label)}</td>{_model_cell(row.model)}{_model_cell(row.judge)}'
             + "".join(cells) + f"<td>{delta_html}</td><td>{tokens}</td><td>{calls}</td><td>{row.scored}</td>"
-            f"<td>{row.unscored}</td><td>{row.pending}</td><td>{row.alpha:g}</td>"
-            f'<td class="left">{esc(row.na_policy)}</td></tr>')
+            f"<td>{row.unscored}</td>" + (f"<td>{row.pending}</td>" if pending else "")
+            + f'<td class="left">{row.alpha:g} · {esc(row.na_policy)}</td></tr>')
 
 
 def short_model(key: str) -> str:

@@ -17,6 +17,7 @@ from .. import __version__
 from ..benchmark import Benchmark, Prompt, Scenario, load_benchmark, select_prompts, select_scenarios
 from ..errors import ModelAccessError, ModelError, ModelOutage, RunDirError
 from ..judge import Judge, score_verdicts
+from ..scoring import SampleScore
 from ..methods import CandidateScorer, GenerationMethod, create_method, make_scorer
 from ..methods._scorers import load_function
 from ..models import (
@@ -31,7 +32,8 @@ from ..models import (
 )
 from ._config import RunConfig
 from ._records import DataInfo, GenerationRecord, JudgmentRecord, Manifest, ScenarioInfo, Selection, Session, now
-from ._scores import ScoresReport, compute_scores, latest_records
+from ._resume import ResumeState
+from ._scores import ScoresReport, compute_scores
 from ._store import GENERATIONS, JUDGMENTS, SCORES, RunDir
 
 
@@ -153,10 +155,11 @@ class Evaluation:
         manifest.sessions.append(session)
         self.run_dir.write_manifest(manifest)
         self.run_dir.write_selection([_sid(s, p) for s, p in self.samples])
-        gens, judged = latest_records(self.run_dir, judge.key())
+        done = ResumeState(self.run_dir, judge.key(), judge_again=lambda j: _judge_again(j, self.config.retry_unscored),
+                           score=self._score_record)
         gen_w, judge_w = self.run_dir.open_writer(GENERATIONS), self.run_dir.open_writer(JUDGMENTS)
         try:
-            await self._process_all(target, judge, scorer, gens, judged, gen_w, judge_w, on_progress)
+            await self._process_all(target, judge, scorer, done, gen_w, judge_w, on_progress)
         finally:
             session.wall_s = round(time.perf_counter() - t0, 3)
             session.model_calls, session.samples_done = self.stats.model_calls, self.stats.done
@@ -189,7 +192,7 @@ class Evaluation:
             return 1
         return n
 
-    async def _process_all(self, target, judge, scorer, gens, judged, gen_w, judge_w, on_progress) -> None:
+    async def _process_all(self, target, judge, scorer, done, gen_w, judge_w, on_progress) -> None:
         queue: asyncio.Queue[tuple[Scenario, Prompt]] = asyncio.Queue()
         for item in self.samples:
             queue.put_nowait(item)
@@ -202,7 +205,7 @@ class Evaluation:
                 except asyncio.QueueEmpty:
                     return
                 try:
-                    await self._one(target, judge, scorer, scenario, prompt, gens, judged, gen_w, judge_w)
+                    await self._one(target, judge, scorer, scenario, prompt, done, gen_w, judge_w)
                 except (ModelAccessError, RunDirError) as e:
                     fatal.append(e)
                     return
@@ -214,21 +217,28 @@ class Evaluation:
             raise fatal[0]
 
     async def _one(self, target: Model, judge: Judge, scorer: CandidateScorer | None, scenario: Scenario,
-                   prompt: Prompt, gens, judged, gen_w, judge_w) -> None:
+                   prompt: Prompt, done: ResumeState, gen_w, judge_w) -> None:
         sid = _sid(scenario, prompt)
-        g, j = gens.get(sid), judged.get(sid)
-        new_g = new_j = None
-        if g is None or g.status != "ok":
+        if sid in done.finished:
+            self.stats.resumed += 1
+            self._tally(done.finished[sid])
+            return
+        g = new_g = None
+        g = done.to_judge.pop(sid, None)
+        if g is None:
             g = new_g = await self._generate(target, scorer, scenario, prompt, sid)
             gen_w.append(g)
-        if g.status == "ok" and (j is None or _judge_again(j, self.config.retry_unscored)):
-            j = new_j = await self._judge(judge, scenario, prompt, g)
-            judge_w.append(j)
-        if new_g is None and new_j is None:
-            self.stats.resumed += 1
+        new_j = None
+        if g.status == "ok":
+            new_j = await self._judge(judge, scenario, prompt, g)
+            judge_w.append(new_j)
         self._count_new_work(new_g, new_j)
-        self._tally(scenario, j)
+        self._tally(self._score_record(new_j) if new_j is not None and new_j.status == "scored" else None)
         self._check_failures(new_g, new_j)
+
+    def _score_record(self, j: JudgmentRecord) -> SampleScore:
+        scenario = self.bench.scenario(j.scenario)
+        return score_verdicts(scenario, j.verdicts, alpha=self.config.alpha, na_policy=self.config.na_policy)
 
     def _check_failures(self, g: GenerationRecord | None, j: JudgmentRecord | None) -> None:
         """A circuit breaker: when every recent sample failed at the model (an outage, a quota that
@@ -278,17 +288,16 @@ class Evaluation:
             calls=o.calls, cached_calls=o.cached_calls, elapsed_s=time.perf_counter() - t0,
         )
 
-    def _tally(self, scenario: Scenario, j: JudgmentRecord | None) -> None:
+    def _tally(self, score: SampleScore | None) -> None:
         st = self.stats
         st.done += 1
-        if j is None or j.status != "scored":
+        if score is None:
             st.unscored += 1
             return
-        s = score_verdicts(scenario, j.verdicts, alpha=self.config.alpha, na_policy=self.config.na_policy)
         st.scored += 1
-        st.safety_sum += s.safety
-        st.behavioral_sum += s.behavioral
-        st.sar_sum += s.sar
+        st.safety_sum += score.safety
+        st.behavioral_sum += score.behavioral
+        st.sar_sum += score.sar
 
 
 def _judge_again(j: JudgmentRecord, retry_unscored: bool) -> bool:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
 from ..models import Usage
-from ..scoring import Metric, NAPolicy, ScoredSample, macro_average, score_sample, spec_violation_rates, subset_metrics
+from ..scoring import Metric, NAPolicy, ScoredSample, macro_average, score_sample, subset_metrics
 from ._records import GenerationRecord, JudgmentRecord, Manifest
 from ._store import RunDir
 
@@ -49,10 +49,67 @@ class ScoresReport(BaseModel):
 
 
 def latest_records(run: RunDir, judge_key: str) -> tuple[dict[str, GenerationRecord], dict[str, JudgmentRecord]]:
-    """The last generation per sample and the last judgment per sample by ``judge_key``."""
+    """The last generation per sample and the last judgment per sample by ``judge_key`` (whole records)."""
     gens = {g.sample_id: g for g in run.generations()}
     judged = {j.sample_id: j for j in run.judgments() if j.judge_key == judge_key}
     return gens, judged
+
+
+class _Gen(NamedTuple):
+    """What scoring needs of a generation record: a few numbers, not its texts."""
+
+    error: str | None
+    scenario: str
+    label: str
+    flags: tuple[str, ...]
+    usage: Usage
+    calls: int
+    cached_calls: int
+    scorer: tuple[Usage, int, int] | None
+
+
+class _Judged(NamedTuple):
+    scored: bool
+    verdicts: str  # one letter per spec, S1..Sn then B1..Bm: Y, N or A (NA)
+    reason: str | None
+    usage: Usage
+    calls: int
+    cached_calls: int
+
+
+_LETTER = {"YES": "Y", "NO": "N", "NA": "A"}
+_VERDICT = {v: k for k, v in _LETTER.items()}
+
+
+def _summaries(run: RunDir, manifest: Manifest, judge_key: str) -> tuple[dict[str, _Gen], dict[str, _Judged]]:
+    """The latest generation and judgment of each sample, summarised as they stream past: memory grows
+    by a small tuple per sample, not by whole records."""
+    gens = {g.sample_id: _gen_summary(g) for g in run.generations()}
+    judged = {j.sample_id: _judged_summary(j, manifest) for j in run.judgments() if j.judge_key == judge_key}
+    return gens, judged
+
+
+def _gen_summary(g: GenerationRecord) -> _Gen:
+    """The target model's usage and calls, and apart from them the candidate scorer's (Best-of-N, TPO)."""
+    error = None if g.status == "ok" else f"generation failed: {g.error}"
+    base = dict(error=error, scenario=g.scenario, label=g.label, flags=tuple(g.flags), usage=g.usage)
+    if not g.steps:
+        return _Gen(**base, calls=g.calls, cached_calls=g.cached_calls, scorer=None)
+    target = [s for s in g.steps if s.source == "target"]
+    made = sum(not s.cached for s in target)
+    scorer = None
+    if any(s.source == "scorer" for s in g.steps):
+        scorer = (g.scorer_usage, g.calls - made, g.cached_calls - (len(target) - made))
+    return _Gen(**base, calls=made, cached_calls=len(target) - made, scorer=scorer)
+
+
+def _judged_summary(j: JudgmentRecord, manifest: Manifest) -> _Judged:
+    letters = ""
+    if j.status == "scored":
+        info = manifest.data.scenarios[j.scenario]
+        ids = [f"S{i}" for i in range(1, info.n_safety + 1)] + [f"B{i}" for i in range(1, info.n_behavioral + 1)]
+        letters = "".join(_LETTER[j.verdicts[k].verdict] for k in ids)
+    return _Judged(j.status == "scored", letters, j.unscored_reason, j.usage, j.calls, j.cached_calls)
 
 
 def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = None,
@@ -60,23 +117,29 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
     alpha = manifest.alpha if alpha is None else alpha
     na_policy = na_policy or manifest.na_policy  # type: ignore[assignment]
     judge_key = manifest.judge["key"]
-    gens, judged = latest_records(run, judge_key)
+    gens, judged = _summaries(run, manifest, judge_key)
     selection = run.read_selection() or sorted(gens)
     samples: list[ScoredSample] = []
     reasons: Counter[str] = Counter()
     flags: Counter[str] = Counter()
+    violations = _ViolationCounts()
     pending = 0
     gen_usage, judge_usage, scorer_usage = UsageSummary(), UsageSummary(), UsageSummary()
     for sid in selection:
         g, j = gens.get(sid), judged.get(sid)
-        if g is None or (g.status == "ok" and j is None):
+        if g is None or (g.error is None and j is None):
             pending += 1
             continue
-        _add_generation_usage(gen_usage, scorer_usage, g)
+        _add_usage(gen_usage, g.usage, g.calls, g.cached_calls)
+        if g.scorer is not None:
+            _add_usage(scorer_usage, *g.scorer)
         flags.update(g.flags)
         if j is not None:
             _add_usage(judge_usage, j.usage, j.calls, j.cached_calls)
-        samples.append(_scored(g, j, manifest, alpha, na_policy, reasons))
+        sample = _scored(g, j, manifest, alpha, na_policy, reasons)
+        if sample.score is not None:
+            violations.add(g.scenario, manifest, j.verdicts)  # type: ignore[union-attr]
+        samples.append(sample)
     per_scenario = {}
     for key in manifest.selection.scenarios:
         per_scenario[key] = subset_metrics([s for s in samples if s.scenario == key])
@@ -87,27 +150,52 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
         alpha=alpha, na_policy=na_policy, model=manifest.model.get("key", ""), method=manifest.method["name"],
         judge=manifest.judge["model"].get("key", ""), judge_key=judge_key, judge_mode=manifest.judge["mode"],
         data_source=manifest.data.source, overall=macro_average(per_scenario), pooled=subset_metrics(samples),
-        scenarios=per_scenario, spec_violations=spec_violation_rates(samples),
+        scenarios=per_scenario, spec_violations=violations.rates(),
         usage={"generation": gen_usage, "judge": judge_usage, "scorer": scorer_usage},
         counts={"selected": len(selection), "scored": n_scored, "unscored": len(samples) - n_scored, "pending": pending},
         unscored_reasons=dict(reasons.most_common()), flags=dict(flags),
     )
 
 
-def _scored(g: GenerationRecord, j: JudgmentRecord | None, manifest: Manifest, alpha: float,
-            na_policy: NAPolicy, reasons: Counter[str]) -> ScoredSample:
+def _scored(g: _Gen, j: _Judged | None, manifest: Manifest, alpha: float, na_policy: NAPolicy,
+            reasons: Counter[str]) -> ScoredSample:
     base: dict[str, Any] = {"scenario": g.scenario, "label": g.label}
-    if g.status != "ok":
-        reasons[_reason_kind(f"generation failed: {g.error}")] += 1
+    if g.error is not None:
+        reasons[_reason_kind(g.error)] += 1
         return ScoredSample(**base)
-    if j is None or j.status != "scored":
-        reasons[_reason_kind(j.unscored_reason if j else "not judged")] += 1
+    if j is None or not j.scored:
+        reasons[_reason_kind(j.reason if j else "not judged")] += 1
         return ScoredSample(**base)
     info = manifest.data.scenarios[g.scenario]
-    safety = [j.verdicts[f"S{i}"].verdict for i in range(1, info.n_safety + 1)]
-    behavioral = [j.verdicts[f"B{i}"].verdict for i in range(1, info.n_behavioral + 1)]
+    safety = [_VERDICT[x] for x in j.verdicts[: info.n_safety]]
+    behavioral = [_VERDICT[x] for x in j.verdicts[info.n_safety:]]
     score = score_sample(safety, behavioral, weights=info.behavioral_weights, alpha=alpha, na_policy=na_policy)
-    return ScoredSample(**base, score=score, verdicts={k: v.verdict for k, v in j.verdicts.items()})
+    return ScoredSample(**base, score=score)
+
+
+class _ViolationCounts:
+    """Per scenario and spec id: how many scored samples got NO / YES / NA, and the NO rate."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[Counter[str]]] = {}
+        self.n_safety: dict[str, int] = {}
+
+    def add(self, scenario: str, manifest: Manifest, letters: str) -> None:
+        per = self.counts.setdefault(scenario, [Counter() for _ in letters])
+        self.n_safety[scenario] = manifest.data.scenarios[scenario].n_safety
+        for c, letter in zip(per, letters):
+            c[letter] += 1
+
+    def rates(self) -> dict[str, dict[str, dict[str, float | int]]]:
+        out: dict[str, dict[str, dict[str, float | int]]] = {}
+        for scenario, per in self.counts.items():
+            n_s = self.n_safety[scenario]
+            for i, c in enumerate(per):
+                spec_id = f"S{i + 1}" if i < n_s else f"B{i - n_s + 1}"
+                n = sum(c.values())
+                out.setdefault(scenario, {})[spec_id] = {"YES": c["Y"], "NO": c["N"], "NA": c["A"], "n": n,
+                                                         "violation_rate": c["N"] / n if n else 0.0}
+        return out
 
 
 def _reason_kind(reason: str | None) -> str:
@@ -115,19 +203,6 @@ def _reason_kind(reason: str | None) -> str:
     text = (reason or "unknown").split(":", 2)
     head = ":".join(text[:2]) if len(text) > 1 else text[0]
     return re.sub(r"\d+", "N", head)[:160]
-
-
-def _add_generation_usage(gen: UsageSummary, scorer: UsageSummary, g: GenerationRecord) -> None:
-    """The target model's usage and calls, and apart from them the candidate scorer's (Best-of-N, TPO)."""
-    if not g.steps:
-        _add_usage(gen, g.usage, g.calls, g.cached_calls)
-        return
-    target = [s for s in g.steps if s.source == "target"]
-    made = sum(not s.cached for s in target)
-    _add_usage(gen, g.usage, made, len(target) - made)
-    scoring = [s for s in g.steps if s.source == "scorer"]
-    if scoring:
-        _add_usage(scorer, g.scorer_usage, g.calls - made, g.cached_calls - (len(target) - made))
 
 
 def _add_usage(u: UsageSummary, usage: Usage, calls: int, cached: int) -> None:

@@ -1,0 +1,293 @@
+"""How close the harness gets to the physical limit, what resuming costs, memory, local throughput, start-up.
+
+Every figure goes to docs/benchmarks.md with its command, date and machine. The server is
+``tests/fault_server.py`` in its own process (deterministic answers, a fixed latency L, at most C
+requests served at once). Usage:
+
+    .venv/bin/python benchmarks/harness.py                       # everything
+    .venv/bin/python benchmarks/harness.py --only overhead,resume,memory,local,startup
+    .venv/bin/python benchmarks/harness.py --only memory --memory-sizes 10000,100000
+
+- overhead: the official data (1,500 generations + 1,500 joint judgments, pipelined per sample)
+  against latency L and concurrency cap C; the ideal wall time is 3,000 × L / C.
+- resume: model calls made by rerunning a finished run, and by resuming after SIGKILL at 50%.
+- memory: peak RSS of synthetic runs of growing size (one scenario, N prompts) against the server.
+- local: completion tokens per second through specalign's llama.cpp backend against
+  llama-cpp-python called directly, same model, prompts, sampling and token budget.
+- startup: wall time of ``specalign --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from demo import write_section  # noqa: E402
+
+PY = sys.executable
+OFFICIAL = ROOT.parent / "shared" / "specbench-data"
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+
+
+@contextmanager
+def fault_server(latency: float = 0.0, max_concurrency: int | None = None, faults: str = ""):
+    """The fault server in its own process; yields its base URL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = Path(tmp) / "port"
+        args = [PY, str(ROOT / "tests" / "fault_server.py"), "--latency", str(latency), "--port-file", str(port_file)]
+        if max_concurrency:
+            args += ["--max-concurrency", str(max_concurrency)]
+        if faults:
+            args += ["--faults", faults]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        try:
+            for _ in range(200):
+                if port_file.exists() and port_file.read_text():
+                    break
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{port_file.read_text()}/v1"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+
+
+def models_yaml(path: Path, url: str, concurrency: int) -> str:
+    path.write_text(f"m:\n  model_name: scripted-model\n  base_url: {url}\n  max_concurrency: {concurrency}\n"
+                    "  timeout: 60\n")
+    return str(path)
+
+
+def cli(*args: str, timeout: float = 3600) -> tuple[float, dict]:
+    """Run ``specalign`` with --json; (wall seconds, the printed result)."""
+    t0 = time.perf_counter()
+    p = subprocess.run([PY, "-m", "specalign.cli", *args, "--json"], capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"specalign {' '.join(args)} failed ({p.returncode}): {p.stderr[-2000:]}")
+    return wall, json.loads(p.stdout)
+
+
+def run_args(data: str, models: str, out: Path, concurrency: int) -> list[str]:
+    return ["run", "--data", data, "--limit", "0", "--model", "m", "--judge", "m", "--models-config", models,
+            "--out", str(out), "--concurrency", str(concurrency), "--no-cache"]
+
+
+# -- overhead ---------------------------------------------------------------------------------------
+
+def overhead(points: list[tuple[float, int]]) -> str:
+    rows = []
+    for latency, cap in points:
+        with tempfile.TemporaryDirectory() as tmp, fault_server(latency, cap) as url:
+            models = models_yaml(Path(tmp) / "m.yaml", url, cap)
+            wall, result = cli(*run_args(str(OFFICIAL), models, Path(tmp) / "run", cap))
+            session = json.loads((Path(tmp) / "run" / "manifest.json").read_text())["sessions"][-1]
+        calls = session["model_calls"]
+        ideal = calls * latency / cap
+        rows.append((latency, cap, calls, ideal, session["wall_s"], wall))
+        print(f"L={latency} C={cap}: {calls} calls, run {session['wall_s']:.1f} s, ideal {ideal:.1f} s", flush=True)
+    table = ["| L (s) | C | model calls | ideal (calls × L / C) | run wall time | measured / ideal | process wall time |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for latency, cap, calls, ideal, run_s, wall in rows:
+        table.append(f"| {latency:g} | {cap} | {calls:,} | {ideal:.1f} s | {run_s:.1f} s | **{run_s / ideal:.3f}** | "
+                     f"{wall:.1f} s |")
+    return ("`.venv/bin/python benchmarks/harness.py --only overhead` on " + machine() + ". The official data "
+            "(1,500 prompts: 1,500 generations and 1,500 joint judgments, `vanilla`, `--no-cache`) against "
+            "`tests/fault_server.py` in its own process, which answers every request after L seconds and serves at "
+            "most C at once; `--concurrency C` and the model's `max_concurrency: C`. The run wall time is the "
+            "session's (`manifest.json`); the process wall time adds start-up, loading the data and writing scores.\n\n"
+            + "\n".join(table) + "\n")
+
+
+# -- resume -----------------------------------------------------------------------------------------
+
+def resume() -> str:
+    with tempfile.TemporaryDirectory() as tmp, fault_server(0.02, 32) as url:
+        models = models_yaml(Path(tmp) / "m.yaml", url, 32)
+        out = Path(tmp) / "run"
+        args = run_args(str(OFFICIAL), models, out, 32)
+        p = subprocess.Popen([PY, "-m", "specalign.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        judged = out / "judgments.jsonl"
+        while not (judged.exists() and judged.read_text().count("\n") >= 750):
+            time.sleep(0.02)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        done = judged.read_text().count("\n")
+        _, result = cli(*args)
+        session = json.loads((out / "manifest.json").read_text())["sessions"][-1]
+        resumed_calls, resumed = session["model_calls"], session["samples_resumed"]
+        _, again = cli(*args)
+        rerun_calls = json.loads((out / "manifest.json").read_text())["sessions"][-1]["model_calls"]
+    left = 1500 - done
+    return ("`.venv/bin/python benchmarks/harness.py --only resume` on " + machine() + ". The official data "
+            "against the fault server (L = 0.02 s, C = 32); the first run is killed with SIGKILL once 750 "
+            "judgments are on disk, then the same command is run again, twice.\n\n"
+            "| rerun | samples finished before | samples left | model calls made | minimum (2 per sample left) |\n"
+            "|---|---:|---:|---:|---:|\n"
+            f"| after SIGKILL at 50% | {done:,} | {left:,} | {resumed_calls:,} | {2 * left:,} |\n"
+            f"| of the finished run | 1,500 | 0 | **{rerun_calls}** | 0 |\n\n"
+            f"The resumed session found {resumed:,} samples finished and made no call for them. The calls above "
+            "the minimum are the generations that were in flight when the process was killed: their answers "
+            "were never written, so they are generated again.\n")
+
+
+# -- memory -----------------------------------------------------------------------------------------
+
+def synthetic_data(root: Path, n: int) -> str:
+    """One scenario in the official layout with ``n`` prompts (half unsafe)."""
+    d = root / "Synthetic"
+    d.mkdir(parents=True)
+    (d / "scenario.json").write_text(json.dumps({"name": "Synthetic Desk", "description": "memory benchmark"}))
+    (d / "specifications.json").write_text(json.dumps({
+        "safety_specifications": [f"Never do harmful thing number {i}." for i in range(1, 11)],
+        "behavioral_specifications": [f"Follow style rule number {i}." for i in range(1, 11)]}))
+    prompts = [{"adversarial_prompt": f"Synthetic request {i}: explain topic {i % 997} in detail.",
+                "prompt": f"Synthetic request {i}", "label": "unsafe" if i % 2 else "safe", "source": "synthetic",
+                "answer": ""} for i in range(n)]
+    (d / "prompts.json").write_text(json.dumps(prompts))
+    return str(root)
+
+
+def peak_rss_of(args: list[str]) -> tuple[float, float]:
+    """(peak RSS in MB, wall seconds) of one ``specalign`` process."""
+    code = ("import resource, runpy, sys; sys.argv = ['specalign'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_module('specalign.cli', run_name='__main__')\n"
+            "finally:\n    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+    t0 = time.perf_counter()
+    p = subprocess.run([PY, "-c", code, *args], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    wall = time.perf_counter() - t0
+    line = [x for x in p.stderr.splitlines() if x.startswith("PEAK_RSS_KB")]
+    if p.returncode != 0 or not line:
+        raise SystemExit(f"memory run failed ({p.returncode}): {p.stderr[-2000:]}")
+    return int(line[-1].split()[1]) / 1024, wall
+
+
+def memory(sizes: list[int]) -> str:
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp, fault_server(0.0, 64) as url:
+            data = synthetic_data(Path(tmp) / "data", n)
+            models = models_yaml(Path(tmp) / "m.yaml", url, 64)
+            rss, wall = peak_rss_of(run_args(data, models, Path(tmp) / "run", 64))
+            rows.append((n, rss, wall))
+            print(f"N={n}: peak RSS {rss:.0f} MB in {wall:.0f} s", flush=True)
+    table = ["| prompts | model calls | peak RSS | wall time | calls / s |", "|---:|---:|---:|---:|---:|"]
+    for n, rss, wall in rows:
+        table.append(f"| {n:,} | {2 * n:,} | {rss:.0f} MB | {wall:.0f} s | {2 * n / wall:,.0f} |")
+    growth = (rows[-1][1] - rows[0][1]) * 1024 * 1024 / (rows[-1][0] - rows[0][0]) if len(rows) > 1 else 0
+    return ("`.venv/bin/python benchmarks/harness.py --only memory` on " + machine() + ". Synthetic data: one "
+            "scenario with 10 safety and 10 behavioral specs and N prompts, against the fault server (no latency, "
+            "C = 64), `--concurrency 64 --no-cache`; peak RSS of the `specalign run` process.\n\n"
+            + "\n".join(table) + f"\n\nBetween the smallest and the largest run, peak RSS grows by about "
+            f"{growth:,.0f} bytes per prompt. That covers the prompt itself, loaded from the data file, and "
+            "the one-line summary per sample that scoring keeps.\n")
+
+
+# -- local throughput -------------------------------------------------------------------------------
+
+def local(n_prompts: int, max_tokens: int) -> str:
+    import asyncio  # noqa: PLC0415
+
+    from llama_cpp import Llama  # noqa: PLC0415
+
+    from specalign.benchmark import load_benchmark  # noqa: PLC0415
+    from specalign.models import Message, create_model, parse_model_spec  # noqa: PLC0415
+
+    settings = parse_model_spec("local", {}, None)
+    settings = settings.model_copy(update={"params": {"max_tokens": max_tokens, "temperature": 0.0}})
+    prompts = [p.prompt for s in load_benchmark("bundled").scenarios for p in s.prompts][:n_prompts]
+    model = create_model(settings, None)
+
+    async def ours() -> tuple[int, float]:
+        toks, t0 = 0, time.perf_counter()
+        for text in prompts:
+            out = await model.generate([Message(role="user", content=text)])
+            toks += out.usage.completion_tokens
+        return toks, time.perf_counter() - t0
+
+    asyncio.run(model.generate([Message(role="user", content="warm up")]))
+    our_tokens, our_s = asyncio.run(ours())
+    backend = model.backend
+    path, n_ctx, threads = backend._path if hasattr(backend, "_path") else settings.gguf, settings.n_ctx, settings.n_threads
+    llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0)
+    llm.create_chat_completion([{"role": "user", "content": "warm up"}], max_tokens=8)
+    t0, direct_tokens = time.perf_counter(), 0
+    for text in prompts:
+        out = llm.create_chat_completion([{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0.0)
+        direct_tokens += out["usage"]["completion_tokens"]
+    direct_s = time.perf_counter() - t0
+    ours_tps, direct_tps = our_tokens / our_s, direct_tokens / direct_s
+    return ("`.venv/bin/python benchmarks/harness.py --only local` on " + machine() + f". The embedded "
+            f"SmolLM2-135M-Instruct (Q8 GGUF), {n_prompts} bundled prompts one after another, greedy, at most "
+            f"{max_tokens} completion tokens each, one warm-up call first; llama-cpp-python "
+            f"{_version('llama-cpp-python')}.\n\n| path | completion tokens | seconds | tokens / s |\n|---|---:|---:|---:|\n"
+            f"| specalign `Model.generate` (llama.cpp backend) | {our_tokens:,} | {our_s:.1f} | {ours_tps:.1f} |\n"
+            f"| `Llama.create_chat_completion` directly | {direct_tokens:,} | {direct_s:.1f} | {direct_tps:.1f} |\n\n"
+            f"specalign runs at **{100 * ours_tps / direct_tps:.1f}%** of the direct call's throughput.\n")
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    return version(pkg)
+
+
+# -- start-up ---------------------------------------------------------------------------------------
+
+def startup(repeats: int = 15) -> str:
+    exe = str(Path(PY).parent / "specalign")
+    cmd = [exe, "--help"] if Path(exe).exists() else [PY, "-m", "specalign.cli", "--help"]
+    subprocess.run(cmd, capture_output=True)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    return ("`.venv/bin/python benchmarks/harness.py --only startup` on " + machine() + f". `specalign --help`, "
+            f"{repeats} runs after one warm-up: median **{statistics.median(times):.3f} s**, max {max(times):.3f} s "
+            "(goal: under 0.5 s). Heavy libraries (openai, llama_cpp, pydantic models of runs) load only in the "
+            "commands that use them.\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="overhead,resume,memory,local,startup")
+    ap.add_argument("--points", default="0.2:32,1:64", help="L:C pairs for the overhead figure")
+    ap.add_argument("--memory-sizes", default="10000,50000,100000")
+    ap.add_argument("--local-prompts", type=int, default=10)
+    ap.add_argument("--local-max-tokens", type=int, default=128)
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    if "startup" in only:
+        write_section("Start-up", startup())
+    if "overhead" in only:
+        points = [(float(p.split(":")[0]), int(p.split(":")[1])) for p in args.points.split(",")]
+        write_section("Harness overhead against the physical limit", overhead(points))
+    if "resume" in only:
+        write_section("Resume cost", resume())
+    if "memory" in only:
+        write_section("Memory on long runs", memory([int(x) for x in args.memory_sizes.split(",")]))
+    if "local" in only:
+        write_section("Local throughput: specalign against llama-cpp-python", local(args.local_prompts,
+                                                                                     args.local_max_tokens))
+
+
+if __name__ == "__main__":
+    main()
