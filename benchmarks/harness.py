@@ -129,22 +129,26 @@ def resume() -> str:
         p.send_signal(signal.SIGKILL)
         p.wait()
         done = judged.read_text().count("\n")
+        generated = len({json.loads(x)["sample_id"] for x in (out / "generations.jsonl").read_text().split("\n")[:-1]
+                         if x})
         _, result = cli(*args)
         session = json.loads((out / "manifest.json").read_text())["sessions"][-1]
         resumed_calls, resumed = session["model_calls"], session["samples_resumed"]
         _, again = cli(*args)
         rerun_calls = json.loads((out / "manifest.json").read_text())["sessions"][-1]["model_calls"]
     left = 1500 - done
+    minimum = 2 * (1500 - generated) + (generated - done)  # nothing on disk: 2 calls; generated only: the judge
     return ("`.venv/bin/python benchmarks/harness.py --only resume` on " + machine() + ". The official data "
             "against the fault server (L = 0.02 s, C = 32); the first run is killed with SIGKILL once 750 "
             "judgments are on disk, then the same command is run again, twice.\n\n"
-            "| rerun | samples finished before | samples left | model calls made | minimum (2 per sample left) |\n"
+            "| rerun | samples finished before | samples left | model calls made | minimum |\n"
             "|---|---:|---:|---:|---:|\n"
-            f"| after SIGKILL at 50% | {done:,} | {left:,} | {resumed_calls:,} | {2 * left:,} |\n"
+            f"| after SIGKILL at 50% | {done:,} | {left:,} | {resumed_calls:,} | {minimum:,} |\n"
             f"| of the finished run | 1,500 | 0 | **{rerun_calls}** | 0 |\n\n"
-            f"The resumed session found {resumed:,} samples finished and made no call for them. The calls above "
-            "the minimum are the generations that were in flight when the process was killed: their answers "
-            "were never written, so they are generated again.\n")
+            f"The resumed session found {resumed:,} samples finished and made no call for them. The minimum is 2 "
+            f"calls for each sample with nothing on disk and 1 (the judge) for each of the {generated - done} "
+            "samples whose answer was written but not yet judged when the process died; calls in flight at the "
+            "kill had no result on disk and are made again.\n")
 
 
 # -- memory -----------------------------------------------------------------------------------------
@@ -202,45 +206,64 @@ def memory(sizes: list[int]) -> str:
 
 # -- local throughput -------------------------------------------------------------------------------
 
-def local(n_prompts: int, max_tokens: int) -> str:
+def local_worker(path: str, n_prompts: int, max_tokens: int) -> None:
+    """One measurement in a fresh process with one model loaded: prints tokens and seconds as JSON."""
     import asyncio  # noqa: PLC0415
-
-    from llama_cpp import Llama  # noqa: PLC0415
 
     from specalign.benchmark import load_benchmark  # noqa: PLC0415
     from specalign.models import Message, create_model, parse_model_spec  # noqa: PLC0415
+    from specalign.models._llamacpp import resolve_gguf  # noqa: PLC0415
 
     settings = parse_model_spec("local", {}, None)
     settings = settings.model_copy(update={"params": {"max_tokens": max_tokens, "temperature": 0.0}})
     prompts = [p.prompt for s in load_benchmark("bundled").scenarios for p in s.prompts][:n_prompts]
-    model = create_model(settings, None)
+    threads = os.cpu_count() or 1  # specalign's default; the direct path gets the same
+    if path == "ours":
+        model = create_model(settings, None)
+        asyncio.run(model.generate([Message(role="user", content="warm up")]))
 
-    async def ours() -> tuple[int, float]:
-        toks, t0 = 0, time.perf_counter()
-        for text in prompts:
-            out = await model.generate([Message(role="user", content=text)])
-            toks += out.usage.completion_tokens
-        return toks, time.perf_counter() - t0
+        async def run_all() -> int:
+            return sum([(await model.generate([Message(role="user", content=t)])).usage.completion_tokens
+                        for t in prompts])
 
-    asyncio.run(model.generate([Message(role="user", content="warm up")]))
-    our_tokens, our_s = asyncio.run(ours())
-    backend = model.backend
-    path, n_ctx, threads = backend._path if hasattr(backend, "_path") else settings.gguf, settings.n_ctx, settings.n_threads
-    llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0)
-    llm.create_chat_completion([{"role": "user", "content": "warm up"}], max_tokens=8)
-    t0, direct_tokens = time.perf_counter(), 0
-    for text in prompts:
-        out = llm.create_chat_completion([{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0.0)
-        direct_tokens += out["usage"]["completion_tokens"]
-    direct_s = time.perf_counter() - t0
-    ours_tps, direct_tps = our_tokens / our_s, direct_tokens / direct_s
+        t0 = time.perf_counter()
+        tokens = asyncio.run(run_all())
+    else:
+        from llama_cpp import Llama  # noqa: PLC0415
+
+        llm = Llama(model_path=str(resolve_gguf(settings)), n_ctx=settings.n_ctx, n_threads=threads,
+                    n_threads_batch=threads, verbose=False, seed=0)
+        llm.create_chat_completion([{"role": "user", "content": "warm up"}], max_tokens=8)
+        t0 = time.perf_counter()
+        tokens = sum(llm.create_chat_completion([{"role": "user", "content": t}], max_tokens=max_tokens,
+                                                temperature=0.0)["usage"]["completion_tokens"] for t in prompts)
+    print(json.dumps({"tokens": tokens, "seconds": time.perf_counter() - t0, "threads": threads}))
+
+
+def local(n_prompts: int, max_tokens: int, rounds: int) -> str:
+    runs: dict[str, list[tuple[int, float]]] = {"ours": [], "direct": []}
+    for r in range(rounds):  # alternate the order, so neither path always goes first
+        for name in (("ours", "direct") if r % 2 == 0 else ("direct", "ours")):
+            p = subprocess.run([PY, __file__, "--local-worker", name, "--local-prompts", str(n_prompts),
+                                "--local-max-tokens", str(max_tokens)], capture_output=True, text=True, check=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            m = json.loads(p.stdout.strip().splitlines()[-1])
+            runs[name].append((m["tokens"], m["seconds"]))
+            print(name, m, flush=True)
+    tps = {k: statistics.median(t / s for t, s in v) for k, v in runs.items()}
+    tokens = {k: v[0][0] for k, v in runs.items()}
     return ("`.venv/bin/python benchmarks/harness.py --only local` on " + machine() + f". The embedded "
             f"SmolLM2-135M-Instruct (Q8 GGUF), {n_prompts} bundled prompts one after another, greedy, at most "
-            f"{max_tokens} completion tokens each, one warm-up call first; llama-cpp-python "
-            f"{_version('llama-cpp-python')}.\n\n| path | completion tokens | seconds | tokens / s |\n|---|---:|---:|---:|\n"
-            f"| specalign `Model.generate` (llama.cpp backend) | {our_tokens:,} | {our_s:.1f} | {ours_tps:.1f} |\n"
-            f"| `Llama.create_chat_completion` directly | {direct_tokens:,} | {direct_s:.1f} | {direct_tps:.1f} |\n\n"
-            f"specalign runs at **{100 * ours_tps / direct_tps:.1f}%** of the direct call's throughput.\n")
+            f"{max_tokens} completion tokens each, {os.cpu_count()} threads for both. Each measurement runs in a fresh "
+            f"process with one model loaded, after a warm-up call; {rounds} rounds in alternating order, median; "
+            f"llama-cpp-python {_version('llama-cpp-python')}.\n\n"
+            "| path | completion tokens per round | tokens / s (median) | each round |\n|---|---:|---:|---|\n"
+            f"| specalign `Model.generate` (llama.cpp backend) | {tokens['ours']:,} | {tps['ours']:.1f} | "
+            f"{', '.join(f'{t / s:.1f}' for t, s in runs['ours'])} |\n"
+            f"| `Llama.create_chat_completion` directly | {tokens['direct']:,} | {tps['direct']:.1f} | "
+            f"{', '.join(f'{t / s:.1f}' for t, s in runs['direct'])} |\n\n"
+            f"specalign runs at **{100 * tps['ours'] / tps['direct']:.1f}%** of the direct call's throughput "
+            "(goal: within 5%).\n")
 
 
 def _version(pkg: str) -> str:
@@ -273,7 +296,12 @@ def main() -> None:
     ap.add_argument("--memory-sizes", default="10000,50000,100000")
     ap.add_argument("--local-prompts", type=int, default=10)
     ap.add_argument("--local-max-tokens", type=int, default=128)
+    ap.add_argument("--local-rounds", type=int, default=5)
+    ap.add_argument("--local-worker", choices=["ours", "direct"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.local_worker:
+        local_worker(args.local_worker, args.local_prompts, args.local_max_tokens)
+        return
     only = set(args.only.split(","))
     if "startup" in only:
         write_section("Start-up", startup())
@@ -285,8 +313,8 @@ def main() -> None:
     if "memory" in only:
         write_section("Memory on long runs", memory([int(x) for x in args.memory_sizes.split(",")]))
     if "local" in only:
-        write_section("Local throughput: specalign against llama-cpp-python", local(args.local_prompts,
-                                                                                     args.local_max_tokens))
+        write_section("Local throughput: specalign against llama-cpp-python",
+                      local(args.local_prompts, args.local_max_tokens, args.local_rounds))
 
 
 if __name__ == "__main__":

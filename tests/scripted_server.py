@@ -207,6 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # as real servers do: without it, a response's small writes meet the client's delayed ACK (~40 ms)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.scripted._lock:
             self.server.scripted._sockets.add(self.connection)
 
