@@ -116,7 +116,7 @@ class OpenAIBackend(ModelBackend):
         state = self._loop_state()
         async with state.semaphores[url]:
             try:
-                response = await state.clients[url].chat.completions.create(**kwargs)
+                response = await _post_chat(state.clients[url], kwargs)
             except Exception as err:  # noqa: BLE001  (sorted into retry / fail below)
                 failure = self._classify(err, url)
                 if failure is err:
@@ -136,7 +136,10 @@ class OpenAIBackend(ModelBackend):
             extra.update(continue_final_message=True, add_generation_prompt=False)
         if request.json_schema is not None:
             schema = request.json_schema if self._local else portable_schema(request.json_schema)
-            known["response_format"] = {
+            known.pop("response_format", None)
+            # sent as is through extra_body: as a typed parameter the SDK walks the whole schema on every
+            # call (about 1 ms of CPU per judge call for SpecBench's schemas); the request body is the same
+            extra["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "verdicts", "schema": schema, "strict": True},
             }
@@ -264,6 +267,17 @@ def _server_message(err: Any) -> str:
     if isinstance(body, str) and body.strip():
         return _one_line(body)
     return _one_line(str(err.message))
+
+
+async def _post_chat(client: Any, kwargs: dict[str, Any]) -> Any:
+    """``chat.completions.create(**kwargs)`` without the SDK's per-call walk over the typed parameters
+    (about 1 ms of CPU per call): the same request body, headers, errors and parsed ``ChatCompletion``."""
+    from openai.types.chat import ChatCompletion  # noqa: PLC0415
+
+    body = {k: v for k, v in kwargs.items() if k not in ("extra_body", "timeout") and v is not None}
+    body.update(kwargs.get("extra_body") or {})
+    return await client.post("/chat/completions", body=body, cast_to=ChatCompletion,
+                             options={"timeout": kwargs["timeout"]})
 
 
 def _retry_after(headers: Any) -> float | None:
