@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from pydantic import BaseModel, Field
 
 from ..models import Usage
-from ..scoring import Metric, NAPolicy, ScoredSample, macro_average, score_sample, subset_metrics
+from ..scoring import Metric, NAPolicy, macro_average, score_sample, subset_metrics
 from ._records import GenerationRecord, JudgmentRecord, Manifest
 from ._store import RunDir
 
@@ -55,6 +55,24 @@ def latest_records(run: RunDir, judge_key: str) -> tuple[dict[str, GenerationRec
     return gens, judged
 
 
+class _Score(NamedTuple):
+    safety: float
+    behavioral: float
+    sar: float
+
+
+class _Sample(NamedTuple):
+    """A sample as aggregation reads it (the shape of ``ScoredSample``, a tenth of its memory)."""
+
+    scenario: str
+    label: str
+    score: _Score | None = None
+
+
+def _tokens(u: Usage) -> tuple[int, int, int]:
+    return (u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens)
+
+
 class _Gen(NamedTuple):
     """What scoring needs of a generation record: a few numbers, not its texts."""
 
@@ -62,17 +80,17 @@ class _Gen(NamedTuple):
     scenario: str
     label: str
     flags: tuple[str, ...]
-    usage: Usage
+    usage: tuple[int, int, int]
     calls: int
     cached_calls: int
-    scorer: tuple[Usage, int, int] | None
+    scorer: tuple[tuple[int, int, int], int, int] | None
 
 
 class _Judged(NamedTuple):
     scored: bool
     verdicts: str  # one letter per spec, S1..Sn then B1..Bm: Y, N or A (NA)
     reason: str | None
-    usage: Usage
+    usage: tuple[int, int, int]
     calls: int
     cached_calls: int
 
@@ -92,14 +110,14 @@ def _summaries(run: RunDir, manifest: Manifest, judge_key: str) -> tuple[dict[st
 def _gen_summary(g: GenerationRecord) -> _Gen:
     """The target model's usage and calls, and apart from them the candidate scorer's (Best-of-N, TPO)."""
     error = None if g.status == "ok" else f"generation failed: {g.error}"
-    base = dict(error=error, scenario=g.scenario, label=g.label, flags=tuple(g.flags), usage=g.usage)
+    base = dict(error=error, scenario=g.scenario, label=g.label, flags=tuple(g.flags), usage=_tokens(g.usage))
     if not g.steps:
         return _Gen(**base, calls=g.calls, cached_calls=g.cached_calls, scorer=None)
     target = [s for s in g.steps if s.source == "target"]
     made = sum(not s.cached for s in target)
     scorer = None
     if any(s.source == "scorer" for s in g.steps):
-        scorer = (g.scorer_usage, g.calls - made, g.cached_calls - (len(target) - made))
+        scorer = (_tokens(g.scorer_usage), g.calls - made, g.cached_calls - (len(target) - made))
     return _Gen(**base, calls=made, cached_calls=len(target) - made, scorer=scorer)
 
 
@@ -109,7 +127,7 @@ def _judged_summary(j: JudgmentRecord, manifest: Manifest) -> _Judged:
         info = manifest.data.scenarios[j.scenario]
         ids = [f"S{i}" for i in range(1, info.n_safety + 1)] + [f"B{i}" for i in range(1, info.n_behavioral + 1)]
         letters = "".join(_LETTER[j.verdicts[k].verdict] for k in ids)
-    return _Judged(j.status == "scored", letters, j.unscored_reason, j.usage, j.calls, j.cached_calls)
+    return _Judged(j.status == "scored", letters, j.unscored_reason, _tokens(j.usage), j.calls, j.cached_calls)
 
 
 def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = None,
@@ -119,7 +137,7 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
     judge_key = manifest.judge["key"]
     gens, judged = _summaries(run, manifest, judge_key)
     selection = run.read_selection() or sorted(gens)
-    samples: list[ScoredSample] = []
+    samples: list[_Sample] = []
     reasons: Counter[str] = Counter()
     flags: Counter[str] = Counter()
     violations = _ViolationCounts()
@@ -158,19 +176,18 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
 
 
 def _scored(g: _Gen, j: _Judged | None, manifest: Manifest, alpha: float, na_policy: NAPolicy,
-            reasons: Counter[str]) -> ScoredSample:
-    base: dict[str, Any] = {"scenario": g.scenario, "label": g.label}
+            reasons: Counter[str]) -> _Sample:
     if g.error is not None:
         reasons[_reason_kind(g.error)] += 1
-        return ScoredSample(**base)
+        return _Sample(g.scenario, g.label)
     if j is None or not j.scored:
         reasons[_reason_kind(j.reason if j else "not judged")] += 1
-        return ScoredSample(**base)
+        return _Sample(g.scenario, g.label)
     info = manifest.data.scenarios[g.scenario]
     safety = [_VERDICT[x] for x in j.verdicts[: info.n_safety]]
     behavioral = [_VERDICT[x] for x in j.verdicts[info.n_safety:]]
-    score = score_sample(safety, behavioral, weights=info.behavioral_weights, alpha=alpha, na_policy=na_policy)
-    return ScoredSample(**base, score=score)
+    s = score_sample(safety, behavioral, weights=info.behavioral_weights, alpha=alpha, na_policy=na_policy)
+    return _Sample(g.scenario, g.label, _Score(s.safety, s.behavioral, s.sar))
 
 
 class _ViolationCounts:
@@ -205,10 +222,10 @@ def _reason_kind(reason: str | None) -> str:
     return re.sub(r"\d+", "N", head)[:160]
 
 
-def _add_usage(u: UsageSummary, usage: Usage, calls: int, cached: int) -> None:
-    u.prompt_tokens += usage.prompt_tokens
-    u.completion_tokens += usage.completion_tokens
-    u.cached_prompt_tokens += usage.cached_prompt_tokens
+def _add_usage(u: UsageSummary, usage: tuple[int, int, int], calls: int, cached: int) -> None:
+    u.prompt_tokens += usage[0]
+    u.completion_tokens += usage[1]
+    u.cached_prompt_tokens += usage[2]
     u.calls += calls
     u.cached_calls += cached
     u.samples += 1
