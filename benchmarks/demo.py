@@ -55,7 +55,7 @@ def write_section(title: str, body: str) -> None:
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nFigures written by the scripts in `benchmarks/`.\n"
     block = f"## {title}\n\n{body}"
     pattern = re.compile(rf"## {re.escape(title)}\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(block.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
+    text = pattern.sub(block.rstrip("\n") + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
     DOC.write_text(text.rstrip("\n") + "\n")
 
 

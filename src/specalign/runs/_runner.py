@@ -223,12 +223,12 @@ class Evaluation:
             self.stats.resumed += 1
             self._tally(done.finished[sid])
             return
-        g = new_g = None
-        g = done.to_judge.pop(sid, None)
+        new_g: GenerationRecord | None = None
+        g = done.to_judge.pop(sid, None)  # answered before, not judged yet
         if g is None:
             g = new_g = await self._generate(target, scorer, scenario, prompt, sid)
             gen_w.append(g)
-        new_j = None
+        new_j: JudgmentRecord | None = None
         if g.status == "ok":
             new_j = await self._judge(judge, scenario, prompt, g)
             judge_w.append(new_j)
