@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
+from ._cli_scenario import scenario_app
 from .errors import SpecalignError
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+app.add_typer(scenario_app, name="scenario")
 
 DATA_HELP = "Data source: 'bundled', a directory in the official SpecBench layout, or 'hf:zzzhr97/SpecBench'."
 MODEL_HELP = "'local' (embedded SmolLM2-135M), 'gguf:PATH', 'openai:MODEL@BASE_URL', or a key of --models-config."

@@ -1,0 +1,137 @@
+"""``specalign scenario new|lint``: draft a new scenario's specifications, then check them."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+scenario_app = typer.Typer(help="Build a new scenario: draft its specifications, lint them.", no_args_is_help=True,
+                           rich_markup_mode="rich")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _model(spec: str, models_config: str | None):  # noqa: ANN202
+    from .models import CallCache, create_model, load_models_config, parse_model_spec  # noqa: PLC0415
+
+    cfg = load_models_config(models_config) if models_config else {}
+    return create_model(parse_model_spec(spec, cfg, models_config), CallCache.default())
+
+
+def _range(text: str, option: str) -> tuple[int, int]:
+    from .errors import ConfigError  # noqa: PLC0415
+
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", text)
+    if not m:
+        raise ConfigError(f"expected N or LOW-HIGH, got {text!r}", field=option)
+    low, high = int(m.group(1)), int(m.group(2) or m.group(1))
+    if not 1 <= low <= high <= 40:
+        raise ConfigError(f"expected 1 ≤ LOW ≤ HIGH ≤ 40, got {text!r}", field=option)
+    return low, high
+
+
+@scenario_app.command("new")
+def new(
+    name: str = typer.Argument(..., help="The deployment's name, e.g. 'Museum Guide'."),
+    description: str = typer.Option(..., "--description", "-d", help="One paragraph: who uses it, for what, what must never happen."),
+    key: Optional[str] = typer.Option(None, "--key", help="Folder and scenario key (default: from the name)."),
+    model: str = typer.Option("local", "--model", "-m", help="Model that drafts: 'local', 'gguf:PATH', 'openai:MODEL@BASE_URL' or a config key."),
+    models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings."),
+    out_dir: str = typer.Option("scenarios", "--out", "-o", help="Data folder to write <key>/scenario.yaml into."),
+    safety: str = typer.Option("6-10", "--safety", help="How many safety specs: N or LOW-HIGH."),
+    behavioral: str = typer.Option("5-8", "--behavioral", help="How many behavioral specs before the completeness rule."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing scenario.yaml."),
+) -> None:
+    """Draft safety and behavioral specs for a new scenario and write them for you to edit.
+
+    Safety specs are drafted from specalign's harm categories, kept to those the deployment needs;
+    behavioral specs from its design principles; the "answer as fully as possible" rule closes them.
+
+    Example: specalign scenario new "Museum Guide" -d "A guide app for a science museum, used by families and school groups."
+    """
+    import asyncio  # noqa: PLC0415
+
+    from .build import draft_scenario, write_scenario  # noqa: PLC0415
+
+    n_safety, n_behavioral = _range(safety, "--safety"), _range(behavioral, "--behavioral")
+    drafter = _model(model, models_config)
+
+    async def go():  # noqa: ANN202
+        try:
+            return await draft_scenario(drafter, name, description, key=key, n_safety=n_safety,
+                                        n_behavioral=n_behavioral)
+        finally:
+            await drafter.aclose()
+
+    scenario = asyncio.run(go())
+    path = write_scenario(scenario, out_dir, overwrite=force)
+    out.print(f"[bold]{escape(scenario.name)}[/bold] ({escape(scenario.key)})")
+    for kind, specs, letter in (("safety", scenario.safety_specs, "S"), ("behavioral", scenario.behavioral_specs, "B")):
+        out.print(f"{kind} specifications:")
+        for i, s in enumerate(specs, 1):
+            out.print(f"  {letter}{i}. {escape(s.text)}")
+    err.print(f"wrote {path} ({len(scenario.safety_specs)} safety, {len(scenario.behavioral_specs)} behavioral specs). "
+              f"Edit it, then: specalign scenario lint {Path(path).parent}")
+
+
+@scenario_app.command("lint")
+def lint(
+    path: str = typer.Argument(..., help="A scenario folder (with scenario.yaml) or a data folder of scenarios."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Also ask this model for conflicts between behavioral and safety specs."),
+    models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when anything is found."),
+) -> None:
+    """Check specs: duplicates and near-duplicates, vague specs, conflicts with safety, the completeness rule.
+
+    Rule-based checks always run; with --model, a model also looks for behavioral specs that would
+    require what a safety spec forbids.
+
+    Example: specalign scenario lint scenarios/museum-guide --model openai:gpt-4.1
+    """
+    import asyncio  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from .build import lint_scenario  # noqa: PLC0415
+
+    scenarios = _load(path)
+    checker = _model(model, models_config) if model else None
+
+    async def go():  # noqa: ANN202
+        try:
+            return [await lint_scenario(s, checker) for s in scenarios]
+        finally:
+            if checker is not None:
+                await checker.aclose()
+
+    reports = asyncio.run(go())
+    if as_json:
+        print(json.dumps([{**r.model_dump(mode="json"), "counts": r.counts()} for r in reports], indent=2))
+    else:
+        for r in reports:
+            counts = r.counts()
+            summary = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items()) or "no findings"
+            out.print(f"[bold]{escape(r.scenario)}[/bold]: {summary}"
+                      + ("" if r.model_checked else " (rules only; --model also checks conflicts)"))
+            for f in r.findings:
+                out.print(f"  {f.kind:<18} {escape(f.message)}")
+    if strict and any(r.findings for r in reports):
+        sys.exit(1)
+
+
+def _load(path: str):  # noqa: ANN202
+    from .benchmark import load_benchmark  # noqa: PLC0415
+    from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
+
+    p = Path(path)
+    if (p / "scenario.yaml").is_file():
+        return [load_scenario_dir(p)]
+    if (p / "specifications.json").is_file():  # one scenario folder of the official layout
+        return [s for s in load_benchmark(str(p.parent)).scenarios if s.key == p.name]
+    return load_benchmark(path).scenarios
