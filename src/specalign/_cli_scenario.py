@@ -135,3 +135,62 @@ def _load(path: str):  # noqa: ANN202
     if (p / "specifications.json").is_file():  # one scenario folder of the official layout
         return [s for s in load_benchmark(str(p.parent)).scenarios if s.key == p.name]
     return load_benchmark(path).scenarios
+
+
+def curate_cmd(
+    scenario_dir: str = typer.Argument(..., help="A scenario folder (with scenario.yaml), e.g. from `specalign scenario new`."),
+    model: str = typer.Option("local", "--model", "-m", help="Model that writes and filters the prompts."),
+    models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings."),
+    unsafe: int = typer.Option(20, "--unsafe", min=0, help="Unsafe prompts to keep."),
+    safe: int = typer.Option(10, "--safe", min=0, help="Safe prompts to keep."),
+    pool: float = typer.Option(2.0, "--pool", min=1.0, help="Generate this many times the counts before filtering."),
+    dedupe_to: float = typer.Option(1.5, "--dedupe-to", min=1.0, help="De-duplicate down to this many times the counts, then sample."),
+    batch: int = typer.Option(5, "--batch", min=1, max=50, help="Prompts asked for per call."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the final sampling."),
+    no_filter: bool = typer.Option(False, "--no-filter", help="Skip the model's relevance and quality filter."),
+    force: bool = typer.Option(False, "--force", help="Replace prompts.yaml if it already holds prompts."),
+) -> None:
+    """Generate, filter, de-duplicate and sample a scenario's prompts into its prompts.yaml.
+
+    Unsafe prompts are seeded by each safety spec (each records its spec in seed_spec), safe prompts by
+    the scenario. A model filters them for relevance and kind, sentence embeddings (all-MiniLM-L6-v2,
+    offline) remove near-duplicates by the paper's greedy rule, and a seeded sample keeps the counts.
+
+    Example: specalign curate scenarios/museum-guide --model openai:gpt-4.1 --unsafe 200 --safe 100
+    """
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
+    from .build import Curator, MiniLMEmbedder, curate, write_prompts  # noqa: PLC0415
+    from .errors import ConfigError  # noqa: PLC0415
+
+    folder = Path(scenario_dir)
+    if not (folder / "scenario.yaml").is_file():
+        raise ConfigError(f"{folder} has no scenario.yaml (make one with `specalign scenario new`)", field="SCENARIO_DIR")
+    scenario = load_scenario_dir(folder)
+    if unsafe + safe == 0:
+        raise ConfigError("nothing to curate: --unsafe and --safe are both 0", field="--unsafe")
+    writer = _model(model, models_config)
+    curator = Curator(writer, MiniLMEmbedder, batch=batch)
+    t0 = time.perf_counter()
+
+    async def go():  # noqa: ANN202
+        try:
+            return await curate(scenario, curator, n_unsafe=unsafe, n_safe=safe, pool=pool, dedupe_to=dedupe_to,
+                                seed=seed, use_filter=not no_filter)
+        finally:
+            await writer.aclose()
+
+    result = asyncio.run(go())
+    path = write_prompts(folder, result.prompts, overwrite=force)
+    st = result.stats
+    for label in ("unsafe", "safe"):
+        out.print(f"{label}: generated {st.generated.get(label, 0)} → filter {st.after_filter.get(label, 0)} → "
+                  f"exact duplicates out {st.after_exact.get(label, 0)} → near-duplicates out "
+                  f"{st.after_dedupe.get(label, 0)} → kept {st.final.get(label, 0)}")
+    short = [f"{label} ({st.final.get(label, 0)} of {want})" for label, want in (("unsafe", unsafe), ("safe", safe))
+             if st.final.get(label, 0) < want]
+    if short:
+        err.print(f"[yellow]fewer prompts than asked for: {', '.join(short)}; raise --pool or use a stronger model[/yellow]")
+    err.print(f"wrote {path}: {len(result.prompts)} prompts, {st.calls} model calls, {time.perf_counter() - t0:.0f} s")

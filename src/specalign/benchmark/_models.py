@@ -41,6 +41,7 @@ class Prompt(BaseModel):
     reference_answer: str | None = None
     source: str = ""
     attack: str | None = None
+    seed_spec: str | None = Field(None, description="the safety spec (S<n>) an unsafe prompt was generated from")
 
     @field_validator("prompt", "original_prompt")
     @classmethod
@@ -103,7 +104,11 @@ class Benchmark(BaseModel):
         """sha256 of the canonical JSON of every scenario (specs and prompts)."""
         h = hashlib.sha256()
         for s in self.scenarios:
-            h.update(json.dumps(s.model_dump(mode="json"), sort_keys=True, ensure_ascii=False).encode())
+            data = s.model_dump(mode="json")
+            for prompt in data["prompts"]:  # fields added later count only when set: old hashes stay valid
+                if prompt.get("seed_spec") is None:
+                    prompt.pop("seed_spec", None)
+            h.update(json.dumps(data, sort_keys=True, ensure_ascii=False).encode())
         return h.hexdigest()
 
     def total_counts(self) -> dict[str, int]:

@@ -1,6 +1,8 @@
-"""Building new scenarios: draft specs with a model, lint them (curation, attack and review follow)."""
+"""Building new scenarios: draft specs, lint them, curate prompts (attack enhancement and review follow)."""
 
 from ._catalog import COMPLETENESS_RULE, DESIGN_PRINCIPLES, SAFETY_CATEGORIES, Category
+from ._curate import Candidate, CurateResult, CurateStats, Curator, curate, write_prompts
+from ._dedupe import Embedder, MiniLMEmbedder, greedy_dedupe
 from ._draft import draft_scenario, scenario_key, write_scenario
 from ._lint import Finding, LintReport, lint_scenario, rule_findings
 
@@ -8,7 +10,16 @@ __all__ = [
     "COMPLETENESS_RULE",
     "DESIGN_PRINCIPLES",
     "SAFETY_CATEGORIES",
+    "Candidate",
     "Category",
+    "CurateResult",
+    "CurateStats",
+    "Curator",
+    "Embedder",
+    "MiniLMEmbedder",
+    "curate",
+    "greedy_dedupe",
+    "write_prompts",
     "Finding",
     "LintReport",
     "draft_scenario",
