@@ -194,3 +194,73 @@ def curate_cmd(
     if short:
         err.print(f"[yellow]fewer prompts than asked for: {', '.join(short)}; raise --pool or use a stronger model[/yellow]")
     err.print(f"wrote {path}: {len(result.prompts)} prompts, {st.calls} model calls, {time.perf_counter() - t0:.0f} s")
+
+
+def attack_cmd(
+    scenario_dir: str = typer.Argument(..., help="A scenario folder whose prompts.yaml holds unsafe prompts."),
+    model: str = typer.Option("local", "--model", "-m", help="Attacker model that rewrites the prompts."),
+    checker: Optional[str] = typer.Option(None, "--checker", help="Model that checks a rewrite keeps the intent (default: --model)."),
+    models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings."),
+    tactics: int = typer.Option(3, "--tactics", min=1, max=10, help="Tactics combined per rewrite."),
+    attempts: int = typer.Option(4, "--attempts", min=1, help="Rewrites in the first round."),
+    escalation: int = typer.Option(10, "--escalation", min=2, help="Each further round tries this many times more."),
+    max_attempts: int = typer.Option(40, "--max-attempts", min=1, help="Give up on a prompt after this many rewrites."),
+    checks: int = typer.Option(3, "--checks", min=1, max=10, help="The checker must say YES this many times."),
+    seed: int = typer.Option(0, "--seed", help="Seed of tactic sampling."),
+    redo: bool = typer.Option(False, "--redo", help="Attack again prompts that already carry an attack."),
+) -> None:
+    """Attack-enhance a scenario's unsafe prompts with jailbreak tactics (WildTeaming style), in place.
+
+    Each unsafe prompt is rewritten with a few of 45 tactics; a rewrite is kept only if the checker says,
+    every time, that it keeps the original intent. Rounds escalate until one survives or the cap is hit.
+    The original stays in original_prompt; the tactics and attempts are recorded. Safe prompts are never
+    attacked. prompts.yaml is saved after every prompt, so a rerun continues where it stopped.
+
+    Example: specalign attack scenarios/museum-guide --model openai:gpt-4.1 --checker openai:gpt-4.1-mini
+    """
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
+    from .build import Attacker, AttackParams, apply_outcome, to_attack, write_prompts  # noqa: PLC0415
+    from .errors import ConfigError  # noqa: PLC0415
+
+    folder = Path(scenario_dir)
+    if not (folder / "scenario.yaml").is_file():
+        raise ConfigError(f"{folder} has no scenario.yaml", field="SCENARIO_DIR")
+    scenario = load_scenario_dir(folder)
+    params = AttackParams(tactics=tactics, attempts=attempts, escalation=escalation, max_attempts=max_attempts,
+                          checks=checks, seed=seed)
+    todo = {p.id for p in to_attack(scenario.prompts, redo=redo)}
+    if not todo:
+        err.print("no unsafe prompt left to attack (safe prompts never are; --redo tries every unsafe prompt again)")
+        return
+    attacker_model = _model(model, models_config)
+    checker_model = _model(checker, models_config) if checker and checker != model else attacker_model
+    runner = Attacker(attacker_model, checker_model, params)
+    t0 = time.perf_counter()
+    failed: list[str] = []
+
+    async def go() -> None:
+        prompts = list(scenario.prompts)
+        try:
+            for i, p in enumerate(prompts):
+                if p.id not in todo:
+                    continue
+                outcome = await runner.attack(scenario, p)
+                if outcome.attacked is None:
+                    failed.append(p.id)
+                prompts[i] = apply_outcome(p, outcome)
+                write_prompts(folder, prompts, overwrite=True)
+                out.print(f"{escape(p.id)}: " + (f"attacked with {escape(', '.join(outcome.tactics))} after "
+                          f"{outcome.attempts} attempt(s)" if outcome.attacked else
+                          f"no rewrite kept its intent in {outcome.attempts} attempts; left as it was"))
+        finally:
+            await attacker_model.aclose()
+            if checker_model is not attacker_model:
+                await checker_model.aclose()
+
+    asyncio.run(go())
+    done = len(todo) - len(failed)
+    err.print(f"attacked {done} of {len(todo)} unsafe prompts in {time.perf_counter() - t0:.0f} s, "
+              f"{runner.calls} model calls; wrote {folder / 'prompts.yaml'}")

@@ -42,6 +42,7 @@ class Prompt(BaseModel):
     source: str = ""
     attack: str | None = None
     seed_spec: str | None = Field(None, description="the safety spec (S<n>) an unsafe prompt was generated from")
+    attack_attempts: int | None = Field(None, ge=0, description="rewrites tried by `specalign attack` (kept or not)")
 
     @field_validator("prompt", "original_prompt")
     @classmethod
@@ -106,8 +107,9 @@ class Benchmark(BaseModel):
         for s in self.scenarios:
             data = s.model_dump(mode="json")
             for prompt in data["prompts"]:  # fields added later count only when set: old hashes stay valid
-                if prompt.get("seed_spec") is None:
-                    prompt.pop("seed_spec", None)
+                for later in ("seed_spec", "attack_attempts"):
+                    if prompt.get(later) is None:
+                        prompt.pop(later, None)
             h.update(json.dumps(data, sort_keys=True, ensure_ascii=False).encode())
         return h.hexdigest()
 

@@ -218,7 +218,9 @@ def write_prompts(folder: str | Path, prompts: list[Prompt], *, overwrite: bool 
         raise RunDirError(f"{target} already holds prompts; pass --force to replace them")
     rows = [{k: v for k, v in p.model_dump().items() if v not in (None, "") or k in ("prompt",)} for p in prompts]
     try:
-        target.write_text(yaml.safe_dump(rows, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(rows, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
+        tmp.replace(target)  # a crash never leaves half a file
     except OSError as e:
         raise RunDirError(f"cannot write {target}: {e.strerror or e}") from None
     return target
