@@ -264,3 +264,109 @@ def attack_cmd(
     done = len(todo) - len(failed)
     err.print(f"attacked {done} of {len(todo)} unsafe prompts in {time.perf_counter() - t0:.0f} s, "
               f"{runner.calls} model calls; wrote {folder / 'prompts.yaml'}")
+
+
+def review_cmd(
+    scenario_dir: str = typer.Argument(..., help="A scenario folder (scenario.yaml, prompts.yaml)."),
+    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Who decides (default: $SPECALIGN_REVIEWER or your user name)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Review only specs, prompts or attacks."),
+    export: Optional[str] = typer.Option(None, "--export", help="Write a review sheet (CSV) instead of asking here."),
+    import_sheet_path: Optional[str] = typer.Option(None, "--import", help="Read decisions from a filled review sheet."),
+    apply_to: Optional[str] = typer.Option(None, "--apply", help="Write the final scenario (accepted items only) into this data folder."),
+    force: bool = typer.Option(False, "--force", help="With --apply: replace an existing final scenario."),
+) -> None:
+    """Verify specs, prompts and attacked prompts: accept, reject, edit or skip each, in the terminal or
+    through a CSV sheet. Decisions (who, when) go to review.jsonl beside the data; a rerun carries on.
+
+    Example: specalign review scenarios/museum-guide; then specalign review scenarios/museum-guide --apply final
+    """
+    from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
+    from .build._review import (  # noqa: PLC0415
+        ReviewLog, decision_summary, export_sheet, import_sheet, review_items, reviewer_name)
+    from .errors import ConfigError  # noqa: PLC0415
+
+    folder = Path(scenario_dir)
+    if not (folder / "scenario.yaml").is_file():
+        raise ConfigError(f"{folder} has no scenario.yaml", field="SCENARIO_DIR")
+    if only is not None and only not in ("specs", "prompts", "attacks"):
+        raise ConfigError(f"must be specs, prompts or attacks, got {only!r}", field="--only")
+    scenario = load_scenario_dir(folder)
+    items = review_items(scenario)
+    if only:
+        items = [i for i in items if i.kind == only[:-1]]
+    log = ReviewLog(folder)
+    who = reviewer_name(reviewer)
+    if export:
+        n = export_sheet(items, log.latest(items), export)
+        err.print(f"wrote {export}: {n} items. Fill in decision (accept, reject, edit) and edited_text, then: "
+                  f"specalign review {folder} --import {export}")
+        return
+    if import_sheet_path:
+        decisions = import_sheet(items, import_sheet_path, who)
+        for d in decisions:
+            log.append(d)
+        err.print(f"imported {len(decisions)} decisions by {who} into {log.path}")
+        _print_summary(decision_summary(items, log.latest(items)))
+        return
+    if apply_to:
+        _apply(scenario, log.latest(review_items(scenario)), apply_to, force)
+        return
+    _interactive(items, log, who)
+
+
+def _print_summary(s: dict) -> None:
+    out.print(f"{s['items']} items: {s['accept']} accepted, {s['edit']} edited, {s['reject']} rejected, "
+              f"{s['undecided']} undecided")
+
+
+def _apply(scenario, decided, target: str, force: bool) -> None:  # noqa: ANN001
+    from .build import write_prompts, write_scenario  # noqa: PLC0415
+    from .build._review import final_scenario  # noqa: PLC0415
+
+    final, counts = final_scenario(scenario, decided)
+    path = write_scenario(final, target, overwrite=force)
+    write_prompts(path.parent, final.prompts, overwrite=True)
+    err.print(f"wrote {path.parent}: {len(final.safety_specs)} safety and {len(final.behavioral_specs)} behavioral "
+              f"specs, {len(final.prompts)} prompts ({counts['accepted']} accepted, {counts['edited']} edited, "
+              f"{counts['rejected']} rejected, {counts['undecided']} undecided left out). "
+              f"Evaluate it: specalign run --data {target}")
+
+
+def _interactive(items, log, who: str) -> None:  # noqa: ANN001
+    from .build._review import ReviewDecision, decision_summary  # noqa: PLC0415
+
+    decided = log.latest(items)
+    pending = [i for i in items if i.key not in decided]
+    print(f"{len(items)} items, {len(pending)} to review; decisions are saved as you go (reviewer: {who}).")
+    for n, item in enumerate(pending, 1):
+        print(f"\n[{n}/{len(pending)}] {item.key} ({item.kind}, {item.label})")
+        if item.original:
+            print(f"  before the attack: {item.original}")
+        print(f"  {item.text}")
+        while True:
+            try:
+                answer = input("[a]ccept [r]eject [e]dit [s]kip [q]uit > ").strip().lower()[:1]
+            except EOFError:
+                answer = "q"
+            if answer in ("a", "r", "e", "s", "q"):
+                break
+        if answer == "q":
+            break
+        if answer == "s":
+            continue
+        edited = None
+        if answer == "e":
+            try:
+                edited = input("new text > ").strip()
+            except EOFError:
+                edited = ""
+            if not edited:
+                print("  empty text: skipped")
+                continue
+        decision = {"a": "accept", "r": "reject", "e": "edit"}[answer]
+        log.append(ReviewDecision(item=item.key, decision=decision, text_sha=item.digest, edited_text=edited,  # type: ignore[arg-type]
+                                  reviewer=who))
+        print(f"  {decision}ed" if decision != "edit" else "  edited")
+    s = decision_summary(items, log.latest(items))
+    print(f"\n{s['items']} items: {s['accept']} accepted, {s['edit']} edited, {s['reject']} rejected, "
+          f"{s['undecided']} undecided. Saved in {log.path}")
