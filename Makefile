@@ -4,30 +4,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.specalign-installed
 
-.PHONY: demo test install browser clean
+.PHONY: demo test install system clean
 
 demo: install
 	$(VENV)/bin/specalign run
 
-test: install browser
+test: install system
 	$(PY) -m pytest -q
 
-# The report tests drive the system Chromium (Debian packages chromium + chromium-driver).
-browser:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+# Tests drive the system Chromium (the HTML report) and tmux (the terminal review): Debian packages.
+system:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v tmux >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then SUDO=""; \
 	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo"; \
-	  else echo "note: chromium and chromium-driver are not installed: the browser tests will be skipped"; exit 0; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: chromium, chromium-driver or tmux is missing: the tests that need them will be skipped"; exit 0; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver tmux >/dev/null; \
 	fi
-
-install: $(STAMP)
-
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[local,test,curate]'
-	touch $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
