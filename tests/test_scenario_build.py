@@ -70,7 +70,7 @@ def test_draft_that_is_not_json_is_a_model_error():
 def _cli(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120)
+                          cwd=cwd, timeout=600)
 
 
 def test_cli_new_writes_a_scenario_that_loads_and_runs_through_lint(tmp_path):
