@@ -90,3 +90,11 @@ def test_attack_keeps_only_checked_rewrites_escalates_and_records_everything(tmp
     assert world.checks[PROMPTS[2]["prompt"]] == 6  # one unreadable answer rejects each of the 6 rewrites
     assert s1.attack is None and s1.prompt == PROMPTS[3]["prompt"]  # safe prompts are never attacked
     assert calls_after_rerun == server.chat_count
+
+
+def test_attacker_answers_with_raw_control_characters_or_cut_short_are_read_or_refused():
+    from specalign.build._attack import _field
+
+    assert _field('{"prompt": "line one\nline\ttwo"}', "prompt") == "line one\nline\ttwo"
+    assert _field('{"prompt": "complete", "other": "cut sh', "prompt") == "complete"
+    assert _field('{"prompt": "bad \\q escape"', "prompt") is None and _field("no json", "prompt") is None

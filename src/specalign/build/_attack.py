@@ -126,10 +126,13 @@ class Attacker:
 def _field(text: str, key: str) -> str | None:
     start, end = text.find("{"), text.rfind("}")
     try:
-        data = json.loads(text[start:end + 1]) if start >= 0 else None
-    except ValueError:
+        data = json.loads(text[start:end + 1], strict=False) if start >= 0 else None
+    except ValueError:  # cut short or otherwise broken: take the field's string if it is complete
         m = re.search(rf'"{key}"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
-        return json.loads(f'"{m.group(1)}"') if m else None
+        try:
+            return json.loads(f'"{m.group(1)}"', strict=False) if m else None
+        except ValueError:
+            return None
     value = data.get(key) if isinstance(data, dict) else None
     return value if isinstance(value, str) else None
 

@@ -83,7 +83,7 @@ VERDICT_ITEM = {"type": "object", "properties": {"id": {"type": "integer"}, "kee
 def _json_list(text: str, key: str) -> list[Any]:
     start, end = text.find("{"), text.rfind("}")
     try:
-        data = json.loads(text[start:end + 1]) if start >= 0 else None
+        data = json.loads(text[start:end + 1], strict=False) if start >= 0 else None
     except ValueError:
         data = None
     if not isinstance(data, dict) or not isinstance(data.get(key), list):

@@ -96,7 +96,7 @@ def _spec_texts(text: str) -> list[str]:
     """The ``text`` of every item of the JSON answer (a leading or trailing chatter is tolerated)."""
     start, end = text.find("{"), text.rfind("}")
     try:
-        data = json.loads(text[start:end + 1]) if start >= 0 else None
+        data = json.loads(text[start:end + 1], strict=False) if start >= 0 else None
     except ValueError:
         data = None
     if not isinstance(data, dict) or not isinstance(data.get("specs"), list):

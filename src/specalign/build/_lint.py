@@ -152,7 +152,7 @@ def _valid(spec_id: str, prefix: str, n: int) -> bool:
 def _conflicts(text: str) -> list[dict[str, Any]]:
     start, end = text.find("{"), text.rfind("}")
     try:
-        data = json.loads(text[start:end + 1]) if start >= 0 else None
+        data = json.loads(text[start:end + 1], strict=False) if start >= 0 else None
     except ValueError:
         data = None
     if not isinstance(data, dict) or not isinstance(data.get("conflicts"), list):
