@@ -46,7 +46,9 @@ def main() -> None:
         step("scenario new", ["scenario", "new", "Garden Helper", "-d", DESCRIPTION, "--out", str(data)], rows, env)
         step("scenario lint", ["scenario", "lint", str(folder)], rows, env)
         step("curate 14 unsafe + 6 safe", ["curate", str(folder), "--unsafe", "14", "--safe", "6"], rows, env)
-        step("attack", ["attack", str(folder)], rows, env)
+        step("attack (2 rewrites, then 4 more; 2 checks each)", ["attack", str(folder), "--attempts", "2",
+                                                               "--escalation", "2", "--max-attempts", "6",
+                                                               "--checks", "2"], rows, env)
         sheet = Path(tmp) / "sheet.csv"
         t0 = time.perf_counter()
         step("review: export sheet", ["review", str(folder), "--export", str(sheet)], rows, env)
@@ -67,8 +69,9 @@ def main() -> None:
     body = (f"`.venv/bin/python benchmarks/scenario_build.py` on {platform.machine()}, {os.cpu_count()} cores, "
             f"{time.strftime('%Y-%m-%d')}. Every step on the embedded SmolLM2-135M through the CLI, from a "
             "one-paragraph description to an evaluated 20-prompt scenario; the review accepts every item "
-            f"through a sheet (export, import, apply: {review_s:.0f} s in all). The 135M model's drafts and "
-            "prompts are poor: these are the costs of the pipeline, not a scenario worth keeping.\n\n"
+            f"through a sheet (export, import, apply: {review_s:.0f} s in all). The attack budget is cut to 6 rewrites per "
+            "prompt (the default is 4, then 40) to fit 2 cores. The 135M model's drafts and prompts are poor: these "
+            "are the costs of the pipeline, not a scenario worth keeping.\n\n"
             + "\n".join(table) + "\n")
     write_section("Building a scenario on the embedded model", body)
     print(body)
