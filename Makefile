@@ -21,5 +21,13 @@ system:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver tmux >/dev/null; \
 	fi
 
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[local,test,curate]'
+	touch $(STAMP)
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache
