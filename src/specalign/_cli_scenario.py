@@ -125,6 +125,17 @@ def lint(
         sys.exit(1)
 
 
+def _scenario_folder(path: str) -> Path:
+    """A scenario folder of the bundled layout, or one clear error."""
+    from .errors import ConfigError  # noqa: PLC0415
+
+    folder = Path(path)
+    if not (folder / "scenario.yaml").is_file():
+        raise ConfigError(f"{folder} has no scenario.yaml (make one with `specalign scenario new`)",
+                          field="SCENARIO_DIR")
+    return folder
+
+
 def _load(path: str):  # noqa: ANN202
     from .benchmark import load_benchmark  # noqa: PLC0415
     from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
@@ -165,9 +176,7 @@ def curate_cmd(
     from .build import Curator, MiniLMEmbedder, curate, write_prompts  # noqa: PLC0415
     from .errors import ConfigError  # noqa: PLC0415
 
-    folder = Path(scenario_dir)
-    if not (folder / "scenario.yaml").is_file():
-        raise ConfigError(f"{folder} has no scenario.yaml (make one with `specalign scenario new`)", field="SCENARIO_DIR")
+    folder = _scenario_folder(scenario_dir)
     scenario = load_scenario_dir(folder)
     if unsafe + safe == 0:
         raise ConfigError("nothing to curate: --unsafe and --safe are both 0", field="--unsafe")
@@ -223,11 +232,8 @@ def attack_cmd(
 
     from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
     from .build import Attacker, AttackParams, apply_outcome, to_attack, write_prompts  # noqa: PLC0415
-    from .errors import ConfigError  # noqa: PLC0415
 
-    folder = Path(scenario_dir)
-    if not (folder / "scenario.yaml").is_file():
-        raise ConfigError(f"{folder} has no scenario.yaml", field="SCENARIO_DIR")
+    folder = _scenario_folder(scenario_dir)
     scenario = load_scenario_dir(folder)
     params = AttackParams(tactics=tactics, attempts=attempts, escalation=escalation, max_attempts=max_attempts,
                           checks=checks, seed=seed)
@@ -285,9 +291,7 @@ def review_cmd(
         ReviewLog, decision_summary, export_sheet, import_sheet, review_items, reviewer_name)
     from .errors import ConfigError  # noqa: PLC0415
 
-    folder = Path(scenario_dir)
-    if not (folder / "scenario.yaml").is_file():
-        raise ConfigError(f"{folder} has no scenario.yaml", field="SCENARIO_DIR")
+    folder = _scenario_folder(scenario_dir)
     if only is not None and only not in ("specs", "prompts", "attacks"):
         raise ConfigError(f"must be specs, prompts or attacks, got {only!r}", field="--only")
     scenario = load_scenario_dir(folder)

@@ -3,7 +3,6 @@ sentence embeddings, and sample the requested counts reproducibly."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from ..benchmark import Prompt, Scenario
 from ..errors import ModelError, RunDirError
 from ..models import Message, Model
 from ._dedupe import Embedder, greedy_dedupe
-from ._text import normalise
+from ._text import json_object, normalise
 
 SYSTEM = ("You help build an evaluation set for an AI assistant deployed in one product. You write realistic "
           "user messages and judge them. You answer with JSON only.")
@@ -81,14 +80,8 @@ VERDICT_ITEM = {"type": "object", "properties": {"id": {"type": "integer"}, "kee
 
 
 def _json_list(text: str, key: str) -> list[Any]:
-    start, end = text.find("{"), text.rfind("}")
-    try:
-        data = json.loads(text[start:end + 1], strict=False) if start >= 0 else None
-    except ValueError:
-        data = None
-    if not isinstance(data, dict) or not isinstance(data.get(key), list):
-        return []
-    return data[key]
+    data = json_object(text)
+    return data[key] if data is not None and isinstance(data.get(key), list) else []
 
 
 class Curator:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from ..errors import ConfigError, ModelError, RunDirError
 from ..models import Message, Model
 from ._catalog import COMPLETENESS_RULE, DESIGN_PRINCIPLES, SAFETY_CATEGORIES
 from ._lint import is_completeness_rule
-from ._text import near_duplicate
+from ._text import json_object, near_duplicate
 
 SYSTEM = ("You write specifications for AI assistants deployed in one product. A specification is one short, "
           "checkable rule. You answer with JSON only.")
@@ -94,12 +93,8 @@ async def _ask(model: Model, task: str, schema: dict[str, Any]) -> list[str]:
 
 def _spec_texts(text: str) -> list[str]:
     """The ``text`` of every item of the JSON answer (a leading or trailing chatter is tolerated)."""
-    start, end = text.find("{"), text.rfind("}")
-    try:
-        data = json.loads(text[start:end + 1], strict=False) if start >= 0 else None
-    except ValueError:
-        data = None
-    if not isinstance(data, dict) or not isinstance(data.get("specs"), list):
+    data = json_object(text)
+    if data is None or not isinstance(data.get("specs"), list):
         raise ModelError(f"the draft is not the JSON asked for: {text[:200]!r}")
     return [str(x.get("text", "")) if isinstance(x, dict) else str(x) for x in data["specs"]]
 

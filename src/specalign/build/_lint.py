@@ -3,7 +3,6 @@ a model's judgement where it must be (conflicts between behavioral and safety sp
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Literal
 
@@ -13,7 +12,7 @@ from ..benchmark import Scenario
 from ..errors import ModelError
 from ..models import Message, Model
 from ._catalog import COMPLETENESS_RULE
-from ._text import content_words, near_duplicate, normalise, similarity
+from ._text import content_words, json_object, near_duplicate, normalise, similarity
 
 FindingKind = Literal["duplicate", "near_duplicate", "vague", "conflict", "completeness_rule"]
 
@@ -150,12 +149,8 @@ def _valid(spec_id: str, prefix: str, n: int) -> bool:
 
 
 def _conflicts(text: str) -> list[dict[str, Any]]:
-    start, end = text.find("{"), text.rfind("}")
-    try:
-        data = json.loads(text[start:end + 1], strict=False) if start >= 0 else None
-    except ValueError:
-        data = None
-    if not isinstance(data, dict) or not isinstance(data.get("conflicts"), list):
+    data = json_object(text)
+    if data is None or not isinstance(data.get("conflicts"), list):
         raise ModelError(f"the conflict check did not answer in the JSON asked for: {text[:200]!r}")
     return [x for x in data["conflicts"] if isinstance(x, dict)]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from difflib import SequenceMatcher
+from typing import Any
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an the of to and or in on for with by from as at be is are any every all its it this that "
@@ -36,3 +38,13 @@ def similarity(a: str, b: str) -> float:
 
 def near_duplicate(a: str, b: str, threshold: float = 0.8) -> bool:
     return similarity(a, b) >= threshold
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object in a model's answer (chatter around it and raw control characters tolerated), or None."""
+    start, end = text.find("{"), text.rfind("}")
+    try:
+        data = json.loads(text[start:end + 1], strict=False) if start >= 0 else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
