@@ -57,9 +57,19 @@ class CapabilityError(ConfigError):
 
 
 class ModelError(SpecalignError):
-    """A model call failed after its retries."""
+    """A model call failed after its retries.
+
+    ``kind`` says how (``timeout``, ``connection``, ``status``, ``malformed``, ``auth``,
+    ``not_found``, ``quota``, ``rejected``; None when unknown) and ``status`` is the upstream's
+    last HTTP status, when it sent one: the gateway maps them to its own status codes.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, kind: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
 
 
 class ModelAccessError(ModelError):

@@ -56,7 +56,7 @@ class ScoredSample(BaseModel):
     """What aggregation needs of one sample."""
 
     scenario: str
-    label: Literal["safe", "unsafe"]
+    label: Literal["safe", "unsafe", "unlabeled"]
     score: SampleScore | None = None  # None: unscored
     verdicts: dict[str, str] = Field(default_factory=dict)
 

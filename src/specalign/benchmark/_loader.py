@@ -66,6 +66,8 @@ def select_prompts(scenario: Scenario, limit: int | None) -> list[Prompt]:
     prompts = scenario.prompts
     if not limit or limit >= len(prompts):
         return list(prompts)
+    if any(p.label == "unlabeled" for p in prompts):  # no ratio to keep
+        return list(prompts[:limit])
     unsafe = [p for p in prompts if p.label == "unsafe"]
     safe = [p for p in prompts if p.label == "safe"]
     total = len(prompts)

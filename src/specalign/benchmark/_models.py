@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Label = Literal["safe", "unsafe"]
+#: a prompt's label; ``unlabeled`` (live traffic, a user's own prompts) counts in the full set only
+PromptLabel = Literal["safe", "unsafe", "unlabeled"]
 SpecKind = Literal["safety", "behavioral"]
 
 
@@ -29,13 +31,22 @@ class Spec(BaseModel):
         return v
 
 
+class Turn(BaseModel):
+    """One earlier turn of a conversation that a prompt continues."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
 class Prompt(BaseModel):
-    """One benchmark item."""
+    """One benchmark item, or one live request (``system`` and ``history`` carry its conversation)."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=200)
-    label: Label
+    label: PromptLabel
     prompt: str = Field(min_length=1, description="the text sent to the model (attack-enhanced for unsafe items)")
     original_prompt: str = Field(min_length=1, description="the pre-attack text, shown to the judge")
     reference_answer: str | None = None
@@ -43,6 +54,8 @@ class Prompt(BaseModel):
     attack: str | None = None
     seed_spec: str | None = Field(None, description="the safety spec (S<n>) an unsafe prompt was generated from")
     attack_attempts: int | None = Field(None, ge=0, description="rewrites tried by `specalign attack` (kept or not)")
+    system: str | None = Field(None, description="the caller's own system prompt (replaces the method's default)")
+    history: list[Turn] | None = Field(None, description="earlier turns of the conversation, oldest first")
 
     @field_validator("prompt", "original_prompt")
     @classmethod
@@ -107,7 +120,7 @@ class Benchmark(BaseModel):
         for s in self.scenarios:
             data = s.model_dump(mode="json")
             for prompt in data["prompts"]:  # fields added later count only when set: old hashes stay valid
-                for later in ("seed_spec", "attack_attempts"):
+                for later in ("seed_spec", "attack_attempts", "system", "history"):
                     if prompt.get(later) is None:
                         prompt.pop(later, None)
             h.update(json.dumps(data, sort_keys=True, ensure_ascii=False).encode())

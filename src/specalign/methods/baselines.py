@@ -33,10 +33,19 @@ def spec_augmented_prompt(scenario: Scenario, question: str) -> str:
     )
 
 
+def conversation(system_prompt: str, prompt: Prompt, user: str) -> list[Message]:
+    """System prompt, the prompt's earlier turns (live requests), then ``user`` as the last turn.
+
+    A caller's own system prompt (``prompt.system``) replaces the method's default one.
+    """
+    head = [Message(role="system", content=prompt.system or system_prompt)]
+    head += [Message(role=t.role, content=t.content) for t in prompt.history or ()]
+    return [*head, Message(role="user", content=user)]
+
+
 def vanilla_messages(system_prompt: str, scenario: Scenario, prompt: Prompt) -> list[Message]:
     """The conversation ``vanilla`` sends; other methods start from it so its calls are shared (cached)."""
-    return [Message(role="system", content=system_prompt),
-            Message(role="user", content=spec_augmented_prompt(scenario, prompt.prompt))]
+    return conversation(system_prompt, prompt, spec_augmented_prompt(scenario, prompt.prompt))
 
 
 def answer_of(ctx: MethodContext, out: Completion) -> Answer:
@@ -55,8 +64,7 @@ class Raw(GenerationMethod):
     Params = BaselineParams
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
-        messages = [Message(role="system", content=self.params.system_prompt), Message(role="user", content=prompt.prompt)]
-        return answer_of(ctx, await ctx.chat("answer", messages))
+        return answer_of(ctx, await ctx.chat("answer", conversation(self.params.system_prompt, prompt, prompt.prompt)))
 
 
 @register_method

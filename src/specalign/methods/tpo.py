@@ -14,7 +14,7 @@ from ._candidates import Candidate, CandidateParams, best, chosen_answer, first_
 from ._context import MethodContext
 from ._registry import register_method
 from ._text import split_thought
-from .baselines import answer_of, spec_augmented_prompt
+from .baselines import answer_of, conversation, spec_augmented_prompt
 
 CRITIC_SYSTEM = (
     "You evaluate answers given by an assistant deployed as {name}.\n\n"
@@ -112,7 +112,7 @@ class TPO(GenerationMethod):
         """The parsed rewrites as candidates, and how many rewrites could not be parsed."""
         user = spec_augmented_prompt(scenario, prompt.prompt) + UPDATE.format(chosen=chosen.answer.response,
                                                                               guidance=guidance)
-        messages = [Message(role="system", content=self.params.system_prompt), Message(role="user", content=user)]
+        messages = conversation(self.params.system_prompt, prompt, user)
         outs = await asyncio.gather(*(
             ctx.chat("update", messages, params=params, sample_index=it * self.params.samples + k, round=it, index=k)
             for k in range(self.params.samples)))

@@ -253,7 +253,7 @@ class LlamaCppBackend(ModelBackend):
         try:
             rendered = _formatter(shared, template)(messages=messages)
         except Exception as e:  # a template may refuse a conversation (roles must alternate, ...)
-            raise ModelError(f"the chat template refused these messages: {type(e).__name__}: {e}") from None
+            raise ModelError(f"the chat template refused these messages: {type(e).__name__}: {e}", kind="rejected") from None
         text = rendered.prompt + prefix
         return shared.llama.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
@@ -270,7 +270,7 @@ class LlamaCppBackend(ModelBackend):
         try:
             return fn(**kwargs)
         except ValueError as e:
-            raise ModelError(self._overflow_message(e)) from None
+            raise ModelError(self._overflow_message(e), kind="rejected") from None
         except Exception as e:
             raise ModelError(f"llama.cpp failed: {type(e).__name__}: {e}") from None
 
@@ -279,7 +279,7 @@ class LlamaCppBackend(ModelBackend):
         n_ctx = self.settings.n_ctx
         room = n_ctx - prompt
         if room < MIN_GENERATION_TOKENS:
-            raise ModelError(f"prompt of {prompt} tokens does not fit the context window of {n_ctx}")
+            raise ModelError(f"prompt of {prompt} tokens does not fit the context window of {n_ctx}", kind="rejected")
         return room if max_tokens <= 0 else min(max_tokens, room)
 
     def _overflow_message(self, error: ValueError) -> str:

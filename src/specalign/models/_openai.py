@@ -38,10 +38,12 @@ _sleep = asyncio.sleep
 class _Retry(Exception):
     """A failed attempt worth another; ``delay`` is the wait the server asked for, if any."""
 
-    def __init__(self, reason: str, delay: float | None = None):
+    def __init__(self, reason: str, delay: float | None = None, *, kind: str = "status", status: int | None = None):
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
+        self.kind = kind
+        self.status = status
 
 
 class _LoopState:
@@ -86,19 +88,19 @@ class OpenAIBackend(ModelBackend):
     async def chat(self, request: ChatRequest) -> Completion:
         kwargs = self._create_kwargs(request)
         attempts = self.settings.max_retries + 1
-        url, last = self._urls[0], ""
+        url, last, final = self._urls[0], "", _Retry("no attempt made")
         for attempt in range(attempts):
             url = self._urls[next(self._turn) % len(self._urls)]
             try:
                 return await self._attempt(url, kwargs)
             except _Retry as r:
-                last = r.reason
+                last, final = r.reason, r
                 log.debug("attempt %d at %s failed: %s", attempt + 1, url, last)
                 if attempt + 1 < attempts:
                     await _sleep(self._delay(attempt, r.delay))
         tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
         raise ModelError(self._scrub(f"chat call to {url} (model {self.settings.model_name!r}) "
-                                     f"failed after {tries}: {last}"))
+                                     f"failed after {tries}: {last}"), kind=final.kind, status=final.status)
 
     async def aclose(self) -> None:
         state, self._state = self._state, None
@@ -154,12 +156,12 @@ class OpenAIBackend(ModelBackend):
     def _completion(self, response: Any, kwargs: dict[str, Any]) -> Completion:
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list) or not choices:
-            raise _Retry("malformed response: no choices")
+            raise _Retry("malformed response: no choices", kind="malformed")
         choice = choices[0]
         message = getattr(choice, "message", None)
         content = getattr(message, "content", None) or ""
         if message is None or not isinstance(content, str):
-            raise _Retry("malformed response: choice without a text message")
+            raise _Retry("malformed response: choice without a text message", kind="malformed")
         reasoning = _reasoning(message)
         continuing = bool((kwargs.get("extra_body") or {}).get("continue_final_message"))
         if reasoning and continuing:  # the thought is already open in the prefix: no opening marker
@@ -185,33 +187,34 @@ class OpenAIBackend(ModelBackend):
         if isinstance(err, openai.APIStatusError):
             return self._status_error(err, url)
         if isinstance(err, openai.APITimeoutError):
-            return _Retry(f"no answer within the {self.settings.timeout:g} s timeout")
+            return _Retry(f"no answer within the {self.settings.timeout:g} s timeout", kind="timeout")
         if isinstance(err, openai.APIConnectionError):
             cause = err.__cause__ or err
-            return _Retry(f"connection error ({type(cause).__name__}: {_one_line(str(cause)) or 'no detail'})")
+            return _Retry(f"connection error ({type(cause).__name__}: {_one_line(str(cause)) or 'no detail'})",
+                          kind="connection")
         if isinstance(err, openai.APIResponseValidationError):
-            return _Retry("malformed response: body does not match the chat.completion shape")
+            return _Retry("malformed response: body does not match the chat.completion shape", kind="malformed")
         if isinstance(err, _transport_errors()):
-            return _Retry(f"broken response ({type(err).__name__}: {_one_line(str(err))})")
+            return _Retry(f"broken response ({type(err).__name__}: {_one_line(str(err))})", kind="connection")
         return err
 
     def _status_error(self, err: Any, url: str) -> Exception:
         status, message = err.status_code, self._scrub(_server_message(err))
         if status in (401, 403):
             return ModelAccessError(f"authentication failed for {url} (HTTP {status}: {message}): "
-                                    f"check the {self._key_env} environment variable")
+                                    f"check the {self._key_env} environment variable", kind="auth", status=status)
         if status == 404:
             return ModelAccessError(f"model {self.settings.model_name!r} not found at {url} ({message}); "
-                                    f"list the served models with GET {url}/models")
+                                    f"list the served models with GET {url}/models", kind="not_found", status=status)
         if status == 429 and "insufficient_quota" in (err.code, err.type):
-            return ModelAccessError(f"quota exhausted at {url}: {message}")
+            return ModelAccessError(f"quota exhausted at {url}: {message}", kind="quota", status=status)
         if status in RETRYABLE_STATUS or status >= 500:
             delay = _retry_after(err.response.headers)
             if delay is not None and delay > MAX_RETRY_AFTER:
                 return ModelAccessError(f"{url} asks to wait {delay:.0f} s before retrying (HTTP {status}: "
-                                        f"{message}); treating it as an exhausted quota")
-            return _Retry(f"HTTP {status}: {message}", delay)
-        return ModelError(f"{url} rejected the request (HTTP {status}): {message}")
+                                        f"{message}); treating it as an exhausted quota", kind="quota", status=status)
+            return _Retry(f"HTTP {status}: {message}", delay, status=status)
+        return ModelError(f"{url} rejected the request (HTTP {status}): {message}", kind="rejected", status=status)
 
     def _delay(self, attempt: int, server_delay: float | None) -> float:
         if server_delay is not None:

@@ -79,7 +79,7 @@ class SampleEntry(BaseModel):
     id: str = Field(description="report scenario key / prompt id")
     scenario: str
     prompt_id: str
-    label: Literal["safe", "unsafe"] | None
+    label: Literal["safe", "unsafe", "unlabeled"] | None
     prompt: str = ""
     original_prompt: str | None = None
     runs: dict[int, SampleRun] = Field(default_factory=dict, description="run index → the run's sample")

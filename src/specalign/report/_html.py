@@ -210,8 +210,9 @@ def _browser() -> str:
 spec's verdict with the judge's reason.</p>
 <div class="filters">
 <select id="f-scenario" aria-label="scenario"><option value="">all scenarios</option></select>
-<select id="f-label" aria-label="label"><option value="">safe and unsafe prompts</option>
-<option value="unsafe">unsafe prompts</option><option value="safe">safe prompts</option></select>
+<select id="f-label" aria-label="label"><option value="">all prompts</option>
+<option value="unsafe">unsafe prompts</option><option value="safe">safe prompts</option>
+<option value="unlabeled">unlabeled (live) prompts</option></select>
 <select id="f-run" aria-label="run"><option value="">all runs</option></select>
 <select id="f-status" aria-label="status"><option value="">any status</option><option value="0">scored</option>
 <option value="1">unscored</option><option value="2">generation error</option><option value="3">pending</option></select>

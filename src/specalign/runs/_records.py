@@ -74,7 +74,7 @@ class GenerationRecord(BaseModel):
     sample_id: str
     scenario: str
     prompt_id: str
-    label: Literal["safe", "unsafe"]
+    label: Literal["safe", "unsafe", "unlabeled"]
     status: Literal["ok", "error"]
     prompt_sent: str
     thought: str = ""
@@ -97,7 +97,7 @@ class JudgmentRecord(BaseModel):
     sample_id: str
     scenario: str
     prompt_id: str
-    label: Literal["safe", "unsafe"]
+    label: Literal["safe", "unsafe", "unlabeled"]
     judge_key: str
     status: Literal["scored", "unscored"]
     verdicts: dict[str, SpecVerdict] = Field(default_factory=dict)
