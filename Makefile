@@ -26,7 +26,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[local,test,curate]'
+	$(PY) -m pip install -q -e '.[local,test,curate,serve]'
 	touch $(STAMP)
 
 clean:

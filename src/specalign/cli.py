@@ -12,6 +12,7 @@ from rich.console import Console
 
 from . import __version__
 from ._cli_scenario import attack_cmd, curate_cmd, review_cmd, scenario_app
+from ._cli_serve import serve_cmd
 from .errors import SpecalignError
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.add_typer(scenario_app, name="scenario")
 app.command("curate")(curate_cmd)
 app.command("attack")(attack_cmd)
 app.command("review")(review_cmd)
+app.command("serve")(serve_cmd)
 
 DATA_HELP = "Data source: 'bundled', a directory in the official SpecBench layout, or 'hf:zzzhr97/SpecBench'."
 MODEL_HELP = "'local' (embedded SmolLM2-135M), 'gguf:PATH', 'openai:MODEL@BASE_URL', or a key of --models-config."

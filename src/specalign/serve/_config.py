@@ -1,0 +1,70 @@
+"""The settings of one gateway, as the CLI and the Python API give them."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from ..scoring import DEFAULT_ALPHA, NAPolicy
+
+#: the environment variable that holds the bearer token clients must send
+DEFAULT_TOKEN_ENV = "SPECALIGN_SERVE_TOKEN"
+
+
+class MonitorConfig(BaseModel):
+    """Live monitoring: judge a sampled share of answers in the background."""
+
+    rate: float = Field(default=0.0, ge=0, le=1, description="share of answers judged (0: off)")
+    judge: str = Field(default="local", description="judge model spec, as in `specalign run --judge`")
+    judge_mode: Literal["joint", "sequential"] = "joint"
+    window: int = Field(default=200, ge=1, le=1_000_000, description="judged answers per scenario in the sliding window")
+    out: str | None = Field(default=None, description="run directory root for judged samples (one folder per method)")
+    workers: int = Field(default=2, ge=1, le=256, description="judge calls in flight")
+    queue: int = Field(default=1000, ge=1, le=1_000_000, description="answers waiting to be judged before new ones are dropped")
+    drain_s: float = Field(default=30.0, ge=0, description="at shutdown, how long to finish waiting judgments")
+    alpha: float = Field(default=DEFAULT_ALPHA, ge=0, le=1)
+    na_policy: NAPolicy = "official"
+    seed: int | None = Field(default=None, description="seed of the sampling decision (None: random)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+
+class ServeConfig(BaseModel):
+    """One gateway: the upstream model, the scenarios and methods it offers, its limits."""
+
+    data: str = "bundled"
+    scenarios: list[str] = Field(min_length=1, description="scenario keys of `data`, or scenario folders; the first is the default")
+    methods: list[str] = Field(default_factory=lambda: ["align3"], min_length=1,
+                               description="methods clients may ask for; the first is the default")
+    method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    model: str = "local"
+    models_config: str | None = None
+    served_model_name: str | None = Field(default=None, description="the model id clients send (default: the upstream's)")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    token_env: str = DEFAULT_TOKEN_ENV
+    max_concurrency: int = Field(default=256, ge=1, le=100_000, description="requests in flight; beyond: 429")
+    max_request_bytes: int = Field(default=1_000_000, ge=1024)
+    max_tokens_limit: int = Field(default=8192, ge=1, description="the largest max_tokens a request may ask for")
+    graceful_shutdown_s: float = Field(default=60.0, ge=0)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+    @field_validator("scenarios", "methods")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("names one item twice")
+        return v
+
+    def binds_loopback(self) -> bool:
+        """Whether the gateway listens on this machine only (127.0.0.0/8, ::1, localhost)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False

@@ -1,0 +1,329 @@
+"""Live monitoring: judge a sampled share of answers in the background, keep per-spec violation
+rates over a sliding window, and append every judged sample to a run directory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..benchmark import Benchmark, Prompt, Scenario
+from ..errors import ModelError, RunDirError
+from ..judge import Judge
+from ..methods import GenerationMethod, MethodOutput
+from ..models import Model, Usage, create_model, load_models_config, parse_model_spec
+from ..runs import RunDir
+from ..runs._records import DataInfo, GenerationRecord, JudgmentRecord, Manifest, ScenarioInfo, Selection, Session, now
+from ..runs._runner import _environment
+from ..runs._store import GENERATIONS, JUDGMENTS, RecordWriter
+from ..scoring import score_sample
+from ._config import MonitorConfig
+from ._metrics import GatewayMetrics
+
+log = logging.getLogger("specalign.serve")
+SCENARIOS_DIR = "scenarios"
+RECENT = 20
+
+
+@dataclass
+class _Item:
+    """One answer waiting to be judged."""
+
+    method: GenerationMethod
+    scenario: Scenario
+    prompt: Prompt
+    output: MethodOutput
+    elapsed_s: float
+
+
+@dataclass
+class Violation:
+    """A recent judged answer that broke at least one spec, for the status page."""
+
+    at: str
+    method: str
+    scenario: str
+    sample_id: str
+    specs: list[str]
+    prompt: str
+    response: str
+
+
+@dataclass
+class Window:
+    """The last N judged answers of one (method, scenario): their verdicts, or None when unscored."""
+
+    size: int
+    items: deque = field(default_factory=deque)
+
+    def add(self, letters: str | None, sar: float | None) -> None:
+        self.items.append((letters, sar))
+        while len(self.items) > self.size:
+            self.items.popleft()
+
+    def scored(self) -> list[tuple[str, float]]:
+        return [(v, s) for v, s in self.items if v is not None]
+
+
+class Monitor:
+    """Samples answers, judges them with a bounded queue and worker pool, never delaying a reply."""
+
+    def __init__(self, config: MonitorConfig, scenarios: dict[str, Scenario], methods: dict[str, GenerationMethod],
+                 upstream: Model, metrics: GatewayMetrics, models_config: str | None):
+        self.config = config
+        self.scenarios = scenarios
+        self.methods = methods
+        self.upstream = upstream
+        self.metrics = metrics
+        cfg = load_models_config(models_config) if models_config else {}
+        self.judge_settings = parse_model_spec(config.judge, cfg, models_config)
+        same = self.judge_settings.key == upstream.settings.key
+        judge_model = Model(self.judge_settings, upstream.backend) if same else create_model(self.judge_settings, None)
+        self.judge = Judge(judge_model, config.judge_mode)
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=config.queue)
+        self.windows: dict[tuple[str, str], Window] = {}
+        self.recent: deque[Violation] = deque(maxlen=RECENT)
+        self._random = random.Random(config.seed)
+        self._workers: list[asyncio.Task] = []
+        self._writers: dict[str, tuple[RecordWriter, RecordWriter]] = {}
+        self._runs: dict[str, tuple[RunDir, Manifest]] = {}
+        self._t0 = time.perf_counter()
+        self._register_metrics()
+        if config.out:
+            self._prepare_run_dirs(Path(config.out))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self.config.workers)]
+
+    async def stop(self) -> None:
+        """Finish waiting judgments for up to ``drain_s``; whatever is left is recorded as unscored."""
+        try:
+            await asyncio.wait_for(self.queue.join(), timeout=self.config.drain_s)
+        except asyncio.TimeoutError:
+            pass
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            self._record(item, None, "not judged: the gateway stopped before the judge got to it", 0.0)
+        for gen_w, judge_w in self._writers.values():
+            gen_w.close()
+            judge_w.close()
+        for rd, manifest in self._runs.values():
+            session = manifest.sessions[-1]
+            session.wall_s = round(time.perf_counter() - self._t0, 3)
+            manifest.updated_at = now()
+            try:
+                rd.write_manifest(manifest)
+            except RunDirError as e:
+                log.error("%s", e)
+        if self.judge.model.backend is not self.upstream.backend:
+            await self.judge.model.aclose()
+
+    # -- the request path: one cheap decision ---------------------------------------------------
+    def offer(self, method: GenerationMethod, scenario: Scenario, prompt: Prompt, output: MethodOutput,
+              elapsed_s: float) -> bool:
+        """Queue the answer for judging if it is sampled; True when queued. Never waits."""
+        if self._random.random() >= self.config.rate:
+            return False
+        try:
+            self.queue.put_nowait(_Item(method, scenario, prompt, output, elapsed_s))
+        except asyncio.QueueFull:
+            self.metrics_samples.inc(method=method.name, scenario=scenario.key, outcome="dropped")
+            return False
+        return True
+
+    # -- the background -------------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            item = await self.queue.get()
+            try:
+                await self._judge_one(item)
+            except asyncio.CancelledError:
+                self._record(item, None, "not judged: the gateway stopped while the judge was at it", 0.0)
+                raise
+            except Exception:  # noqa: BLE001  (one broken sample never stops the monitor)
+                log.exception("monitoring %s failed", item.prompt.id)
+            finally:
+                self.queue.task_done()
+
+    async def _judge_one(self, item: _Item) -> None:
+        t0 = time.perf_counter()
+        try:
+            outcome = await self.judge.judge(item.scenario, item.prompt, item.output.response)
+        except ModelError as e:  # access errors too: the sample is recorded unscored, the gateway goes on
+            log.warning("monitor: judge call failed: %s", e)
+            self._record(item, None, f"judge call failed: {e}", time.perf_counter() - t0, call_failed=True)
+            return
+        if outcome.status != "scored":
+            log.warning("monitor: %s/%s left unscored: %s", item.scenario.key, item.prompt.id, outcome.unscored_reason)
+        self._record(item, outcome, outcome.unscored_reason, time.perf_counter() - t0, call_failed=outcome.call_failed)
+
+    def _record(self, item: _Item, outcome: Any, reason: str | None, elapsed: float, *, call_failed: bool = False) -> None:
+        method, scenario = item.method.name, item.scenario.key
+        scored = outcome is not None and outcome.status == "scored"
+        letters = sar = None
+        if scored:
+            ids = scenario_ids(item.scenario)
+            letters = "".join(outcome.verdicts[k].verdict[0] if outcome.verdicts[k].verdict != "NA" else "A" for k in ids)
+            sar = self._sar(item.scenario, outcome.verdicts)
+            for k in ids:
+                self.metrics_verdicts.inc(method=method, scenario=scenario, spec=k, verdict=outcome.verdicts[k].verdict)
+            broken = [k for k in ids if outcome.verdicts[k].verdict == "NO"]
+            if broken:
+                self.recent.appendleft(Violation(now(), method, scenario, f"{scenario}/{item.prompt.id}", broken,
+                                                 item.prompt.prompt, item.output.response))
+        self.window(method, scenario).add(letters, sar)
+        self.metrics_samples.inc(method=method, scenario=scenario, outcome="judged" if scored else "unscored")
+        self._write(item, outcome, reason, elapsed, call_failed)
+
+    def _sar(self, scenario: Scenario, verdicts: dict) -> float:
+        safety = [verdicts[f"S{i}"].verdict for i in range(1, len(scenario.safety_specs) + 1)]
+        behavioral = [verdicts[f"B{i}"].verdict for i in range(1, len(scenario.behavioral_specs) + 1)]
+        return score_sample(safety, behavioral, weights=[b.weight for b in scenario.behavioral_specs],
+                            alpha=self.config.alpha, na_policy=self.config.na_policy).sar
+
+    def window(self, method: str, scenario: str) -> Window:
+        w = self.windows.get((method, scenario))
+        if w is None:
+            w = self.windows[(method, scenario)] = Window(self.config.window)
+        return w
+
+    # -- the run directory ----------------------------------------------------------------------
+    def _prepare_run_dirs(self, root: Path) -> None:
+        """One run directory per method under ``root``, with the served scenarios beside them."""
+        from ..build._draft import write_scenario  # noqa: PLC0415
+
+        bare = [s.model_copy(update={"prompts": []}) for s in self.scenarios.values()]
+        data = DataInfo(source=str((root / SCENARIOS_DIR).resolve()), sha256=Benchmark(source="", scenarios=bare).content_hash(),
+                        scenarios={s.key: ScenarioInfo(name=s.name, n_safety=len(s.safety_specs),
+                                                       n_behavioral=len(s.behavioral_specs),
+                                                       behavioral_weights=[b.weight for b in s.behavioral_specs])
+                                   for s in bare})
+        fresh = {name: self._manifest(method, data) for name, method in self.methods.items()}
+        for name, manifest in fresh.items():
+            rd = RunDir(root / name)
+            if rd.exists():
+                old = rd.read_manifest()
+                if old.generation_key != manifest.generation_key:
+                    raise RunDirError(f"{rd.path} holds live samples of another configuration (model "
+                                      f"{old.model.get('key')!r}, method {old.method.get('name')!r}, scenarios "
+                                      f"{', '.join(old.selection.scenarios)}); use another --monitor-out")
+                manifest = manifest.model_copy(update={"created_at": old.created_at, "sessions": old.sessions})
+            manifest.sessions.append(Session())
+            rd.ensure_writable()
+            self._runs[name] = (rd, manifest)
+        for s in bare:
+            write_scenario(s, root / SCENARIOS_DIR, overwrite=True)
+        for name, (rd, manifest) in self._runs.items():
+            rd.write_manifest(manifest)
+            self._writers[name] = (rd.open_writer(GENERATIONS), rd.open_writer(JUDGMENTS))
+
+    def _manifest(self, method: GenerationMethod, data: DataInfo) -> Manifest:
+        upstream = self.upstream
+        parts = [data.sha256, upstream.backend.identity(), upstream.settings.params, upstream.settings.extra_body,
+                 method.describe(), "live"]
+        key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        judge_desc = self.judge.describe()
+        return Manifest(
+            specalign_version=__version__, generation_key=key, data=data,
+            selection=Selection(scenarios=list(data.scenarios), limit=None, n_samples=0),
+            model=upstream.settings.public_dict(), model_identity=upstream.backend.identity(),
+            method=method.describe(), judge=judge_desc, alpha=self.config.alpha, na_policy=self.config.na_policy,
+            environment=_environment(),
+        )
+
+    def _write(self, item: _Item, outcome: Any, reason: str | None, elapsed: float, call_failed: bool) -> None:
+        writers = self._writers.get(item.method.name)
+        if writers is None:
+            return
+        rd, manifest = self._runs[item.method.name]
+        p, out = item.prompt, item.output
+        sid = f"{item.scenario.key}/{p.id}"
+        base = dict(sample_id=sid, scenario=item.scenario.key, prompt_id=p.id, label="unlabeled")
+        gen = GenerationRecord(**base, status="ok", prompt_sent=conversation_text(p), thought=out.thought,
+                               response=out.response, flags=out.flags, usage=out.usage, scorer_usage=out.scorer_usage,
+                               calls=out.calls, cached_calls=out.cached_calls, steps=out.steps, stats=out.stats,
+                               elapsed_s=item.elapsed_s)
+        judged = JudgmentRecord(**base, judge_key=manifest.judge["key"], status="unscored", unscored_reason=reason,
+                                call_failed=call_failed, elapsed_s=elapsed)
+        if outcome is not None:
+            judged = judged.model_copy(update=dict(
+                status=outcome.status, verdicts=outcome.verdicts, raw_outputs=outcome.raw_outputs,
+                attempts=outcome.attempts, calls=outcome.calls, cached_calls=outcome.cached_calls,
+                usage=Usage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)))
+        try:
+            writers[0].append(gen)
+            writers[1].append(judged)
+        except RunDirError as e:
+            log.error("%s", e)
+            return
+        manifest.sessions[-1].samples_done += 1
+
+    # -- metrics and status ---------------------------------------------------------------------
+    def _register_metrics(self) -> None:
+        r = self.metrics.registry
+        self.metrics_samples = r.counter("specalign_monitor_samples_total",
+                                         "Sampled answers by outcome: judged, unscored (judge failed), dropped (queue full).")
+        self.metrics_verdicts = r.counter("specalign_spec_verdicts_total",
+                                          "Verdicts on judged answers, by method, scenario, spec and verdict (YES, NO, NA).")
+        r.gauge("specalign_monitor_queue_depth", "Answers waiting for the judge.", lambda: [({}, self.queue.qsize())])
+        r.gauge("specalign_spec_violation_rate", "Share of scored answers in the sliding window that broke the spec.",
+                self._rates)
+        r.gauge("specalign_monitor_window_scored", "Scored answers in the sliding window.",
+                lambda: [({"method": m, "scenario": s}, len(w.scored())) for (m, s), w in sorted(self.windows.items())])
+        r.gauge("specalign_monitor_window_sar", "Mean SAR of the scored answers in the sliding window.",
+                lambda: [({"method": m, "scenario": s}, sum(x for _, x in w.scored()) / len(w.scored()))
+                         for (m, s), w in sorted(self.windows.items()) if w.scored()])
+
+    def _rates(self) -> list[tuple[dict[str, str], float]]:
+        out = []
+        for (method, key), w in sorted(self.windows.items()):
+            scored = w.scored()
+            if not scored:
+                continue
+            for i, spec in enumerate(scenario_ids(self.scenarios[key])):
+                broken = sum(letters[i] == "N" for letters, _ in scored)
+                kind = "safety" if spec.startswith("S") else "behavioral"
+                out.append(({"method": method, "scenario": key, "spec": spec, "kind": kind}, broken / len(scored)))
+        return out
+
+    def spec_table(self) -> list[dict[str, Any]]:
+        """Per (method, scenario): window size, SAR, and each spec's violation count and rate."""
+        tables = []
+        for (method, key), w in sorted(self.windows.items()):
+            scenario, scored = self.scenarios[key], w.scored()
+            specs = []
+            for i, spec in enumerate(scenario_ids(scenario)):
+                text = (scenario.safety_specs if spec.startswith("S") else scenario.behavioral_specs)[int(spec[1:]) - 1].text
+                broken = sum(letters[i] == "N" for letters, _ in scored)
+                specs.append({"id": spec, "text": text, "violations": broken,
+                              "rate": broken / len(scored) if scored else None})
+            tables.append({"method": method, "scenario": key, "name": scenario.name, "judged": len(w.items),
+                           "scored": len(scored), "sar": sum(s for _, s in scored) / len(scored) if scored else None,
+                           "specs": specs})
+        return tables
+
+
+def scenario_ids(scenario: Scenario) -> list[str]:
+    return [f"S{i}" for i in range(1, len(scenario.safety_specs) + 1)] + [
+        f"B{i}" for i in range(1, len(scenario.behavioral_specs) + 1)]
+
+
+def conversation_text(prompt: Prompt) -> str:
+    """The request as the report shows it: the last user turn, after the earlier ones when there are any."""
+    if not prompt.system and not prompt.history:
+        return prompt.prompt
+    lines = [f"[system] {prompt.system}"] if prompt.system else []
+    lines += [f"[{t.role}] {t.content}" for t in prompt.history or ()]
+    return "\n\n".join([*lines, f"[user] {prompt.prompt}"])

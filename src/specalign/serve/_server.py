@@ -1,0 +1,97 @@
+"""Run the gateway under uvicorn: ready line, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from collections.abc import Callable
+
+from ..errors import ConfigError
+from ._config import ServeConfig
+from ._gateway import Gateway
+from ._monitor import Monitor
+
+
+def build_gateway(config: ServeConfig) -> tuple[Gateway, Monitor | None]:
+    """The gateway and its monitor, checked: every configuration error is raised here."""
+    gateway = Gateway(config)
+    monitor = None
+    if config.monitor.enabled:
+        monitor = Monitor(config.monitor, gateway.scenarios, gateway.methods, gateway.model, gateway.metrics,
+                          config.models_config)
+    return gateway, monitor
+
+
+def _announce(url: str) -> None:
+    print(f"specalign gateway ready: {url}/v1 (status page {url}/status, metrics {url}/metrics)",
+          file=sys.stderr, flush=True)
+
+
+async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = _announce) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests finish (up to ``graceful_shutdown_s``), then
+    waiting judgments are drained and the run directories closed."""
+    import uvicorn  # noqa: PLC0415
+
+    from ._app import create_app  # noqa: PLC0415
+
+    _log_to_stderr()
+    gateway, monitor = build_gateway(config)
+    app = create_app(gateway, monitor)
+    sock = listen_socket(config.host, config.port)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            self._captured_signals.clear()  # a graceful stop is a normal exit, not death by signal
+
+    server = Server(uvicorn.Config(
+        app, host=config.host, port=config.port, log_level="info", access_log=False, lifespan="on",
+        timeout_graceful_shutdown=config.graceful_shutdown_s, server_header=False))
+
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.02)
+        port = sock.getsockname()[1]
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        on_ready(f"http://{host}:{port}")
+
+    watcher = asyncio.create_task(announce())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watcher.cancel()
+        sock.close()
+    if not server.started:
+        raise SystemExit(1)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("specalign.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A bound socket, so that a taken port or an unknown host is one clear error before anything starts."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}", field="--port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: ServeConfig) -> None:
+    """Blocking: run the gateway ``config`` describes."""
+    asyncio.run(serve_async(config))
