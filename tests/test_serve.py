@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import openai
@@ -483,3 +482,27 @@ def test_status_page_escapes_live_text_in_chromium(tmp_path):
             assert driver.execute_script("return window.__pwned === undefined") is True
             assert console_errors(driver) == []
             assert "100.0%" in driver.find_element(By.TAG_NAME, "body").text
+
+
+@pytest.mark.slow
+def test_embedded_model_upstream():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'specalign[local]')")
+    with running_gateway("-s", "child", "--method", "vanilla,align3") as gw:
+        c = client(gw, timeout=300)
+        assert [m.id for m in c.models.list().data] == ["SmolLM2-135M-Instruct"]
+        r = c.chat.completions.create(model="SmolLM2-135M-Instruct", max_tokens=24, temperature=0, seed=1,
+                                      messages=[{"role": "user", "content": "Tell me a story about a kind dragon."}])
+        assert r.choices[0].message.content.strip()
+        assert r.usage.prompt_tokens > 100 and 0 < r.usage.completion_tokens <= 24
+        assert r.choices[0].finish_reason in ("stop", "length")
+        chunks = list(c.chat.completions.create(
+            model="SmolLM2-135M-Instruct", max_tokens=16, temperature=0, seed=1, stream=True,
+            stream_options={"include_usage": True}, extra_body={"specalign": {"method": "align3", "include_thought": True}},
+            messages=[{"role": "user", "content": "Tell me a story about a kind dragon."}]))
+        thought = "".join((ch.choices[0].delta.model_extra or {}).get("reasoning_content", "") for ch in chunks if ch.choices)
+        text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        assert thought.strip() and text.strip()
+        assert chunks[-1].usage.completion_tokens > 16, "align3 spends tokens on several stages"
+        final = [ch for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+        assert final[0].model_extra["specalign"]["method"] == "align3"
+        assert final[0].model_extra["specalign"]["upstream_calls"] >= 2

@@ -89,5 +89,8 @@ class ModelBackend(abc.ABC):
     async def chat(self, request: ChatRequest) -> Completion:
         """Run one chat completion."""
 
+    async def warm(self) -> None:  # noqa: B027  (optional hook)
+        """Get ready for the first call (load weights, open clients); the gateway calls it at start-up."""
+
     async def aclose(self) -> None:  # noqa: B027  (optional hook)
         """Release connections or memory."""

@@ -210,6 +210,9 @@ class LlamaCppBackend(ModelBackend):
         with shared.lock:
             return len(shared.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
+    async def warm(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(_llama_thread(), self.shared)
+
     async def chat(self, request: ChatRequest) -> Completion:
         return await asyncio.get_running_loop().run_in_executor(_llama_thread(), self._chat_blocking, request)
 

@@ -46,13 +46,23 @@ class _Retry(Exception):
         self.status = status
 
 
-class _LoopState:
-    """Clients and semaphores bound to one event loop."""
+#: connections per SDK client: httpx's pool scans every connection on each request, so a high
+#: concurrency is spread over several clients (shards) instead of one large pool
+CONNECTIONS_PER_CLIENT = 32
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, clients: dict[str, Any], limit: int):
+
+class _LoopState:
+    """Clients (one or more shards per URL) and semaphores bound to one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, clients: dict[str, list[Any]], limit: int):
         self.loop = loop
         self.clients = clients
         self.semaphores = {url: asyncio.Semaphore(limit) for url in clients}
+        self._turn = itertools.count()
+
+    def client(self, url: str) -> Any:
+        shards = self.clients[url]
+        return shards[0] if len(shards) == 1 else shards[next(self._turn) % len(shards)]
 
 
 class OpenAIBackend(ModelBackend):
@@ -102,11 +112,14 @@ class OpenAIBackend(ModelBackend):
         raise ModelError(self._scrub(f"chat call to {url} (model {self.settings.model_name!r}) "
                                      f"failed after {tries}: {last}"), kind=final.kind, status=final.status)
 
+    async def warm(self) -> None:
+        self._loop_state()
+
     async def aclose(self) -> None:
         state, self._state = self._state, None
         if state is None or state.loop is not asyncio.get_running_loop():
             return
-        for client in state.clients.values():
+        for client in (c for shards in state.clients.values() for c in shards):
             try:
                 await client.close()
             except Exception:  # noqa: BLE001  (closing is best effort)
@@ -118,7 +131,7 @@ class OpenAIBackend(ModelBackend):
         state = self._loop_state()
         async with state.semaphores[url]:
             try:
-                response = await _post_chat(state.clients[url], kwargs)
+                response = await _post_chat(state.client(url), kwargs)
             except Exception as err:  # noqa: BLE001  (sorted into retry / fail below)
                 failure = self._classify(err, url)
                 if failure is err:
@@ -235,8 +248,9 @@ class OpenAIBackend(ModelBackend):
         if self._state is None or self._state.loop is not loop:
             from openai import AsyncOpenAI  # noqa: PLC0415
 
-            clients = {url: AsyncOpenAI(api_key=self._api_key, base_url=url, max_retries=0,
-                                        timeout=self.settings.timeout) for url in self._urls}
+            shards = -(-self.settings.max_concurrency // CONNECTIONS_PER_CLIENT)
+            clients = {url: [AsyncOpenAI(api_key=self._api_key, base_url=url, max_retries=0, timeout=self.settings.timeout)
+                             for _ in range(shards)] for url in self._urls}
             self._state = _LoopState(loop, clients, self.settings.max_concurrency)
         return self._state
 

@@ -40,6 +40,9 @@ async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = 
     gateway, monitor = build_gateway(config)
     app = create_app(gateway, monitor)
     sock = listen_socket(config.host, config.port)
+    await gateway.model.backend.warm()  # load weights, open clients: the first request pays nothing extra
+    if monitor is not None:
+        await monitor.judge.model.backend.warm()
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:

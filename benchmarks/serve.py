@@ -1,0 +1,258 @@
+"""Load on the gateway: N concurrent clients on loopback, through `specalign serve`, against an upstream
+with a fixed latency. Writes its figures to docs/benchmarks.md.
+
+Three processes share the machine: the upstream (a small OpenAI-compatible ASGI app under uvicorn that
+answers every chat call after exactly L seconds), the gateway (`specalign serve`), and the clients
+(this script: N keep-alive HTTP/1.1 connections, each sending the next request as soon as the last one
+was answered). Every level runs twice, first straight at the upstream, then through the gateway, with
+the same clients and requests; the latency the gateway adds is the difference.
+
+    .venv/bin/python benchmarks/serve.py                    # levels 1, 10, 50, 200; vanilla and align3
+    .venv/bin/python benchmarks/serve.py --levels 200 --seconds 5 --no-write
+    .venv/bin/python benchmarks/serve.py --upstream --latency 0.05 --port-file /tmp/p   # the upstream alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+from demo import write_section  # noqa: E402
+from gateway_proc import running_gateway  # noqa: E402
+
+MODEL = "bench-model"
+ANSWER = " ".join(["The little owl found a lantern and shared its light with every friend in the wood."] * 10)
+
+
+# -- the upstream -------------------------------------------------------------------------------
+
+def upstream_app(latency: float):  # noqa: ANN201
+    """A raw ASGI app: ``/v1/models`` and ``/v1/chat/completions`` answered after ``latency`` seconds."""
+    counter = {"n": 0}
+
+    async def app(scope, receive, send):  # noqa: ANN001, ANN202
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        if scope["path"].endswith("/models"):
+            payload = {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]}
+        else:
+            req = json.loads(body)
+            await asyncio.sleep(latency)
+            counter["n"] += 1
+            prompt = sum(len(str(m.get("content", "")).split()) for m in req["messages"])
+            completion = len(ANSWER.split())
+            payload = {"id": f"chatcmpl-{counter['n']}", "object": "chat.completion", "created": int(time.time()),
+                       "model": req["model"], "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                                                           "message": {"role": "assistant", "content": ANSWER}}],
+                       "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                 "total_tokens": prompt + completion}}
+        data = json.dumps(payload).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+    return app
+
+
+def run_upstream(latency: float, port_file: str) -> None:
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    Path(port_file).write_text(str(sock.getsockname()[1]))
+    server = uvicorn.Server(uvicorn.Config(upstream_app(latency), log_level="warning", access_log=False,
+                                           backlog=4096))
+    server.run(sockets=[sock])
+
+
+class Upstream:
+    def __init__(self, latency: float):
+        self.port_file = Path(tempfile.mkdtemp()) / "port"
+        self.proc = subprocess.Popen([sys.executable, __file__, "--upstream", "--latency", str(latency),
+                                      "--port-file", str(self.port_file)])
+        deadline = time.monotonic() + 30
+        while not self.port_file.exists() or not self.port_file.read_text():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("the upstream did not start")
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{int(self.port_file.read_text())}"
+        time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+# -- the clients --------------------------------------------------------------------------------
+
+class Client:
+    """One keep-alive HTTP/1.1 connection that posts a chat request, reads the answer, and repeats."""
+
+    def __init__(self, host: str, port: int, path: str, body: bytes):
+        self.addr = (host, port)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer unused\r\nContent-Length: {len(body)}\r\n\r\n")
+        self.request = head.encode() + body
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def once(self) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(*self.addr)
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length)
+        if status != 200 or b'"choices"' not in body:
+            return status or 599
+        return 200
+
+
+async def load(url: str, path: str, body: bytes, clients: int, seconds: float, warmup: float) -> dict:
+    host, port = url.removeprefix("http://").split(":")
+    pool = [Client(host, int(port), path, body) for _ in range(clients)]
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    t_start = time.perf_counter()
+    t_measure, t_end = t_start + warmup, t_start + warmup + seconds
+
+    async def loop(c: Client) -> None:
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= t_end:
+                return
+            try:
+                status = await c.once()
+            except (OSError, asyncio.IncompleteReadError) as e:
+                status = type(e).__name__
+                c.writer = None
+            t1 = time.perf_counter()
+            if t0 >= t_measure:
+                if status == 200:
+                    latencies.append(t1 - t0)
+                else:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+
+    await asyncio.gather(*(loop(c) for c in pool))
+    for c in pool:
+        if c.writer is not None:
+            c.writer.close()
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
+    return {"n": len(latencies), "rps": len(latencies) / seconds, "p50": q[49], "p99": q[98], "errors": errors}
+
+
+def chat_body(method: str) -> bytes:
+    req = {"model": MODEL, "messages": [{"role": "user", "content": "Write a short story about a brave owl who is afraid of the dark."}]}
+    if method != "vanilla":
+        req["specalign"] = {"method": method}
+    return json.dumps(req).encode()
+
+
+def measure(levels: list[int], latency: float, seconds: float, methods: list[str]) -> list[dict]:
+    rows = []
+    upstream = Upstream(latency)
+    try:
+        params = ["-p", "align3.no_prefill=multi_turn"] if "align3" in methods else []
+        with running_gateway("-s", "child", "--method", ",".join(methods), "-m", f"openai:{MODEL}@{upstream.url}/v1",
+                             "--max-concurrency", "1024", *params) as gw:
+            for method in methods:
+                body = chat_body(method)
+                for n in levels if method == "vanilla" else levels[-1:]:
+                    direct = asyncio.run(load(upstream.url, "/v1/chat/completions", chat_body("vanilla"), n, seconds, 1.0))
+                    through = asyncio.run(load(gw.url, "/v1/chat/completions", body, n, seconds, 1.0))
+                    row = {"method": method, "clients": n, "direct": direct, "gateway": through}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    finally:
+        upstream.stop()
+    return rows
+
+
+def ms(x: float) -> str:
+    return f"{1000 * x:.1f}"
+
+
+def table(rows: list[dict], latency: float) -> str:
+    out = ["| method | clients | upstream calls / request | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        d, g = r["direct"], r["gateway"]
+        calls = 1 if r["method"] == "vanilla" else 3
+        # the added latency is measured against `calls` direct round trips
+        added50, added99 = g["p50"] - calls * d["p50"], g["p99"] - calls * d["p99"]
+        errors = sum(g["errors"].values())
+        detail = "" if not errors else " (" + ", ".join(f"{k}: {v}" for k, v in g["errors"].items()) + ")"
+        out.append(f"| {r['method']} | {r['clients']} | {calls} | {g['rps']:.0f} | {ms(g['p50'])} | {ms(g['p99'])} | "
+                   f"{ms(added50)} | {ms(added99)} | {errors}{detail} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--upstream", action="store_true", help="run only the upstream server (used by the benchmark)")
+    ap.add_argument("--port-file")
+    ap.add_argument("--latency", type=float, default=0.05, help="seconds the upstream takes per chat call")
+    ap.add_argument("--levels", default="1,10,50,200", help="concurrent clients, comma-separated")
+    ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds per level (after 1 s of warm-up)")
+    ap.add_argument("--methods", default="vanilla,align3")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = ap.parse_args()
+    if args.upstream:
+        run_upstream(args.latency, args.port_file)
+        return
+    levels = [int(x) for x in args.levels.split(",")]
+    rows = measure(levels, args.latency, args.seconds, args.methods.split(","))
+    body = (
+        f"`.venv/bin/python benchmarks/serve.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+        f"{os.cpu_count()} cores shared by the clients, the gateway and the upstream; Python "
+        f"{platform.python_version()}). The upstream answers every chat call after exactly "
+        f"{ms(args.latency)} ms. Each level runs {args.seconds:g} s (after 1 s of warm-up) straight at the upstream, "
+        "then through `specalign serve -s child` with the same clients: closed-loop keep-alive connections, each "
+        "sending its next request when the last is answered. *Added* latency is the gateway's percentile minus the "
+        "direct one (times the upstream calls per request: align3 runs its three stages as turns here, "
+        "`-p align3.no_prefill=multi_turn`, because the upstream declares no prefill). Errors count every non-200 "
+        "answer and every broken connection.\n\n"
+        f"{table(rows, args.latency)}\n\n"
+        "Straight at the upstream, the same clients get: "
+        + ", ".join(f"{r['clients']} clients {r['direct']['rps']:.0f} req/s, p50 {ms(r['direct']['p50'])} ms"
+                    for r in rows if r["method"] == "vanilla") + ".\n"
+    )
+    print(body)
+    if not args.no_write:
+        write_section("Gateway under load (`specalign serve`)", body)
+
+
+if __name__ == "__main__":
+    main()
