@@ -139,15 +139,19 @@ class Client:
         return 200
 
 
-async def load(url: str, path: str, body: bytes, clients: int, seconds: float, warmup: float) -> dict:
+async def load(url: str, path: str, body: bytes, clients: int, seconds: float, warmup: float,
+               spread: float = 0.0) -> dict:
+    """Closed-loop load; client i starts at i × spread / clients (0: all at once, in lockstep)."""
     host, port = url.removeprefix("http://").split(":")
     pool = [Client(host, int(port), path, body) for _ in range(clients)]
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    answered = [0]
     t_start = time.perf_counter()
     t_measure, t_end = t_start + warmup, t_start + warmup + seconds
 
-    async def loop(c: Client) -> None:
+    async def loop(i: int, c: Client) -> None:
+        await asyncio.sleep(i * spread / clients)
         while True:
             t0 = time.perf_counter()
             if t0 >= t_end:
@@ -158,19 +162,27 @@ async def load(url: str, path: str, body: bytes, clients: int, seconds: float, w
                 status = type(e).__name__
                 c.writer = None
             t1 = time.perf_counter()
+            answered[0] += 1
             if t0 >= t_measure:
                 if status == 200:
                     latencies.append(t1 - t0)
                 else:
                     errors[str(status)] = errors.get(str(status), 0) + 1
 
-    await asyncio.gather(*(loop(c) for c in pool))
+    await asyncio.gather(*(loop(i, c) for i, c in enumerate(pool)))
     for c in pool:
         if c.writer is not None:
             c.writer.close()
     latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
-    return {"n": len(latencies), "rps": len(latencies) / seconds, "p50": q[49], "p99": q[98], "errors": errors}
+    return {"n": len(latencies), "n_all": answered[0], "rps": len(latencies) / seconds, "p50": q[49], "p99": q[98],
+            "errors": errors}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def chat_body(method: str) -> bytes:
@@ -180,7 +192,30 @@ def chat_body(method: str) -> bytes:
     return json.dumps(req).encode()
 
 
-def measure(levels: list[int], latency: float, seconds: float, methods: list[str]) -> list[dict]:
+def one_level(upstream_url: str, gw, body: bytes, n: int, seconds: float, latency: float, spread: float,  # noqa: ANN001
+              start: str) -> tuple[dict, dict]:
+    """The same clients straight at the upstream, then through the gateway."""
+    warm = 1.0 + spread
+    direct = asyncio.run(load(upstream_url, "/v1/chat/completions", chat_body("vanilla"), n, seconds, warm,
+                              latency if start == "spread" else 0.0))
+    cpu0 = cpu_seconds(gw.proc.pid)
+    through = asyncio.run(load(gw.url, "/v1/chat/completions", body, n, seconds, warm, spread))
+    # CPU over the whole level (warm-up included) per request answered in it
+    through["cpu_ms"] = 1000 * (cpu_seconds(gw.proc.pid) - cpu0) / max(1, through["n_all"])
+    return direct, through
+
+
+def median_of(results: list[dict]) -> dict:
+    """Per figure, the median over repetitions; errors are summed."""
+    out = {k: statistics.median(r[k] for r in results) for k in results[0] if k != "errors"}
+    out["errors"] = {}
+    for r in results:
+        for k, v in r["errors"].items():
+            out["errors"][k] = out["errors"].get(k, 0) + v
+    return out
+
+
+def measure(levels: list[int], latency: float, seconds: float, methods: list[str], repeat: int) -> list[dict]:
     rows = []
     upstream = Upstream(latency)
     try:
@@ -189,10 +224,18 @@ def measure(levels: list[int], latency: float, seconds: float, methods: list[str
                              "--max-concurrency", "1024", *params) as gw:
             for method in methods:
                 body = chat_body(method)
-                for n in levels if method == "vanilla" else levels[-1:]:
-                    direct = asyncio.run(load(upstream.url, "/v1/chat/completions", chat_body("vanilla"), n, seconds, 1.0))
-                    through = asyncio.run(load(gw.url, "/v1/chat/completions", body, n, seconds, 1.0))
-                    row = {"method": method, "clients": n, "direct": direct, "gateway": through}
+                import httpx
+
+                calls = httpx.post(f"{gw.base_url}/chat/completions", content=body,
+                                   headers={"content-type": "application/json"}).json()["specalign"]["upstream_calls"]
+                runs = [(n, "spread") for n in levels] if method == "vanilla" else []
+                runs += [(levels[-1], "spread")] if method != "vanilla" else []
+                runs += [(levels[-1], "lockstep")]
+                for n, start in runs:
+                    spread = latency * calls if start == "spread" else 0.0
+                    pairs = [one_level(upstream.url, gw, body, n, seconds, latency, spread, start) for _ in range(repeat)]
+                    row = {"method": method, "clients": n, "start": start, "latency": latency, "calls": calls,
+                           "direct": median_of([d for d, _ in pairs]), "gateway": median_of([g for _, g in pairs])}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     finally:
@@ -204,18 +247,18 @@ def ms(x: float) -> str:
     return f"{1000 * x:.1f}"
 
 
-def table(rows: list[dict], latency: float) -> str:
-    out = ["| method | clients | upstream calls / request | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def table(rows: list[dict]) -> str:
+    out = ["| upstream latency | method | clients | starts | upstream calls / request | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | gateway CPU ms / request | errors |",
+           "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         d, g = r["direct"], r["gateway"]
-        calls = 1 if r["method"] == "vanilla" else 3
+        calls = r["calls"]
         # the added latency is measured against `calls` direct round trips
         added50, added99 = g["p50"] - calls * d["p50"], g["p99"] - calls * d["p99"]
         errors = sum(g["errors"].values())
         detail = "" if not errors else " (" + ", ".join(f"{k}: {v}" for k, v in g["errors"].items()) + ")"
-        out.append(f"| {r['method']} | {r['clients']} | {calls} | {g['rps']:.0f} | {ms(g['p50'])} | {ms(g['p99'])} | "
-                   f"{ms(added50)} | {ms(added99)} | {errors}{detail} |")
+        out.append(f"| {ms(r['latency'])} ms | {r['method']} | {r['clients']} | {r['start']} | {calls} | {g['rps']:.0f} | {ms(g['p50'])} | {ms(g['p99'])} | "
+                   f"{ms(added50)} | {ms(added99)} | {g['cpu_ms']:.2f} | {errors}{detail} |")
     return "\n".join(out)
 
 
@@ -223,9 +266,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", action="store_true", help="run only the upstream server (used by the benchmark)")
     ap.add_argument("--port-file")
-    ap.add_argument("--latency", type=float, default=0.05, help="seconds the upstream takes per chat call")
+    ap.add_argument("--latency", type=float, default=0.05, help="(--upstream) seconds per chat call")
+    ap.add_argument("--latencies", default="0.05,1.0", help="upstream latencies to measure, seconds, comma-separated")
     ap.add_argument("--levels", default="1,10,50,200", help="concurrent clients, comma-separated")
-    ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds per level (after 1 s of warm-up)")
+    ap.add_argument("--seconds", type=float, default=6.0, help="measured seconds per level (after the warm-up)")
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions per level; the table shows medians")
     ap.add_argument("--methods", default="vanilla,align3")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
@@ -233,21 +278,26 @@ def main() -> None:
         run_upstream(args.latency, args.port_file)
         return
     levels = [int(x) for x in args.levels.split(",")]
-    rows = measure(levels, args.latency, args.seconds, args.methods.split(","))
+    latencies = [float(x) for x in args.latencies.split(",")]
+    rows = [row for lat in latencies for row in measure(levels, lat, args.seconds, args.methods.split(","), args.repeat)]
     body = (
         f"`.venv/bin/python benchmarks/serve.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{os.cpu_count()} cores shared by the clients, the gateway and the upstream; Python "
-        f"{platform.python_version()}). The upstream answers every chat call after exactly "
-        f"{ms(args.latency)} ms. Each level runs {args.seconds:g} s (after 1 s of warm-up) straight at the upstream, "
+        f"{platform.python_version()}). The upstream answers every chat call after exactly L "
+        f"({' or '.join(ms(x) + ' ms' for x in latencies)}: a stress test, and an LLM-like call). Each level runs {args.seconds:g} s (after a warm-up) straight at the upstream, "
         "then through `specalign serve -s child` with the same clients: closed-loop keep-alive connections, each "
-        "sending its next request when the last is answered. *Added* latency is the gateway's percentile minus the "
+        "sending its next request when the last is answered. *Spread* starts the clients evenly over one round "
+        "trip, so requests arrive evenly, as independent users' do; *lockstep* starts them together, so all N "
+        "arrive in the same millisecond, every round (the worst case: the gateway handles a burst one request at a "
+        "time). *Added* latency is the gateway's percentile minus the "
         "direct one (times the upstream calls per request: align3 runs its three stages as turns here, "
         "`-p align3.no_prefill=multi_turn`, because the upstream declares no prefill). Errors count every non-200 "
-        "answer and every broken connection.\n\n"
-        f"{table(rows, args.latency)}\n\n"
+        "answer and every broken connection. Figures are medians of "
+        f"{args.repeat} repetitions (errors: the sum); gateway CPU is its process's user + system time per request.\n\n"
+        f"{table(rows)}\n\n"
         "Straight at the upstream, the same clients get: "
-        + ", ".join(f"{r['clients']} clients {r['direct']['rps']:.0f} req/s, p50 {ms(r['direct']['p50'])} ms"
-                    for r in rows if r["method"] == "vanilla") + ".\n"
+        + ", ".join(f"L {ms(r['latency'])} ms × {r['clients']} clients ({r['start']}) {r['direct']['rps']:.0f} req/s "
+                    f"(p50 {ms(r['direct']['p50'])} ms)" for r in rows if r["method"] == "vanilla") + ".\n"
     )
     print(body)
     if not args.no_write:
