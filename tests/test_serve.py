@@ -75,6 +75,9 @@ def test_answer_content_usage_and_conversation(upstream):
     with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream)) as gw:
         c = client(gw)
         assert [m.id for m in c.models.list().data] == [MODEL]
+        assert c.models.retrieve(MODEL).owned_by == "specalign"
+        with pytest.raises(openai.NotFoundError):
+            c.models.retrieve("gpt-4o")
         r = c.chat.completions.create(model=MODEL, messages=[
             {"role": "system", "content": "You are Storybot for ACME."},
             {"role": "user", "content": "Tell me about owls"},
