@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from .benchmark._models import PromptLabel
+
 NAPolicy = Literal["official", "exclude"]
 NA_POLICIES: tuple[str, ...] = ("official", "exclude")
 DEFAULT_ALPHA = 0.3
@@ -56,7 +58,7 @@ class ScoredSample(BaseModel):
     """What aggregation needs of one sample."""
 
     scenario: str
-    label: Literal["safe", "unsafe", "unlabeled"]
+    label: PromptLabel
     score: SampleScore | None = None  # None: unscored
     verdicts: dict[str, str] = Field(default_factory=dict)
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from ..benchmark import PromptLabel
 from ..errors import RunDirError
 from ..runs import ComparisonRow, Manifest, RunDir, ScoresReport, compute_scores
 from ..runs._compare import row_of, set_deltas
@@ -79,7 +80,7 @@ class SampleEntry(BaseModel):
     id: str = Field(description="report scenario key / prompt id")
     scenario: str
     prompt_id: str
-    label: Literal["safe", "unsafe", "unlabeled"] | None
+    label: PromptLabel | None
     prompt: str = ""
     original_prompt: str | None = None
     runs: dict[int, SampleRun] = Field(default_factory=dict, description="run index → the run's sample")

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..benchmark import PromptLabel
 from ..judge import SpecVerdict
 from ..methods import MethodStep
 from ..models import Usage
@@ -74,7 +75,7 @@ class GenerationRecord(BaseModel):
     sample_id: str
     scenario: str
     prompt_id: str
-    label: Literal["safe", "unsafe", "unlabeled"]
+    label: PromptLabel
     status: Literal["ok", "error"]
     prompt_sent: str
     thought: str = ""
@@ -97,7 +98,7 @@ class JudgmentRecord(BaseModel):
     sample_id: str
     scenario: str
     prompt_id: str
-    label: Literal["safe", "unsafe", "unlabeled"]
+    label: PromptLabel
     judge_key: str
     status: Literal["scored", "unscored"]
     verdicts: dict[str, SpecVerdict] = Field(default_factory=dict)
