@@ -52,9 +52,11 @@ def serve_cmd(
     Clients change only their base_url (and send the token as API key when one is set). Routes:
     /v1/chat/completions (streaming too), /v1/models, /health, /metrics (Prometheus), /status.
 
-    Example: specalign serve --scenario child --method align3 --model openai:qwen3-8b@http://localhost:8001/v1
+    Example: specalign serve --scenario child   (Align3 on the embedded model, offline)
 
-    Example: specalign serve -s child,code --method align3,vanilla --monitor 0.1 --judge openai:gpt-4.1
+    Example: specalign serve -s child --model qwen3 --models-config models.yaml   (an entry with prefill: true)
+
+    Example: specalign serve -s child,code --method align3,vanilla -m openai:gpt-4.1-mini -p align3.no_prefill=multi_turn --monitor 0.1 --judge openai:gpt-4.1
     """
     from .cli import _method_names, _params_by_method  # noqa: PLC0415
     from .errors import ConfigError  # noqa: PLC0415
