@@ -195,6 +195,18 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "SPECALIGN_SERVE_TOKEN" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_binding_beyond_loopback_with_a_token(upstream):
+    env = {"SPECALIGN_SERVE_TOKEN": TOKEN}
+    with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--host", "0.0.0.0",
+                         env=env) as gw:
+        port = gw.url.rsplit(":", 1)[1]
+        assert gw.url == f"http://0.0.0.0:{port}"
+        local = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=TOKEN, max_retries=0)
+        assert ask(local, "hello").choices[0].message.content.startswith("ANSWER[")
+        with pytest.raises(openai.AuthenticationError):
+            ask(openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x" * 20, max_retries=0), "hello")
+
+
 @pytest.mark.parametrize("args, needle", [
     (["-s", "nosuch"], "unknown scenario 'nosuch'"),
     (["-s", "child", "--method", "nosuch"], "unknown method 'nosuch'"),
