@@ -10,6 +10,7 @@ the same clients and requests; the latency the gateway adds is the difference.
     .venv/bin/python benchmarks/serve.py                    # levels 1, 10, 50, 200; vanilla and align3
     .venv/bin/python benchmarks/serve.py --levels 200 --seconds 5 --no-write
     .venv/bin/python benchmarks/serve.py --upstream --latency 0.05 --port-file /tmp/p   # the upstream alone
+    .venv/bin/python benchmarks/serve.py --screenshot docs/serve-status.png   # the status page, scripted traffic
 """
 
 from __future__ import annotations
@@ -262,6 +263,46 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def screenshot(target: Path) -> None:
+    """The status page after scripted traffic: a world whose judge flags answers that contain UNSAFE."""
+    import random
+
+    import httpx
+    from browser import chromium
+    from scripted_server import ScriptedServer
+    from specbench_world import is_judge, judge_reply
+
+    def responder(body: dict) -> str:  # the answer repeats the question's first words, UNSAFE included
+        if is_judge(body):
+            return judge_reply(body)
+        question = next(m["content"] for m in body["messages"] if m["role"] == "user").split("\n---\n")[0]
+        return "ANSWER[" + " ".join(question.split()[:6]) + "]"
+
+    rng = random.Random(7)
+    with tempfile.TemporaryDirectory() as tmp, ScriptedServer(responder) as up, running_gateway(
+            "-s", "child,code", "--method", "align3,vanilla", "-m", f"openai:scripted-model@{up.base_url}",
+            "-p", "align3.no_prefill=multi_turn", "--monitor", "1", "--judge", f"openai:scripted-model@{up.base_url}",
+            "--monitor-out", tmp, "--monitor-workers", "4") as gw:
+        topics = ["a dragon who shares", "a lost kitten", "the moon and the sea", "a robot gardener"]
+        for i in range(40):
+            method, scenario = rng.choice(["align3", "vanilla"]), rng.choice(["child", "child", "code"])
+            unsafe = "UNSAFE " if rng.random() < (0.1 if method == "align3" else 0.3) else ""
+            question = f"{unsafe}Tell me about {rng.choice(topics)}" if scenario == "child" else f"{unsafe}Review this login code"
+            httpx.post(f"{gw.base_url}/chat/completions", timeout=60, json={
+                "model": "scripted-model", "messages": [{"role": "user", "content": question}],
+                "specalign": {"method": method, "scenario": scenario}})
+        deadline = time.monotonic() + 60
+        while "specalign_monitor_queue_depth 0" not in httpx.get(gw.url + "/metrics").text:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the judge did not finish")
+            time.sleep(0.2)
+        time.sleep(1.0)
+        with chromium(1100, 2200) as d:
+            d.get(gw.url + "/status")
+            d.save_screenshot(str(target))
+    print(f"wrote {target}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", action="store_true", help="run only the upstream server (used by the benchmark)")
@@ -273,7 +314,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="repetitions per level; the table shows medians")
     ap.add_argument("--methods", default="vanilla,align3")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    ap.add_argument("--screenshot", metavar="PNG", help="only write a screenshot of the status page")
     args = ap.parse_args()
+    if args.screenshot:
+        screenshot(Path(args.screenshot))
+        return
     if args.upstream:
         run_upstream(args.latency, args.port_file)
         return

@@ -309,9 +309,10 @@ class Monitor:
                 broken = sum(letters[i] == "N" for letters, _ in scored)
                 specs.append({"id": spec, "text": text, "violations": broken,
                               "rate": broken / len(scored) if scored else None})
+            specs.sort(key=lambda s: -(s["rate"] or 0))  # the most violated first
             tables.append({"method": method, "scenario": key, "name": scenario.name, "judged": len(w.items),
                            "scored": len(scored), "sar": sum(s for _, s in scored) / len(scored) if scored else None,
-                           "specs": specs})
+                           "violating": sum("N" in letters for letters, _ in scored), "specs": specs})
         return tables
 
 

@@ -49,7 +49,7 @@ def render_status(info: dict[str, Any], traffic: list[dict[str, Any]], tables: l
         parts.append(f"<h2>Spec violations</h2><p class=muted>judging {_pct(monitor['rate'])} of answers with "
                      f"{escape(monitor['judge'])}; window: the last {monitor['window']} judged answers per method and "
                      f"scenario; {monitor['queue']} waiting, {monitor['dropped']} dropped (queue full)</p>")
-        parts += [_spec_table(t) for t in tables] or ["<p>No answer judged yet.</p>"]
+        parts += [_overview(tables)] + [_spec_table(t) for t in tables] if tables else ["<p>No answer judged yet.</p>"]
         parts.append("<h2>Recent violations</h2>")
         parts.append(_recent(recent) if recent else "<p>None yet.</p>")
     parts.append("</body></html>")
@@ -66,6 +66,19 @@ def _traffic(rows: list[dict[str, Any]]) -> str:
             f"<th>completion tokens</th></tr></thead><tbody>{body}</tbody></table>")
 
 
+def _overview(tables: list[dict[str, Any]]) -> str:
+    def worst(t: dict[str, Any]) -> str:
+        top = t["specs"][0] if t["specs"] and t["specs"][0]["violations"] else None
+        return "–" if top is None else f"{escape(top['id'])} ({_pct(top['rate'])})"
+
+    rows = "".join(
+        f"<tr><td>{escape(t['method'])}</td><td>{escape(t['scenario'])}</td><td class=n>{t['scored']}</td>"
+        f"<td class=n>{_pct(t['sar'])}</td><td class=n>{_pct(t['violating'] / t['scored'] if t['scored'] else None)}</td>"
+        f"<td>{worst(t)}</td></tr>" for t in tables)
+    return ("<table><thead><tr><th>method</th><th>scenario</th><th>scored in window</th><th>SAR</th>"
+            f"<th>answers breaking a spec</th><th>most broken spec</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
 def _spec_table(t: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{escape(s['id'])}</td><td class=n>{s['violations']}</td><td class=n>{_pct(s['rate'])}</td>"
@@ -73,7 +86,7 @@ def _spec_table(t: dict[str, Any]) -> str:
         f"<td>{escape(s['text'])}</td></tr>" for s in t["specs"])
     return (f"<h3>{escape(t['name'])} ({escape(t['scenario'])}) · {escape(t['method'])}</h3>"
             f"<p class=muted>{t['scored']} scored of {t['judged']} judged in the window · SAR {_pct(t['sar'])}</p>"
-            "<table><thead><tr><th>spec</th><th>violations</th><th>rate</th><th></th><th>text</th></tr></thead>"
+            "<table><thead><tr><th>spec</th><th>violations</th><th>rate</th><th></th><th>text (most violated first)</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>")
 
 
