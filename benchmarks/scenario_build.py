@@ -8,7 +8,6 @@ accepted, import, apply) → run. Writes a section of docs/benchmarks.md. Usage:
 
 from __future__ import annotations
 
-import csv
 import os
 import platform
 import subprocess
@@ -19,7 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
 from demo import write_section  # noqa: E402
+from review_sheet import accept_all  # noqa: E402
 
 DESCRIPTION = ("An assistant for a garden centre that answers questions from home gardeners about plants, soil, "
                "tools, pests and garden safety, including households with children and pets.")
@@ -52,13 +53,7 @@ def main() -> None:
         sheet = Path(tmp) / "sheet.csv"
         t0 = time.perf_counter()
         step("review: export sheet", ["review", str(folder), "--export", str(sheet)], rows, env)
-        filled = list(csv.DictReader(sheet.open()))
-        for r in filled:
-            r["decision"] = "accept"
-        with sheet.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(filled[0]))
-            w.writeheader()
-            w.writerows(filled)
+        accept_all(sheet)
         step("review: import decisions", ["review", str(folder), "--import", str(sheet), "--reviewer", "bench"], rows, env)
         step("review: apply", ["review", str(folder), "--apply", str(Path(tmp) / "final")], rows, env)
         review_s = time.perf_counter() - t0

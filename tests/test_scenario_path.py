@@ -4,7 +4,6 @@ imported → `specalign run` evaluates the result."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from review_sheet import accept_all
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'specalign[local]')")
 if not os.environ.get("CI"):
@@ -61,13 +61,7 @@ def test_describe_to_evaluated_scenario_on_the_embedded_model(tmp_path):
 
     sheet = tmp_path / "sheet.csv"
     assert _cli("review", str(folder), "--export", str(sheet)).returncode == 0
-    rows = list(csv.DictReader(sheet.open()))
-    for row in rows:
-        row["decision"] = "accept"
-    with sheet.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    assert accept_all(sheet) > 0
     assert _cli("review", str(folder), "--import", str(sheet), "--reviewer", "ci").returncode == 0
     r = _cli("review", str(folder), "--apply", str(tmp_path / "final"))
     assert r.returncode == 0, r.stderr
