@@ -4,12 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.specalign-installed
 
-.PHONY: demo test install system clean
+.PHONY: demo test install system llama-cpp clean
 
 demo: install
 	$(VENV)/bin/specalign run
 
-test: install system
+test: install system llama-cpp
 	$(PY) -m pytest -q
 
 # Tests drive the system Chromium (the HTML report) and tmux (the terminal review): Debian packages.
@@ -20,6 +20,12 @@ system:
 	  else echo "note: chromium, chromium-driver or tmux is missing: the tests that need them will be skipped"; exit 0; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver tmux >/dev/null; \
 	fi
+
+# llama.cpp's own llama-server (and llama-batched-bench), built from the llama.cpp source inside the
+# installed llama-cpp-python's sdist, once, into ~/.cache/specalign/llama.cpp/ (a few minutes on 2 cores).
+# Exit 3 means no compiler: the tests that need the server are then skipped with the reason.
+llama-cpp: install
+	@tools/build-llama-cpp.sh $(PY) >/dev/null || [ $$? -eq 3 ]
 
 install: $(STAMP)
 

@@ -9,7 +9,8 @@ requests served at once). Usage:
     .venv/bin/python benchmarks/harness.py --only memory --memory-sizes 10000,100000
 
 - overhead: the official data (1,500 generations + 1,500 joint judgments, pipelined per sample)
-  against latency L and concurrency cap C; the ideal wall time is 3,000 × L / C.
+  against latency L at ``--concurrency C``; the ideal wall time is 3,000 × L / C, and the server
+  reports the most calls it saw in flight (C when ``--concurrency`` is honoured).
 - resume: model calls made by rerunning a finished run, and by resuming after SIGKILL at 50%.
 - memory: peak RSS of synthetic runs of growing size (one scenario, N prompts) against the server.
 - local: completion tokens per second through specalign's llama.cpp backend against
@@ -44,9 +45,17 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
 
 
+class Served:
+    """A running fault server: its base URL, and once it stopped, its own counts (``max_in_flight``...)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.stats: dict = {}
+
+
 @contextmanager
 def fault_server(latency: float = 0.0, max_concurrency: int | None = None, faults: str = ""):
-    """The fault server in its own process; yields its base URL."""
+    """The fault server in its own process; yields a :class:`Served` (stats filled in at exit)."""
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
         args = [PY, str(ROOT / "tests" / "fault_server.py"), "--latency", str(latency), "--port-file", str(port_file)]
@@ -55,20 +64,25 @@ def fault_server(latency: float = 0.0, max_concurrency: int | None = None, fault
         if faults:
             args += ["--faults", faults]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        served = None
         try:
             for _ in range(200):
                 if port_file.exists() and port_file.read_text():
                     break
                 time.sleep(0.05)
-            yield f"http://127.0.0.1:{port_file.read_text()}/v1"
+            served = Served(f"http://127.0.0.1:{port_file.read_text()}/v1")
+            yield served
         finally:
             proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=30)
+            out, _ = proc.communicate(timeout=30)
+            lines = [x for x in (out or "").splitlines() if x.startswith("{")]
+            if served is not None and lines:
+                served.stats = json.loads(lines[-1])
 
 
-def models_yaml(path: Path, url: str, concurrency: int) -> str:
-    path.write_text(f"m:\n  model_name: scripted-model\n  base_url: {url}\n  max_concurrency: {concurrency}\n"
-                    "  timeout: 60\n")
+def models_yaml(path: Path, url: str) -> str:
+    """One model entry, as a user writes it: no max_concurrency (``--concurrency`` alone sets the calls in flight)."""
+    path.write_text(f"m:\n  model_name: scripted-model\n  base_url: {url}\n  timeout: 60\n")
     return str(path)
 
 
@@ -93,35 +107,40 @@ def run_args(data: str, models: str, out: Path, concurrency: int) -> list[str]:
 def overhead(points: list[tuple[float, int]]) -> str:
     rows = []
     for latency, cap in points:
-        with tempfile.TemporaryDirectory() as tmp, fault_server(latency, cap) as url:
-            models = models_yaml(Path(tmp) / "m.yaml", url, cap)
-            wall, result = cli(*run_args(str(OFFICIAL), models, Path(tmp) / "run", cap))
+        with tempfile.TemporaryDirectory() as tmp:
+            with fault_server(latency) as server:
+                models = models_yaml(Path(tmp) / "m.yaml", server.url)
+                wall, result = cli(*run_args(str(OFFICIAL), models, Path(tmp) / "run", cap))
             session = json.loads((Path(tmp) / "run" / "manifest.json").read_text())["sessions"][-1]
         calls = session["model_calls"]
         ideal = calls * latency / cap
-        rows.append((latency, cap, calls, ideal, session["wall_s"], wall))
-        print(f"L={latency} C={cap}: {calls} calls, run {session['wall_s']:.1f} s, ideal {ideal:.1f} s", flush=True)
-    table = ["| L (s) | C | model calls | ideal (calls × L / C) | run wall time | measured / ideal | process wall time |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
-    for latency, cap, calls, ideal, run_s, wall in rows:
+        peak = server.stats.get("max_in_flight", 0)
+        rows.append((latency, cap, calls, ideal, session["wall_s"], peak, wall))
+        print(f"L={latency} C={cap}: {calls} calls, run {session['wall_s']:.1f} s, ideal {ideal:.1f} s, "
+              f"max in flight {peak}", flush=True)
+    table = ["| L (s) | C | model calls | ideal (calls × L / C) | run wall time | measured / ideal | max in flight "
+             "(server) | process wall time |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for latency, cap, calls, ideal, run_s, peak, wall in rows:
         table.append(f"| {latency:g} | {cap} | {calls:,} | {ideal:.1f} s | {run_s:.1f} s | **{run_s / ideal:.3f}** | "
-                     f"{wall:.1f} s |")
+                     f"{peak} | {wall:.1f} s |")
     return ("`.venv/bin/python benchmarks/harness.py --only overhead` on " + machine() + ". The official data "
             "(1,500 prompts: 1,500 generations and 1,500 joint judgments, `vanilla`, `--no-cache`) against "
-            "`tests/fault_server.py` in its own process, which answers every request after L seconds and serves at "
-            "most C at once; `--concurrency C` and the model's `max_concurrency: C`. The run wall time is the "
-            "session's (`manifest.json`); the process wall time adds start-up, loading the data and writing scores.\n\n"
-            + "\n".join(table) + "\n\nGoal: within 1.10 of ideal. Each sample's judge call waits for its generation, "
-            "and both pass through the harness (request building, parsing, the judge's verdict parser, one record "
-            "line each): the time between them keeps a slot idle. At 250–320 calls per second the harness and the "
-            "pure-Python test server also share the machine's cores, and the ratio rises above 1.10.\n")
+            "`tests/fault_server.py` in its own process, which answers every request after L seconds and has no "
+            "limit of its own. specalign is given `--concurrency C` and nothing else (the models config sets no "
+            "`max_concurrency`), one model as target and judge; the server reports the most requests it held at "
+            "once. The run wall time is the session's (`manifest.json`); the process wall time adds start-up, "
+            "loading the data and writing scores.\n\n"
+            + "\n".join(table) + "\n\nGoal: within 1.10 of ideal, and exactly C calls in flight. The run keeps "
+            "2 × C samples in flight, so a call slot freed by one sample is taken at once by another's waiting call "
+            "while the first moves from its answer to its judgment. At 250–320 calls per second the harness and the "
+            "pure-Python test server share the machine's two cores, and the ratio rises.\n")
 
 
 # -- resume -----------------------------------------------------------------------------------------
 
 def resume() -> str:
-    with tempfile.TemporaryDirectory() as tmp, fault_server(0.02, 32) as url:
-        models = models_yaml(Path(tmp) / "m.yaml", url, 32)
+    with tempfile.TemporaryDirectory() as tmp, fault_server(0.02, 32) as server:
+        models = models_yaml(Path(tmp) / "m.yaml", server.url)
         out = Path(tmp) / "run"
         args = run_args(str(OFFICIAL), models, out, 32)
         p = subprocess.Popen([PY, "-m", "specalign.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -189,9 +208,9 @@ def peak_rss_of(args: list[str]) -> tuple[float, float]:
 def memory(sizes: list[int]) -> str:
     rows = []
     for n in sizes:
-        with tempfile.TemporaryDirectory() as tmp, fault_server(0.0, 64) as url:
+        with tempfile.TemporaryDirectory() as tmp, fault_server(0.0, 64) as server:
             data = synthetic_data(Path(tmp) / "data", n)
-            models = models_yaml(Path(tmp) / "m.yaml", url, 64)
+            models = models_yaml(Path(tmp) / "m.yaml", server.url)
             rss, wall = peak_rss_of(run_args(data, models, Path(tmp) / "run", 64))
             rows.append((n, rss, wall))
             print(f"N={n}: peak RSS {rss:.0f} MB in {wall:.0f} s", flush=True)

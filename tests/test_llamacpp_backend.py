@@ -4,15 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'specalign[local]')")
 
+from specalign.benchmark import load_benchmark  # noqa: E402
 from specalign.errors import ModelError, ModelUnavailable  # noqa: E402
-from specalign.models import ChatRequest, Message, ModelSettings, parse_model_spec  # noqa: E402
-from specalign.models._llamacpp import LlamaCppBackend, chat_template_of, map_params  # noqa: E402
+from specalign.methods import create_method  # noqa: E402
+from specalign.models import (  # noqa: E402
+    ChatRequest,
+    Message,
+    ModelSettings,
+    create_model,
+    parse_model_spec,
+    settings_from_config,
+)
+from specalign.runs import Evaluation, RunConfig  # noqa: E402
+from specalign.models._llamacpp import (  # noqa: E402
+    LlamaCppBackend,
+    chat_template_of,
+    cores,
+    map_params,
+    parallelism,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +93,7 @@ def test_backends_share_one_loaded_model():
     a = LlamaCppBackend(parse_model_spec("local"))
     b = LlamaCppBackend(ModelSettings(key="judge", backend="llamacpp", model_name="judge", gguf="local"))
     assert a.llama is b.llama
-    assert a.shared().lock is b.shared().lock
+    assert a.pool() is b.pool() and a.pool().size == a.parallel == parallelism(a.settings)
     assert a.identity()["gguf_sha256_prefix"] == b.identity()["gguf_sha256_prefix"]
 
 
@@ -129,3 +149,124 @@ async def test_max_tokens_is_clamped_to_the_room_left():
                                           n_ctx=256))
     out = await small.chat(ask("word " * 150 + "\nCount the words.", temperature=0, max_tokens=1000))
     assert out.usage.prompt_tokens + out.usage.completion_tokens <= 256
+
+
+# -- parallel contexts --------------------------------------------------------------------------------
+
+def pooled(k: int, **update) -> LlamaCppBackend:
+    """The embedded model as a pool of ``k`` contexts (n_ctx 4096: a pool of its own in these tests)."""
+    return LlamaCppBackend(ModelSettings(key=f"pool{k}", backend="llamacpp", model_name="s", gguf="local",
+                                         n_ctx=4096, parallel=k, **update))
+
+
+def test_parallel_setting_and_defaults(tmp_path):
+    entry = settings_from_config("mine", {"model_name": "m", "gguf": "local", "parallel": 3, "temperature": 0}, "x")
+    assert entry.parallel == 3 and "parallel" not in entry.params and parallelism(entry) == 3
+    assert parallelism(parse_model_spec("local")) == min(cores(), 4)  # the embedded model: one context per core
+    assert parallelism(parse_model_spec(f"gguf:{tmp_path / 'any.gguf'}")) == 1  # any other GGUF: one
+
+
+def test_samples_in_flight_follow_the_local_models_contexts(tmp_path):
+    cfg = tmp_path / "models.yaml"
+    cfg.write_text("one:\n  model_name: SmolLM2-135M-Instruct\n  gguf: local\n  parallel: 1\n"
+                   "three:\n  model_name: SmolLM2-135M-Instruct\n  gguf: local\n  parallel: 3\n")
+    default = Evaluation(RunConfig(out=str(tmp_path / "a")))
+    assert default._workers() == min(parallelism(parse_model_spec("local")), 8, len(default.samples))
+    one = Evaluation(RunConfig(out=str(tmp_path / "b"), models_config=[str(cfg)], model="one", judge="one"))
+    assert one._workers() == 1
+    three = Evaluation(RunConfig(out=str(tmp_path / "c"), models_config=[str(cfg)], model="three", judge="three",
+                                 concurrency=2))
+    assert three._workers() == 2  # --concurrency still caps it
+
+
+async def test_concurrent_calls_run_on_distinct_contexts_at_once():
+    backend = pooled(2)
+    pool = backend.pool()
+    threads: set[str] = set()
+    seen_in_use: list[int] = []
+    for ctx in pool.contexts:  # record which thread runs each call, and how many contexts are busy then
+        ctx.thread.submit(lambda: None).result()
+    original = backend._complete
+
+    def spy(ctx, tokens, kwargs):
+        threads.add(threading.current_thread().name)
+        seen_in_use.append(pool.in_use)
+        return original(ctx, tokens, kwargs)
+
+    backend._complete = spy  # type: ignore[method-assign]
+    outs = await asyncio.gather(*(backend.chat(ask(f"Tell a story about dragon number {i}.", temperature=0,
+                                                   max_tokens=48)) for i in range(2)))
+    assert all(o.usage.completion_tokens > 0 for o in outs)
+    assert pool.peak_in_use == 2 and max(seen_in_use) == 2 and pool.in_use == 0
+    assert len(threads) == 2 and all(name.startswith("llama.cpp-") for name in threads)
+    assert sorted(c.calls for c in pool.contexts)[0] >= 1
+
+
+async def test_more_calls_than_contexts_wait_their_turn():
+    backend = pooled(2)
+    outs = await asyncio.gather(*(backend.chat(ask(f"Count to {i}.", temperature=0, max_tokens=12)) for i in range(5)))
+    assert len(outs) == 5 and all(o.text for o in outs)
+    assert backend.pool().peak_in_use == 2 and backend.pool().in_use == 0
+
+
+async def test_a_cancelled_call_frees_its_context():
+    backend = pooled(1)
+    task = asyncio.create_task(backend.chat(ask("A long story, please.", temperature=0, max_tokens=64)))
+    waiting = asyncio.create_task(backend.chat(ask("Another one.", temperature=0, max_tokens=8)))
+    await asyncio.sleep(0.05)
+    waiting.cancel()  # cancelled while it waits for the only context
+    out = await task
+    assert out.usage.completion_tokens > 0
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (await backend.chat(ask("Still there?", temperature=0, max_tokens=4))).text is not None
+    assert backend.pool().in_use == 0
+
+
+def test_parallel_results_equal_the_sequential_ones():
+    requests = [ChatRequest(messages=(Message(role="user", content=f"Describe colour number {i} in a sentence."),),
+                            params={"temperature": 0.7, "max_tokens": 24, "seed": 5}, sample_index=i)
+                for i in range(4)]
+
+    async def sequential():
+        one = pooled(1)
+        return [(await one.chat(r)).text for r in requests]
+
+    async def parallel():
+        two = pooled(2)
+        return [o.text for o in await asyncio.gather(*(two.chat(r) for r in requests))]
+
+    assert asyncio.run(parallel()) == asyncio.run(sequential())
+
+
+def test_align3_stages_keep_their_kv_cache_while_other_samples_run():
+    bench = load_benchmark("bundled")
+    settings = parse_model_spec("local").model_copy(update={"params": {"max_tokens": 8, "temperature": 0.7}})
+    model = create_model(settings, None)
+    jobs = [(s, s.prompts[0]) for s in bench.scenarios[:2]] + [(bench.scenarios[0], bench.scenarios[0].prompts[1])]
+
+    async def main():
+        method = create_method("align3")
+        return await asyncio.gather(*(method.run(model, s, p) for s, p in jobs))
+
+    outs = asyncio.run(main())
+    assert model.backend.pool().peak_in_use == min(len(jobs), model.backend.parallel)
+    for out in outs:
+        for before, step in zip(out.steps, out.steps[1:]):  # each stage extends the last one's text
+            assert step.usage.cached_prompt_tokens >= before.usage.prompt_tokens - 2, [s.usage for s in out.steps]
+
+
+def _child(code: str, **env: str) -> str:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    p = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                       timeout=120, check=True)
+    return p.stdout + p.stderr
+
+
+def test_idle_openmp_threads_sleep_by_default_and_a_users_choice_wins():
+    code = ("import os; from specalign.models._llamacpp import LlamaCppBackend; import llama_cpp; "
+            "print('policy=' + os.environ['OMP_WAIT_POLICY'])")
+    out = _child(code, OMP_DISPLAY_ENV="TRUE")  # libgomp prints the settings it read when it loaded
+    assert "policy=PASSIVE" in out and "OMP_WAIT_POLICY = 'PASSIVE'" in out, out
+    out = _child(code, OMP_DISPLAY_ENV="TRUE", OMP_WAIT_POLICY="ACTIVE")
+    assert "policy=ACTIVE" in out and "OMP_WAIT_POLICY = 'ACTIVE'" in out, out

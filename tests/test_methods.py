@@ -76,6 +76,50 @@ def test_align3_sends_three_staged_prefills_as_vllm_expects():
     assert out.flags == [] and out.calls == 3
 
 
+CONTINUATIONS = ("I plan the steps.  ", "Safety reviewed.", "All specs met.</think>The final answer.")
+
+
+def _prefill_server(mode: str) -> ScriptedServer:
+    """A server that answers prefills as vLLM does (``continuation``), as llama-server does (``echo``:
+    the whole assistant message), or with a reasoning parser that took the echoed thought (``reasoning``)."""
+    parts = iter(CONTINUATIONS)
+
+    def respond(body):
+        prefix, more = body["messages"][-1]["content"], next(parts)
+        if mode == "continuation":
+            return more
+        if mode == "echo":
+            return prefix + more
+        thought, _, answer = (prefix + more).removeprefix("<think>").lstrip("\n").partition("</think>")
+        return Reply(answer, reasoning_content=thought)
+    return ScriptedServer(respond)
+
+
+@pytest.mark.parametrize("mode", ["continuation", "echo", "reasoning"])
+def test_prefill_gives_the_continuation_alone_whether_or_not_the_server_echoes_the_prefix(mode):
+    with _prefill_server(mode) as server:
+        out = _run("align3", _model(server, prefill=True))
+        prefixes = [r.json["messages"][-1]["content"] for r in server.chat_requests]
+    p1 = "<think>\n" + BEHAVIOR.format(**_lists())
+    p2 = (p1 + "I plan the steps.").rstrip() + "\n\n" + SAFETY.format(**_lists())
+    p3 = (p2 + "Safety reviewed.").rstrip() + "\n\n" + AUDIT.format(**_lists())
+    assert prefixes == [p1, p2, p3]
+    assert [s.text for s in out.steps][:2] == ["I plan the steps.  ", "Safety reviewed."]
+    assert out.response == "The final answer." and out.thought.endswith("All specs met.")
+    assert out.thought.count(BEHAVIOR.format(**_lists())[:60]) == 1
+
+
+def test_strip_prefill_echo_only_removes_a_real_echo():
+    from specalign.models._openai import strip_prefill_echo
+
+    assert strip_prefill_echo("<think>\nPlan: ", "<think>\nPlan: go on") == "go on"  # llama-server
+    assert strip_prefill_echo("<think>\nPlan: ", "go on") == "go on"  # vLLM
+    assert strip_prefill_echo("<think>\nPlan: ", "Plan: go on") == "go on"  # a reasoning parser took <think>
+    assert strip_prefill_echo("<think>\n", "\nmore") == "\nmore"  # no text of the prefix's own: nothing to strip
+    assert strip_prefill_echo("", "text") == "text"
+    assert strip_prefill_echo("<think>\nPlan: ", "<think>\nPlan") == "<think>\nPlan"  # not the whole prefix
+
+
 def test_custom_chat_template_is_sent_with_every_request(tmp_path):
     template = tmp_path / "qwen3-raw.jinja"
     template.write_text("{% for m in messages %}{{ m.content }}{% endfor %}")

@@ -332,9 +332,11 @@ def test_kill_and_resume_loses_nothing_and_repeats_nothing(tmp_path):
         args = ["run", "--scenario", "child", "--scenario", "health", "--limit", "0", "--model", spec,
                 "--judge", spec, "--out", str(out), "--concurrency", "3", "--no-cache"]
         done_before_kill: list[set[str]] = []
-        for delay in (1.5, 1.0, 1.2):
+        for reached in (3, 12, 24):  # kill once this many samples are judged: mid-run, whatever the machine's speed
             p = _cli(args)
-            time.sleep(delay)
+            deadline = time.monotonic() + 60
+            while len(_complete_lines(out / "judgments.jsonl")) < reached and time.monotonic() < deadline:
+                time.sleep(0.01)
             p.send_signal(signal.SIGKILL)
             p.wait()
             done_before_kill.append({json.loads(x)["sample_id"] for x in _complete_lines(out / "judgments.jsonl")})

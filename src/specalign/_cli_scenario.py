@@ -17,11 +17,13 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _model(spec: str, models_config: str | None):  # noqa: ANN202
+MODELS_CONFIG_HELP = "YAML of model settings; repeat to merge several files."
+
+
+def _model(spec: str, models_config: list[str] | None):  # noqa: ANN202
     from .models import CallCache, create_model, load_models_config, parse_model_spec  # noqa: PLC0415
 
-    cfg = load_models_config(models_config) if models_config else {}
-    return create_model(parse_model_spec(spec, cfg, models_config), CallCache.default())
+    return create_model(parse_model_spec(spec, load_models_config(models_config)), CallCache.default())
 
 
 def _range(text: str, option: str) -> tuple[int, int]:
@@ -42,7 +44,7 @@ def new(
     description: str = typer.Option(..., "--description", "-d", help="One paragraph: who uses it, for what, what must never happen."),
     key: Optional[str] = typer.Option(None, "--key", help="Folder and scenario key (default: from the name)."),
     model: str = typer.Option("local", "--model", "-m", help="Model that drafts: 'local', 'gguf:PATH', 'openai:MODEL@BASE_URL' or a config key."),
-    models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings."),
+    models_config: Optional[list[str]] = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
     out_dir: str = typer.Option("scenarios", "--out", "-o", help="Data folder to write <key>/scenario.yaml into."),
     safety: str = typer.Option("6-10", "--safety", help="How many safety specs: N or LOW-HIGH."),
     behavioral: str = typer.Option("5-8", "--behavioral", help="How many behavioral specs before the completeness rule."),
@@ -84,7 +86,7 @@ def new(
 def lint(
     path: str = typer.Argument(..., help="A scenario folder (with scenario.yaml) or a data folder of scenarios."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Also ask this model for conflicts between behavioral and safety specs."),
-    models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings."),
+    models_config: Optional[list[str]] = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when anything is found."),
 ) -> None:
@@ -151,7 +153,7 @@ def _load(path: str):  # noqa: ANN202
 def curate_cmd(
     scenario_dir: str = typer.Argument(..., help="A scenario folder (with scenario.yaml), e.g. from `specalign scenario new`."),
     model: str = typer.Option("local", "--model", "-m", help="Model that writes and filters the prompts."),
-    models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings."),
+    models_config: Optional[list[str]] = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
     unsafe: int = typer.Option(20, "--unsafe", min=0, help="Unsafe prompts to keep."),
     safe: int = typer.Option(10, "--safe", min=0, help="Safe prompts to keep."),
     pool: float = typer.Option(2.0, "--pool", min=1.0, help="Generate this many times the counts before filtering."),
@@ -209,7 +211,7 @@ def attack_cmd(
     scenario_dir: str = typer.Argument(..., help="A scenario folder whose prompts.yaml holds unsafe prompts."),
     model: str = typer.Option("local", "--model", "-m", help="Attacker model that rewrites the prompts."),
     checker: Optional[str] = typer.Option(None, "--checker", help="Model that checks a rewrite keeps the intent (default: --model)."),
-    models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings."),
+    models_config: Optional[list[str]] = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
     tactics: int = typer.Option(3, "--tactics", min=1, max=10, help="Tactics combined per rewrite."),
     attempts: int = typer.Option(4, "--attempts", min=1, help="Rewrites in the first round."),
     escalation: int = typer.Option(10, "--escalation", min=2, help="Each further round tries this many times more."),

@@ -22,14 +22,17 @@ def serve_cmd(
     data: str = typer.Option("bundled", "--data", "-d", help="Where scenario keys are looked up ('bundled', a data directory, 'hf:...')."),
     method_param: Optional[list[str]] = typer.Option(None, "--method-param", "-p",
                                                      help="Method hyper-parameter KEY=VALUE or METHOD.KEY=VALUE."),
-    models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings."),
+    models_config: Optional[list[str]] = typer.Option(None, "--models-config",
+                                                      help="YAML of model settings; repeat to merge several files."),
     served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
                                                     help="The model id clients send (default: the upstream's name)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Anything but loopback needs a token."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free port)."),
     token_env: str = typer.Option("SPECALIGN_SERVE_TOKEN", "--token-env",
                                   help="Environment variable holding the bearer token clients must send."),
-    max_concurrency: int = typer.Option(256, "--max-concurrency", min=1, help="Requests in flight; beyond it: 429."),
+    max_concurrency: int = typer.Option(256, "--max-concurrency", min=1,
+                                        help="Requests in flight (beyond it: 429), and the upstream model's calls in "
+                                             "flight (its config's max_concurrency may lower that per endpoint)."),
     max_request_bytes: int = typer.Option(1_000_000, "--max-request-bytes", min=1024, help="Largest request body (413 beyond)."),
     max_tokens_limit: int = typer.Option(8192, "--max-tokens-limit", min=1, help="Largest max_tokens a request may ask for."),
     shutdown_timeout: float = typer.Option(60.0, "--shutdown-timeout", min=0,
@@ -72,7 +75,7 @@ def serve_cmd(
     out = monitor_out or f"runs/live-{re.sub(r'[^A-Za-z0-9._]+', '_', model).strip('_')[:60]}"
     config = _config(dict(
         data=data, scenarios=scenarios, methods=methods, method_params=params, model=model,
-        models_config=models_config, served_model_name=served_model_name, host=host, port=port, token_env=token_env,
+        models_config=models_config or [], served_model_name=served_model_name, host=host, port=port, token_env=token_env,
         max_concurrency=max_concurrency, max_request_bytes=max_request_bytes, max_tokens_limit=max_tokens_limit,
         graceful_shutdown_s=shutdown_timeout,
         monitor=dict(rate=monitor, judge=judge, judge_mode=judge_mode, window=monitor_window,

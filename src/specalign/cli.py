@@ -99,8 +99,12 @@ def run(
         None, "--method-param", "-p",
         help="Method hyper-parameter KEY=VALUE or METHOD.KEY=VALUE (YAML value; repeatable)."),
     judge_mode: str = typer.Option("joint", "--judge-mode", help="joint (one call per sample) or sequential (one per spec)."),
-    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Samples in flight at once."),
-    models_config: Optional[str] = typer.Option(None, "--models-config", help="YAML of model settings (official config_model.yaml shape)."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, max=4096,
+                                    help="Calls in flight per model (target and judge each); a models config's "
+                                         "max_concurrency may lower it per endpoint. The run line says what applies."),
+    models_config: Optional[list[str]] = typer.Option(
+        None, "--models-config", help="YAML of model settings (official config_model.yaml shape); repeat to merge "
+                                      "several, e.g. config_model.yaml and config_eval_model.yaml."),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<data>-<model>-<method>)."),
     alpha: float = typer.Option(0.3, "--alpha", min=0.0, max=1.0, help="SAR floor α for a safe answer."),
     na_policy: str = typer.Option("official", "--na-policy", help="NA in behavioral score: official (counts as not met) or exclude (paper)."),
@@ -119,6 +123,8 @@ def run(
     Example: specalign run --data ../shared/specbench-data --model openai:gpt-4.1-mini --judge openai:gpt-4.1 --limit 20
 
     Example: specalign run --method vanilla,zero_think,more_think,align3 -p best_of_n.n=5
+
+    Example: specalign run --models-config config_model.yaml --models-config config_eval_model.yaml --model Qwen3-14B --judge GPT-4.1 --concurrency 32
     """
     from pathlib import Path  # noqa: PLC0415
 
@@ -136,7 +142,7 @@ def run(
         out = str(Path(out_dir) / name) if out_dir and len(methods) > 1 else out_dir
         evaluations.append(Evaluation(RunConfig(
             data=data, scenarios=scenario or [], limit=limit, model=model, judge=judge, method=name,
-            method_params=params[name], judge_mode=judge_mode, concurrency=concurrency, models_config=models_config,
+            method_params=params[name], judge_mode=judge_mode, concurrency=concurrency, models_config=models_config or [],
             out=out, alpha=alpha, na_policy=na_policy, use_cache=not no_cache, cache_dir=cache_dir,
             retry_unscored=retry_unscored, stop_after_failures=stop_after_failures,
         )))
@@ -198,6 +204,33 @@ def _announce(ev) -> None:
     err.print(f"[bold]specalign run[/bold]: {what} from {ev.bench.source} · scenarios "
               f"{', '.join(s.key for s in ev.scenarios)}")
     err.print(f"  model {cfg.model} · method {cfg.method} · judge {cfg.judge} ({cfg.judge_mode}) · out {ev.run_dir.path}")
+    err.print(f"  {_limits_line(ev)}", highlight=False, soft_wrap=True)
+
+
+def _limits_line(ev) -> str:
+    """What --concurrency gives: calls in flight per model and per endpoint, samples in flight, and any
+    config limit that gives less than asked."""
+    cfg = ev.config
+    roles = [("model and judge", ev.target_settings)] if ev.judge_settings == ev.target_settings else \
+        [("model", ev.target_settings), ("judge", ev.judge_settings)]
+    parts = [f"{role} {_calls_text(settings, ev.models_config.sources.get(settings.key), cfg.concurrency)}"
+             for role, settings in roles]
+    n = ev.samples_in_flight()
+    return "concurrency: " + " · ".join(parts) + f" · {n} sample{'s' if n != 1 else ''} in flight"
+
+
+def _calls_text(settings, source: str | None, asked: int) -> str:  # noqa: ANN001
+    from rich.markup import escape  # noqa: PLC0415
+
+    if settings.backend != "openai":
+        return "in this process" if settings.backend != "llamacpp" else "llama.cpp in this process"
+    limits = settings.call_limits()
+    text = limits.describe()
+    if limits.capped:
+        where = escape(source or "the models config")
+        text += (f" [yellow]— fewer than --concurrency {asked}: max_concurrency {settings.max_concurrency} per "
+                 f"endpoint in {where}[/yellow]")
+    return text
 
 
 def _finish(ev, result, as_json: bool) -> None:

@@ -58,7 +58,7 @@ class Judge:
                 "structured_output": self.model.supports_json_schema, "reason_chars": self.reason_chars}
 
     def _params(self) -> dict[str, Any]:
-        return {k: v for k, v in DEFAULT_JUDGE_PARAMS.items() if k not in self.model.settings.params}
+        return {k: v for k, v in DEFAULT_JUDGE_PARAMS.items() if not self.model.settings.sets_param(k)}
 
     async def judge(self, scenario: Scenario, prompt: Prompt, response: str) -> JudgeOutcome:
         if self.mode == "joint":

@@ -1,19 +1,27 @@
-"""In-process llama.cpp backend (``llama-cpp-python``), e.g. the embedded SmolLM2-135M model."""
+"""In-process llama.cpp backend (``llama-cpp-python``), e.g. the embedded SmolLM2-135M model.
+
+A model runs as a pool of K llama.cpp contexts (``parallel``), each on its own thread with cores / K
+compute threads, so K calls decode at once. A call takes the free context whose KV cache shares the
+longest prefix with its prompt: a sample's successive stages stay on one cache.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import importlib.util
+import itertools
 import json
 import logging
 import os
 import re
 import threading
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ModelError, ModelUnavailable
 from ._base import ChatRequest, Completion, Message, ModelBackend, Usage
@@ -33,21 +41,195 @@ _PARAMS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "stop", "seed
 _ALIASES = {"repetition_penalty": "repeat_penalty", "max_completion_tokens": "max_tokens"}
 
 
-@dataclass
-class _Shared:
-    """One loaded model and the lock that serialises every call into it."""
+#: most contexts the embedded model gets by default (one per core up to this)
+EMBEDDED_MAX_PARALLEL = 4
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class _Context:
+    """One llama.cpp context and the one thread every call into it runs on.
+
+    llama.cpp's compute threads (an OpenMP team) belong to the thread that calls it. Calls from
+    ever-new threads, as ``asyncio.to_thread`` makes, leave old teams spinning beside new ones, and
+    generation ran at about two thirds of its speed; so each context keeps one thread for life.
+    """
 
     llama: Any
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    thread: ThreadPoolExecutor
     formatters: dict[str, Any] = field(default_factory=dict)
+    busy: bool = False
+    #: set while the context waits, briefly, for the next stage of the call that just left it
+    hold: threading.Event | None = None
+    last_used: int = 0
+    calls: int = 0
+
+    def cached_prefix(self, tokens: list[int]) -> int:
+        """Leading tokens of ``tokens`` already in this context's KV cache (read it only while idle)."""
+        import numpy as np  # noqa: PLC0415  (a llama-cpp-python dependency)
+
+        n = min(int(self.llama.n_tokens), len(tokens))
+        if n == 0:
+            return 0
+        differ = np.flatnonzero(self.llama.input_ids[:n] != np.asarray(tokens[:n]))
+        return int(differ[0]) if differ.size else n
+
+    def continued_by(self, tokens: list[int]) -> bool:
+        """Whether ``tokens`` extend what this context holds (a later stage of the same conversation)."""
+        held = int(self.llama.n_tokens)
+        return held > 0 and self.cached_prefix(tokens) * 10 >= held * 9
 
 
-_LOADED: dict[tuple[str, int], _Shared] = {}
+@dataclass(eq=False)
+class _Waiter:
+    future: asyncio.Future[_Context]
+    loop: asyncio.AbstractEventLoop
+    tokens: list[int]
+
+
+class _Pool:
+    """K contexts of one model, each run by its own thread.
+
+    A call takes the free context with the longest cached prefix of its prompt (ties: the least
+    recently used, so a context one sample just left stays free for its next stage). When every
+    context is busy, calls wait in arrival order; a context that a prefill stage leaves while others
+    wait is held for up to ``HOLD_S`` for the next stage of that conversation, which would otherwise
+    find its KV cache taken and evaluate its whole prompt again.
+    """
+
+    HOLD_S = 0.05
+
+    def __init__(self, contexts: list[_Context]):
+        self.contexts = contexts
+        self.peak_in_use = 0
+        self._lock = threading.Lock()
+        self._waiters: deque[_Waiter] = deque()
+        self._clock = itertools.count(1)
+
+    @property
+    def size(self) -> int:
+        return len(self.contexts)
+
+    @property
+    def in_use(self) -> int:
+        """Contexts running a call now."""
+        return sum(c.busy for c in self.contexts)
+
+    async def run(self, tokens: list[int], fn: Callable[[_Context], T], *, stage: bool = False) -> T:
+        """``fn(context)`` on the chosen context's own thread; ``stage``: a later call may continue it."""
+        ctx = await self._acquire(tokens)
+        try:
+            future = ctx.thread.submit(fn, ctx)
+        except BaseException:
+            self._release(ctx, False)
+            raise
+        future.add_done_callback(lambda _: self._release(ctx, stage))  # when it really ends, even if cancelled
+        return await asyncio.wrap_future(future)
+
+    async def _acquire(self, tokens: list[int]) -> _Context:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            ctx = self._claim(tokens) if self._waiters else self._take(tokens, held=True)
+            if ctx is not None:
+                return ctx
+            waiter = _Waiter(loop.create_future(), loop, tokens)
+            self._waiters.append(waiter)
+        return await waiter.future
+
+    def _claim(self, tokens: list[int]) -> _Context | None:
+        """A held context whose conversation ``tokens`` continue. Holds the lock."""
+        held = [c for c in self.contexts if c.hold is not None and not c.busy]
+        return next((self._mark_busy(c) for c in held if c.continued_by(tokens)), None)
+
+    def _take(self, tokens: list[int], *, held: bool) -> _Context | None:
+        """The best free context, marked busy; None if none is free. Holds the lock."""
+        free = [c for c in self.contexts if not c.busy and (held or c.hold is None)]
+        if not free:
+            return None
+        return self._mark_busy(max(free, key=lambda c: (c.cached_prefix(tokens), -c.last_used)))
+
+    def _mark_busy(self, ctx: _Context) -> _Context:
+        if ctx.hold is not None:
+            ctx.hold.set()
+            ctx.hold = None
+        ctx.busy = True
+        ctx.calls += 1
+        self.peak_in_use = max(self.peak_in_use, self.in_use)
+        return ctx
+
+    def _release(self, ctx: _Context, stage: bool) -> None:
+        """Free ``ctx`` (from any thread): hold it for a next stage if calls wait, else hand it over."""
+        with self._lock:
+            ctx.busy = False
+            ctx.last_used = next(self._clock)
+            hold = ctx.hold = threading.Event() if stage and self._waiters else None
+            handed = self._hand_over()
+        self._deliver_all(handed)
+        if hold is not None:
+            ctx.thread.submit(self._end_hold, ctx, hold)  # its thread is idle: let it keep the time
+
+    def _end_hold(self, ctx: _Context, hold: threading.Event) -> None:
+        if hold.wait(self.HOLD_S):
+            return  # the next stage took it
+        with self._lock:
+            if ctx.hold is not hold:
+                return
+            ctx.hold = None
+            handed = self._hand_over()
+        self._deliver_all(handed)
+
+    def _hand_over(self) -> list[tuple[_Waiter, _Context]]:
+        """Match waiting calls, first come first served, with free contexts. Holds the lock."""
+        handed = []
+        while self._waiters:
+            if self._waiters[0].future.done():  # cancelled while waiting
+                self._waiters.popleft()
+                continue
+            ctx = self._take(self._waiters[0].tokens, held=False)
+            if ctx is None:
+                break
+            handed.append((self._waiters.popleft(), ctx))
+        return handed
+
+    def _deliver_all(self, handed: list[tuple[_Waiter, _Context]]) -> None:
+        for waiter, ctx in handed:
+            try:
+                waiter.loop.call_soon_threadsafe(self._deliver, waiter.future, ctx)
+            except RuntimeError:  # its event loop is closed
+                self._release(ctx, False)
+
+    def _deliver(self, future: asyncio.Future[_Context], ctx: _Context) -> None:
+        if future.done():  # cancelled after the hand-over was decided
+            self._release(ctx, False)
+        else:
+            future.set_result(ctx)
+
+
+_LOADED: dict[tuple[str, int, int, int], _Pool] = {}
 _LOAD_LOCK = threading.Lock()
-_EXECUTOR: ThreadPoolExecutor | None = None
 _HASHES: dict[tuple[str, int, int], str] = {}
 _GRAMMARS: dict[str, Any] = {}
 _GRAMMAR_LOCK = threading.Lock()
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parallelism(settings: ModelSettings) -> int:
+    """Contexts (calls at once) for a model: ``parallel:`` if set; else one per core, at most 4, for the
+    embedded model, and 1 for any other GGUF (every context holds its own KV cache of ``n_ctx`` tokens)."""
+    if settings.parallel:
+        return settings.parallel
+    return max(1, min(cores(), EMBEDDED_MAX_PARALLEL)) if settings.gguf == LOCAL else 1
+
+
+def _threads_per_context(settings: ModelSettings, k: int) -> int:
+    return settings.n_threads or max(1, cores() // k)
 
 
 def chat_template_of(llama: Any) -> str | None:
@@ -88,36 +270,27 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
-def _llama_thread() -> ThreadPoolExecutor:
-    """The one thread every llama.cpp call of this process runs on.
-
-    llama.cpp's compute threads (an OpenMP team) belong to the thread that calls it. Calls from
-    ever-new threads, as ``asyncio.to_thread`` makes, leave old teams spinning beside new ones, and
-    generation ran at about two thirds of its speed. Calls are serialised per model anyway.
-    """
-    global _EXECUTOR
-    with _LOAD_LOCK:
-        if _EXECUTOR is None:
-            _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp")
-        return _EXECUTOR
-
-
-def _load_shared(path: Path, settings: ModelSettings) -> _Shared:
-    """The process-wide model for (path, n_ctx), loaded on first use."""
-    key = (str(path), settings.n_ctx)
+def _load_pool(path: Path, settings: ModelSettings) -> _Pool:
+    """The process-wide pool for (file, n_ctx, contexts, threads), loaded on first use."""
+    k = parallelism(settings)
+    threads = _threads_per_context(settings, k)
+    key = (str(path), settings.n_ctx, k, threads)
     with _LOAD_LOCK:
         if key not in _LOADED:
-            llama_cpp = _import_llama_cpp()
-            threads = settings.n_threads or os.cpu_count() or 1
-            try:
-                llama = llama_cpp.Llama(
-                    model_path=str(path), n_ctx=settings.n_ctx, n_threads=threads, n_threads_batch=threads,
-                    seed=int(settings.params.get("seed", 0) or 0), verbose=False,
-                )
-            except Exception as e:  # llama.cpp says ValueError("Failed to load model from file")
-                raise ModelUnavailable(f"cannot load GGUF file {path}: {e}") from None
-            _LOADED[key] = _Shared(llama)
+            _LOADED[key] = _Pool([_load_context(path, settings, threads, i) for i in range(k)])
         return _LOADED[key]
+
+
+def _load_context(path: Path, settings: ModelSettings, threads: int, index: int) -> _Context:
+    llama_cpp = _import_llama_cpp()
+    try:  # the weights are mmapped: K contexts share their pages
+        llama = llama_cpp.Llama(
+            model_path=str(path), n_ctx=settings.n_ctx, n_threads=threads, n_threads_batch=threads,
+            seed=int(settings.params.get("seed", 0) or 0), verbose=False,
+        )
+    except Exception as e:  # llama.cpp says ValueError("Failed to load model from file")
+        raise ModelUnavailable(f"cannot load GGUF file {path}: {e}") from None
+    return _Context(llama, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama.cpp-{index}"))
 
 
 def _grammar_for(schema: dict[str, Any], llama: Any) -> Any:
@@ -174,7 +347,8 @@ def map_params(request: ChatRequest, default_seed: int) -> dict[str, Any]:
 
 
 class LlamaCppBackend(ModelBackend):
-    """A GGUF model run in this process; one loaded copy per (file, n_ctx) is shared."""
+    """A GGUF model run in this process: a pool of contexts per (file, n_ctx, contexts, threads), shared
+    by every backend with those settings (the target and the judge of the demo use one pool)."""
 
     kind = "llamacpp"
     supports_json_schema = True
@@ -186,6 +360,7 @@ class LlamaCppBackend(ModelBackend):
         self.settings = settings
         self.path = resolve_gguf(settings)
         self._identity: dict[str, Any] | None = None
+        self._pool: _Pool | None = None
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
@@ -196,9 +371,20 @@ class LlamaCppBackend(ModelBackend):
                 self._identity["chat_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()[:16]
         return self._identity
 
-    def shared(self) -> _Shared:
-        """The loaded model (loads it now if needed; blocking)."""
-        return _load_shared(self.path, self.settings)
+    @property
+    def parallel(self) -> int:
+        """Calls this model runs at once."""
+        return parallelism(self.settings)
+
+    def pool(self) -> _Pool:
+        """The loaded contexts (loads them now if needed; blocking)."""
+        if self._pool is None:
+            self._pool = _load_pool(self.path, self.settings)
+        return self._pool
+
+    def shared(self) -> _Context:
+        """The pool's first context: for tokenizing and rendering, which need no KV cache."""
+        return self.pool().contexts[0]
 
     @property
     def llama(self) -> Any:
@@ -206,44 +392,43 @@ class LlamaCppBackend(ModelBackend):
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` has for this model (no BOS added)."""
-        shared = self.shared()
-        with shared.lock:
-            return len(shared.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     async def warm(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(_llama_thread(), self.shared)
+        await asyncio.get_running_loop().run_in_executor(None, self.pool)
 
     async def chat(self, request: ChatRequest) -> Completion:
-        return await asyncio.get_running_loop().run_in_executor(_llama_thread(), self._chat_blocking, request)
-
-    def _chat_blocking(self, request: ChatRequest) -> Completion:
-        shared = self.shared()
+        pool = self._pool or await asyncio.get_running_loop().run_in_executor(None, self.pool)
         kwargs = map_params(request, int(self.settings.params.get("seed", 0) or 0))
         kwargs["seed"] += request.sample_index
         kwargs.setdefault("temperature", DEFAULT_TEMPERATURE)
-        with shared.lock:
-            if request.json_schema is not None:
-                kwargs["grammar"] = _grammar_for(request.json_schema, shared.llama)
-            tokens = self._render(shared, request)
-            if tokens is None:  # a GGUF without a chat template: llama-cpp-python's own guess
-                return self._chat_without_template(shared, request, kwargs)
-            kwargs["max_tokens"] = self._fit_max_tokens(len(tokens), kwargs["max_tokens"])
-            if not self.settings.kv_reuse:
-                shared.llama.reset()
-            reused = _reusable_prefix(shared.llama, tokens)
-            response = self._call(shared.llama.create_completion, prompt=tokens, **kwargs)
+        first = pool.contexts[0]  # tokenizing reads the model only: safe beside a running decode
+        if request.json_schema is not None:
+            kwargs["grammar"] = _grammar_for(request.json_schema, first.llama)
+        tokens = self._render(first, request)
+        if tokens is None:  # a GGUF without a chat template: llama-cpp-python's own guess
+            return await pool.run([], lambda ctx: self._chat_without_template(ctx, request, kwargs))
+        kwargs["max_tokens"] = self._fit_max_tokens(len(tokens), kwargs["max_tokens"])
+        return await pool.run(tokens, lambda ctx: self._complete(ctx, tokens, kwargs), stage=request.continue_final)
+
+    def _complete(self, ctx: _Context, tokens: list[int], kwargs: dict[str, Any]) -> Completion:
+        """One completion on ``ctx``, on its thread."""
+        if not self.settings.kv_reuse:
+            ctx.llama.reset()
+        reused = _reusable_prefix(ctx, tokens)
+        response = self._call(ctx.llama.create_completion, prompt=tokens, **kwargs)
         choice = response["choices"][0]
         return Completion(text=choice.get("text") or "", usage=_usage(response, reused),
                           finish_reason=choice.get("finish_reason"))
 
-    def _render(self, shared: _Shared, request: ChatRequest) -> list[int] | None:
+    def _render(self, ctx: _Context, request: ChatRequest) -> list[int] | None:
         """The prompt tokens: the chat template rendered, an assistant prefix left open after it.
 
         A prefill renders the conversation before the assistant turn with the generation
         prompt, then appends the prefix verbatim: the turn stays unclosed and the template
         cannot rewrite the prefix (as some templates do to ``<think>`` blocks).
         """
-        template = resolve_chat_template(self.settings) or chat_template_of(shared.llama)
+        template = resolve_chat_template(self.settings) or chat_template_of(ctx.llama)
         if template is None:
             if request.continue_final:
                 raise ModelError(f"{self.path.name} has no chat template to continue an assistant turn with; "
@@ -254,16 +439,16 @@ class LlamaCppBackend(ModelBackend):
         if request.continue_final:
             prefix = messages.pop()["content"]
         try:
-            rendered = _formatter(shared, template)(messages=messages)
+            rendered = _formatter(ctx, template)(messages=messages)
         except Exception as e:  # a template may refuse a conversation (roles must alternate, ...)
             raise ModelError(f"the chat template refused these messages: {type(e).__name__}: {e}", kind="rejected") from None
         text = rendered.prompt + prefix
-        return shared.llama.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        return ctx.llama.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
-    def _chat_without_template(self, shared: _Shared, request: ChatRequest, kwargs: dict[str, Any]) -> Completion:
+    def _chat_without_template(self, ctx: _Context, request: ChatRequest, kwargs: dict[str, Any]) -> Completion:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        kwargs["max_tokens"] = self._fit_max_tokens(_rough_prompt_tokens(shared, request.messages), kwargs["max_tokens"])
-        response = self._call(shared.llama.create_chat_completion, messages=messages, **kwargs)
+        kwargs["max_tokens"] = self._fit_max_tokens(_rough_prompt_tokens(ctx, request.messages), kwargs["max_tokens"])
+        response = self._call(ctx.llama.create_chat_completion, messages=messages, **kwargs)
         choice = response["choices"][0]
         return Completion(text=choice["message"].get("content") or "", usage=_usage(response, 0),
                           finish_reason=choice.get("finish_reason"))
@@ -299,33 +484,28 @@ def _usage(response: dict[str, Any], reused: int) -> Usage:
                  cached_prompt_tokens=reused)
 
 
-def _reusable_prefix(llama: Any, tokens: list[int]) -> int:
+def _reusable_prefix(ctx: _Context, tokens: list[int]) -> int:
     """Prompt tokens whose KV state llama.cpp will reuse from the previous call (its own prefix match)."""
-    current = llama._input_ids[: llama.n_tokens]
-    common = 0
-    for a, b in zip(current, tokens):
-        if a != b:
-            break
-        common += 1
+    common = ctx.cached_prefix(tokens)
     return common - 1 if common == len(tokens) and common else common
 
 
-def _formatter(shared: _Shared, template: str) -> Any:
+def _formatter(ctx: _Context, template: str) -> Any:
     """A cached Jinja renderer for ``template`` with this model's BOS/EOS text."""
-    if template not in shared.formatters:
+    if template not in ctx.formatters:  # a benign race: two threads may build the same one
         from llama_cpp import llama_chat_format  # noqa: PLC0415
 
-        llama = shared.llama
+        llama = ctx.llama
 
         def text(token: int) -> str:
             return llama.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
 
-        shared.formatters[template] = llama_chat_format.Jinja2ChatFormatter(
+        ctx.formatters[template] = llama_chat_format.Jinja2ChatFormatter(
             template=template, eos_token=text(llama.token_eos()), bos_token=text(llama.token_bos()))
-    return shared.formatters[template]
+    return ctx.formatters[template]
 
 
-def _rough_prompt_tokens(shared: _Shared, messages: tuple[Message, ...]) -> int:
+def _rough_prompt_tokens(ctx: _Context, messages: tuple[Message, ...]) -> int:
     """Contents plus a few tokens of markup per message (for GGUFs without a template)."""
-    llama = shared.llama
+    llama = ctx.llama
     return sum(len(llama.tokenize(m.content.encode(), add_bos=False, special=True)) + 8 for m in messages)

@@ -7,7 +7,7 @@ from typing import Any
 from ..errors import CapabilityError
 from ._base import ChatRequest, Completion, Message, ModelBackend, Usage
 from ._cache import CallCache, cache_key
-from ._settings import ModelSettings
+from ._settings import TOKEN_LIMITS, ModelSettings
 
 
 class Model:
@@ -42,7 +42,7 @@ class Model:
     def request(self, messages: list[Message], *, params: dict[str, Any] | None = None,
                 json_schema: dict[str, Any] | None = None, continue_final: bool = False,
                 sample_index: int = 0) -> ChatRequest:
-        merged = {**self.settings.params, **(params or {})}
+        merged = merge_params(self.settings.params, params or {})
         schema = json_schema if self.supports_json_schema else None
         return ChatRequest(messages=tuple(messages), params=merged, extra_body=self.settings.extra_body,
                            json_schema=schema, continue_final=continue_final, sample_index=sample_index)
@@ -87,6 +87,25 @@ class Model:
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+def merge_params(configured: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+    """The settings' sampling parameters overridden by a call's, with one completion-token limit.
+
+    ``max_tokens`` and ``max_completion_tokens`` are one limit under two names: when the settings
+    name one of them, a call's limit under the other name is sent under the settings' name (the
+    call's value, as for any parameter), so the server never receives both.
+    """
+    merged = {**configured, **call}
+    named = [k for k in TOKEN_LIMITS if k in configured]
+    if len(named) == 1:
+        (name,) = named
+        other = next(k for k in TOKEN_LIMITS if k != name)
+        if other in call:
+            value = merged.pop(other)
+            if name not in call:
+                merged[name] = value
+    return merged
 
 
 def prefill_refusal(model_key: str) -> str:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from ..errors import ConfigError, ModelAccessError, ModelError
 from ._base import ChatRequest, Completion, ModelBackend, Usage
-from ._settings import ModelSettings, resolve_chat_template
+from ._settings import CallLimits, ModelSettings, resolve_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,29 @@ CONNECTIONS_PER_CLIENT = 32
 
 
 class _LoopState:
-    """Clients (one or more shards per URL) and semaphores bound to one event loop."""
+    """Clients (one or more shards per URL) and the call limits, bound to one event loop.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, clients: dict[str, list[Any]], limit: int):
+    ``calls`` holds the model's calls in flight over all its endpoints; ``semaphores[url]`` those at
+    one endpoint. The model-wide limit never exceeds the sum of the endpoints' (see ``CallLimits``),
+    so a call holding a model-wide slot always finds an endpoint with room.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, clients: dict[str, list[Any]], limits: CallLimits):
         self.loop = loop
         self.clients = clients
-        self.semaphores = {url: asyncio.Semaphore(limit) for url in clients}
+        self.urls = list(clients)
+        self.calls = asyncio.Semaphore(limits.model)
+        self.semaphores = {url: asyncio.Semaphore(limits.per_endpoint) for url in clients}
         self._turn = itertools.count()
+
+    def endpoint(self, turn: int) -> str:
+        """The endpoint for a call: the ``turn``-th in round-robin order, or the next one with room."""
+        n = len(self.urls)
+        for k in range(n):
+            url = self.urls[(turn + k) % n]
+            if not self.semaphores[url].locked():
+                return url
+        return self.urls[turn % n]
 
     def client(self, url: str) -> Any:
         shards = self.clients[url]
@@ -69,8 +85,10 @@ class OpenAIBackend(ModelBackend):
     """Chat completions over HTTP, round-robin over ``settings.base_urls``, with bounded retries.
 
     Prefill (``continue_final``) is sent as vLLM/SGLang/llama-server understand it
-    (``continue_final_message: true, add_generation_prompt: false``). Hosted APIs ignore those
-    fields, so prefill is not declared: a model config's ``prefill: true`` turns it on.
+    (``continue_final_message: true, add_generation_prompt: false``), and the answer is the
+    continuation alone whether the server echoes the prefix or not (:func:`strip_prefill_echo`).
+    Hosted APIs ignore those fields, so prefill is not declared: a model config's ``prefill: true``
+    turns it on.
     """
 
     kind = "openai"
@@ -99,10 +117,12 @@ class OpenAIBackend(ModelBackend):
         kwargs = self._create_kwargs(request)
         attempts = self.settings.max_retries + 1
         url, last, final = self._urls[0], "", _Retry("no attempt made")
+        state = self._loop_state()
         for attempt in range(attempts):
-            url = self._urls[next(self._turn) % len(self._urls)]
             try:
-                return await self._attempt(url, kwargs)
+                async with state.calls:  # a model-wide slot, held for the attempt only (not the backoff)
+                    url = state.endpoint(next(self._turn))
+                    return await self._attempt(url, kwargs)
             except _Retry as r:
                 last, final = r.reason, r
                 log.debug("attempt %d at %s failed: %s", attempt + 1, url, last)
@@ -181,6 +201,8 @@ class OpenAIBackend(ModelBackend):
             content = reasoning + (f"{self.settings.thought_end}{content}" if content else "")
         elif reasoning:
             content = f"{self.settings.thought_start}{reasoning}{self.settings.thought_end}{content}"
+        if continuing:
+            content = strip_prefill_echo(kwargs["messages"][-1]["content"], content, self.settings.thought_start)
         usage = getattr(response, "usage", None)
         details = getattr(usage, "prompt_tokens_details", None)
         return Completion(
@@ -248,10 +270,11 @@ class OpenAIBackend(ModelBackend):
         if self._state is None or self._state.loop is not loop:
             from openai import AsyncOpenAI  # noqa: PLC0415
 
-            shards = -(-self.settings.max_concurrency // CONNECTIONS_PER_CLIENT)
+            limits = self.settings.call_limits()
+            shards = -(-limits.per_endpoint // CONNECTIONS_PER_CLIENT)
             clients = {url: [AsyncOpenAI(api_key=self._api_key, base_url=url, max_retries=0, timeout=self.settings.timeout)
                              for _ in range(shards)] for url in self._urls}
-            self._state = _LoopState(loop, clients, self.settings.max_concurrency)
+            self._state = _LoopState(loop, clients, limits)
         return self._state
 
 
@@ -275,6 +298,27 @@ def _reasoning(message: Any) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def strip_prefill_echo(prefix: str, text: str, thought_start: str = "<think>") -> str:
+    """The continuation alone, whichever way the server answered a prefill.
+
+    vLLM and SGLang (``continue_final_message``) return only the continuation; llama.cpp's
+    ``llama-server`` returns the whole assistant message, the prefix followed by the continuation.
+    Decided per response: text that starts with the prefix is an echo of it. A reasoning parser may
+    have taken the opening thought marker (and the whitespace after it) off the echoed prefix, so the
+    prefix without that marker counts too.
+    """
+    if not prefix:
+        return text
+    if text.startswith(prefix):
+        return text[len(prefix):]
+    if thought_start and prefix.startswith(thought_start):
+        inner = prefix[len(thought_start):]
+        for echo in (inner, inner.lstrip()):
+            if echo.strip() and text.startswith(echo):
+                return text[len(echo):]
+    return text
 
 
 def _server_message(err: Any) -> str:

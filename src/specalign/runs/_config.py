@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ..models import LOCAL
 from ..scoring import DEFAULT_ALPHA, NAPolicy
@@ -27,8 +27,8 @@ class RunConfig(BaseModel):
     method_params: dict[str, Any] = Field(default_factory=dict)
     judge_mode: Literal["joint", "sequential"] = "joint"
     judge_attempts: int = Field(default=3, ge=1, le=20)
-    concurrency: int = Field(default=8, ge=1, le=4096)
-    models_config: str | None = None
+    concurrency: int = Field(default=8, ge=1, le=4096, description="calls in flight per model (target, judge each)")
+    models_config: list[str] = Field(default_factory=list, description="models config files, merged in order")
     out: str | None = None
     alpha: float = Field(default=DEFAULT_ALPHA, ge=0, le=1)
     na_policy: NAPolicy = "official"
@@ -37,6 +37,12 @@ class RunConfig(BaseModel):
     retry_unscored: bool = False
     stop_after_failures: int = Field(default=25, ge=0, description="stop when this many samples in a row fail at "
                                      "the model (0: never)")
+
+    @field_validator("models_config", mode="before")
+    @classmethod
+    def _config_files(cls, v: Any) -> Any:
+        """One file as a string (the older form), or none as None, still reads."""
+        return [] if v is None else [v] if isinstance(v, str) else v
 
     def effective_limit(self) -> int | None:
         if self.limit is not None:

@@ -80,9 +80,11 @@ class Evaluation:
         ]
         self.n_available = sum(len(s.prompts) for s in self.scenarios)
         self.method: GenerationMethod = create_method(config.method, config.method_params)
-        models_cfg = load_models_config(config.models_config) if config.models_config else {}
-        self.target_settings = _with_generation_defaults(parse_model_spec(config.model, models_cfg, config.models_config))
-        self.judge_settings = parse_model_spec(config.judge, models_cfg, config.models_config)
+        self.models_config = load_models_config(config.models_config)
+        calls = {"calls_in_flight": config.concurrency}  # --concurrency: calls in flight, per model
+        self.target_settings = _with_generation_defaults(
+            parse_model_spec(config.model, self.models_config).model_copy(update=calls))
+        self.judge_settings = parse_model_spec(config.judge, self.models_config).model_copy(update=calls)
         self.run_dir = RunDir(config.out_dir())
         self.stats = RunStats(total=len(self.samples))
         self._failures_in_a_row = 0
@@ -185,12 +187,29 @@ class Evaluation:
         return make_scorer(spec, judge=judge, alpha=self.config.alpha, na_policy=self.config.na_policy)
 
     def _workers(self) -> int:
-        """Samples in flight. One when every model runs in this process: llama.cpp serves one call at
-        a time, and one sample's calls in a row keep its KV cache (Align3's stages extend one text)."""
+        """Samples in flight. When every model runs in this process, as many as llama.cpp runs calls at
+        once (its contexts): each sample's calls then keep to one context's KV cache (Align3's stages
+        extend one text), and no sample waits with a half-used cache."""
         n = min(self.config.concurrency, max(1, len(self.samples)))
         if self.target_settings.backend == "llamacpp" and self.judge_settings.backend == "llamacpp":
-            return 1
+            from ..models._llamacpp import parallelism  # noqa: PLC0415  (imports llama_cpp lazily)
+
+            return min(n, max(parallelism(self.target_settings), parallelism(self.judge_settings)))
         return n
+
+    def samples_in_flight(self) -> int:
+        """Samples worked on at once: ``_workers()``, doubled when no model runs in this process.
+
+        ``--concurrency`` is each model's calls in flight (``ModelSettings.calls_in_flight``). A sample
+        makes its calls one after another (vanilla: the answer, then the judge), so with only as many
+        samples as calls a call slot idles while its sample moves from one call to the next, and a
+        separate judge shares the calls with the target; twice as many samples keep both models busy
+        while the models' own limits hold each to ``--concurrency`` calls in flight.
+        """
+        n = self._workers()
+        if "llamacpp" in (self.target_settings.backend, self.judge_settings.backend):
+            return n
+        return max(1, min(2 * n, len(self.samples)))
 
     async def _process_all(self, target, judge, scorer, done, gen_w, judge_w, on_progress) -> None:
         queue: asyncio.Queue[tuple[Scenario, Prompt]] = asyncio.Queue()
@@ -206,13 +225,17 @@ class Evaluation:
                     return
                 try:
                     await self._one(target, judge, scorer, scenario, prompt, done, gen_w, judge_w)
-                except (ModelAccessError, RunDirError) as e:
+                except Exception as e:  # noqa: BLE001  (access errors, a full disk, an outage: the run ends)
                     fatal.append(e)
+                    for task in tasks:  # samples waiting for a call slot would only meet the same error
+                        if task is not asyncio.current_task():
+                            task.cancel()
                     return
                 if on_progress:
                     on_progress(self.stats)
 
-        await asyncio.gather(*(worker() for _ in range(self._workers())))
+        tasks = [asyncio.ensure_future(worker()) for _ in range(self.samples_in_flight())]
+        await asyncio.gather(*tasks, return_exceptions=True)
         if fatal:
             raise fatal[0]
 

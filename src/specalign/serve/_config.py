@@ -42,16 +42,22 @@ class ServeConfig(BaseModel):
                                description="methods clients may ask for; the first is the default")
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     model: str = "local"
-    models_config: str | None = None
+    models_config: list[str] = Field(default_factory=list, description="models config files, merged in order")
     served_model_name: str | None = Field(default=None, description="the model id clients send (default: the upstream's)")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     token_env: str = DEFAULT_TOKEN_ENV
-    max_concurrency: int = Field(default=256, ge=1, le=100_000, description="requests in flight; beyond: 429")
+    max_concurrency: int = Field(default=256, ge=1, le=100_000,
+                                 description="requests in flight (beyond: 429), and the upstream's calls in flight")
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
     max_tokens_limit: int = Field(default=8192, ge=1, description="the largest max_tokens a request may ask for")
     graceful_shutdown_s: float = Field(default=60.0, ge=0)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+
+    @field_validator("models_config", mode="before")
+    @classmethod
+    def _config_files(cls, v: Any) -> Any:
+        return [] if v is None else [v] if isinstance(v, str) else v
 
     @field_validator("scenarios", "methods")
     @classmethod

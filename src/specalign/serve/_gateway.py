@@ -35,8 +35,7 @@ class Gateway:
         if unknown:
             raise ConfigError(f"parameters given for {unknown[0]!r}, which is not among --method", field="--method-param")
         self.default_method = config.methods[0]
-        models_cfg = load_models_config(config.models_config) if config.models_config else {}
-        self.settings = upstream_settings(parse_model_spec(config.model, models_cfg, config.models_config), config)
+        self.settings = upstream_settings(parse_model_spec(config.model, load_models_config(config.models_config)), config)
         self.model_name = config.served_model_name or self.settings.model_name
         self.token = _token(config)
         self.model: Model = create_model(self.settings, None)
@@ -131,14 +130,13 @@ def load_scenarios(data: str, items: list[str]) -> dict[str, Scenario]:
 
 
 def upstream_settings(settings: ModelSettings, config: ServeConfig) -> ModelSettings:
-    """The upstream's settings for serving: as many calls in flight as requests (unless its config
-    says otherwise); the embedded model keeps its short default answers."""
-    update: dict[str, Any] = {}
-    if "max_concurrency" not in settings.model_fields_set:
-        update["max_concurrency"] = config.max_concurrency
+    """The upstream's settings for serving: as many calls in flight as requests (``--max-concurrency``;
+    its config's ``max_concurrency`` may lower that per endpoint); the embedded model keeps its short
+    default answers."""
+    update: dict[str, Any] = {"calls_in_flight": config.max_concurrency}
     if settings.key == LOCAL and "max_tokens" not in settings.params:
         update["params"] = {**settings.params, "max_tokens": EMBEDDED_MAX_TOKENS}
-    return settings.model_copy(update=update) if update else settings
+    return settings.model_copy(update=update)
 
 
 def _token(config: ServeConfig) -> str | None:

@@ -77,14 +77,14 @@ class Monitor:
     """Samples answers, judges them with a bounded queue and worker pool, never delaying a reply."""
 
     def __init__(self, config: MonitorConfig, scenarios: dict[str, Scenario], methods: dict[str, GenerationMethod],
-                 upstream: Model, metrics: GatewayMetrics, models_config: str | None):
+                 upstream: Model, metrics: GatewayMetrics, models_config: list[str] | None):
         self.config = config
         self.scenarios = scenarios
         self.methods = methods
         self.upstream = upstream
         self.metrics = metrics
-        cfg = load_models_config(models_config) if models_config else {}
-        self.judge_settings = parse_model_spec(config.judge, cfg, models_config)
+        judge = parse_model_spec(config.judge, load_models_config(models_config))
+        self.judge_settings = judge.model_copy(update={"calls_in_flight": config.workers})  # one call per worker
         same = self.judge_settings.key == upstream.settings.key
         judge_model = Model(self.judge_settings, upstream.backend) if same else create_model(self.judge_settings, None)
         self.judge = Judge(judge_model, config.judge_mode)

@@ -1,0 +1,187 @@
+"""The embedded model's parallel contexts: the default demo against llama.cpp's own batched rates.
+
+In one run, on a quiet machine:
+1. ``llama-batched-bench`` (llama.cpp's own tool, built from the llama-cpp-python sdist by
+   ``tools/build-llama-cpp.sh``, all cores) measures prompt (PP) and generation (TG) rates at
+   1..K parallel sequences;
+2. the default demo (``specalign run``: 10 samples, vanilla, the embedded model as target and joint
+   judge) runs with each number of contexts K in ``--ks`` ("auto" = the default), each in a fresh
+   process with a cold call cache; ratio = demo wall / (prompt tokens / PP + completion tokens / TG)
+   with the rates at batch size K;
+3. two default demos run at once (two processes, their own run and cache directories).
+
+Writes section "Parallel contexts for the embedded model" of docs/benchmarks.md. Usage:
+    flock /tmp/specalign-cpu.lock .venv/bin/python benchmarks/local_parallel.py [--ks 1,auto,3,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo import write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "tools" / "build-llama-cpp.sh"
+SECTION = "Parallel contexts for the embedded model"
+PP_TOKENS, TG_TOKENS = 1024, 256  # about one demo call: ~1,050 prompt tokens, ~390 generated
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ks", default="1,auto,3,4", help="contexts to run the demo with ('auto': the default)")
+    ap.add_argument("--skip-pair", action="store_true", help="skip the two demos at once")
+    ap.add_argument("--no-doc", action="store_true", help="print only; do not write docs/benchmarks.md")
+    ap.add_argument("--demo-worker", help=argparse.SUPPRESS)  # K, in a child process
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
+# -- llama.cpp's own rates -----------------------------------------------------------------------------
+
+def batched_bench_binary() -> Path:
+    """llama-batched-bench, built (once, cached) by tools/build-llama-cpp.sh; exits with the reason if not."""
+    p = subprocess.run(["bash", str(BUILD), sys.executable], capture_output=True, text=True, cwd=ROOT)
+    lines = p.stdout.strip().splitlines()
+    binary = Path(lines[-1]) / "llama-batched-bench" if p.returncode == 0 and lines else None
+    if binary is None or not binary.is_file():
+        why = p.stderr.strip().splitlines()[-1:] or [f"exit status {p.returncode}"]
+        sys.exit(f"local_parallel: cannot find llama-batched-bench: {BUILD.relative_to(ROOT)} failed ({why[0]}); "
+                 "it needs cmake and a C/C++ compiler")
+    return binary
+
+
+def batched_rates(binary: Path, gguf: Path, batches: list[int], threads: int) -> dict[int, dict[str, float]]:
+    """PP and TG tokens/s at each batch size (independent sequences, prompts not shared)."""
+    n_ctx = max(batches) * (PP_TOKENS + TG_TOKENS) + 256
+    cmd = [str(binary), "-m", str(gguf), "-c", str(n_ctx), "-b", "2048", "-ub", "512", "-npp", str(PP_TOKENS),
+           "-ntg", str(TG_TOKENS), "-npl", ",".join(map(str, batches)), "-t", str(threads), "-tb", str(threads),
+           "--output-format", "jsonl"]
+    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    return {r["pl"]: {"pp": r["speed_pp"], "tg": r["speed_tg"]} for r in rows}
+
+
+# -- the demo ------------------------------------------------------------------------------------------
+
+def demo_worker(k: str, out: str) -> None:
+    """The default demo with K contexts, in this fresh process; prints its figures as JSON."""
+    t0 = time.perf_counter()
+    from specalign.models._llamacpp import parallelism  # noqa: PLC0415
+    from specalign.runs import Evaluation, RunConfig  # noqa: PLC0415
+
+    ev = Evaluation(RunConfig(out=str(Path(out) / "run")))
+    update = {"parallel": None if k == "auto" else int(k)}
+    ev.target_settings = ev.target_settings.model_copy(update=update)
+    ev.judge_settings = ev.judge_settings.model_copy(update=update)
+    import asyncio  # noqa: PLC0415
+
+    res = asyncio.run(ev.run())
+    wall = time.perf_counter() - t0
+    usage = res.scores.usage
+    print(json.dumps({
+        "k": parallelism(ev.target_settings), "workers": ev._workers(), "wall": wall,
+        "prompt": sum(u.prompt_tokens for u in usage.values()),
+        "cached": sum(u.cached_prompt_tokens for u in usage.values()),
+        "completion": sum(u.completion_tokens for u in usage.values()),
+        "calls": res.stats.model_calls, "scored": res.scores.counts["scored"],
+    }))
+
+
+def start_demo(k: str, tmp: Path, name: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "SPECALIGN_CACHE_DIR": str(tmp / name / "cache"), "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen([sys.executable, __file__, "--demo-worker", k, "--out", str(tmp / name)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def finish(p: subprocess.Popen[str]) -> dict:
+    out, _ = p.communicate()
+    if p.returncode != 0:
+        sys.exit(f"local_parallel: a demo process failed (exit {p.returncode})")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def ideal(m: dict, rates: dict[str, float]) -> float:
+    return m["prompt"] / rates["pp"] + m["completion"] / rates["tg"]
+
+
+# -- report --------------------------------------------------------------------------------------------
+
+def report(threads: int, rates: dict[int, dict[str, float]], demos: dict[str, dict], pair: list[dict] | None) -> str:
+    rate_rows = "\n".join(f"| {b} | {r['pp']:,.0f} | {r['tg']:,.0f} |" for b, r in sorted(rates.items()))
+    demo_rows = []
+    for label, m in demos.items():
+        k = m["k"]
+        name = f"{k}{' (default)' if label == 'auto' else ''}"
+        demo_rows.append(
+            f"| {name} | {max(1, threads // k)} | {m['workers']} | {m['wall']:.1f} | {m['prompt']:,} ({m['cached']:,}) "
+            f"| {m['completion']:,} | {ideal(m, rates[1]):.1f} | {ideal(m, rates[min(k, max(rates))]):.1f} "
+            f"| **{m['wall'] / ideal(m, rates[min(k, max(rates))]):.2f}** |")
+    auto = demos.get("auto")
+    text = (
+        f"Measured by `.venv/bin/python benchmarks/local_parallel.py` on {platform.machine()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}, the embedded SmolLM2-135M (Q8 GGUF), all in one run on a quiet machine"
+        f"{omp_note()}.\n\n"
+        f"llama.cpp's own `llama-batched-bench` (same llama.cpp as llama-cpp-python, {threads} threads, "
+        f"{PP_TOKENS:,}-token prompts, {TG_TOKENS} generated tokens per sequence):\n\n"
+        "| parallel sequences | prompt processing tok/s | generation tok/s |\n|---:|---:|---:|\n" + rate_rows + "\n\n"
+        "The default demo (`specalign run`: 10 samples, vanilla, the embedded model as target and joint judge; "
+        "model load included) with K llama.cpp contexts. Ideal = prompt tokens / PP rate + completion tokens / TG "
+        "rate; ratio = wall / ideal at batch size K.\n\n"
+        "| contexts K | threads each | samples in flight | wall s | prompt tokens (from KV cache) "
+        "| completion tokens | ideal at B=1, s | ideal at B=K, s | ratio |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(demo_rows) + "\n")
+    if pair and auto:
+        walls = ", ".join(f"{m['wall']:.1f} s" for m in pair)
+        text += (f"\nTwo default demos at once (two processes, their own run and cache directories): {walls}, "
+                 f"against {auto['wall']:.1f} s for one alone ({max(m['wall'] for m in pair) / auto['wall']:.2f}×; "
+                 "they share the cores, so 2× is a fair share).\n")
+    return text
+
+
+def omp_note() -> str:
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    return f", OMP_WAIT_POLICY={policy}" if policy else ", libgomp's default wait policy"
+
+
+def main() -> None:
+    args = parse_args()
+    if args.demo_worker:
+        demo_worker(args.demo_worker, args.out)
+        return
+    from specalign.models import embedded_gguf_path, parse_model_spec  # noqa: PLC0415
+    from specalign.models._llamacpp import cores, parallelism  # noqa: PLC0415
+
+    threads = cores()
+    auto = parallelism(parse_model_spec("local"))
+    ks = [k.strip() for k in args.ks.split(",") if k.strip()]
+    ks = [k for k in ks if k == "auto" or "auto" not in ks or int(k) != auto]  # "auto" already runs that K
+    batches = sorted({1, *(auto if k == "auto" else int(k) for k in ks)})
+    rates = batched_rates(batched_bench_binary(), embedded_gguf_path(), batches, threads)
+    print("llama-batched-bench:", rates, flush=True)
+    demos: dict[str, dict] = {}
+    pair = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in ks:
+            demos[k] = finish(start_demo(k, Path(tmp), f"k{k}"))
+            print(k, demos[k], flush=True)
+        if not args.skip_pair and "auto" in demos:
+            procs = [start_demo("auto", Path(tmp), f"pair{i}") for i in range(2)]
+            pair = [finish(p) for p in procs]
+            print("pair", pair, flush=True)
+    body = report(threads, rates, demos, pair)
+    if not args.no_doc:
+        write_section(SECTION, body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
