@@ -125,6 +125,12 @@ def run(
     Example: specalign run --method vanilla,zero_think,more_think,align3 -p best_of_n.n=5
 
     Example: specalign run --models-config config_model.yaml --models-config config_eval_model.yaml --model Qwen3-14B --judge GPT-4.1 --concurrency 32
+
+    llama.cpp's llama-server, with the thinking methods (prefill): start
+    [bold]llama-server -m model.gguf --port 8080 -c 8192 --jinja[/bold], write models.yaml holding
+    [bold]my-gguf: {model_name: my-gguf, base_url: http://127.0.0.1:8080/v1, prefill: true}[/bold], then
+
+    Example: specalign run --models-config models.yaml --model my-gguf --method vanilla,align3 --judge openai:gpt-4.1
     """
     from pathlib import Path  # noqa: PLC0415
 
