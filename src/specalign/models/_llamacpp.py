@@ -41,8 +41,8 @@ _PARAMS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "stop", "seed
 _ALIASES = {"repetition_penalty": "repeat_penalty", "max_completion_tokens": "max_tokens"}
 
 
-#: most contexts the embedded model gets by default (one per core up to this)
-EMBEDDED_MAX_PARALLEL = 4
+#: most contexts the embedded model gets by default (one per core, one thread each, up to this)
+EMBEDDED_MAX_PARALLEL = 8
 T = TypeVar("T")
 
 
@@ -221,8 +221,12 @@ def cores() -> int:
 
 
 def parallelism(settings: ModelSettings) -> int:
-    """Contexts (calls at once) for a model: ``parallel:`` if set; else one per core, at most 4, for the
-    embedded model, and 1 for any other GGUF (every context holds its own KV cache of ``n_ctx`` tokens)."""
+    """Contexts (calls at once) for a model: ``parallel:`` if set; else one per core (at most 8) for the
+    embedded model, and 1 for any other GGUF (every context holds its own KV cache of ``n_ctx`` tokens).
+
+    A context of one thread runs no OpenMP team, so nothing spins while it waits: K such contexts
+    share the cores fairly with other processes (measured in docs/benchmarks.md).
+    """
     if settings.parallel:
         return settings.parallel
     return max(1, min(cores(), EMBEDDED_MAX_PARALLEL)) if settings.gguf == LOCAL else 1

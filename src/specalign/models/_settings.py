@@ -80,8 +80,8 @@ class ModelSettings(BaseModel):
     kv_reuse: bool = Field(default=True, description="llama.cpp in-process: reuse the KV cache of a shared prefix")
     parallel: int | None = Field(
         default=None, ge=1, le=64,
-        description="llama.cpp in-process: calls run at once, one context each (None: one per core, at most 4, for "
-                    "the embedded model; 1 for any other GGUF)")
+        description="llama.cpp in-process: calls run at once, one context each with cores / parallel threads "
+                    "(None: one per core, at most 8, for the embedded model; 1 for any other GGUF)")
 
     @field_validator("api_key_env")
     @classmethod
