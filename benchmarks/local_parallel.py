@@ -10,8 +10,13 @@ In one run, on a quiet machine:
    with the rates at batch size K;
 3. two default demos run at once (two processes, their own run and cache directories).
 
-Writes section "Parallel contexts for the embedded model" of docs/benchmarks.md. Usage:
+Writes section "Parallel contexts for the embedded model" of docs/benchmarks.md. With ``--threads``,
+instead: llama.cpp's generation rate alone and with a second process on the same cores, by threads per
+process and OpenMP wait policy (section "llama.cpp threads beside another process"). With ``--kv``:
+Align3's KV-cache reuse on 5 prompts one after another in one context, and all at once on the
+default contexts (section "Align3's KV-cache reuse on parallel contexts"). Usage:
     flock /tmp/specalign-cpu.lock .venv/bin/python benchmarks/local_parallel.py [--ks 1,auto,3,4]
+    flock /tmp/specalign-cpu.lock .venv/bin/python benchmarks/local_parallel.py --threads --kv
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from demo import write_section  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "tools" / "build-llama-cpp.sh"
 SECTION = "Parallel contexts for the embedded model"
+THREADS_SECTION = "llama.cpp threads beside another process"
+KV_SECTION = "Align3's KV-cache reuse on parallel contexts"
 #: (prompt, generated) tokens per sequence: like one demo call (~1,050 prompt tokens, ~390 generated),
 #: and short, where generation is about twice as fast (little KV cache to attend to)
 SHAPES = {"demo": (1024, 256), "short": (128, 128)}
@@ -41,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ks", default="1,auto,3,4", help="contexts to run the demo with ('auto': the default)")
     ap.add_argument("--skip-pair", action="store_true", help="skip the two demos at once")
+    ap.add_argument("--threads", action="store_true", help="measure threads per process and wait policy instead")
+    ap.add_argument("--kv", action="store_true", help="measure Align3's KV reuse, sequential and parallel, instead")
     ap.add_argument("--no-doc", action="store_true", help="print only; do not write docs/benchmarks.md")
     ap.add_argument("--demo-worker", help=argparse.SUPPRESS)  # K, in a child process
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -72,6 +81,82 @@ def batched_rates(binary: Path, gguf: Path, batches: list[int], threads: int,
     p = subprocess.run(cmd, capture_output=True, text=True, check=True)
     rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
     return {r["pl"]: {"pp": r["speed_pp"], "tg": r["speed_tg"]} for r in rows}
+
+
+def generation_rate(binary: Path, gguf: Path, threads: int, policy: str | None, copies: int) -> list[float]:
+    """TG tokens/s of ``copies`` llama-batched-bench processes started together (128 + 128 tokens, B = 1)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy
+    cmd = [str(binary), "-m", str(gguf), "-c", "512", "-b", "512", "-ub", "512", "-npp", "128", "-ntg", "256",
+           "-npl", "1", "-t", str(threads), "-tb", str(threads), "-fa", "off", "--output-format", "jsonl"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+             for _ in range(copies)]
+    outs = [p.communicate()[0] for p in procs]
+    return [json.loads(next(line for line in o.splitlines() if line.startswith("{")))["speed_tg"] for o in outs]
+
+
+def threads_section(binary: Path, gguf: Path, n: int) -> str:
+    rows = []
+    for threads, policy in ((n, None), (n, "PASSIVE"), (1, None)):
+        alone = generation_rate(binary, gguf, threads, policy, 1)[0]
+        pair = generation_rate(binary, gguf, threads, policy, 2)
+        rows.append(f"| {threads} | {policy or 'default'} | {alone:,.0f} | {' + '.join(f'{r:,.0f}' for r in pair)} "
+                    f"= {sum(pair):,.0f} |")
+    return (f"Measured by `.venv/bin/python benchmarks/local_parallel.py --threads` on {platform.machine()}, "
+            f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}: llama.cpp's `llama-batched-bench`, the embedded "
+            "model, one sequence of 128 prompt + 256 generated tokens; generation tokens/s of one process alone and "
+            "of two identical processes started together. With more than one thread, llama.cpp computes with an "
+            "OpenMP team whose threads wait for each other at every step of the graph: by spinning "
+            "(libgomp's default) or by sleeping (`OMP_WAIT_POLICY=PASSIVE`). One thread runs no team.\n\n"
+            "| threads per process | OpenMP wait policy | alone | two processes at once |\n|---:|---|---:|---:|\n"
+            + "\n".join(rows) + "\n")
+
+
+def kv_section() -> str:
+    """Align3 on the first prompt of each bundled scenario: one after another on one context, then all at once."""
+    import asyncio  # noqa: PLC0415
+
+    from specalign.benchmark import load_benchmark  # noqa: PLC0415
+    from specalign.methods import create_method  # noqa: PLC0415
+    from specalign.models import EMBEDDED_MAX_TOKENS, create_model, parse_model_spec  # noqa: PLC0415
+
+    jobs = [(s, s.prompts[0]) for s in load_benchmark("bundled").scenarios]
+    lines = ["| mode | stage | prompt tokens | evaluated (not from cache) | completion tokens |",
+             "|---|---|---:|---:|---:|"]
+    walls = {}
+    for mode, parallel in (("one at a time, 1 context", 1), ("all at once, default contexts", None)):
+        settings = parse_model_spec("local").model_copy(
+            update={"params": {"max_tokens": EMBEDDED_MAX_TOKENS}, "parallel": parallel})
+        model = create_model(settings, None)
+        method = create_method("align3")
+
+        async def run_all(model=model, method=method, parallel=parallel):
+            if parallel == 1:
+                return [await method.run(model, s, p) for s, p in jobs]
+            return await asyncio.gather(*(method.run(model, s, p) for s, p in jobs))
+
+        t0 = time.perf_counter()
+        outs = asyncio.run(run_all())
+        walls[mode] = (time.perf_counter() - t0, model.backend.parallel)
+        totals: dict[str, list[int]] = {}
+        for out in outs:
+            for step in out.steps:
+                row = totals.setdefault(step.role, [0, 0, 0])
+                row[0] += step.usage.prompt_tokens
+                row[1] += step.usage.prompt_tokens - step.usage.cached_prompt_tokens
+                row[2] += step.usage.completion_tokens
+        for role, (p, e, c) in totals.items():
+            lines.append(f"| {mode} | {role} | {p:,} | {e:,} | {c:,} |")
+        p, e = (sum(v[i] for v in totals.values()) for i in (0, 1))
+        lines.append(f"| {mode} | **all stages** | {p:,} | {e:,} ({100 * e / p:.0f}%) | |")
+    wall_text = "; ".join(f"{m}: {w:.0f} s ({k} context{'s' if k > 1 else ''})" for m, (w, k) in walls.items())
+    return (f"Measured by `.venv/bin/python benchmarks/local_parallel.py --kv` on {platform.machine()}, "
+            f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}. Align3 on the first bundled prompt of each "
+            f"scenario ({len(jobs)} prompts), embedded model, at most 200 tokens per stage, totals over the prompts. "
+            "All at once, 5 conversations share the contexts: a call takes the context holding the longest prefix "
+            "of its prompt, and a context a stage leaves while others wait is held briefly for that conversation's "
+            f"next stage. Wall: {wall_text}.\n\n" + "\n".join(lines) + "\n")
 
 
 # -- the demo ------------------------------------------------------------------------------------------
@@ -171,6 +256,16 @@ def main() -> None:
     from specalign.models import embedded_gguf_path, parse_model_spec  # noqa: PLC0415
     from specalign.models._llamacpp import cores, parallelism  # noqa: PLC0415
 
+    if args.threads or args.kv:
+        sections = [(THREADS_SECTION, lambda: threads_section(batched_bench_binary(), embedded_gguf_path(), cores())),
+                    (KV_SECTION, kv_section)]
+        for (title, make), wanted in zip(sections, (args.threads, args.kv)):
+            if wanted:
+                body = make()
+                if not args.no_doc:
+                    write_section(title, body)
+                print(body)
+        return
     threads = cores()
     auto = parallelism(parse_model_spec("local"))
     ks = [k.strip() for k in args.ks.split(",") if k.strip()]
