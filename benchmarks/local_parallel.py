@@ -221,7 +221,7 @@ def report(threads: int, rates: dict[str, dict[int, dict[str, float]]], demos: d
     auto = demos.get("auto")
     text = (
         f"Measured by `.venv/bin/python benchmarks/local_parallel.py` on {platform.machine()}, {os.cpu_count()} cores, "
-        f"{time.strftime('%Y-%m-%d')}, the embedded SmolLM2-135M (Q8 GGUF), all in one run{omp_note()}.\n\n"
+        f"{time.strftime('%Y-%m-%d')}, the embedded SmolLM2-135M (Q4_1 GGUF), all in one run{omp_note()}.\n\n"
         f"llama.cpp's own `llama-batched-bench` (the llama.cpp of the installed llama-cpp-python, {threads} threads, "
         "flash attention off as llama-cpp-python has it), tokens/s with independent sequences of "
         f"{npp:,} prompt + {ntg} generated tokens (about one demo call) and of {spp} + {stg}:\n\n"
