@@ -239,7 +239,8 @@ def local_worker(path: str, n_prompts: int, max_tokens: int) -> None:
     from specalign.models._llamacpp import resolve_gguf  # noqa: PLC0415
 
     settings = parse_model_spec("local", {}, None)
-    settings = settings.model_copy(update={"params": {"max_tokens": max_tokens, "temperature": 0.0}})
+    # one context with every core, as the direct path: like for like, one call at a time
+    settings = settings.model_copy(update={"params": {"max_tokens": max_tokens, "temperature": 0.0}, "parallel": 1})
     prompts = [p.prompt for s in load_benchmark("bundled").scenarios for p in s.prompts][:n_prompts]
     threads = os.cpu_count() or 1  # specalign's default; the direct path gets the same
     if path == "ours":
