@@ -2,6 +2,7 @@
 
 from ._base import ChatRequest, Completion, Message, ModelBackend, Role, Usage
 from ._cache import CallCache, cache_key, default_cache_dir
+from ._llamacpp import parallelism as local_parallelism
 from ._model import Model
 from ._registry import create_model, register_backend
 from ._settings import (
@@ -35,6 +36,7 @@ __all__ = [
     "default_cache_dir",
     "embedded_gguf_path",
     "load_models_config",
+    "local_parallelism",
     "parse_model_spec",
     "register_backend",
     "settings_from_config",

@@ -28,6 +28,7 @@ from ..models import (
     ModelSettings,
     create_model,
     load_models_config,
+    local_parallelism,
     parse_model_spec,
 )
 from ._config import RunConfig
@@ -192,9 +193,7 @@ class Evaluation:
         extend one text), and no sample waits with a half-used cache."""
         n = min(self.config.concurrency, max(1, len(self.samples)))
         if self.target_settings.backend == "llamacpp" and self.judge_settings.backend == "llamacpp":
-            from ..models._llamacpp import parallelism  # noqa: PLC0415  (imports llama_cpp lazily)
-
-            return min(n, max(parallelism(self.target_settings), parallelism(self.judge_settings)))
+            return min(n, max(local_parallelism(self.target_settings), local_parallelism(self.judge_settings)))
         return n
 
     def samples_in_flight(self) -> int:
