@@ -177,8 +177,7 @@ def _method_names(items: list[str]) -> list[str]:
 
 def _params_by_method(methods: list[str], items: list[str]) -> dict[str, dict]:
     """``KEY=VALUE`` goes to every named method with that parameter; ``METHOD.KEY=VALUE`` to one."""
-    import yaml  # noqa: PLC0415
-
+    from .benchmark._files import parse_yaml  # noqa: PLC0415
     from .errors import ConfigError  # noqa: PLC0415
     from .methods import available_methods  # noqa: PLC0415
 
@@ -197,7 +196,10 @@ def _params_by_method(methods: list[str], items: list[str]) -> dict[str, dict]:
         if not targets:
             raise ConfigError(f"no method run here has a parameter {name!r}", field="--method-param")
         for m in targets:
-            params[m][name] = yaml.safe_load(value)
+            try:
+                params[m][name] = parse_yaml(value)
+            except ValueError as e:
+                raise ConfigError(f"{key}: {e}", field="--method-param") from None
     return params
 
 

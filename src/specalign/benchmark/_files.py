@@ -33,15 +33,55 @@ def read_json(path: Path) -> Any:
         raise DataError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", path=str(path)) from None
 
 
-def read_yaml(path: Path) -> Any:
-    text = read_text(path)
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without aliases: an alias can expand a small file into gigabytes (billion laughs)."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+MAX_YAML_DEPTH = 64
+
+
+def parse_yaml(text: str) -> Any:
+    """Safe YAML without aliases or deep nesting; raises ``ValueError`` with a one-line reason."""
     try:
-        return yaml.safe_load(text)
+        data = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise DataError(f"invalid YAML{where}: {problem}", path=str(path)) from None
+        raise ValueError(f"invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ValueError("invalid YAML: nested too deeply") from None
+    if _depth(data) > MAX_YAML_DEPTH:
+        raise ValueError(f"invalid YAML: nested more than {MAX_YAML_DEPTH} levels deep")
+    return data
+
+
+def _depth(x: Any) -> int:
+    stack, deepest = [(x, 1)], 0
+    while stack:
+        item, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > MAX_YAML_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, d + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, d + 1) for v in item)
+    return deepest
+
+
+def read_yaml(path: Path) -> Any:
+    text = read_text(path)
+    try:
+        return parse_yaml(text)
+    except ValueError as e:
+        raise DataError(str(e), path=str(path)) from None
 
 
 def validation_message(err: ValidationError, prefix: str = "") -> tuple[str, str]:
