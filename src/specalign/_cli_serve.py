@@ -33,7 +33,20 @@ def serve_cmd(
     max_concurrency: int = typer.Option(256, "--max-concurrency", min=1,
                                         help="Requests in flight (beyond it: 429), and the upstream model's calls in "
                                              "flight (its config's max_concurrency may lower that per endpoint)."),
-    max_request_bytes: int = typer.Option(1_000_000, "--max-request-bytes", min=1024, help="Largest request body (413 beyond)."),
+    max_request_bytes: int = typer.Option(1_000_000, "--max-request-bytes", min=1024,
+                                          help="Largest request body (413 beyond)."),
+    body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.001,
+                                       help="Seconds a client has to send its whole body once its headers are in "
+                                            "(total, not idle time; 408 beyond). A request takes a --max-concurrency "
+                                            "slot only once its body is in."),
+    max_header_bytes: int = typer.Option(65_536, "--max-header-bytes", min=1024,
+                                         help="Largest request line and headers together (431 beyond, checked before "
+                                              "the token)."),
+    header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.001,
+                                         help="Seconds a client has to send its request line and headers, from the "
+                                              "connection or its first byte (408 beyond)."),
+    max_connections: int = typer.Option(1024, "--max-connections", min=1,
+                                        help="Open client connections (beyond: 503 and the new one is closed)."),
     max_tokens_limit: int = typer.Option(8192, "--max-tokens-limit", min=1, help="Largest max_tokens a request may ask for."),
     shutdown_timeout: float = typer.Option(60.0, "--shutdown-timeout", min=0,
                                            help="On SIGTERM/Ctrl-C, seconds to let in-flight requests finish."),
@@ -55,12 +68,15 @@ def serve_cmd(
     Clients change only their base_url (and send the token as API key when one is set). Routes:
     /v1/chat/completions (streaming too), /v1/models, /health, /metrics (Prometheus), /status.
 
+    Limits: headers (--max-header-bytes, --header-timeout; checked before the token), bodies (--max-request-bytes, --body-timeout), --max-connections, --max-concurrency. The effective limits are printed at start-up; see docs/serve.md, "Limits and hostile clients".
+
     Example: specalign serve --scenario child   (Align3 on the embedded model, offline)
 
     Example: specalign serve -s child --model qwen3 --models-config models.yaml   (an entry with prefill: true)
 
     Example: specalign serve -s child,code --method align3,vanilla -m openai:gpt-4.1-mini -p align3.no_prefill=multi_turn --monitor 0.1 --judge openai:gpt-4.1
     """
+    from ._secrets import redact_text  # noqa: PLC0415
     from .cli import _method_names, _params_by_method  # noqa: PLC0415
     from .errors import ConfigError  # noqa: PLC0415
 
@@ -69,15 +85,18 @@ def serve_cmd(
             raise ConfigError(f"the gateway needs {module}: pip install 'specalign[serve]'", field="serve")
     if judge_mode not in ("joint", "sequential"):
         raise ConfigError(f"must be 'joint' or 'sequential', got {judge_mode!r}", field="--judge-mode")
-    scenarios = [s.strip() for item in scenario for s in item.split(",") if s.strip()]
-    methods = _method_names(method or ["align3"])
+    scenarios = _distinct(scenario, "--scenario", "scenario")
+    if not scenarios:
+        raise ConfigError("no scenario given: name one or more, comma-separated", field="--scenario")
+    methods = _method_names(_distinct(method or ["align3"], "--method", "method"))
     params = {k: v for k, v in _params_by_method(methods, method_param or []).items() if v}
-    out = monitor_out or f"runs/live-{re.sub(r'[^A-Za-z0-9._]+', '_', model).strip('_')[:60]}"
+    out = monitor_out or f"runs/live-{re.sub(r'[^A-Za-z0-9._]+', '_', redact_text(model)).strip('_')[:60]}"
     config = _config(dict(
         data=data, scenarios=scenarios, methods=methods, method_params=params, model=model,
         models_config=models_config or [], served_model_name=served_model_name, host=host, port=port, token_env=token_env,
         max_concurrency=max_concurrency, max_request_bytes=max_request_bytes, max_tokens_limit=max_tokens_limit,
-        graceful_shutdown_s=shutdown_timeout,
+        body_timeout_s=body_timeout, max_header_bytes=max_header_bytes, header_timeout_s=header_timeout,
+        max_connections=max_connections, graceful_shutdown_s=shutdown_timeout,
         monitor=dict(rate=monitor, judge=judge, judge_mode=judge_mode, window=monitor_window,
                      out=out if monitor > 0 else None, workers=monitor_workers, queue=monitor_queue,
                      drain_s=monitor_drain),
@@ -85,6 +104,38 @@ def serve_cmd(
     from .serve import serve  # noqa: PLC0415
 
     serve(config)
+
+
+#: the option of each configuration field (``monitor.alpha`` and friends have none: Python API only)
+OPTIONS = {
+    "data": "--data", "scenarios": "--scenario", "methods": "--method", "method_params": "--method-param",
+    "model": "--model", "models_config": "--models-config", "served_model_name": "--served-model-name",
+    "host": "--host", "port": "--port", "token_env": "--token-env", "max_concurrency": "--max-concurrency",
+    "max_request_bytes": "--max-request-bytes", "max_header_bytes": "--max-header-bytes",
+    "header_timeout_s": "--header-timeout", "body_timeout_s": "--body-timeout", "max_connections": "--max-connections",
+    "max_tokens_limit": "--max-tokens-limit", "graceful_shutdown_s": "--shutdown-timeout",
+    "monitor.rate": "--monitor", "monitor.judge": "--judge", "monitor.judge_mode": "--judge-mode",
+    "monitor.window": "--monitor-window", "monitor.out": "--monitor-out", "monitor.workers": "--monitor-workers",
+    "monitor.queue": "--monitor-queue", "monitor.drain_s": "--monitor-drain",
+}
+
+
+def _distinct(items: list[str], option: str, what: str) -> list[str]:
+    """The comma-separated or repeated names of ``option``, each once."""
+    from .errors import ConfigError  # noqa: PLC0415
+
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"{twice!r} is given twice; a gateway offers each {what} once (clients choose among "
+                          f"them with extra_body={{'specalign': {{'{what}': ...}}}})", field=option)
+    return names
+
+
+def option_name(loc: tuple) -> str:
+    """The command-line option of a configuration field (its dotted name when it has none)."""
+    dotted = ".".join(str(x) for x in loc if not isinstance(x, int))
+    return OPTIONS.get(dotted) or OPTIONS.get(dotted.split(".")[0]) or dotted
 
 
 def _config(values: dict):  # noqa: ANN202
@@ -97,5 +148,6 @@ def _config(values: dict):  # noqa: ANN202
         return ServeConfig(**values)
     except ValidationError as e:
         first = e.errors()[0]
-        field = "--" + "-".join(str(x) for x in first["loc"]).replace("_", "-")
-        raise ConfigError(first["msg"], field=field) from None
+        given = first.get("input")
+        shown = f" (got {given!r})" if isinstance(given, (int, float, str)) and len(repr(given)) < 80 else ""
+        raise ConfigError(f"{first['msg']}{shown}", field=option_name(tuple(first["loc"]))) from None

@@ -137,6 +137,8 @@ def run(
     from .errors import ConfigError  # noqa: PLC0415
     from .runs import Evaluation, RunConfig  # noqa: PLC0415
 
+    for value, field in ((out_dir, "--out"), (cache_dir, "--cache-dir"), (data, "--data")):
+        _path_value(value, field)
     if judge_mode not in ("joint", "sequential"):
         raise ConfigError(f"must be 'joint' or 'sequential', got {judge_mode!r}", field="--judge-mode")
     if na_policy not in ("official", "exclude"):
@@ -172,7 +174,9 @@ def _method_names(items: list[str]) -> list[str]:
     names = [n.strip() for item in items for n in item.split(",") if n.strip()]
     if len(set(names)) != len(names):
         raise ConfigError("a method is named twice (run an ablation with its own --out instead)", field="--method")
-    return names or ["vanilla"]
+    if not names:
+        raise ConfigError(f"no method named in {', '.join(map(repr, items))} (see `specalign methods`)", field="--method")
+    return names
 
 
 def _params_by_method(methods: list[str], items: list[str]) -> dict[str, dict]:
@@ -211,7 +215,8 @@ def _announce(ev) -> None:
         what += f" ({ev.limit} per scenario{'' if cfg.limit else ', the default with the embedded model'})"
     err.print(f"[bold]specalign run[/bold]: {what} from {ev.bench.source} · scenarios "
               f"{', '.join(s.key for s in ev.scenarios)}")
-    err.print(f"  model {cfg.model} · method {cfg.method} · judge {cfg.judge} ({cfg.judge_mode}) · out {ev.run_dir.path}")
+    err.print(f"  model {ev.target_settings.key} · method {cfg.method} · judge {ev.judge_settings.key} ({cfg.judge_mode}) "
+              f"· out {ev.run_dir.path}")  # settings keys: URL credentials redacted
     err.print(f"  {_limits_line(ev)}", highlight=False, soft_wrap=True)
 
 
@@ -320,6 +325,9 @@ def export(
     output: str = typer.Option(..., "--output", "-o", help="File to write: .csv or .jsonl."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv or jsonl (default: from the file name)."),
     with_text: bool = typer.Option(False, "--with-text", help="Also the prompt, thought and response on every row."),
+    raw_cells: bool = typer.Option(False, "--raw-cells", help="CSV: write cells that start with = + - @ as they are. "
+                                   "By default they get a leading ' so that spreadsheets show them as text, never "
+                                   "run them as formulas."),
 ) -> None:
     """Export one row per sample × spec verdict (CSV or JSON lines), ready for pandas (no model calls).
 
@@ -327,10 +335,13 @@ def export(
     """
     from .errors import ConfigError  # noqa: PLC0415
     from .runs import export_verdicts  # noqa: PLC0415
+    from .runs._store import check_output, check_runs  # noqa: PLC0415
 
     if fmt is not None and fmt not in ("csv", "jsonl"):
         raise ConfigError(f"must be csv or jsonl, got {fmt!r}", field="--format")
-    n = export_verdicts(run_dirs, output, fmt, with_text=with_text)  # type: ignore[arg-type]
+    check_runs(run_dirs)  # a bad run directory is refused before the output file is opened
+    check_output(output, run_dirs)
+    n = export_verdicts(run_dirs, output, fmt, with_text=with_text, raw_cells=raw_cells)  # type: ignore[arg-type]
     err.print(f"wrote {n:,} rows to {output}")
 
 
@@ -352,9 +363,11 @@ def report(
     """
     from .errors import ConfigError  # noqa: PLC0415
     from .report import collect_report, write_report  # noqa: PLC0415
+    from .runs._store import check_output  # noqa: PLC0415
 
     if na_policy is not None and na_policy not in ("official", "exclude"):
         raise ConfigError(f"must be 'official' or 'exclude', got {na_policy!r}", field="--na-policy")
+    check_output(output, run_dirs)
     data = collect_report(run_dirs, title=title, baseline=baseline, alpha=alpha, na_policy=na_policy)  # type: ignore[arg-type]
     size = write_report(data, output)
     answers = sum(len(s.runs) for s in data.samples)
@@ -368,7 +381,7 @@ def score(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Recompute with another α."),
     na_policy: Optional[str] = typer.Option(None, "--na-policy", help="Recompute with another NA policy: official or exclude."),
-    write: bool = typer.Option(False, "--write", help="Also rewrite RUN_DIR/scores.json."),
+    write: bool = typer.Option(False, "--write", help="Also rewrite RUN_DIR/scores.json (refused while a run holds the directory)."),
 ) -> None:
     """Recompute and print the scores of a run directory from its records (no model calls).
 
@@ -381,9 +394,15 @@ def score(
     if na_policy is not None and na_policy not in ("official", "exclude"):
         raise ConfigError(f"must be 'official' or 'exclude', got {na_policy!r}", field="--na-policy")
     rd = RunDir(run_dir)
-    rep = compute_scores(rd, rd.read_manifest(), alpha=alpha, na_policy=na_policy)  # type: ignore[arg-type]
-    if write:
-        rd.write_json_atomic("scores.json", rep.model_dump(mode="json"))
+    manifest = rd.read_manifest()
+    if write:  # a run rewrites scores.json when it ends: refuse while one holds the directory
+        rd.lock("score --write")
+    try:
+        rep = compute_scores(rd, manifest, alpha=alpha, na_policy=na_policy)  # type: ignore[arg-type]
+        if write:
+            rd.write_json_atomic("scores.json", rep.model_dump(mode="json"))
+    finally:
+        rd.unlock()
     if as_json:
         print(json.dumps(rep.model_dump(mode="json"), indent=2))
     else:
@@ -406,13 +425,33 @@ def cache_cmd(
 
     from .models import CallCache, default_cache_dir  # noqa: PLC0415
 
-    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    folder = Path(_path_value(cache_dir, "--cache-dir")) if cache_dir is not None else default_cache_dir()
+    if _nothing_cached(folder):
+        out.print(f"0 cached calls in {folder / 'calls.sqlite'}")  # nothing to show or clear: create nothing
+        return
     cache = CallCache(folder / "calls.sqlite")
     if clear:
         out.print(f"removed {cache.clear()} cached calls from {cache.path}")
     else:
         out.print(f"{len(cache)} cached calls in {cache.path}")
     cache.close()
+
+
+def _nothing_cached(folder) -> bool:  # noqa: ANN001
+    """No cache file in an existing or missing folder (an unusable folder is left to the cache to report)."""
+    try:
+        return not folder.exists() or (folder.is_dir() and not (folder / "calls.sqlite").exists())
+    except OSError:
+        return False
+
+
+def _path_value(value: str | None, field: str) -> str | None:
+    """A path option as given; an empty one is refused (it would silently mean the default or '.')."""
+    from .errors import ConfigError  # noqa: PLC0415
+
+    if value is not None and not value.strip():
+        raise ConfigError("an empty path", field=field)
+    return value
 
 
 def main() -> None:

@@ -12,15 +12,31 @@ from pydantic import ValidationError
 from ..errors import DataError
 
 
-def read_text(path: Path) -> str:
+#: the largest data file read (the official prompts.json files are well under 1 MiB)
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+def read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """A regular file's bytes, or one ``DataError``: missing, not a file (a FIFO or device), too big, unreadable."""
+    limit = MAX_FILE_BYTES if limit is None else limit
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found", path=str(path)) from None
+        if not path.is_file():
+            why = "file not found" if not path.exists() else "a folder, not a file" if path.is_dir() else \
+                "not a regular file"
+            raise DataError(why, path=str(path))
+        with path.open("rb") as f:
+            raw = f.read(limit + 1)
     except OSError as e:
-        raise DataError(f"cannot read file ({e.strerror})", path=str(path)) from None
+        raise DataError(f"cannot read file ({e.strerror or e})", path=str(path)) from None
+    if len(raw) > limit:
+        raise DataError(f"file is larger than {limit // (1024 * 1024)} MiB", path=str(path))
+    return raw
+
+
+def read_text(path: Path) -> str:
+    raw = read_bytes(path)
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a byte order mark, as Windows editors write, is dropped
     except UnicodeDecodeError as e:
         raise DataError(f"not valid UTF-8 (byte {e.start})", path=str(path)) from None
 
@@ -31,6 +47,10 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", path=str(path)) from None
+    except RecursionError:
+        raise DataError("invalid JSON: nested too deeply", path=str(path)) from None
+    except ValueError as e:  # e.g. an integer with more digits than Python converts
+        raise DataError(f"invalid JSON: {str(e).splitlines()[0][:200]}", path=str(path)) from None
 
 
 class _PlainLoader(yaml.SafeLoader):
@@ -94,6 +114,8 @@ def validation_message(err: ValidationError, prefix: str = "") -> tuple[str, str
         msg = "required field is missing"
     elif first["type"] == "extra_forbidden":
         msg = "unknown field"
+    elif first["type"] == "value_error":  # our own validators: their message as written
+        msg = msg.removeprefix("Value error, ")
     elif first["type"] == "literal_error":
         msg = f"{msg} (got {first.get('input')!r})"
     n = len(err.errors())
@@ -108,3 +130,13 @@ def check_unique_ids(ids: list[str], path: Path, what: str = "id") -> None:
         if x in seen:
             raise DataError(f"duplicated {what} {x!r}", path=str(path), field=f"[{i}].{what}")
         seen.add(x)
+
+
+def check_unique_keys(found: list[tuple[str, Path]], root: Path | str, what: str = "folders") -> None:
+    """Each scenario key once (ignoring case: folders on macOS and Windows do): else name both folders."""
+    seen: dict[str, Path] = {}
+    for key, folder in found:
+        other = seen.setdefault(key.lower(), folder)
+        if other != folder:
+            raise DataError(f"scenario key {key!r} is declared by two {what}, {other.name} and {folder.name}: "
+                            "keys must be unique", path=str(root))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+from pydantic import ValidationError
 
 from ..errors import DataError
+from ._files import check_unique_keys, validation_message
 from ._models import Prompt, Scenario
 
 HINT = "use --data with a local copy in the official layout (e.g. --data ../shared/specbench-data) or the bundled data"
@@ -21,7 +25,15 @@ def load_hub(repo: str) -> list[Scenario]:
         offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
         why = "offline mode is on" if offline else f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         raise DataError(f"cannot load Hugging Face dataset {repo!r} ({why}); {HINT}") from None
-    return [_scenario(split, dd[split]) for split in dd]
+    scenarios = []
+    for split in dd:
+        try:
+            scenarios.append(_scenario(split, dd[split]))
+        except ValidationError as e:
+            field, msg = validation_message(e)
+            raise DataError(msg, path=f"hf:{repo}", field=f"{split}.{field}") from None
+    check_unique_keys([(s.key, Path(split)) for s, split in zip(scenarios, dd)], f"hf:{repo}", what="splits")
+    return scenarios
 
 
 def _scenario(split: str, rows) -> Scenario:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: a scenario key: a safe folder and file name on every system, and one segment of a sample id
+KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+KEY_RULE = "1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
+_KEY_RE = re.compile(KEY_PATTERN)
+#: names Windows reserves for devices, whatever the extension or case
+_RESERVED = {"con", "prn", "aux", "nul", *(f"{d}{i}" for d in ("com", "lpt") for i in range(10))}
 
 Label = Literal["safe", "unsafe"]
 #: a prompt's label; ``unlabeled`` (live traffic, a user's own prompts) counts in the full set only
@@ -57,6 +66,13 @@ class Prompt(BaseModel):
     system: str | None = Field(None, description="the caller's own system prompt (replaces the method's default)")
     history: list[Turn] | None = Field(None, description="earlier turns of the conversation, oldest first")
 
+    @field_validator("id")
+    @classmethod
+    def _printable_id(cls, v: str) -> str:
+        if not v.strip() or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in v):
+            raise ValueError(f"an id must be printable text on one line, got {v!r}")
+        return v
+
     @field_validator("prompt", "original_prompt")
     @classmethod
     def _not_blank(cls, v: str) -> str:
@@ -70,12 +86,18 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    key: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    key: str = Field(description=f"the scenario's key: {KEY_RULE}")
     name: str = Field(min_length=1)
     description: str = ""
     safety_specs: list[Spec] = Field(min_length=1)
     behavioral_specs: list[Spec] = Field(min_length=1)
     prompts: list[Prompt] = Field(default_factory=list)
+
+    @field_validator("key")
+    @classmethod
+    def _safe_key(cls, v: str) -> str:
+        check_key(v)
+        return v
 
     def specs(self, kind: SpecKind) -> list[Spec]:
         return self.safety_specs if kind == "safety" else self.behavioral_specs
@@ -100,6 +122,15 @@ class Scenario(BaseModel):
             "unsafe": unsafe,
             "safe": len(self.prompts) - unsafe,
         }
+
+
+def check_key(key: str) -> None:
+    """Raise ``ValueError`` unless ``key`` is a safe scenario key (no ``.``, ``..``, separators, NUL ...)."""
+    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+        shown = key if isinstance(key, str) and len(key) <= 80 else f"{str(key)[:80]}..."
+        raise ValueError(f"not a valid scenario key {shown!r}: use {KEY_RULE} (pattern {KEY_PATTERN})")
+    if key.lower() in _RESERVED:
+        raise ValueError(f"not a valid scenario key {key!r}: a device name on Windows")
 
 
 class Benchmark(BaseModel):

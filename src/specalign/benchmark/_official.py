@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ..errors import DataError
-from ._files import read_json, validation_message
+from ._files import check_unique_keys, read_json, validation_message
 from ._models import Prompt, Scenario
 
 OFFICIAL_FILES = ("scenario.json", "specifications.json", "prompts.json")
@@ -21,7 +21,9 @@ def load_official_dir(root: Path) -> list[Scenario]:
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "specifications.json").is_file())
     if not dirs:
         raise DataError("no scenario folders (<Scenario>/specifications.json) found", path=str(root))
-    return [load_official_scenario(d) for d in dirs]
+    scenarios = [load_official_scenario(d) for d in dirs]
+    check_unique_keys([(s.key, d) for s, d in zip(scenarios, dirs)], root)
+    return scenarios
 
 
 def load_official_scenario(folder: Path) -> Scenario:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import DataError
-from ._files import check_unique_ids, read_yaml, validation_message
+from ._files import check_unique_ids, check_unique_keys, read_yaml, validation_message
 from ._models import Prompt, Scenario
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -22,7 +22,9 @@ def load_specalign_dir(root: Path) -> list[Scenario]:
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and (d / "scenario.yaml").is_file())
     if not dirs:
         raise DataError("no scenario folders (<key>/scenario.yaml) found", path=str(root))
-    return [load_scenario_dir(d) for d in dirs]
+    scenarios = [load_scenario_dir(d) for d in dirs]
+    check_unique_keys([(s.key, d) for s, d in zip(scenarios, dirs)], root)
+    return scenarios
 
 
 def load_scenario_dir(folder: Path) -> Scenario:
@@ -31,6 +33,8 @@ def load_scenario_dir(folder: Path) -> Scenario:
     if not isinstance(head, dict):
         raise DataError("expected a mapping with key, name, safety_specs, behavioral_specs", path=str(spath))
     head = dict(head)
+    if "prompts" in head:  # it would be dropped without a word
+        raise DataError("prompts go in prompts.yaml beside scenario.yaml, not here", path=str(spath), field="prompts")
     head.setdefault("key", folder.name)
     for kind in ("safety_specs", "behavioral_specs"):
         head[kind] = [_spec(x, spath, f"{kind}[{i}]") for i, x in enumerate(_list(head.get(kind), spath, kind))]

@@ -13,10 +13,12 @@ import yaml
 from pydantic import BaseModel, Field
 
 from ..benchmark import Prompt, Scenario
+from ..benchmark._files import read_yaml
 from ..errors import ModelError, RunDirError
 from ..models import Message, Model
 from ._dedupe import Embedder, greedy_dedupe
 from ._text import json_object, normalise
+from ._write import write_atomic
 
 SYSTEM = ("You help build an evaluation set for an AI assistant deployed in one product. You write realistic "
           "user messages and judge them. You answer with JSON only.")
@@ -207,13 +209,8 @@ def _as_prompts(scenario: Scenario, chosen: list[Candidate], model_key: str) -> 
 def write_prompts(folder: str | Path, prompts: list[Prompt], *, overwrite: bool = False) -> Path:
     """Write ``<folder>/prompts.yaml``; an existing non-empty file is kept unless ``overwrite``."""
     target = Path(folder) / "prompts.yaml"
-    if target.exists() and (yaml.safe_load(target.read_text(encoding="utf-8")) or []) and not overwrite:
+    if not overwrite and target.exists() and (read_yaml(target) or []):
         raise RunDirError(f"{target} already holds prompts; pass --force to replace them")
     rows = [{k: v for k, v in p.model_dump().items() if v not in (None, "") or k in ("prompt",)} for p in prompts]
-    try:
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(rows, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
-        tmp.replace(target)  # a crash never leaves half a file
-    except OSError as e:
-        raise RunDirError(f"cannot write {target}: {e.strerror or e}") from None
+    write_atomic(target, yaml.safe_dump(rows, sort_keys=False, allow_unicode=True, width=100))
     return target

@@ -9,11 +9,13 @@ from typing import Any
 import yaml
 
 from ..benchmark import Scenario, Spec
+from ..benchmark._models import check_key
 from ..errors import ConfigError, ModelError, RunDirError
 from ..models import Message, Model
 from ._catalog import COMPLETENESS_RULE, DESIGN_PRINCIPLES, SAFETY_CATEGORIES
 from ._lint import is_completeness_rule
 from ._text import json_object, near_duplicate
+from ._write import write_atomic
 
 SYSTEM = ("You write specifications for AI assistants deployed in one product. A specification is one short, "
           "checkable rule. You answer with JSON only.")
@@ -58,8 +60,12 @@ def _schema(with_category: bool, high: int) -> dict[str, Any]:
 
 
 def scenario_key(name: str) -> str:
-    key = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return key[:60] or "scenario"
+    key = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60].strip("-") or "scenario"
+    try:
+        check_key(key)
+    except ValueError:  # a device name on Windows ('con', 'nul', ...)
+        key += "-scenario"
+    return key
 
 
 async def draft_scenario(model: Model, name: str, description: str, *, key: str | None = None,
@@ -117,20 +123,20 @@ def _clean(texts: list[str], cap: int) -> list[str]:
 
 def write_scenario(scenario: Scenario, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``<out_dir>/<key>/scenario.yaml`` (and an empty ``prompts.yaml``) in the bundled layout."""
+    try:
+        check_key(scenario.key)  # the key becomes a folder name: never '..' or a path
+    except ValueError as e:
+        raise ConfigError(str(e), field="key") from None
     folder = Path(out_dir) / scenario.key
     target = folder / "scenario.yaml"
-    if target.exists() and not overwrite:
+    if (target.exists() or target.is_symlink()) and not overwrite:
         raise RunDirError(f"{target} exists; pass --force to replace it")
     doc = {"key": scenario.key, "name": scenario.name, "description": scenario.description,
            "safety_specs": [normalise_spec(s) for s in scenario.safety_specs],
            "behavioral_specs": [normalise_spec(s) for s in scenario.behavioral_specs]}
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        target.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
-        if not (folder / "prompts.yaml").exists():
-            (folder / "prompts.yaml").write_text("[]\n", encoding="utf-8")
-    except OSError as e:
-        raise RunDirError(f"cannot write {target}: {e.strerror or e}") from None
+    write_atomic(target, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100))
+    if not (folder / "prompts.yaml").exists():
+        write_atomic(folder / "prompts.yaml", "[]\n")
     return target
 
 

@@ -20,7 +20,10 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..benchmark import Prompt, Scenario, Spec
+from ..benchmark._files import read_text
+from ..benchmark._sheets import neutralise_cell, read_sheet
 from ..errors import DataError, RunDirError
+from ._write import append_line
 
 ItemKind = Literal["spec", "prompt", "attack"]
 Decision = Literal["accept", "reject", "edit"]
@@ -83,7 +86,7 @@ class ReviewLog:
     def decisions(self) -> Iterator[ReviewDecision]:
         if not self.path.exists():
             return
-        for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(read_text(self.path).split("\n"), 1):  # not splitlines: U+2028 is text
             if not line.strip():
                 continue
             try:
@@ -101,25 +104,27 @@ class ReviewLog:
         return out
 
     def append(self, decision: ReviewDecision) -> None:
-        try:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(decision.model_dump_json() + "\n")
-                f.flush()
-        except OSError as e:
-            raise RunDirError(f"cannot write {self.path}: {e.strerror or e}") from None
+        append_line(self.path, decision.model_dump_json())
 
 
-def export_sheet(items: list[ReviewItem], decided: dict[str, ReviewDecision], path: str | Path) -> int:
-    """A CSV sheet with one row per item and the decisions so far, to fill in and import back."""
+def export_sheet(items: list[ReviewItem], decided: dict[str, ReviewDecision], path: str | Path, *,
+                 raw_cells: bool = False) -> int:
+    """A CSV sheet with one row per item and the decisions so far, to fill in and import back.
+
+    Cells a spreadsheet would run as formulas get a leading ``'`` (see :mod:`specalign.benchmark._sheets`),
+    which :func:`import_sheet` removes again; ``raw_cells`` writes them as they are.
+    """
+    cell = (lambda v: v) if raw_cells else neutralise_cell
     try:
         with Path(path).open("w", encoding="utf-8", newline="") as f:
             w = csv.DictWriter(f, fieldnames=SHEET_COLUMNS)
             w.writeheader()
             for i in items:
                 d = decided.get(i.key)
-                w.writerow({"item": i.key, "kind": i.kind, "label": i.label, "text": i.text,
-                            "original": i.original or "", "decision": d.decision if d else "",
-                            "edited_text": (d.edited_text or "") if d else "", "note": d.note if d else ""})
+                row = {"item": i.key, "kind": i.kind, "label": i.label, "text": i.text,
+                       "original": i.original or "", "decision": d.decision if d else "",
+                       "edited_text": (d.edited_text or "") if d else "", "note": d.note if d else ""}
+                w.writerow({k: cell(v) for k, v in row.items()})
     except OSError as e:
         raise RunDirError(f"cannot write {path}: {e.strerror or e}") from None
     return len(items)
@@ -127,14 +132,14 @@ def export_sheet(items: list[ReviewItem], decided: dict[str, ReviewDecision], pa
 
 def import_sheet(items: list[ReviewItem], path: str | Path, reviewer: str) -> list[ReviewDecision]:
     """Decisions from a filled sheet: ``accept``, ``reject``, or ``edit`` with ``edited_text``; blank rows
-    are left undecided. Any other value is one clear error naming the row."""
+    are left undecided. Any other value is one clear error naming the row.
+
+    The sheet may come back from a spreadsheet program: UTF-8 (with BOM), UTF-16 or Windows-1252,
+    separated by commas, semicolons or tabs; the ``'`` the export put before formula-like cells is removed.
+    """
     by_key = {i.key: i for i in items}
     out = []
-    try:
-        rows = list(csv.DictReader(Path(path).open(encoding="utf-8", newline="")))
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror or e}", path=str(path)) from None
-    for n, row in enumerate(rows, 2):
+    for n, row in read_sheet(path, ("item", "text", "decision")):
         decision = (row.get("decision") or "").strip().lower()
         if not decision:
             continue
@@ -143,15 +148,20 @@ def import_sheet(items: list[ReviewItem], path: str | Path, reviewer: str) -> li
             raise DataError(f"no such item {row.get('item')!r} in this scenario", path=str(path), field=f"row {n}.item")
         if decision not in ("accept", "reject", "edit"):
             raise DataError(f"expected accept, reject or edit, got {decision!r}", path=str(path), field=f"row {n}.decision")
-        edited = (row.get("edited_text") or "").strip() or None
+        edited = _same_text(row.get("edited_text") or "").strip() or None
         if decision == "edit" and not edited:
             raise DataError("an edit needs edited_text", path=str(path), field=f"row {n}.edited_text")
-        if item.text != row.get("text"):
+        if _same_text(item.text) != _same_text(row.get("text") or ""):
             raise DataError("the text differs from the scenario's now: export a fresh sheet", path=str(path),
                             field=f"row {n}.text")
         out.append(ReviewDecision(item=item.key, decision=decision, text_sha=item.digest,  # type: ignore[arg-type]
                                   edited_text=edited, note=(row.get("note") or "").strip(), reviewer=reviewer))
     return out
+
+
+def _same_text(text: str) -> str:
+    """Text as compared with the sheet's: spreadsheet programs save line breaks as CRLF."""
+    return text.replace("\r\n", "\n")
 
 
 def final_scenario(scenario: Scenario, decided: dict[str, ReviewDecision]) -> tuple[Scenario, dict[str, int]]:

@@ -45,6 +45,6 @@ def json_object(text: str) -> dict[str, Any] | None:
     start, end = text.find("{"), text.rfind("}")
     try:
         data = json.loads(text[start:end + 1], strict=False) if start >= 0 else None
-    except ValueError:
+    except (ValueError, RecursionError):  # a model's answer can be nested deeper than Python recurses
         return None
     return data if isinstance(data, dict) else None

@@ -32,7 +32,7 @@ class MethodStep(BaseModel):
     cached: bool = False
     finish_reason: str | None = None
     score: float | None = None
-    status: Literal["ok", "unparsed", "unscored"] = "ok"
+    status: Literal["ok", "unparsed", "unscored", "skipped"] = "ok"
     note: str | None = None
 
 
@@ -83,6 +83,10 @@ class MethodContext:
         ))
         return result.value
 
+    def skip(self, role: str, *, round: int = 0, note: str) -> None:  # noqa: A002
+        """Record a step that was not taken (no call, no usage), with why."""
+        self.steps.append(MethodStep(role=role, round=round, status="skipped", note=note))
+
     def note(self, role: str, *, round: int = 0, index: int = 0, status: str = "ok",  # noqa: A002
              note: str | None = None) -> None:
         """Mark the last step recorded for (role, round, index) with a status and a note."""
@@ -101,7 +105,7 @@ class MethodContext:
         from ._base import MethodOutput  # noqa: PLC0415
 
         steps = sorted(self.steps, key=lambda s: (s.round, s.index))
-        target = [s for s in self.steps if s.source == "target"]
+        target = [s for s in self.steps if s.source == "target" and s.status != "skipped"]
         usage = sum((s.usage for s in target), Usage())
         if counts_prompt_once and target:
             usage = usage.model_copy(update={"prompt_tokens": target[0].usage.prompt_tokens})

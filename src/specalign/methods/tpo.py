@@ -62,6 +62,12 @@ def parse_update(text: str, finish_reason: str | None) -> str | None:
     return None
 
 
+def _skip_reason(pool: list[Candidate], rounds: int) -> str:
+    scored = sum(c.score is not None for c in pool)
+    why = "no candidate was scored" if not scored else "only one candidate was scored (best is worst)"
+    return f"skipped {rounds} round(s): {why}, so there is no preferred/rejected pair to critique"
+
+
 @register_method
 class TPO(GenerationMethod):
     """Sample, score with the spec judge, then critique (loss), guidance (gradient) and rewrite (update).
@@ -69,7 +75,9 @@ class TPO(GenerationMethod):
     Round 0 samples the vanilla prompt ``samples`` times. Each of the ``iterations`` rounds takes
     the best and worst scored so far as chosen/rejected, asks for a critique, turns it into
     guidance, and samples ``samples`` rewrites. Rewrites without ``<answer>`` tags are counted
-    as unparsed (``stats.unparsed``), never scored. The best-scored candidate is returned.
+    as unparsed (``stats.unparsed``), never scored. The best-scored candidate is returned. When fewer
+    than two candidates are scored (best is worst), the rounds left are skipped: a ``skipped`` critique
+    step says why and ``stats.rounds_skipped`` counts them.
     """
 
     name = "tpo"
@@ -81,11 +89,15 @@ class TPO(GenerationMethod):
         p = self.params
         params = sampling_params(p.temperature)
         pool = await first_round(ctx, scenario, prompt, p, p.samples)
-        unparsed = 0
+        unparsed = skipped = 0
         for it in range(1, p.iterations + 1):
             chosen, rejected = best(pool), worst(pool)
-            if chosen is None or rejected is None:
-                break  # nothing scored: no preference to learn from
+            if chosen is None or rejected is None or chosen is rejected:
+                # nothing scored, or one candidate only: no pair to learn a preference from, and the pool
+                # cannot change without one, so the remaining rounds are skipped too
+                skipped = p.iterations - it + 1
+                ctx.skip("critique", round=it, note=_skip_reason(pool, skipped))
+                break
             guidance = await self._guidance(ctx, scenario, prompt, chosen, rejected, it)
             fresh, failed = await self._update(ctx, scenario, prompt, chosen, guidance, it, params)
             unparsed += failed
@@ -93,7 +105,7 @@ class TPO(GenerationMethod):
             pool += fresh
         scored = sum(c.score is not None for c in pool)
         return chosen_answer(pool, {"candidates": len(pool) + unparsed, "scored": scored, "unparsed": unparsed,
-                                    "unscored": len(pool) - scored})
+                                    "unscored": len(pool) - scored, "rounds_skipped": skipped})
 
     async def _guidance(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt, chosen: Candidate,
                         rejected: Candidate, it: int) -> str:

@@ -363,6 +363,8 @@ class LlamaCppBackend(ModelBackend):
             raise ModelUnavailable(f"the llamacpp backend needs llama-cpp-python: {INSTALL_HINT}")
         self.settings = settings
         self.path = resolve_gguf(settings)
+        #: the configured chat template, read once: every call renders with the text identity() hashed
+        self.template = resolve_chat_template(settings)
         self._identity: dict[str, Any] | None = None
         self._pool: _Pool | None = None
 
@@ -370,9 +372,8 @@ class LlamaCppBackend(ModelBackend):
         if self._identity is None:
             self._identity = {"kind": self.kind, "model": self.settings.model_name,
                               "gguf_sha256_prefix": gguf_fingerprint(self.path), "n_ctx": self.settings.n_ctx}
-            template = resolve_chat_template(self.settings)
-            if template:
-                self._identity["chat_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()[:16]
+            if self.template:
+                self._identity["chat_template_sha256"] = hashlib.sha256(self.template.encode()).hexdigest()[:16]
         return self._identity
 
     @property
@@ -432,7 +433,7 @@ class LlamaCppBackend(ModelBackend):
         prompt, then appends the prefix verbatim: the turn stays unclosed and the template
         cannot rewrite the prefix (as some templates do to ``<think>`` blocks).
         """
-        template = resolve_chat_template(self.settings) or chat_template_of(ctx.llama)
+        template = self.template or chat_template_of(ctx.llama)
         if template is None:
             if request.continue_final:
                 raise ModelError(f"{self.path.name} has no chat template to continue an assistant turn with; "

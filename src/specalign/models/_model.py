@@ -7,15 +7,16 @@ from typing import Any
 from ..errors import CapabilityError
 from ._base import ChatRequest, Completion, Message, ModelBackend, Usage
 from ._cache import CallCache, cache_key
-from ._settings import TOKEN_LIMITS, ModelSettings
+from ._settings import DEFAULT_THOUGHT_END, DEFAULT_THOUGHT_START, TOKEN_LIMITS, ModelSettings
 
 
 class Model:
     """Chat with one configured model; every call is cached and its usage counted.
 
     ``generate`` merges the settings' sampling parameters with per-call overrides; the cache
-    key covers the backend identity, every parameter, the full messages, the JSON schema and
-    ``sample_index`` (so N samples of one prompt stay N distinct answers).
+    key covers the backend identity, every parameter, the full messages, the JSON schema,
+    ``sample_index`` (so N samples of one prompt stay N distinct answers) and the settings that
+    shape the stored text (:meth:`key_for`).
     """
 
     def __init__(self, settings: ModelSettings, backend: ModelBackend, cache: CallCache | None = None):
@@ -48,7 +49,17 @@ class Model:
                            json_schema=schema, continue_final=continue_final, sample_index=sample_index)
 
     def key_for(self, request: ChatRequest) -> str:
-        return cache_key({"backend": self.backend.identity(), "request": request.model_dump(mode="json")})
+        """The cache key of ``request``: what is sent, who answers it, and how the answer is written down.
+
+        The thought markers belong to the last: a backend that gets the reasoning apart from the answer
+        joins them with the markers, and a method splits the text at them. They enter the key only
+        when they differ from the defaults, so keys made before they were part of it still hold.
+        """
+        payload: dict[str, Any] = {"backend": self.backend.identity(), "request": request.model_dump(mode="json")}
+        markers = (self.settings.thought_start, self.settings.thought_end)
+        if markers != (DEFAULT_THOUGHT_START, DEFAULT_THOUGHT_END):
+            payload["thought_markers"] = list(markers)
+        return cache_key(payload)
 
     async def generate(self, messages: list[Message], *, params: dict[str, Any] | None = None,
                        json_schema: dict[str, Any] | None = None, sample_index: int = 0) -> Completion:

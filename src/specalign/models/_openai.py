@@ -8,15 +8,22 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import random
 import time
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
-from ..errors import ConfigError, ModelAccessError, ModelError
+from .._secrets import Scrubber, redact_url, url_secrets
+from ..errors import ConfigError, ModelAccessError, ModelError, SpecalignError
 from ._base import ChatRequest, Completion, ModelBackend, Usage
-from ._settings import CallLimits, ModelSettings, resolve_chat_template
+from ._settings import (
+    DEFAULT_KEY_ENV,
+    PLACEHOLDER_KEY,
+    CallLimits,
+    ModelSettings,
+    resolve_api_key,
+    resolve_chat_template,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +32,6 @@ OPENAI_PARAMS = frozenset({
     "temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty",
     "n", "logit_bias", "response_format", "max_completion_tokens", "reasoning_effort",
 })
-DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-PLACEHOLDER_KEY = "EMPTY"
 MAX_RETRY_AFTER = 120.0
 MAX_BACKOFF = 8.0
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -89,6 +94,11 @@ class OpenAIBackend(ModelBackend):
     continuation alone whether the server echoes the prefix or not (:func:`strip_prefill_echo`).
     Hosted APIs ignore those fields, so prefill is not declared: a model config's ``prefill: true``
     turns it on.
+
+    Credentials stay in the HTTP client: every message this backend raises or logs names an
+    endpoint by its redacted URL (:func:`~specalign._secrets.redact_url`) and is scrubbed of the
+    API key and the URLs' userinfo and query values in every common encoding
+    (:class:`~specalign._secrets.Scrubber`); ``identity()`` holds redacted URLs only.
     """
 
     kind = "openai"
@@ -101,14 +111,18 @@ class OpenAIBackend(ModelBackend):
         self.backoff_scale = 1.0
         self._urls = [u.rstrip("/") for u in settings.base_urls]
         self._key_env = settings.api_key_env or DEFAULT_KEY_ENV
-        self._api_key = _resolve_key(self._key_env, self._urls)
+        self._api_key = resolve_api_key(self._key_env, self._urls)
+        self._shown = {u: redact_url(u) for u in self._urls}
+        secrets = [s for u in self._urls for s in url_secrets(u)]
+        self._scrub = Scrubber([*secrets, *([self._api_key] if self._api_key != PLACEHOLDER_KEY else [])])
         self._turn = itertools.count()
         self._local = all(_is_local_host(u) for u in self._urls)
         self._template = resolve_chat_template(settings)
         self._state: _LoopState | None = None
 
     def identity(self) -> dict[str, Any]:
-        ident = {"kind": self.kind, "model": self.settings.model_name, "base_urls": sorted(self.settings.base_urls)}
+        urls = sorted(redact_url(u) for u in self.settings.base_urls)
+        ident = {"kind": self.kind, "model": self.settings.model_name, "base_urls": urls}
         if self._template is not None:
             ident["chat_template_sha256"] = hashlib.sha256(self._template.encode()).hexdigest()[:16]
         return ident
@@ -118,18 +132,22 @@ class OpenAIBackend(ModelBackend):
         attempts = self.settings.max_retries + 1
         url, last, final = self._urls[0], "", _Retry("no attempt made")
         state = self._loop_state()
-        for attempt in range(attempts):
-            try:
-                async with state.calls:  # a model-wide slot, held for the attempt only (not the backoff)
-                    url = state.endpoint(next(self._turn))
-                    return await self._attempt(url, kwargs)
-            except _Retry as r:
-                last, final = r.reason, r
-                log.debug("attempt %d at %s failed: %s", attempt + 1, url, last)
-                if attempt + 1 < attempts:
-                    await _sleep(self._delay(attempt, r.delay))
+        try:
+            for attempt in range(attempts):
+                try:
+                    async with state.calls:  # a model-wide slot, held for the attempt only (not the backoff)
+                        url = state.endpoint(next(self._turn))
+                        return await self._attempt(url, kwargs)
+                except _Retry as r:
+                    last, final = self._scrub(r.reason), r
+                    log.debug("attempt %d at %s failed: %s", attempt + 1, self._shown[url], last)
+                    if attempt + 1 < attempts:
+                        await _sleep(self._delay(attempt, r.delay))
+        except SpecalignError as e:  # every message leaving the backend is scrubbed, whoever built it
+            e.args = tuple(self._scrub(a) if isinstance(a, str) else a for a in e.args)
+            raise
         tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
-        raise ModelError(self._scrub(f"chat call to {url} (model {self.settings.model_name!r}) "
+        raise ModelError(self._scrub(f"chat call to {self._shown[url]} (model {self.settings.model_name!r}) "
                                      f"failed after {tries}: {last}"), kind=final.kind, status=final.status)
 
     async def warm(self) -> None:
@@ -233,8 +251,8 @@ class OpenAIBackend(ModelBackend):
             return _Retry(f"broken response ({type(err).__name__}: {_one_line(str(err))})", kind="connection")
         return err
 
-    def _status_error(self, err: Any, url: str) -> Exception:
-        status, message = err.status_code, self._scrub(_server_message(err))
+    def _status_error(self, err: Any, real_url: str) -> Exception:
+        status, message, url = err.status_code, self._scrub(_server_message(err)), self._shown[real_url]
         if status in (401, 403):
             return ModelAccessError(f"authentication failed for {url} (HTTP {status}: {message}): "
                                     f"check the {self._key_env} environment variable", kind="auth", status=status)
@@ -258,11 +276,6 @@ class OpenAIBackend(ModelBackend):
             base = min(MAX_BACKOFF, 0.5 * 2 ** attempt) * (1 - 0.25 * random.random())
         return max(0.0, base * self.backoff_scale)
 
-    def _scrub(self, text: str) -> str:
-        if self._api_key and self._api_key != PLACEHOLDER_KEY:
-            text = text.replace(self._api_key, "***")
-        return text
-
     # -- clients ----------------------------------------------------------------------------
 
     def _loop_state(self) -> _LoopState:
@@ -272,22 +285,23 @@ class OpenAIBackend(ModelBackend):
 
             limits = self.settings.call_limits()
             shards = -(-limits.per_endpoint // CONNECTIONS_PER_CLIENT)
-            clients = {url: [AsyncOpenAI(api_key=self._api_key, base_url=url, max_retries=0, timeout=self.settings.timeout)
-                             for _ in range(shards)] for url in self._urls}
+            clients = {url: [AsyncOpenAI(api_key=self._api_key, max_retries=0, timeout=self.settings.timeout,
+                                         **_client_url(url)) for _ in range(shards)] for url in self._urls}
             self._state = _LoopState(loop, clients, limits)
         return self._state
 
 
-def _resolve_key(env: str, urls: list[str]) -> str:
-    """The key from ``$env``; a placeholder for servers that are not OpenAI's own."""
-    key = os.environ.get(env, "").strip()
-    if key:
-        return key
-    official = [u for u in urls if (urlparse(u).hostname or "").endswith("api.openai.com")]
-    if official:
-        raise ConfigError(f"set the {env} environment variable to call {official[0]} "
-                          f"(or name another variable with api_key_env)", field="model")
-    return PLACEHOLDER_KEY
+_resolve_key = resolve_api_key  # the older name
+
+
+def _client_url(url: str) -> dict[str, Any]:
+    """The SDK client's ``base_url``, and a query string as ``default_query`` (the SDK would append the
+    route after the query: ``/v1?key=x`` + ``/chat/completions``); a fragment is never sent. Userinfo
+    stays in the URL: httpx sends it as Basic auth, as before."""
+    base, _, query = url.partition("#")[0].partition("?")
+    if not query:
+        return {"base_url": base}
+    return {"base_url": base, "default_query": dict(parse_qsl(query, keep_blank_values=True))}
 
 
 def _reasoning(message: Any) -> str | None:

@@ -8,13 +8,20 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .._secrets import header_value_problem, redact_text, redact_url
 from ..errors import ConfigError, ModelUnavailable
 
 BackendKind = Literal["openai", "llamacpp"]
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+#: the key sent to servers that need none (the SDK insists on one)
+PLACEHOLDER_KEY = "EMPTY"
+DEFAULT_THOUGHT_START = "<think>"
+DEFAULT_THOUGHT_END = "</think>"
 LOCAL = "local"
 #: generation length of the embedded demo model (its answers degrade long before this)
 EMBEDDED_MAX_TOKENS = 200
@@ -52,7 +59,8 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    key: str = Field(description="the name the user gave: 'local', a config key, or the inline spec")
+    key: str = Field(description="the name the user gave: 'local', a config key, or the inline spec with its "
+                     "URL credentials redacted (for display and naming; the real URLs are in base_urls)")
     backend: BackendKind
     model_name: str
     base_urls: list[str] = Field(default_factory=list)
@@ -70,8 +78,8 @@ class ModelSettings(BaseModel):
     n_threads: int | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     extra_body: dict[str, Any] = Field(default_factory=dict)
-    thought_start: str = "<think>"
-    thought_end: str = "</think>"
+    thought_start: str = DEFAULT_THOUGHT_START
+    thought_end: str = DEFAULT_THOUGHT_END
     structured_output: bool | None = None
     prefill: bool | None = Field(
         default=None, description="can the server continue a final assistant message? None: the backend's declaration")
@@ -91,8 +99,11 @@ class ModelSettings(BaseModel):
         return v
 
     def public_dict(self) -> dict[str, Any]:
-        """Settings safe to write to run files: no secrets are ever held here, only env names."""
-        return self.model_dump(mode="json")
+        """Settings safe to write to run files: keys are held only as env names, URLs lose their credentials."""
+        data = self.model_dump(mode="json")
+        data["key"] = redact_text(self.key)
+        data["base_urls"] = [redact_url(u) for u in self.base_urls]
+        return data
 
     def call_limits(self) -> CallLimits:
         """The calls in flight this model gets, over all its endpoints and at each one."""
@@ -196,7 +207,10 @@ def parse_model_spec(spec: str, config: dict[str, dict[str, Any]] | None = None,
             raise ConfigError("openai: needs a model name, e.g. openai:gpt-4.1@https://api.openai.com/v1",
                               field="model")
         urls = _split_urls(url) if url else default_base_urls()
-        return ModelSettings(key=spec, backend="openai", model_name=name, base_urls=urls)
+        _check_urls(urls, "model" if url else "OPENAI_BASE_URL")
+        settings = ModelSettings(key=redact_text(spec), backend="openai", model_name=name, base_urls=urls)
+        check_api_key(settings)
+        return settings
     known = ", ".join(sorted(config)) or "none"
     where = f" (keys in {config_path}: {known})" if config_path else " (no --models-config given)"
     raise ConfigError(
@@ -218,8 +232,12 @@ def settings_from_config(key: str, entry: Any, path: str) -> ModelSettings:
     backend = own.pop("backend", None) or ("llamacpp" if own.get("gguf") else "openai")
     if isinstance(urls, str):
         urls = _split_urls(urls)
+    if not isinstance(urls, list | None) or not all(isinstance(u, str) for u in urls or []):
+        raise ConfigError("expected a URL or a list of URLs", path=path, field=f"{key}.base_urls")
+    _check_urls(urls or [], f"{key}.base_urls", path)
     if backend == "openai" and not urls:
         urls = default_base_urls()
+        _check_urls(urls, "OPENAI_BASE_URL")
     try:
         SamplingParams(**params)
     except ValidationError as e:
@@ -227,11 +245,13 @@ def settings_from_config(key: str, entry: Any, path: str) -> ModelSettings:
         raise ConfigError(f"{first['msg']} (got {first.get('input')!r})", path=path,
                           field=f"{key}.{first['loc'][0]}") from None
     try:
-        return ModelSettings(key=key, backend=backend, base_urls=urls or [], params=params, **own)
+        settings = ModelSettings(key=key, backend=backend, base_urls=urls or [], params=params, **own)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise ConfigError(first["msg"], path=path, field=f"{key}.{loc}") from None
+    check_api_key(settings)
+    return settings
 
 
 def load_models_config(paths: str | Sequence[str] | None) -> ModelsConfig:
@@ -275,3 +295,57 @@ def default_base_urls() -> list[str]:
 
 def _split_urls(text: str) -> list[str]:
     return [u.strip().rstrip("/") for u in text.split(",") if u.strip()]
+
+
+def _check_urls(urls: list[str], field: str, path: str | None = None) -> None:
+    """Every base URL is http(s) with a host; the error shows the URL with its credentials redacted."""
+    for url in urls:
+        if not _is_http_url(url):
+            raise ConfigError(f"{redact_url(url)!r} is not an http(s) URL with a host (and a numeric port, no "
+                              f"spaces), e.g. http://127.0.0.1:8000/v1", path=path, field=field)
+
+
+def _is_http_url(url: str) -> bool:
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def api_key_from_env(env: str) -> str | None:
+    """The API key in ``$env`` (surrounding whitespace dropped), None when unset or empty.
+
+    A key that cannot go into an HTTP header (a line break, a control or non-ASCII character, a
+    space) is a :class:`ConfigError` naming the variable, never showing the key: every call would
+    fail at the HTTP layer.
+    """
+    key = os.environ.get(env, "").strip()
+    if not key:
+        return None
+    problem = header_value_problem(key)
+    if problem:
+        raise ConfigError(f"the API key in this environment variable holds {problem}; set it to the key "
+                          f"alone (printable ASCII, no spaces or line breaks)", field=env)
+    return key
+
+
+def resolve_api_key(env: str, urls: list[str]) -> str:
+    """The key from ``$env``; a placeholder for servers that are not OpenAI's own."""
+    key = api_key_from_env(env)
+    if key:
+        return key
+    official = [u for u in urls if (urlparse(u).hostname or "").endswith("api.openai.com")]
+    if official:
+        raise ConfigError(f"set the {env} environment variable to call {redact_url(official[0])} "
+                          f"(or name another variable with api_key_env)", field="model")
+    return PLACEHOLDER_KEY
+
+
+def check_api_key(settings: ModelSettings) -> None:
+    """Fail now, before anything is written or called, if an openai model's key variable holds a malformed key."""
+    if settings.backend == "openai":
+        api_key_from_env(settings.api_key_env or DEFAULT_KEY_ENV)

@@ -144,7 +144,7 @@ class _Builder:
         prompts = {f"{s.key}/{p.id}": p for s in bench.scenarios for p in s.prompts} if bench else {}
         gens, judged = latest_records(rd, manifest.judge["key"])
         counts: dict[str, dict[str, SpecCounts]] = {}
-        for sid in rd.read_selection() or sorted(gens):
+        for sid in rd.selected(gens):
             scenario, _, prompt_id = sid.partition("/")
             key = self.scenario_key(manifest, scenario)
             entry = self._sample(key, prompt_id, prompts.get(sid), gens.get(sid))

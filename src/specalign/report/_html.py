@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import tempfile
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunDirError
+from ..runs._store import check_output
 from ._data import ReportData, RunEntry, SampleRun
 from ._plots import cost_plot, frontier_plot, heatmap_table, scenario_plot
 from ._svg import esc
@@ -237,14 +240,33 @@ def _footer(data: ReportData) -> str:
 
 
 def write_report(data: ReportData, path: str | Path) -> int:
-    """Write the report; returns its size in bytes."""
+    """Write the report, whole or not at all (never over a file of the runs it shows); returns its size in bytes.
+
+    A regular file is replaced through a private temporary file; an existing special file (``/dev/stdout``,
+    a pipe) is written to as it is, never replaced."""
+    check_output(path, [r.row.run_dir for r in data.runs])
     target = Path(path)
     page = render_report(data).encode("utf-8")
+    tmp: str | None = None
     try:
+        if target.exists() and not target.is_file():
+            with open(target, "wb") as f:
+                f.write(page)
+            return len(page)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_bytes(page)
-        tmp.replace(target)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with open(fd, "wb") as f:
+            f.write(page)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
     except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise RunDirError(f"cannot write {target}: {e.strerror or e}") from None
     return len(page)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

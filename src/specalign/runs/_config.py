@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from .._secrets import redact_text
 from ..models import LOCAL
 from ..scoring import DEFAULT_ALPHA, NAPolicy
 
@@ -54,7 +55,8 @@ class RunConfig(BaseModel):
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        return Path("runs") / f"{_slug(self._data_name())}-{_slug(self.model)}-{_slug(self.method)}"
+        model = redact_text(self.model)  # a base URL's userinfo and query values never name a folder
+        return Path("runs") / f"{_slug(self._data_name())}-{_slug(model)}-{_slug(self.method)}"
 
     def _data_name(self) -> str:
         if self.data == "bundled":

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..benchmark._sheets import neutralise_cell
 from ..errors import ConfigError, RunDirError
 from ..scoring import SampleScore, score_sample
 from ._records import GenerationRecord, JudgmentRecord, Manifest
 from ._scores import latest_records
-from ._store import RunDir
+from ._store import GENERATIONS, JUDGMENTS, MANIFEST, SCORES, SELECTION, RunDir
 
 if TYPE_CHECKING:
     from ..benchmark import Benchmark
@@ -24,6 +25,7 @@ COLUMNS = [
     "completion_tokens", "calls", "flags",
 ]
 TEXT_COLUMNS = ["prompt", "thought", "response"]
+RUN_FILES = (MANIFEST, SELECTION, GENERATIONS, JUDGMENTS, SCORES)
 
 
 def verdict_rows(run_dir: str, *, with_text: bool = False) -> Iterator[dict[str, Any]]:
@@ -110,20 +112,37 @@ def _spec_texts(manifest: Manifest) -> dict[tuple[str, str], str]:
     return out
 
 
-def export_verdicts(run_dirs: list[str], path: str, fmt: ExportFormat | None = None, *, with_text: bool = False) -> int:
-    """Write the rows of ``run_dirs`` to ``path`` (format from the extension unless given); returns the row count."""
+def export_verdicts(run_dirs: list[str], path: str, fmt: ExportFormat | None = None, *, with_text: bool = False,
+                    raw_cells: bool = False) -> int:
+    """Write the rows of ``run_dirs`` to ``path`` (format from the extension unless given); returns the row count.
+
+    In CSV, a text cell a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab
+    or a carriage return; or with ``'``) gets a leading ``'``, unless ``raw_cells``. JSON lines are never changed.
+    """
     fmt = fmt or _format_of(path)
     columns = COLUMNS + (TEXT_COLUMNS if with_text else [])
     target = Path(path)
+    _check_not_a_run_file(target, run_dirs)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("w", encoding="utf-8", newline="") as f:
-            return _write(f, run_dirs, fmt, columns, with_text)
+            return _write(f, run_dirs, fmt, columns, with_text, raw_cells)
     except OSError as e:
         raise RunDirError(f"cannot write {target}: {e.strerror or e}") from None
 
 
-def _write(f: Any, run_dirs: list[str], fmt: ExportFormat, columns: list[str], with_text: bool) -> int:
+def _check_not_a_run_file(target: Path, run_dirs: list[str]) -> None:
+    """Refuse an output that is a run directory or one of its files: writing it would destroy what is read."""
+    t = target.resolve()
+    for run_dir in run_dirs:
+        d = Path(run_dir).resolve()
+        if t == d or (t.parent == d and t.name in RUN_FILES):
+            raise ConfigError(f"{target} is a file of the run {run_dir} that is being exported: write elsewhere",
+                              field="--output")
+
+
+def _write(f: Any, run_dirs: list[str], fmt: ExportFormat, columns: list[str], with_text: bool,
+           raw_cells: bool = False) -> int:
     n = 0
     writer = csv.DictWriter(f, fieldnames=columns) if fmt == "csv" else None
     if writer is not None:
@@ -131,7 +150,7 @@ def _write(f: Any, run_dirs: list[str], fmt: ExportFormat, columns: list[str], w
     for run_dir in run_dirs:
         for row in verdict_rows(run_dir, with_text=with_text):
             if writer is not None:
-                writer.writerow(row)
+                writer.writerow(row if raw_cells else {k: neutralise_cell(v) for k, v in row.items()})
             else:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1

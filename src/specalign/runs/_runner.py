@@ -8,8 +8,9 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -35,7 +36,7 @@ from ._config import RunConfig
 from ._records import DataInfo, GenerationRecord, JudgmentRecord, Manifest, ScenarioInfo, Selection, Session, now
 from ._resume import ResumeState
 from ._scores import ScoresReport, compute_scores
-from ._store import GENERATIONS, JUDGMENTS, SCORES, RunDir
+from ._store import GENERATIONS, JUDGMENTS, SCORES, RunDir, refuse_inside
 
 
 class RunStats(BaseModel):
@@ -137,23 +138,67 @@ class Evaluation:
                                         "data": fresh.data.model_copy(update={"scenarios": scen})})
 
     def preflight(self) -> None:
-        """Fail now, before any model call, if the method cannot run here (prefill, an unloadable reward)."""
+        """Fail now, before any model call, if the run directory cannot take this run or the method cannot
+        run here (prefill, an unloadable reward)."""
+        self.check_out_dir()
         self.method.check(create_model(self.target_settings, None))
         spec = getattr(self.method.params, "scorer", None)
         if self.method.uses_scorer and spec not in (None, "judge"):
             load_function(spec)
 
+    def check_out_dir(self) -> None:
+        """The run directory is new, empty or a readable run's, held by no other process, and not inside the
+        data it reads."""
+        source = Path(self.bench.source)
+        if source.is_absolute() and source.is_dir():  # a local data directory (not bundled, not the hub)
+            refuse_inside(self.run_dir.path, [source], field="--out")
+        self.run_dir.check_new_or_run()
+        if self.run_dir.exists():
+            self.run_dir.read_manifest()  # a malformed or newer manifest: refused before any model call
+        self.run_dir.check_unlocked()
+
     # -- the run --------------------------------------------------------------------------
     async def run(self, on_progress: ProgressCallback | None = None) -> RunResult:
+        """Run (or resume) under the directory's lock: a second process on the same directory is refused."""
         t0 = time.perf_counter()
-        self.run_dir.ensure_writable()
-        cache = self._cache()
+        self.check_out_dir()
+        cache = self._cache()  # an unusable cache folder is a one-line error before the run directory is made
+        try:
+            self.run_dir.ensure_writable()
+            self.run_dir.lock()
+            try:
+                self.run_dir.check_new_or_run()  # again, now that no other run can write here
+                return await self._run(cache, t0, on_progress)
+            finally:
+                self.run_dir.unlock()
+        finally:
+            if cache is not None:
+                cache.close()
+
+    async def _run(self, cache: CallCache | None, t0: float, on_progress: ProgressCallback | None) -> RunResult:
         target = create_model(self.target_settings, cache)
         judge_model = target if self.judge_settings == self.target_settings else create_model(self.judge_settings, cache)
+        try:
+            manifest = await self._process(target, judge_model, t0, on_progress)
+        finally:
+            await target.aclose()
+            if judge_model is not target:
+                await judge_model.aclose()
+        manifest.updated_at = now()
+        self.run_dir.write_manifest(manifest)
+        scores = compute_scores(self.run_dir, manifest)
+        self.run_dir.write_json_atomic(SCORES, scores.model_dump(mode="json"))
+        return RunResult(out_dir=str(self.run_dir.path), scores=scores, stats=self.stats, limit=self.limit,
+                         n_available=self.n_available)
+
+    async def _process(self, target: Model, judge_model: Model, t0: float,
+                       on_progress: ProgressCallback | None) -> Manifest:
+        """Every selected sample generated and judged, or resumed; returns the manifest, sessions updated."""
         self.method.check(target)
         judge = Judge(judge_model, self.config.judge_mode, self.config.judge_attempts)
         scorer = self._scorer(judge)
         manifest = self._reconcile(self._manifest(target, judge, scorer))
+        self.run_dir.use_manifest(manifest)  # records are checked against this run's scenarios and specs
         session = Session()
         manifest.sessions.append(session)
         self.run_dir.write_manifest(manifest)
@@ -169,17 +214,7 @@ class Evaluation:
             session.samples_resumed = self.stats.resumed
             gen_w.close()
             judge_w.close()
-            await target.aclose()
-            if judge_model is not target:
-                await judge_model.aclose()
-            if cache is not None:
-                cache.close()
-        manifest.updated_at = now()
-        self.run_dir.write_manifest(manifest)
-        scores = compute_scores(self.run_dir, manifest)
-        self.run_dir.write_json_atomic(SCORES, scores.model_dump(mode="json"))
-        return RunResult(out_dir=str(self.run_dir.path), scores=scores, stats=self.stats, limit=self.limit,
-                         n_available=self.n_available)
+        return manifest
 
     def _scorer(self, judge: Judge) -> CandidateScorer | None:
         spec = getattr(self.method.params, "scorer", None)
@@ -211,32 +246,24 @@ class Evaluation:
         return max(1, min(2 * n, len(self.samples)))
 
     async def _process_all(self, target, judge, scorer, done, gen_w, judge_w, on_progress) -> None:
+        """Samples in flight on a pool of workers. The first error of any worker (an access error, a full
+        disk, an outage, a bug) cancels the others and is raised once, after every worker has stopped:
+        records are flushed as each step of a sample finishes, so what finished is on disk."""
         queue: asyncio.Queue[tuple[Scenario, Prompt]] = asyncio.Queue()
         for item in self.samples:
             queue.put_nowait(item)
-        fatal: list[BaseException] = []
 
         async def worker() -> None:
-            while not fatal:
+            while True:
                 try:
                     scenario, prompt = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                try:
-                    await self._one(target, judge, scorer, scenario, prompt, done, gen_w, judge_w)
-                except Exception as e:  # noqa: BLE001  (access errors, a full disk, an outage: the run ends)
-                    fatal.append(e)
-                    for task in tasks:  # samples waiting for a call slot would only meet the same error
-                        if task is not asyncio.current_task():
-                            task.cancel()
-                    return
+                await self._one(target, judge, scorer, scenario, prompt, done, gen_w, judge_w)
                 if on_progress:
                     on_progress(self.stats)
 
-        tasks = [asyncio.ensure_future(worker()) for _ in range(self.samples_in_flight())]
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if fatal:
-            raise fatal[0]
+        await run_all([worker() for _ in range(self.samples_in_flight())])
 
     async def _one(self, target: Model, judge: Judge, scorer: CandidateScorer | None, scenario: Scenario,
                    prompt: Prompt, done: ResumeState, gen_w, judge_w) -> None:
@@ -320,6 +347,35 @@ class Evaluation:
         st.safety_sum += score.safety
         st.behavioral_sum += score.behavioral
         st.sar_sum += score.sar
+
+
+async def run_all(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coros`` as tasks; the first to fail cancels the rest, and its exception is raised once every
+    task has ended (what ``asyncio.TaskGroup`` does, without the exception group, on Python 3.10 too).
+    Cancelling the caller cancels them all and waits for them."""
+    tasks: list[asyncio.Future[None]] = []
+
+    async def guarded(coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except BaseException:  # cancel the others at once: a task waiting for a call slot would only start it
+            for t in tasks:
+                if t is not asyncio.current_task():
+                    t.cancel()
+            raise
+
+    tasks.extend(asyncio.ensure_future(guarded(c)) for c in coros)
+    if not tasks:
+        return
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for t in tasks:  # in start order, among those that ended before the cancelling: the failure itself
+        if t in done and not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
 
 
 def _judge_again(j: JudgmentRecord, retry_unscored: bool) -> bool:

@@ -46,6 +46,8 @@ class ScoresReport(BaseModel):
     counts: dict[str, int]
     unscored_reasons: dict[str, int] = Field(default_factory=dict)
     flags: dict[str, int] = Field(default_factory=dict)
+    skipped_records: list[str] = Field(default_factory=list, description="broken records left out (file:line: why), "
+                                       "their samples counted as pending; a run redoes them")
 
 
 def latest_records(run: RunDir, judge_key: str) -> tuple[dict[str, GenerationRecord], dict[str, JudgmentRecord]]:
@@ -113,7 +115,7 @@ def _gen_summary(g: GenerationRecord) -> _Gen:
     base = dict(error=error, scenario=g.scenario, label=g.label, flags=tuple(g.flags), usage=_tokens(g.usage))
     if not g.steps:
         return _Gen(**base, calls=g.calls, cached_calls=g.cached_calls, scorer=None)
-    target = [s for s in g.steps if s.source == "target"]
+    target = [s for s in g.steps if s.source == "target" and s.status != "skipped"]  # a skipped step made no call
     made = sum(not s.cached for s in target)
     scorer = None
     if any(s.source == "scorer" for s in g.steps):
@@ -135,8 +137,9 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
     alpha = manifest.alpha if alpha is None else alpha
     na_policy = na_policy or manifest.na_policy  # type: ignore[assignment]
     judge_key = manifest.judge["key"]
+    run.use_manifest(manifest)
     gens, judged = _summaries(run, manifest, judge_key)
-    selection = run.read_selection() or sorted(gens)
+    selection = run.selected(gens)
     samples: list[_Sample] = []
     reasons: Counter[str] = Counter()
     flags: Counter[str] = Counter()
@@ -171,7 +174,7 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
         scenarios=per_scenario, spec_violations=violations.rates(),
         usage={"generation": gen_usage, "judge": judge_usage, "scorer": scorer_usage},
         counts={"selected": len(selection), "scored": n_scored, "unscored": len(samples) - n_scored, "pending": pending},
-        unscored_reasons=dict(reasons.most_common()), flags=dict(flags),
+        unscored_reasons=dict(reasons.most_common()), flags=dict(flags), skipped_records=run.problem_lines()[:100],
     )
 
 

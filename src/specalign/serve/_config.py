@@ -49,7 +49,15 @@ class ServeConfig(BaseModel):
     token_env: str = DEFAULT_TOKEN_ENV
     max_concurrency: int = Field(default=256, ge=1, le=100_000,
                                  description="requests in flight (beyond: 429), and the upstream's calls in flight")
-    max_request_bytes: int = Field(default=1_000_000, ge=1024)
+    max_request_bytes: int = Field(default=1_000_000, ge=1024, le=1 << 30, description="largest request body (beyond: 413)")
+    max_header_bytes: int = Field(default=65_536, ge=1024, le=16 << 20,
+                                  description="largest request line and headers together (beyond: 431, connection closed)")
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600,
+                                    description="seconds a client has to send its request line and headers (beyond: 408)")
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600,
+                                  description="seconds a client has to send its whole body once the headers are in (beyond: 408)")
+    max_connections: int = Field(default=1024, ge=1, le=1_000_000,
+                                 description="open client connections (beyond: 503 and the new connection is closed)")
     max_tokens_limit: int = Field(default=8192, ge=1, description="the largest max_tokens a request may ask for")
     graceful_shutdown_s: float = Field(default=60.0, ge=0)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)

@@ -14,7 +14,7 @@ from ..methods import GenerationMethod, MethodOutput, create_method
 from ..models import EMBEDDED_MAX_TOKENS, LOCAL, Model, ModelSettings, create_model, load_models_config, parse_model_spec
 from ._config import ServeConfig
 from ._metrics import GatewayMetrics
-from ._protocol import ChatInput, GatewayError, Reply
+from ._protocol import ChatInput, GatewayError, Reply, clip
 
 log = logging.getLogger("specalign.serve")
 
@@ -49,17 +49,17 @@ class Gateway:
     def resolve(self, inp: ChatInput) -> tuple[GenerationMethod, Scenario]:
         """The method and scenario a request gets: the defaults, or the allowed overrides it names."""
         if inp.model != self.model_name:
-            raise GatewayError(404, f"model {inp.model!r} is not served here; this gateway serves {self.model_name!r}",
+            raise GatewayError(404, f"model {clip(inp.model)!r} is not served here; this gateway serves {self.model_name!r}",
                                param="model", code="model_not_found")
         method_name = inp.method or self.default_method
         method = self.methods.get(method_name)
         if method is None:
-            raise GatewayError(400, f"method {method_name!r} is not offered by this gateway (allowed: "
+            raise GatewayError(400, f"method {clip(method_name)!r} is not offered by this gateway (allowed: "
                                f"{', '.join(self.methods)})", param="specalign.method", code="method_not_allowed")
         key = inp.scenario or self.default_scenario
         scenario = self.scenarios.get(key) or {k.lower(): s for k, s in self.scenarios.items()}.get(key.lower())
         if scenario is None:
-            raise GatewayError(400, f"scenario {key!r} is not offered by this gateway (allowed: "
+            raise GatewayError(400, f"scenario {clip(key)!r} is not offered by this gateway (allowed: "
                                f"{', '.join(self.scenarios)})", param="specalign.scenario", code="scenario_not_allowed")
         return method, scenario
 

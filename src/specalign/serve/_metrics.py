@@ -147,5 +147,10 @@ class GatewayMetrics:
         self.upstream_errors = r.counter("specalign_upstream_errors_total",
                                          "Requests that failed at the upstream model, by kind of failure.")
         self.rejected = r.counter("specalign_requests_rejected_total",
-                                  "Requests refused before any model call, by reason (auth, too_large, busy, invalid, ...).")
+                                  "Requests refused before any model call, by reason (auth, too_large, busy, invalid, "
+                                  "headers_too_large, header_timeout, body_timeout, bad_http, connections, "
+                                  "shutting_down, ...).")
+        self.disconnects = r.counter("specalign_client_disconnects_total",
+                                     "Chat requests whose client hung up before its answer, by stage (body, answer); "
+                                     "their upstream calls are cancelled (counted as code 499 in requests_total).")
         r.gauge("specalign_requests_in_flight", "Chat requests being answered now.", lambda: [({}, in_flight())])

@@ -85,7 +85,8 @@ class Monitor:
         self.metrics = metrics
         judge = parse_model_spec(config.judge, load_models_config(models_config))
         self.judge_settings = judge.model_copy(update={"calls_in_flight": config.workers})  # one call per worker
-        same = self.judge_settings.key == upstream.settings.key
+        # keys show URLs redacted: two specs that differ only in credentials or query values share a key
+        same = (self.judge_settings.key, self.judge_settings.base_urls) == (upstream.settings.key, upstream.settings.base_urls)
         judge_model = Model(self.judge_settings, upstream.backend) if same else create_model(self.judge_settings, None)
         self.judge = Judge(judge_model, config.judge_mode)
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=config.queue)

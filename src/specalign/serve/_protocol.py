@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +25,11 @@ TOLERATED = frozenset({
 })
 #: what a client may put under ``extra_body={"specalign": {...}}``
 EXTENSION_KEYS = frozenset({"method", "scenario", "include_thought"})
+#: the deepest nesting of arrays and objects a request body may have
+MAX_JSON_DEPTH = 64
+NUMBER_PARAMS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
+INTEGER_PARAMS = ("seed", "top_k")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class GatewayError(Exception):
@@ -66,15 +73,13 @@ def new_completion_id() -> str:
 
 def parse_chat_request(raw: bytes, *, max_tokens_limit: int) -> ChatInput:
     """Read a ``POST /v1/chat/completions`` body, or raise a 400 naming the field at fault."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise bad_request(f"the body is not valid JSON: {e}") from None
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
     unknown = sorted(k for k in body if k not in TOLERATED and k not in SAMPLING_PARAMS)
     if unknown:
-        raise bad_request(f"unsupported parameter {unknown[0]!r}", param=unknown[0], code="unsupported_parameter")
+        raise bad_request(f"unsupported parameter {clip(unknown[0], 60)!r}", param=clip(unknown[0], 60),
+                          code="unsupported_parameter")
     _check_unsupported(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -93,6 +98,90 @@ def parse_chat_request(raw: bytes, *, max_tokens_limit: int) -> ChatInput:
     return ChatInput(model=model, prompt=prompt, params=_sampling(body, max_tokens_limit), stream=stream,
                      include_usage=bool(options.get("include_usage")), include_thought=bool(ext.get("include_thought")),
                      method=ext.get("method"), scenario=ext.get("scenario"))
+
+
+def load_json(raw: bytes) -> Any:
+    """The JSON value of a request body, or a 400: UTF-8 only, nested at most :data:`MAX_JSON_DEPTH`
+    levels, finite numbers only (no ``NaN``, ``Infinity``, ``1e999``), no lone UTF-16 surrogates."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise bad_request(f"the body is not valid UTF-8 (byte {e.start})", code="invalid_json") from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise bad_request(f"the body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels",
+                          code="invalid_json") from None
+    except ValueError as e:
+        raise bad_request(f"the body is not valid JSON: {clip(str(e))}", code="invalid_json") from None
+    _check_json(value, strings=_SURROGATE_ESCAPE.search(raw) is not None)
+    return value
+
+
+_Path = tuple[Any, ...]  # (parent path, key): built as the walk goes, written out only for an error
+
+
+def _check_json(value: Any, *, strings: bool) -> None:
+    """Depth, finite numbers, and (``strings``: the body escapes surrogates) well-formed strings."""
+    stack: list[tuple[Any, _Path, int]] = [(value, (), 0)]
+    while stack:
+        v, path, depth = stack.pop()
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise _bad_value(path, "must be a finite number (NaN, Infinity and out-of-range numbers such as "
+                                 "1e999 are refused)", "invalid_number")
+        elif isinstance(v, str):
+            if strings and _lone_surrogate(v):
+                raise _bad_value(path, "holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape)",
+                                 "invalid_string")
+        elif isinstance(v, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                raise _bad_value(_top(path), f"nests arrays or objects deeper than {MAX_JSON_DEPTH} levels",
+                                 "invalid_json")
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for k, x in items:
+                if strings and isinstance(k, str) and _lone_surrogate(k):
+                    raise _bad_value(path, "has a key with a lone UTF-16 surrogate", "invalid_string")
+                stack.append((x, (path, k), depth + 1))
+
+
+def _top(path: _Path) -> _Path:
+    """The path of the top-level field ``path`` is in."""
+    while path and path[0]:
+        path = path[0]
+    return path
+
+
+def _bad_value(path: _Path, what: str, code: str) -> GatewayError:
+    where = _where(path)
+    return bad_request(f"'{where}' {what}" if where else f"the body {what}", param=where, code=code)
+
+
+def _lone_surrogate(s: str) -> bool:
+    if s.isascii():
+        return False
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _where(path: _Path) -> str | None:
+    keys: list[Any] = []
+    while path:
+        path, key = path
+        keys.append(key)
+    out = ""
+    for key in reversed(keys):
+        out += f"[{key}]" if isinstance(key, int) else (f".{clip(key, 60)}" if out else clip(key, 60))
+    return out or None
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """``text``, cut to ``limit`` characters (client text quoted in error messages stays short)."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _check_unsupported(body: dict[str, Any]) -> None:
@@ -128,7 +217,8 @@ def _read_messages(messages: Any) -> tuple[str | None, list[Turn], str]:
         elif role in ("user", "assistant"):
             turns.append(Turn(role=role, content=text))
         else:
-            raise bad_request(f"unknown role {role!r} (system, developer, user or assistant)", param=f"{where}.role")
+            raise bad_request(f"unknown role {clip(repr(role), 60)} (system, developer, user or assistant)",
+                              param=f"{where}.role")
     if not turns or turns[-1].role != "user":
         raise bad_request("the last message must come from the user", param="messages")
     if not turns[-1].content.strip():
@@ -158,8 +248,8 @@ def _extension(ext: Any) -> dict[str, Any]:
         raise bad_request("'specalign' must be an object", param="specalign")
     unknown = sorted(set(ext) - EXTENSION_KEYS)
     if unknown:
-        raise bad_request(f"unknown key {unknown[0]!r} (have: {', '.join(sorted(EXTENSION_KEYS))})",
-                          param=f"specalign.{unknown[0]}")
+        raise bad_request(f"unknown key {clip(unknown[0], 60)!r} (have: {', '.join(sorted(EXTENSION_KEYS))})",
+                          param=f"specalign.{clip(unknown[0], 60)}")
     for key in ("method", "scenario"):
         if ext.get(key) is not None and not isinstance(ext[key], str):
             raise bad_request("must be a string", param=f"specalign.{key}")
@@ -178,10 +268,14 @@ def _sampling(body: dict[str, Any], limit: int) -> dict[str, Any]:
         if n > limit:
             raise bad_request(f"'max_tokens' is {n}; this gateway allows at most {limit}", param="max_tokens",
                               code="max_tokens_too_large")
-    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+    for name in NUMBER_PARAMS:
         v = params.get(name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise bad_request(f"'{name}' must be a number", param=name)
+    for name in INTEGER_PARAMS:
+        v = params.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise bad_request(f"'{name}' must be an integer", param=name)
     stop = params.get("stop")
     if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
         raise bad_request("'stop' must be a string or a list of strings", param="stop")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ..errors import ConfigError
 from ._config import ServeConfig
 from ._gateway import Gateway
+from ._http import ConnectionLimits, guarded_protocol, stop_cleanly
 from ._monitor import Monitor
 
 
@@ -39,8 +40,9 @@ async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = 
 
     _log_to_stderr()
     gateway, monitor = build_gateway(config)
-    app = create_app(gateway, monitor)
+    app = stop_cleanly(create_app(gateway, monitor))
     sock = listen_socket(config.host, config.port)
+    _allow_open_files(config.max_connections + 2 * config.max_concurrency + 256)
     await gateway.model.backend.warm()  # load weights, open clients: the first request pays nothing extra
     if monitor is not None:
         await monitor.judge.model.backend.warm()
@@ -53,9 +55,11 @@ async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = 
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
             self._captured_signals.clear()  # a graceful stop is a normal exit, not death by signal
 
+    limits = connection_limits(config)
+    protocol = guarded_protocol(limits, lambda reason: gateway.metrics.rejected.inc(reason=reason))
     server = Server(uvicorn.Config(
         app, host=config.host, port=config.port, log_level="info", access_log=False, lifespan="on",
-        timeout_graceful_shutdown=config.graceful_shutdown_s, server_header=False))
+        timeout_graceful_shutdown=config.graceful_shutdown_s, server_header=False, http=protocol, ws="none"))
 
     async def announce() -> None:
         while not server.started:
@@ -65,6 +69,7 @@ async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = 
         port = sock.getsockname()[1]
         host = f"[{config.host}]" if ":" in config.host else config.host
         on_ready(f"http://{host}:{port}")
+        logging.getLogger("specalign.serve").info("limits: %s", describe_limits(config))
 
     watcher = asyncio.create_task(announce())
     try:
@@ -74,6 +79,33 @@ async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = 
         sock.close()
     if not server.started:
         raise SystemExit(1)
+
+
+def connection_limits(config: ServeConfig) -> ConnectionLimits:
+    return ConnectionLimits(max_header_bytes=config.max_header_bytes, header_timeout_s=config.header_timeout_s,
+                            body_timeout_s=config.body_timeout_s, max_connections=config.max_connections,
+                            max_body_wire_bytes=2 * config.max_request_bytes + config.max_header_bytes)
+
+
+def describe_limits(config: ServeConfig) -> str:
+    """The limits in effect, in one line (printed at start-up)."""
+    return (f"{config.max_concurrency} requests in flight, body <= {config.max_request_bytes} bytes, max_tokens <= "
+            f"{config.max_tokens_limit}, {connection_limits(config).describe()}")
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raise the soft limit on open files toward ``wanted`` (client and upstream sockets), within the hard limit."""
+    try:
+        import resource  # noqa: PLC0415
+    except ImportError:  # Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            pass
 
 
 def _log_to_stderr() -> None:
