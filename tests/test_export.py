@@ -72,6 +72,10 @@ def test_compare_formats_and_baseline(tmp_path):
     data = list(csv.DictReader(format_comparison(rows, "csv").splitlines()))
     assert data[0]["method"] == "vanilla" and float(data[0]["sar"]) == pytest.approx(rows[0].sar)
     assert json.loads(format_comparison(rows, "json"))[1]["label"] == "raw"
+    hostile = rows[1].model_copy(update={"label": '=HYPERLINK("http://evil.example","x")', "delta_sar": -0.25})
+    cells = list(csv.DictReader(format_comparison([rows[0], hostile], "csv").splitlines()))[1]
+    assert cells["label"] == '\'=HYPERLINK("http://evil.example","x")'  # shown as text by spreadsheets
+    assert float(cells["delta_sar"]) == -0.25  # numbers stay numbers
     with pytest.raises(ConfigError, match="none of the compared runs"):
         compare_runs([str(tmp_path / "a")], baseline="tpo")
 

@@ -207,3 +207,12 @@ def test_terminal_output_shows_control_characters_instead_of_sending_them(tmp_pa
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout and "\u202e" not in r.stdout
     assert "It asks for steps.\\x1b]0;pwned\\x07\\x1b[2J\\u202e" in r.stdout
+
+
+def test_data_table_shows_hostile_names_as_text(tmp_path: Path, cli) -> None:
+    """Rich markup and terminal escapes in a scenario's name are shown as text, never interpreted."""
+    folder = _scenario_dir(tmp_path, {**SCENARIO, "name": "[/]\x1b]0;pwned\x07[bold]\u202eX"})
+    r = cli("data", "--data", str(folder.parent))
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\u202e" not in r.stdout
+    assert "\\x1b" in r.stdout and "[/]" in r.stdout

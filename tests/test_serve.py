@@ -195,6 +195,14 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "SPECALIGN_SERVE_TOKEN" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_malformed_token_is_one_line():
+    env = {**__import__("os").environ, "SPECALIGN_SERVE_TOKEN": "a-long-enough-token\nsecond-line"}
+    r = subprocess.run(serve_command("-s", "child", "--method", "vanilla"), capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "a line break" in r.stderr and "second-line" not in r.stderr
+
+
 def test_binding_beyond_loopback_with_a_token(upstream):
     env = {"SPECALIGN_SERVE_TOKEN": TOKEN}
     with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--host", "0.0.0.0",
@@ -432,6 +440,9 @@ def test_monitor_restart_appends_and_refuses_another_configuration(tmp_path):
                 ask(client(gw), f"story in round {round_}")
                 wait_for(lambda: metrics_of(gw).get(
                     'specalign_monitor_samples_total{method="vanilla",outcome="judged",scenario="child"}') == 1)
+                if round_ == 0:  # a second gateway on the same run directories is refused while this one runs
+                    twin = subprocess.run(serve_command(*args), capture_output=True, text=True, timeout=60)
+                    assert twin.returncode == 2 and "in use by another specalign process" in twin.stderr, twin.stderr
         assert len((out / "vanilla" / "judgments.jsonl").read_text().splitlines()) == 2
         assert len(json.loads((out / "vanilla" / "manifest.json").read_text())["sessions"]) == 2
         other = subprocess.run(serve_command("-s", "code", "--method", "vanilla", "-m", upstream_spec(up), "--monitor", "1",

@@ -21,16 +21,9 @@ MODELS_CONFIG_HELP = "YAML of model settings; repeat to merge several files."
 
 
 def _shown(text: str) -> str:
-    """``text`` safe to print on a terminal: control characters (an escape sequence from a downloaded
-    scenario could retitle or rewrite the screen) and bidirectional overrides shown as ``\\x1b``-style codes."""
-    import unicodedata  # noqa: PLC0415
+    from ._display import shown  # noqa: PLC0415
 
-    def safe(c: str) -> str:
-        if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf"):
-            return c
-        return repr(c)[1:-1] if unicodedata.category(c) == "Cc" else f"\\u{ord(c):04x}"
-
-    return "".join(safe(c) for c in text)
+    return shown(text)
 
 
 def _rich(text: str) -> str:

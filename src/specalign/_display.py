@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from .runs import ComparisonRow, ScoresReport
 from .scoring import Metric
+
+
+def shown(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (an escape sequence in a scenario or
+    a model's answer could retitle or rewrite the screen) and format characters such as bidirectional
+    overrides are shown as ``\\x1b``-style codes."""
+    return "".join(_safe_char(c) for c in str(text))
+
+
+def _safe_char(c: str) -> str:
+    category = unicodedata.category(c)
+    if c in "\n\t" or category not in ("Cc", "Cf") or c == "\u200d":  # keep the emoji joiner
+        return c
+    return repr(c)[1:-1] if category == "Cc" else f"\\u{ord(c):04x}"
+
+
+def plain(text: str) -> str:
+    """User or model text for a rich table or console line: terminal-safe and markup-escaped."""
+    return escape(shown(text))
 
 
 def pct(x: float | None) -> str:
@@ -20,13 +42,13 @@ def data_table(source: str, rows: list[dict]) -> Table:
     for col in ("S specs", "B specs", "prompts", "unsafe", "safe"):
         t.add_column(col, justify="right", no_wrap=True, min_width=len(col))
     for r in rows:
-        t.add_row(r["key"], r["name"], *(str(r[k]) for k in ("safety_specs", "behavioral_specs", "prompts", "unsafe", "safe")))
+        t.add_row(plain(r["key"]), plain(r["name"]), *(str(r[k]) for k in ("safety_specs", "behavioral_specs", "prompts", "unsafe", "safe")))
     return t
 
 
 def scores_table(rep: ScoresReport) -> Table:
     t = Table(
-        title=(f"{rep.model} · {rep.method} · judge {rep.judge} ({rep.judge_mode}) · "
+        title=(f"{plain(rep.model)} · {plain(rep.method)} · judge {plain(rep.judge)} ({rep.judge_mode}) · "
                f"α={rep.alpha} · NA policy {rep.na_policy} · scores in %"),
         title_justify="left",
     )
@@ -34,7 +56,7 @@ def scores_table(rep: ScoresReport) -> Table:
     for col in ("safety", "behav.", "SAR", "SAR\nunsafe", "SAR\nsafe", "scored", "unscored"):
         t.add_column(col, justify="right")
     for key, subsets in rep.scenarios.items():
-        t.add_row(key, *_cells(subsets))
+        t.add_row(plain(key), *_cells(subsets))
     t.add_section()
     t.add_row("[bold]overall[/bold]", *_cells(rep.overall))
     return t
@@ -54,9 +76,9 @@ def comparison_table(rows: list[ComparisonRow]) -> Table:
     judges = {r.judge for r in rows}
     title = "overall scores in %"
     if len(models) == 1:
-        title = f"model {next(iter(models))} · " + title
+        title = f"model {plain(next(iter(models)))} · " + title
     if len(judges) == 1 and rows:
-        title += f" · judge {rows[0].judge} · α={rows[0].alpha} · NA {rows[0].na_policy}"
+        title += f" · judge {plain(rows[0].judge)} · α={rows[0].alpha} · NA {rows[0].na_policy}"
     columns = [("label", "method"), ("model", "model"), ("judge", "judge"), ("safety", "safety"),
                ("behavioral", "behav."), ("sar", "SAR"), ("delta_sar", "ΔSAR"), ("avg_completion_tokens", "tokens"),
                ("avg_calls", "calls"), ("wall_s", "wall s"), ("unscored", "unsc.")]
@@ -70,5 +92,5 @@ def comparison_table(rows: list[ComparisonRow]) -> Table:
                      no_wrap=key not in ("label", "model", "judge"), overflow="fold",
                      min_width=min(widest, 12) if key == "label" else None)
     for r in rows:
-        t.add_row(*(cell(r, k) for k, _ in columns))
+        t.add_row(*(plain(cell(r, k)) for k, _ in columns))
     return t

@@ -213,10 +213,12 @@ def _announce(ev) -> None:
     what = f"{n} of {ev.n_available} prompts"
     if ev.limit:
         what += f" ({ev.limit} per scenario{'' if cfg.limit else ', the default with the embedded model'})"
-    err.print(f"[bold]specalign run[/bold]: {what} from {ev.bench.source} · scenarios "
-              f"{', '.join(s.key for s in ev.scenarios)}")
-    err.print(f"  model {ev.target_settings.key} · method {cfg.method} · judge {ev.judge_settings.key} ({cfg.judge_mode}) "
-              f"· out {ev.run_dir.path}")  # settings keys: URL credentials redacted
+    from ._display import plain  # noqa: PLC0415
+
+    err.print(f"[bold]specalign run[/bold]: {what} from {plain(ev.bench.source)} · scenarios "
+              f"{plain(', '.join(s.key for s in ev.scenarios))}")
+    err.print(f"  model {plain(ev.target_settings.key)} · method {plain(cfg.method)} · judge "
+              f"{plain(ev.judge_settings.key)} ({cfg.judge_mode}) · out {plain(str(ev.run_dir.path))}")  # keys: URL credentials redacted
     err.print(f"  {_limits_line(ev)}", highlight=False, soft_wrap=True)
 
 
@@ -247,7 +249,7 @@ def _calls_text(settings, source: str | None, asked: int) -> str:  # noqa: ANN00
 
 
 def _finish(ev, result, as_json: bool) -> None:
-    from ._display import scores_table  # noqa: PLC0415
+    from ._display import plain, scores_table  # noqa: PLC0415
 
     rep = result.scores
     if as_json:
@@ -263,12 +265,12 @@ def _finish(ev, result, as_json: bool) -> None:
               + (f", candidate scoring {rep.usage['scorer'].completion_tokens:,} completion"
                  if rep.usage["scorer"].samples else ""))
     for reason, k in rep.unscored_reasons.items():
-        err.print(f"  unscored ×{k}: {reason}")
+        err.print(f"  unscored ×{k}: {plain(reason)}")
     if ev.limit and len(ev.samples) < ev.n_available:
         err.print(f"[yellow]This ran {len(ev.samples)} of {ev.n_available} prompts. "
                   f"Run all of them with --limit 0 (same --out resumes and reuses what is done).[/yellow]")
-    err.print(f"Files: {result.out_dir}/ (manifest.json, generations.jsonl, judgments.jsonl, scores.json)")
-    err.print(f"Read the answers: specalign report {shlex.quote(str(result.out_dir))} -o report.html")
+    err.print(f"Files: {plain(str(result.out_dir))}/ (manifest.json, generations.jsonl, judgments.jsonl, scores.json)")
+    err.print(f"Read the answers: specalign report {plain(shlex.quote(str(result.out_dir)))} -o report.html")
 
 
 def _finish_comparison(evaluations, results, as_json: bool) -> None:
@@ -469,9 +471,9 @@ def main() -> None:
         err.print("interrupted: finished samples are saved; rerun the same command to resume")
         sys.exit(130)
     except SpecalignError as e:
-        from rich.markup import escape  # noqa: PLC0415
+        from ._display import plain  # noqa: PLC0415
 
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {plain(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted: finished samples are saved; rerun the same command to resume")
@@ -480,11 +482,11 @@ def main() -> None:
 
 
 def _usage_line(e) -> str:  # noqa: ANN001
-    from rich.markup import escape  # noqa: PLC0415
+    from ._display import plain  # noqa: PLC0415
 
     message = " ".join(e.format_message().split())
     command = e.ctx.command_path if e.ctx is not None else "specalign"
-    return escape(f"{message} (see {command} --help)")
+    return plain(f"{message} (see {command} --help)")
 
 
 if __name__ == "__main__":

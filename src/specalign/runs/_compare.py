@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from ..benchmark._sheets import neutralise_cell
 from ..errors import ConfigError
 from ._records import Manifest
 from ._scores import ScoresReport, compute_scores
@@ -143,7 +144,8 @@ def format_comparison(rows: list[ComparisonRow], fmt: CompareFormat) -> str:
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.model_dump(mode="json").items()})
+            row = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.model_dump(mode="json").items()}
+            writer.writerow({k: neutralise_cell(v) for k, v in row.items()})  # labels are user text
         return buf.getvalue()
     if fmt == "markdown":
         head = "| " + " | ".join(title for _, title in COLUMNS) + " |"

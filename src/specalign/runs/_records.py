@@ -6,8 +6,9 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from .._secrets import redact_text
 from ..benchmark import PromptLabel
 from ..judge import SpecVerdict
 from ..methods import MethodStep
@@ -83,6 +84,12 @@ class Manifest(BaseModel):
     environment: dict[str, str] = Field(default_factory=dict)
     sessions: list[Session] = Field(default_factory=list, description="each invocation of the run, oldest first")
 
+    @field_validator("model", "model_identity", "judge", "past_judges", mode="after")
+    @classmethod
+    def _no_credentials(cls, value: Any) -> Any:
+        """URL credentials redacted, also in manifests written before specalign redacted them."""
+        return _redacted(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         """What readers index into: the judge's key, model and mode, the method's name, selected scenarios."""
@@ -99,6 +106,16 @@ class Manifest(BaseModel):
         if missing:
             raise ValueError(f"selection.scenarios: {missing[0]!r} is not in data.scenarios")
         return self
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def record_problem(record: GenerationRecord | JudgmentRecord, manifest: Manifest) -> str | None:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._secrets import header_value_problem
 from ..benchmark import Scenario, load_benchmark, select_scenarios
 from ..errors import ConfigError, ModelAccessError, ModelError, SpecalignError
 from ..methods import GenerationMethod, MethodOutput, create_method
@@ -119,7 +120,10 @@ def load_scenarios(data: str, items: list[str]) -> dict[str, Scenario]:
         if (path / "scenario.yaml").is_file():
             scenario = load_scenario_dir(path)
         elif (path / "specifications.json").is_file():
-            scenario = next(s for s in load_benchmark(str(path.parent)).scenarios if s.key == path.name)
+            found = [s for s in load_benchmark(str(path.parent)).scenarios if s.key.lower() == path.name.lower()]
+            if not found:
+                raise ConfigError(f"{path} holds no scenario keyed {path.name!r}", field="--scenario")
+            scenario = found[0]
         else:
             bench = bench or load_benchmark(data)
             scenario = select_scenarios(bench, [item])[0]
@@ -144,6 +148,9 @@ def _token(config: ServeConfig) -> str | None:
     if token is None and not config.binds_loopback():
         raise ConfigError(f"binding {config.host} exposes the gateway to the network: set a bearer token in the "
                           f"{config.token_env} environment variable (clients send it as their API key)", field="--host")
+    if token is not None and (problem := header_value_problem(token)):
+        raise ConfigError(f"the token in {config.token_env} holds {problem}; clients could never send it in a "
+                          "header (use visible ASCII only)", field="--token-env")
     if token is not None and len(token) < 16:
         raise ConfigError(f"the token in {config.token_env} is {len(token)} characters; use at least 16",
                           field="--token-env")

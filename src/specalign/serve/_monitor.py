@@ -128,6 +128,7 @@ class Monitor:
                 rd.write_manifest(manifest)
             except RunDirError as e:
                 log.error("%s", e)
+            rd.unlock()
         if self.judge.model.backend is not self.upstream.backend:
             await self.judge.model.aclose()
 
@@ -223,6 +224,7 @@ class Monitor:
                 manifest = manifest.model_copy(update={"created_at": old.created_at, "sessions": old.sessions})
             manifest.sessions.append(Session())
             rd.ensure_writable()
+            rd.lock("serve")  # one writer per run directory: a second gateway or a run is refused
             self._runs[name] = (rd, manifest)
         for s in bare:
             write_scenario(s, root / SCENARIOS_DIR, overwrite=True)
