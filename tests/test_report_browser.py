@@ -1,6 +1,6 @@
 """The report in a real browser: headless Chromium (system package) driven by Selenium.
 
-Reports are built from real runs of the embedded model (two methods); one sample of one run then
+Reports are built from runs against the scripted server (two methods); one sample of one run then
 gets a response, a thought and judge reasons that try to run script. A scripted run of 135 prompts
 checks paging and that sample details are built only when opened.
 """
@@ -25,7 +25,6 @@ if find_browser() is None:
                            "chromium-driver)")
     pytest.skip("chromium and chromium-driver are not installed", allow_module_level=True)
 pytest.importorskip("selenium")
-pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'specalign[local]')")
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -41,13 +40,17 @@ MARKER = "zebra-quartz-marker"
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """Two embedded-model runs (vanilla, zero_think) on two child prompts; one answer made hostile."""
-    tmp = tmp_path_factory.mktemp("embedded")
+    """Two runs (vanilla, zero_think) on two child prompts against the SpecBench-shaped scripted server (the
+    embedded model's own runs and report are covered in test_embedded_e2e); one answer made hostile."""
+    tmp = tmp_path_factory.mktemp("runs")
     dirs = []
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, ScriptedServer(world) as server:
         mp.setenv("SPECALIGN_CACHE_DIR", str(tmp / "cache"))
+        spec = f"openai:scripted-model@{server.base_url}"
         for method in ("vanilla", "zero_think"):
-            cfg = RunConfig(method=method, scenarios=["child"], limit=2, out=str(tmp / method))
+            params = {"no_prefill": "multi_turn"} if method == "zero_think" else {}  # the scripted server has no prefill
+            cfg = RunConfig(method=method, method_params=params, scenarios=["child"], limit=2, model=spec, judge=spec,
+                            out=str(tmp / method))
             asyncio.run(Evaluation(cfg).run())
             dirs.append(str(tmp / method))
     _make_hostile(RunDir(dirs[1]))
