@@ -22,6 +22,9 @@ REWARD = "method_rewards:by_length"  # no judge calls: the judge path is tested 
 
 
 def _model(max_tokens=12, **update):
+    """The embedded model with one context on every core: these tests run one call at a time, and a
+    single context decodes it about twice as fast as one of the default per-core contexts."""
+    update.setdefault("parallel", 1)
     settings = parse_model_spec("local")
     settings = settings.model_copy(update={"params": {"max_tokens": max_tokens, "temperature": 0.7}, **update})
     return create_model(settings, None)
