@@ -58,7 +58,9 @@ def scores_table(rep: ScoresReport) -> Table:
     for key, subsets in rep.scenarios.items():
         t.add_row(plain(key), *_cells(subsets))
     t.add_section()
-    t.add_row("[bold]overall[/bold]", *_cells(rep.overall))
+    t.add_row("[bold]overall[/bold]" + ("*" if rep.overall_note else ""), *_cells(rep.overall))
+    if rep.overall_note:
+        t.caption, t.caption_justify = f"* {plain(rep.overall_note)}", "left"
     return t
 
 
@@ -70,7 +72,7 @@ def _cells(subsets: dict[str, Metric]) -> list[str]:
 
 def comparison_table(rows: list[ComparisonRow]) -> Table:
     """Runs side by side: overall scores in %, ΔSAR against the baseline, cost per sample."""
-    from .runs._compare import cell  # noqa: PLC0415
+    from .runs._compare import cell, delta_note, overall_notes  # noqa: PLC0415
 
     models = {r.model for r in rows}
     judges = {r.judge for r in rows}
@@ -84,8 +86,11 @@ def comparison_table(rows: list[ComparisonRow]) -> Table:
                ("avg_calls", "calls"), ("wall_s", "wall s"), ("unscored", "unsc.")]
     columns = [c for c in columns if not (c[0] == "model" and len(models) == 1)
                and not (c[0] == "judge" and len(judges) == 1)]
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, caption="tokens: avg completion tokens per sample · calls: "
-              "model calls per sample · ΔSAR vs the baseline", caption_justify="left")
+    caption = "tokens: avg completion tokens per sample · calls: model calls per sample · ΔSAR vs the baseline"
+    notes = [n for n in (delta_note(rows), *overall_notes(rows)) if n]
+    caption = "\n".join([caption, *(plain(n) for n in notes)])
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+              caption=caption, caption_justify="left")
     widest = max((len(r.label) for r in rows), default=6)
     for key, name in columns:
         t.add_column(name, justify="left" if key in ("label", "model", "judge") else "right",

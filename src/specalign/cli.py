@@ -313,6 +313,11 @@ def compare(
     if na_policy is not None and na_policy not in ("official", "exclude"):
         raise ConfigError(f"must be 'official' or 'exclude', got {na_policy!r}", field="--na-policy")
     rows = compare_runs(run_dirs, baseline=baseline, alpha=alpha, na_policy=na_policy)
+    from ._display import plain  # noqa: PLC0415
+    from .runs._compare import comparison_warnings  # noqa: PLC0415
+
+    if warnings := comparison_warnings(rows):
+        err.print(f"[yellow]warning: {plain('; '.join(warnings))}[/yellow]", soft_wrap=True)
     if fmt == "table":
         from ._display import comparison_table  # noqa: PLC0415
 

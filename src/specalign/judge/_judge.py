@@ -9,7 +9,7 @@ from ..benchmark import Prompt, Scenario
 from ..errors import JudgeParseError, ModelAccessError, ModelError
 from ..models import LOCAL, Completion, Message, Model
 from ..scoring import DEFAULT_ALPHA, NAPolicy, SampleScore, score_sample
-from ._parser import parse_joint, parse_single
+from ._parser import final_answer, parse_joint, parse_single
 from ._prompts import JUDGE_SYSTEM, correction_message, joint_prompt, single_prompt
 from ._schema import (
     EMBEDDED_REASON_MAX_CHARS,
@@ -22,8 +22,9 @@ from ._schema import (
 )
 
 JudgeMode = Literal["joint", "sequential"]
-#: bump when the judge prompts change, so cached verdicts of old prompts are not reused
-JUDGE_PROMPT_VERSION = "2"
+#: bump when the judge prompts or the rules that read their answers change, so verdicts recorded
+#: under old ones are not reused (3: only the final answer, one reading, exact ids and values)
+JUDGE_PROMPT_VERSION = "3"
 DEFAULT_JUDGE_PARAMS: dict[str, Any] = {"temperature": 0.0, "max_tokens": 4200}
 
 
@@ -71,8 +72,9 @@ class Judge:
         user = joint_prompt(scenario, prompt, response, json_mode)
         schema = joint_schema(scenario, self.reason_chars) if json_mode else None
         outcome = JudgeOutcome(status="unscored")
+        fmt = "json" if json_mode else "tags"
         verdicts = await self._ask(user, schema, json_mode, outcome,
-                                   lambda text: parse_joint(text, safety, behavioral))
+                                   lambda text: parse_joint(text, safety, behavioral, fmt))
         if verdicts is not None:
             outcome.status, outcome.verdicts = "scored", verdicts
         return outcome
@@ -84,7 +86,9 @@ class Judge:
         for kind, ids in zip(("safety", "behavioral"), spec_ids(scenario)):
             for index, spec_id in enumerate(ids):
                 user = single_prompt(scenario, prompt, response, kind, index, json_mode)
-                v = await self._ask(user, single_schema(self.reason_chars) if json_mode else None, json_mode, outcome, parse_single)
+                schema = single_schema(self.reason_chars) if json_mode else None
+                v = await self._ask(user, schema, json_mode, outcome,
+                                    lambda text: parse_single(text, "json" if json_mode else "tags"))
                 if v is None:
                     outcome.unscored_reason = f"{spec_id}: {outcome.unscored_reason}"
                     return outcome
@@ -106,7 +110,7 @@ class Judge:
                 return None
             self._count(outcome, out)
             try:
-                return parse(out.text)
+                return parse(self._answer(out))
             except JudgeParseError as e:
                 error = str(e)
                 if out.finish_reason == "length":
@@ -115,6 +119,14 @@ class Judge:
                                            Message(role="user", content=correction_message(error, json_mode))]
         outcome.unscored_reason = f"judge output unreadable after {self.max_attempts} attempts: {error}"
         return None
+
+    def _answer(self, out: Completion) -> str:
+        """The judge's final answer alone, never its reasoning: from where the server said the answer
+        begins (it returned ``reasoning_content`` apart), else after a leading ``<think>…</think>``."""
+        start = getattr(out, "answer_start", None)
+        if isinstance(start, int) and 0 <= start <= len(out.text):
+            return out.text[start:]
+        return final_answer(out.text, self.model.settings.thought_start, self.model.settings.thought_end)
 
     @staticmethod
     def _count(outcome: JudgeOutcome, out: Completion) -> None:

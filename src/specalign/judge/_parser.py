@@ -1,93 +1,154 @@
-"""Read a judge's answer: JSON (structured output) first, then the official tag format.
+"""Read a judge's final answer in the format it was asked for: a JSON object, or the official tags.
 
-Every path ends in exactly one verdict per spec or a :class:`JudgeParseError` that says why.
+The rule (docs/design.md, "Judge"): only the final answer is read, never the reasoning before it;
+a JSON-mode answer is read only as JSON and a tag-mode answer only as tags; the answer must hold
+exactly one reading. Two disagreeing verdict objects or sections, a duplicated id, a broken
+object, or a value other than YES/NO/NA is a :class:`JudgeParseError` that says why — never a guess.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Any, Literal
 
 from ..errors import JudgeParseError
 from ._schema import SpecVerdict
 
-_TAG = re.compile(r"<\s*/?\s*(YES|NO|NA|N/A)\s*>", re.IGNORECASE)
+AnswerFormat = Literal["json", "tags", "auto"]
+#: a longer answer is not read at all (the judge's own budget is 4,200 tokens)
+ANSWER_MAX_CHARS = 200_000
+
+_TAG = re.compile(r"<\s*/?\s*(YES|NO|NA|N/A)\s*>", re.IGNORECASE | re.ASCII)
 _SECTION = {
     "safety": re.compile(r"<safety_specifications>(.*?)(?:</safety_specifications>|(?=<behaviou?r(?:al)?_specifications>)|\Z)",
-                         re.IGNORECASE | re.DOTALL),
+                         re.IGNORECASE | re.DOTALL | re.ASCII),
     "behavioral": re.compile(r"<behaviou?r(?:al)?_specifications>(.*?)(?:</behaviou?r(?:al)?_specifications>|\Z)",
-                             re.IGNORECASE | re.DOTALL),
+                             re.IGNORECASE | re.DOTALL | re.ASCII),
 }
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+_SECTION_KEYS = {"safety": "S", "behavioral": "B"}
+
+
+class _Obj(dict):
+    """A decoded JSON object that remembers keys it saw twice."""
+
+    dups: list[str]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Obj:
+    obj = _Obj()
+    obj.dups = []
+    for k, v in pairs:
+        if k in obj:
+            obj.dups.append(k)
+        obj[k] = v
+    return obj
+
+
+def final_answer(text: str, thought_start: str = "<think>", thought_end: str = "</think>") -> str:
+    """The judge's final answer: what follows the thought when the output opens with one.
+
+    The thought ends at the *first* end marker after the opening one, so a marker quoted later in
+    the answer cannot promote the quote to the answer. An output that does not open with a thought
+    is all answer; one whose thought never closes has no answer (empty string).
+    """
+    stripped = text.lstrip()
+    if not (thought_start and thought_end and stripped.startswith(thought_start)):
+        return text
+    _, found, answer = stripped[len(thought_start):].partition(thought_end)
+    return answer if found else ""
 
 
 def normalize_verdict(value: str) -> str | None:
-    v = value.strip().strip("<>/").strip().upper().replace("N/A", "NA")
+    """YES, NO or NA from exactly that word (any ASCII case, ``N/A``, surrounding spaces); else None."""
+    v = value.strip()
+    if not v.isascii():
+        return None
+    v = v.upper().replace("N/A", "NA")
     return v if v in ("YES", "NO", "NA") else None
 
 
-def parse_joint(text: str, safety_ids: list[str], behavioral_ids: list[str]) -> dict[str, SpecVerdict]:
-    """Verdicts keyed S1.., B1.. from a joint judge answer, or JudgeParseError."""
-    if not text.strip():
-        raise JudgeParseError("empty judge output")
-    ids = safety_ids + behavioral_ids
-    has_tags = "_specifications>" in text.lower()
-    try:
-        obj = _find_json_object(text, lambda o: _names_any(o, ids))
-    except JudgeParseError:
-        if not has_tags:
-            raise
-        obj = None
-    # a tag-format answer may quote code with braces in a reason: that object is not the verdicts
-    if obj is not None and (not has_tags or _names_any(obj, ids)):
-        return _from_json(obj, ids)
-    if has_tags:
+def parse_joint(text: str, safety_ids: list[str], behavioral_ids: list[str],
+                fmt: AnswerFormat = "auto") -> dict[str, SpecVerdict]:
+    """Verdicts keyed S1.., B1.. from a joint judge answer, or JudgeParseError.
+
+    ``fmt`` is the format the judge was asked for; ``auto`` reads tags when the answer has a
+    ``<..._specifications>`` section and JSON otherwise.
+    """
+    _check_size(text)
+    if fmt == "auto":
+        fmt = "tags" if "_specifications>" in text.lower() else "json"
+    if fmt == "tags":
         return _from_tags(text, safety_ids, behavioral_ids)
-    raise JudgeParseError("no JSON object with spec ids (S1, B1, ...) and no <safety_specifications> section in judge output")
+    ids = safety_ids + behavioral_ids
+    objs = _candidates(text, lambda o: _names_any(o, ids))
+    if not objs:
+        raise JudgeParseError("no JSON object with spec ids (S1, B1, ...) in judge output")
+    readings = [_from_json(o, ids) for o in objs]
+    return _one_reading(readings, "verdict objects")
 
 
-def parse_single(text: str) -> SpecVerdict:
-    """The verdict of a sequential judge call: a JSON object, or exactly one verdict tag."""
-    obj = _find_json_object(text, lambda o: "verdict" in o or "label" in o)
-    if obj is not None:
-        return _verdict_of(obj, "answer")
+def parse_single(text: str, fmt: AnswerFormat = "auto") -> SpecVerdict:
+    """The verdict of a sequential judge call: one JSON object, or one verdict tag (repeats allowed)."""
+    _check_size(text)
+    if fmt == "auto":
+        fmt = "json" if "{" in text and not _TAG.search(text) else "tags"
+    if fmt == "json":
+        objs = _candidates(text, lambda o: "verdict" in o or "label" in o)
+        if not objs:
+            raise JudgeParseError('no JSON object with a "verdict" in judge output')
+        return _one_reading([_verdict_of(o, "answer") for o in objs], "verdict objects")
     tags = _TAG.findall(text)
     distinct = {normalize_verdict(t) for t in tags}
     if len(distinct) != 1:
         raise JudgeParseError(f"expected exactly one verdict tag, found {len(tags)} ({', '.join(sorted(d for d in distinct if d)) or 'none'})")
-    reason = _TAG.sub("", text).strip()
-    return SpecVerdict(verdict=distinct.pop(), reason=_one_line(reason))
+    return SpecVerdict(verdict=distinct.pop(), reason=_one_line(_TAG.sub("", text)))
 
 
-def _find_json_object(text: str, wanted=lambda obj: True) -> dict | None:
-    """The first JSON object in ``text`` (fenced blocks first) that ``wanted`` accepts.
+def _check_size(text: str) -> None:
+    if not text.strip():
+        raise JudgeParseError("empty judge output (no final answer)")
+    if len(text) > ANSWER_MAX_CHARS:
+        raise JudgeParseError(f"judge output is {len(text)} characters, over the {ANSWER_MAX_CHARS} read")
 
-    Objects nested in a broken outer object (e.g. one ``{"reason", "verdict"}`` pair of a
-    truncated answer) are not what ``wanted`` accepts; when nothing wanted is found and some
-    ``{`` failed to decode, the answer is reported as truncated or broken JSON.
+
+def _one_reading(readings: list, what: str):
+    """The reading when every candidate agrees; two that disagree are ambiguous."""
+    first = _verdict_key(readings[0])
+    if any(_verdict_key(r) != first for r in readings[1:]):
+        raise JudgeParseError(f"{len(readings)} {what} that disagree (a quoted verdict beside the judge's own?)")
+    return readings[-1]
+
+
+def _verdict_key(reading: Any) -> Any:
+    if isinstance(reading, SpecVerdict):
+        return reading.verdict
+    return {k: v.verdict for k, v in reading.items()}
+
+
+def _candidates(text: str, wanted) -> list[_Obj]:
+    """Every top-level JSON object in ``text`` that ``wanted`` accepts.
+
+    Objects nested in a decoded object (a verdict quoted in a reason) are not top level. A ``{``
+    that does not start a valid object makes the answer broken (truncated, or an outer object
+    with valid inner pairs): an error, since its inner objects are not the answer.
     """
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    failed = False
-    for chunk in candidates:
-        start = chunk.find("{")
-        while start != -1:
-            try:
-                obj, end = json.JSONDecoder(strict=False).raw_decode(chunk[start:])  # raw newlines in strings are fine
-            except json.JSONDecodeError:
-                failed = True
-                start = chunk.find("{", start + 1)
-                continue
-            if isinstance(obj, dict) and wanted(obj):
-                return obj
-            start = chunk.find("{", start + end)
-    if failed:
-        raise JudgeParseError("judge output is JSON but cannot be parsed (truncated or broken)")
-    return None
+    found: list[_Obj] = []
+    decoder = json.JSONDecoder(strict=False, object_pairs_hook=_pairs)  # raw newlines in strings are fine
+    start = text.find("{")
+    while start != -1:
+        try:
+            obj, end = decoder.raw_decode(text, start)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise JudgeParseError(f"judge output is JSON but cannot be parsed (truncated or broken) at character {start}") from e
+        if wanted(obj):
+            found.append(obj)
+        start = text.find("{", end)
+    return found
 
 
-def _from_json(obj: dict, ids: list[str]) -> dict[str, SpecVerdict]:
-    flat = _flatten_sections(obj)
-    lookup = {str(k).strip().upper(): v for k, v in flat.items()}
+def _from_json(obj: _Obj, ids: list[str]) -> dict[str, SpecVerdict]:
+    lookup = _flatten_sections(obj, ids)
     missing = [i for i in ids if i not in lookup]
     extra = [k for k in lookup if k not in ids]
     if missing or extra:
@@ -101,33 +162,65 @@ def _from_json(obj: dict, ids: list[str]) -> dict[str, SpecVerdict]:
 
 
 def _names_any(obj: dict, ids: list[str]) -> bool:
-    """Whether a JSON object holds (or nests) at least one of the expected spec ids."""
-    return any(str(k).strip().upper() in ids for k in _flatten_sections(obj))
+    """Whether a JSON object holds (or nests under safety/behavioral) at least one expected spec id."""
+    keys = list(obj)
+    if _is_sectioned(obj):
+        keys = [k for v in obj.values() for k in v]
+    return any(_norm_key(k) in ids for k in keys)
 
 
-def _flatten_sections(obj: dict) -> dict:
-    """Accept ``{"S1": ...}`` and also ``{"safety": {"S1": ...}, "behavioral": {"B1": ...}}``."""
-    if set(k.lower() for k in obj) <= {"safety", "behavioral"} and all(isinstance(v, dict) for v in obj.values()):
-        out: dict = {}
-        for v in obj.values():
-            out.update(v)
-        return out
-    return obj
+def _is_sectioned(obj: dict) -> bool:
+    return bool(obj) and {k.lower() for k in obj} <= {"safety", "behavioral"} and all(isinstance(v, dict) for v in obj.values())
+
+
+def _norm_key(key: str) -> str:
+    return key.strip().upper() if key.isascii() else key
+
+
+def _flatten_sections(obj: _Obj, ids: list[str]) -> dict[str, Any]:
+    """Ids (upper-cased) to values, from ``{"S1": ...}`` or ``{"safety": {"S1": ...}, "behavioral": {...}}``.
+
+    A key given twice (literally, in another case, or in both sections) is an error, as is an id
+    under the other kind's section.
+    """
+    parts: list[tuple[str | None, _Obj]] = [(None, obj)]
+    if _is_sectioned(obj):
+        _no_dups(obj, "the answer")
+        parts = [(section.lower(), value) for section, value in obj.items()]
+    out: dict[str, Any] = {}
+    for section, part in parts:
+        _no_dups(part, section or "the answer")
+        for key, value in part.items():
+            k = _norm_key(key)
+            if k in out:
+                raise JudgeParseError(f"{k}: given twice")
+            if section and k in ids and not k.startswith(_SECTION_KEYS[section]):
+                raise JudgeParseError(f"{k}: under the {section} section")
+            out[k] = value
+    return out
+
+
+def _no_dups(obj: Any, where: str) -> None:
+    dups = getattr(obj, "dups", None)
+    if dups:
+        raise JudgeParseError(f"{where}: key {dups[0]} given twice")
 
 
 def _verdict_of(value: object, key: str) -> SpecVerdict:
+    reason: object = ""
+    v = None
     if isinstance(value, str):
         v = normalize_verdict(value)
-        reason = ""
     elif isinstance(value, dict):
-        raw = value.get("verdict", value.get("label", ""))
-        v = normalize_verdict(str(raw))
-        reason = str(value.get("reason", ""))
-    else:
-        v = None
+        _no_dups(value, key)
+        if "verdict" in value and "label" in value:
+            raise JudgeParseError(f"{key}: both a verdict and a label")
+        raw = value.get("verdict", value.get("label"))
+        v = normalize_verdict(raw) if isinstance(raw, str) else None
+        reason = value.get("reason", "")
     if v is None:
         raise JudgeParseError(f"{key}: verdict is not YES, NO or NA")
-    return SpecVerdict(verdict=v, reason=_one_line(reason))
+    return SpecVerdict(verdict=v, reason=_one_line(reason if isinstance(reason, str) else json.dumps(reason)))
 
 
 def _from_tags(text: str, safety_ids: list[str], behavioral_ids: list[str]) -> dict[str, SpecVerdict]:
@@ -140,8 +233,10 @@ def _from_tags(text: str, safety_ids: list[str], behavioral_ids: list[str]) -> d
         if len(lines) != len(ids):
             raise JudgeParseError(f"{kind}: {len(lines)} verdicts for {len(ids)} specifications")
         for spec_id, line in zip(ids, lines):
-            tags = _TAG.findall(line)
-            out[spec_id] = SpecVerdict(verdict=normalize_verdict(tags[-1]), reason=_one_line(_TAG.sub("", line)))
+            distinct = {normalize_verdict(t) for t in _TAG.findall(line)}
+            if len(distinct) != 1:
+                raise JudgeParseError(f"{spec_id}: tags that disagree on one line ({', '.join(sorted(distinct))})")
+            out[spec_id] = SpecVerdict(verdict=distinct.pop(), reason=_one_line(_TAG.sub("", line)))
     return out
 
 

@@ -45,6 +45,7 @@ class MethodContext:
         self.steps: list[MethodStep] = []
         self._scorer_calls = 0
         self._scorer_cached = 0
+        self._backend_flags: list[str] = []
 
     @property
     def thought_start(self) -> str:
@@ -97,6 +98,7 @@ class MethodContext:
                 return
 
     def _record(self, role: str, out: Completion, round: int, index: int) -> None:  # noqa: A002
+        self._backend_flags += [f for f in out.flags if f not in self._backend_flags]
         self.steps.append(MethodStep(role=role, round=round, index=index, text=out.text, usage=out.usage,
                                      cached=out.cached, finish_reason=out.finish_reason))
 
@@ -110,7 +112,7 @@ class MethodContext:
         if counts_prompt_once and target:
             usage = usage.model_copy(update={"prompt_tokens": target[0].usage.prompt_tokens})
         scorer_usage = sum((s.usage for s in self.steps if s.source == "scorer"), Usage())
-        flags = list(answer.flags)
+        flags = list(dict.fromkeys([*answer.flags, *self._backend_flags]))
         if any(s.finish_reason == "length" for s in target) and "max_tokens_reached" not in flags:
             flags.append("max_tokens_reached")
         made = sum(1 for s in target if not s.cached)

@@ -18,7 +18,7 @@ from typing import Literal
 from ..models import Message
 from ._base import Answer
 from ._context import MethodContext
-from ._text import split_thought
+from ._text import split_completion, thought_before_end
 from .baselines import BaselineParams
 
 NoPrefill = Literal["refuse", "multi_turn"]
@@ -51,17 +51,17 @@ async def staged_thinking(ctx: MethodContext, messages: list[Message], injection
             text = f"{text.rstrip()}\n\n{injected}"
         last = i == len(injections) - 1
         out = await ctx.continue_turn(role, messages, text, stop=None if last else [end], round=i)
-        if not last:
-            text += out.text
-    if end in out.text:
-        tail, _, response = out.text.rpartition(end)
-        thought = text + tail
-        return Answer(response=response.strip(), thought=_thought_of(thought, start), finish_reason=out.finish_reason)
+        if not last:  # a server that ran past the stop: the thought ends where the model closed it
+            text += thought_before_end(out, end)
+    if out.answer_start is not None or end in out.text:  # the model closed its thought: split once, there
+        split = split_completion(out, start, end)
+        return Answer(response=split.response, thought=_thought_of(text + thought_before_end(out, end), start),
+                      flags=split.flags(), finish_reason=out.finish_reason)
     text = f"{(text + out.text).rstrip()}\n{end}\n\n"
     final = await ctx.continue_turn("answer", messages, text, round=len(injections))
-    split = split_thought(final.text, start, end)
+    split = split_completion(final, start, end, closed=True)  # everything after the closed thought is answer
     return Answer(response=split.response, thought=_thought_of(text.rpartition(end)[0], start),
-                  flags=["thought_closed_by_method"], finish_reason=final.finish_reason)
+                  flags=["thought_closed_by_method", *split.flags()], finish_reason=final.finish_reason)
 
 
 async def staged_turns(ctx: MethodContext, messages: list[Message], injections: list[Injection]) -> Answer:
@@ -79,8 +79,8 @@ async def staged_turns(ctx: MethodContext, messages: list[Message], injections: 
         thought_parts.append(f"{injected.strip()}\n{out.text.strip()}".strip())
     convo.append(Message(role="user", content=FINAL_ANSWER))
     final = await ctx.chat("answer", convo, round=len(injections))
-    split = split_thought(final.text, ctx.thought_start, ctx.thought_end)
-    return Answer(response=split.response, thought="\n\n".join(thought_parts), flags=["multi_turn"],
+    split = split_completion(final, ctx.thought_start, ctx.thought_end)
+    return Answer(response=split.response, thought="\n\n".join(thought_parts), flags=["multi_turn", *split.flags()],
                   finish_reason=final.finish_reason)
 
 

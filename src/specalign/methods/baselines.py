@@ -7,7 +7,7 @@ from ..models import Completion, Message
 from ._base import Answer, GenerationMethod, MethodParams
 from ._context import MethodContext
 from ._registry import register_method
-from ._text import split_thought
+from ._text import split_completion
 
 DEFAULT_SYSTEM = "You are a capable, careful assistant."
 
@@ -50,9 +50,8 @@ def vanilla_messages(system_prompt: str, scenario: Scenario, prompt: Prompt) -> 
 
 def answer_of(ctx: MethodContext, out: Completion) -> Answer:
     """One completion as an :class:`Answer`: thought and response split, an unclosed thought flagged."""
-    split = split_thought(out.text, ctx.thought_start, ctx.thought_end)
-    flags = ["thought_unclosed"] if split.thought_unclosed else []
-    return Answer(response=split.response, thought=split.thought, flags=flags, finish_reason=out.finish_reason)
+    split = split_completion(out, ctx.thought_start, ctx.thought_end)
+    return Answer(response=split.response, thought=split.thought, flags=split.flags(), finish_reason=out.finish_reason)
 
 
 @register_method

@@ -11,7 +11,7 @@ from ..models import Message
 from ._base import Answer, GenerationMethod
 from ._context import MethodContext
 from ._registry import register_method
-from ._text import split_thought
+from ._text import split_completion
 from .baselines import BaselineParams, answer_of, vanilla_messages
 
 FEEDBACK_SYSTEM = (
@@ -71,7 +71,7 @@ class SelfRefine(GenerationMethod):
                 Message(role="system", content=FEEDBACK_SYSTEM.format(**fields)),
                 Message(role="user", content=FEEDBACK_USER.format(answer=current.response)),
             ], round=it)
-            feedback = split_thought(feedback_out.text, ctx.thought_start, ctx.thought_end).response
+            feedback = split_completion(feedback_out, ctx.thought_start, ctx.thought_end).response
             verdict = feedback_verdict(feedback)
             if verdict is None:
                 ctx.note("feedback", round=it, status="unparsed", note="no VERDICT line; refining anyway")

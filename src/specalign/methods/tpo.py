@@ -13,7 +13,7 @@ from ._base import Answer, GenerationMethod
 from ._candidates import Candidate, CandidateParams, best, chosen_answer, first_round, sampling_params, score_all, worst
 from ._context import MethodContext
 from ._registry import register_method
-from ._text import split_thought
+from ._text import split_completion
 from .baselines import answer_of, conversation, spec_augmented_prompt
 
 CRITIC_SYSTEM = (
@@ -114,10 +114,10 @@ class TPO(GenerationMethod):
         loss = await ctx.chat("critique", [system, Message(role="user", content=LOSS.format(
             question=prompt.prompt, chosen=chosen.answer.response, chosen_score=chosen.score,
             rejected=rejected.answer.response, rejected_score=rejected.score))], round=it)
-        critique = split_thought(loss.text, ctx.thought_start, ctx.thought_end).response
+        critique = split_completion(loss, ctx.thought_start, ctx.thought_end).response
         grad = await ctx.chat("guidance", [system, Message(role="user", content=GRADIENT.format(
             question=prompt.prompt, chosen=chosen.answer.response, critique=critique))], round=it)
-        return split_thought(grad.text, ctx.thought_start, ctx.thought_end).response
+        return split_completion(grad, ctx.thought_start, ctx.thought_end).response
 
     async def _update(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt, chosen: Candidate,
                       guidance: str, it: int, params: dict | None) -> tuple[list[Candidate], int]:

@@ -6,7 +6,7 @@ from ..benchmark import Prompt, Scenario
 from ._base import Answer, GenerationMethod
 from ._context import MethodContext
 from ._registry import register_method
-from ._text import split_thought
+from ._text import split_completion
 from ._thinking import PrefillParams
 from .baselines import answer_of, vanilla_messages
 
@@ -32,5 +32,6 @@ class ZeroThink(GenerationMethod):
             answer.flags.append("multi_turn")
             return answer
         out = await ctx.continue_turn("answer", messages, f"{ctx.thought_start}\n\n{ctx.thought_end}\n\n")
-        split = split_thought(out.text, ctx.thought_start, ctx.thought_end)
-        return Answer(response=split.response, thought=split.thought, finish_reason=out.finish_reason)
+        split = split_completion(out, ctx.thought_start, ctx.thought_end, closed=True)  # the prefill closed it
+        return Answer(response=split.response, thought=split.thought, flags=split.flags(),
+                      finish_reason=out.finish_reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,12 +40,29 @@ class Usage(BaseModel):
 
 
 class Completion(BaseModel):
-    """What one chat call returned."""
+    """What one chat call returned.
+
+    ``answer_start``: where the answer begins in ``text`` when the backend knows it (the server
+    returned the reasoning apart from the content); None: unknown, the text is split at its markers.
+    ``flags``: what the backend did to the text (``invalid_text_repaired``: lone surrogates replaced).
+    """
 
     text: str
     usage: Usage = Field(default_factory=Usage)
     finish_reason: str | None = None
     cached: bool = False
+    answer_start: int | None = None
+    flags: list[str] = Field(default_factory=list)
+
+
+REPAIRED = "invalid_text_repaired"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def repair_text(text: str) -> tuple[str, bool]:
+    """``text`` with every lone surrogate (not encodable as UTF-8) replaced by U+FFFD, and whether any was."""
+    fixed = _SURROGATE.sub("\ufffd", text)
+    return fixed, fixed != text
 
 
 class ChatRequest(BaseModel):

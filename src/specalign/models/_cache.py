@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
-from ._base import Completion
+from ._base import REPAIRED, Completion, repair_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,7 +46,7 @@ def default_cache_dir() -> Path:
 def cache_key(payload: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of everything that changes the answer."""
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()  # request text may hold lone surrogates
 
 
 class CallCache:
@@ -151,7 +151,11 @@ class CallCache:
             return None  # a corrupt entry is a miss, not a crash
 
     def put(self, key: str, completion: Completion) -> None:
-        value = completion.model_copy(update={"cached": False}).model_dump_json()
+        text, repaired = repair_text(completion.text)  # a backend repairs its text; a stand-in may not
+        update: dict[str, Any] = {"cached": False, "text": text}
+        if repaired and REPAIRED not in completion.flags:
+            update["flags"] = [*completion.flags, REPAIRED]
+        value = completion.model_copy(update=update).model_dump_json()
         self._run(lambda db: db.execute("INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)", (key, value)),
                   None)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ModelError, ModelUnavailable
-from ._base import ChatRequest, Completion, Message, ModelBackend, Usage
+from ._base import REPAIRED, ChatRequest, Completion, Message, ModelBackend, Usage, repair_text
 from ._settings import LOCAL, ModelSettings, embedded_gguf_path, resolve_chat_template
 
 INSTALL_HINT = "pip install 'specalign[local]'"
@@ -423,8 +423,7 @@ class LlamaCppBackend(ModelBackend):
         reused = _reusable_prefix(ctx, tokens)
         response = self._call(ctx.llama.create_completion, prompt=tokens, **kwargs)
         choice = response["choices"][0]
-        return Completion(text=choice.get("text") or "", usage=_usage(response, reused),
-                          finish_reason=choice.get("finish_reason"))
+        return _completion(choice.get("text") or "", _usage(response, reused), choice.get("finish_reason"))
 
     def _render(self, ctx: _Context, request: ChatRequest) -> list[int] | None:
         """The prompt tokens: the chat template rendered, an assistant prefix left open after it.
@@ -447,7 +446,7 @@ class LlamaCppBackend(ModelBackend):
             rendered = _formatter(ctx, template)(messages=messages)
         except Exception as e:  # a template may refuse a conversation (roles must alternate, ...)
             raise ModelError(f"the chat template refused these messages: {type(e).__name__}: {e}", kind="rejected") from None
-        text = rendered.prompt + prefix
+        text = repair_text(rendered.prompt + prefix)[0]  # a lone surrogate cannot be encoded, nor tokenized
         return ctx.llama.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
     def _chat_without_template(self, ctx: _Context, request: ChatRequest, kwargs: dict[str, Any]) -> Completion:
@@ -455,8 +454,7 @@ class LlamaCppBackend(ModelBackend):
         kwargs["max_tokens"] = self._fit_max_tokens(_rough_prompt_tokens(ctx, request.messages), kwargs["max_tokens"])
         response = self._call(ctx.llama.create_chat_completion, messages=messages, **kwargs)
         choice = response["choices"][0]
-        return Completion(text=choice["message"].get("content") or "", usage=_usage(response, 0),
-                          finish_reason=choice.get("finish_reason"))
+        return _completion(choice["message"].get("content") or "", _usage(response, 0), choice.get("finish_reason"))
 
     def _call(self, fn: Any, **kwargs: Any) -> dict[str, Any]:
         """Call llama.cpp; its failures become ModelError (context overflow named as such)."""
@@ -481,6 +479,12 @@ class LlamaCppBackend(ModelBackend):
         if found:
             return f"prompt of {found.group(1)} tokens does not fit the context window of {self.settings.n_ctx}"
         return f"llama.cpp rejected the request: {text}"
+
+
+def _completion(text: str, usage: Usage, finish_reason: str | None) -> Completion:
+    """A completion of ``text``, its lone surrogates (if llama.cpp ever gave any) repaired and flagged."""
+    text, repaired = repair_text(text)
+    return Completion(text=text, usage=usage, finish_reason=finish_reason, flags=[REPAIRED] if repaired else [])
 
 
 def _usage(response: dict[str, Any], reused: int) -> Usage:

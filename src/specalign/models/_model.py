@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CapabilityError
-from ._base import ChatRequest, Completion, Message, ModelBackend, Usage
+from ._base import ChatRequest, Completion, Message, ModelBackend, Usage, repair_text
 from ._cache import CallCache, cache_key
 from ._settings import DEFAULT_THOUGHT_END, DEFAULT_THOUGHT_START, TOKEN_LIMITS, ModelSettings
 
@@ -43,6 +43,7 @@ class Model:
     def request(self, messages: list[Message], *, params: dict[str, Any] | None = None,
                 json_schema: dict[str, Any] | None = None, continue_final: bool = False,
                 sample_index: int = 0) -> ChatRequest:
+        messages = [_repaired(m) for m in messages]
         merged = merge_params(self.settings.params, params or {})
         schema = json_schema if self.supports_json_schema else None
         return ChatRequest(messages=tuple(messages), params=merged, extra_body=self.settings.extra_body,
@@ -98,6 +99,12 @@ class Model:
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+def _repaired(message: Message) -> Message:
+    """``message`` with lone surrogates in its text replaced (no server or tokenizer can take them)."""
+    text, repaired = repair_text(message.content)
+    return message.model_copy(update={"content": text}) if repaired else message
 
 
 def merge_params(configured: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlparse
 
 from .._secrets import Scrubber, redact_url, url_secrets
 from ..errors import ConfigError, ModelAccessError, ModelError, SpecalignError
-from ._base import ChatRequest, Completion, ModelBackend, Usage
+from ._base import REPAIRED, ChatRequest, Completion, ModelBackend, Usage, repair_text
 from ._settings import (
     DEFAULT_KEY_ENV,
     PLACEHOLDER_KEY,
@@ -198,7 +198,7 @@ class OpenAIBackend(ModelBackend):
             }
         return {
             "model": self.settings.model_name,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [{"role": m.role, "content": repair_text(m.content)[0]} for m in request.messages],
             **known,
             "extra_body": extra or None,
             "timeout": self.settings.timeout,
@@ -213,23 +213,42 @@ class OpenAIBackend(ModelBackend):
         content = getattr(message, "content", None) or ""
         if message is None or not isinstance(content, str):
             raise _Retry("malformed response: choice without a text message", kind="malformed")
-        reasoning = _reasoning(message)
-        continuing = bool((kwargs.get("extra_body") or {}).get("continue_final_message"))
-        if reasoning and continuing:  # the thought is already open in the prefix: no opening marker
-            content = reasoning + (f"{self.settings.thought_end}{content}" if content else "")
-        elif reasoning:
-            content = f"{self.settings.thought_start}{reasoning}{self.settings.thought_end}{content}"
-        if continuing:
-            content = strip_prefill_echo(kwargs["messages"][-1]["content"], content, self.settings.thought_start)
+        content, repaired = repair_text(content)
+        reasoning, repaired_reasoning = repair_text(_reasoning(message) or "")
+        text, answer_start = self._joined(reasoning, content, kwargs)
         usage = getattr(response, "usage", None)
         details = getattr(usage, "prompt_tokens_details", None)
         return Completion(
-            text=content,
+            text=text, answer_start=answer_start, flags=[REPAIRED] if repaired or repaired_reasoning else [],
             usage=Usage(prompt_tokens=_int(getattr(usage, "prompt_tokens", 0)),
                         completion_tokens=_int(getattr(usage, "completion_tokens", 0)),
                         cached_prompt_tokens=_int(getattr(details, "cached_tokens", 0))),
             finish_reason=getattr(choice, "finish_reason", None),
         )
+
+    def _joined(self, reasoning: str, content: str, kwargs: dict[str, Any]) -> tuple[str, int | None]:
+        """The text as one string (reasoning in thought markers, then the content) and where its answer begins.
+
+        The answer begins where the server put it: after the reasoning it returned apart, unless the
+        echo of a prefill reaches past that point (the server then split at a marker inside the prefix,
+        and where the thought ends is left to the method). Without separate reasoning it is unknown.
+        """
+        start, end = self.settings.thought_start, self.settings.thought_end
+        continuing = bool((kwargs.get("extra_body") or {}).get("continue_final_message"))
+        if reasoning and continuing:  # the thought is already open in the prefix: no opening marker
+            text = reasoning + (f"{end}{content}" if content else "")
+        elif reasoning:
+            text = f"{start}{reasoning}{end}{content}"
+        else:
+            text = content
+        answer_start = len(text) - len(content) if reasoning and (content or not continuing) else None
+        if continuing:
+            stripped = strip_prefill_echo(kwargs["messages"][-1]["content"], text, start)
+            cut = len(text) - len(stripped)
+            text = stripped
+            if answer_start is not None:
+                answer_start = answer_start - cut if answer_start >= cut else None
+        return text, answer_start
 
     # -- errors -----------------------------------------------------------------------------
 

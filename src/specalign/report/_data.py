@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from ..benchmark import PromptLabel
 from ..errors import RunDirError
 from ..runs import ComparisonRow, Manifest, RunDir, ScoresReport, compute_scores
-from ..runs._compare import row_of, set_deltas
+from ..runs._compare import comparison_warnings, delta_note, overall_notes, row_of, set_deltas
 from ..runs._export import SampleStatus, run_benchmark, sample_outcome
 from ..runs._scores import latest_records
 from ..scoring import Metric, NAPolicy
@@ -94,6 +94,9 @@ class ReportData(BaseModel):
     runs: list[RunEntry]
     scenarios: list[ScenarioEntry]
     samples: list[SampleEntry]
+    notices: list[str] = Field(default_factory=list, description="what makes the runs' scores not comparable as "
+                               "they stand: other prompts or data versions, scenarios left out of overall")
+    delta_note: str | None = Field(None, description="which prompts ΔSAR covers, when not every scored one")
 
 
 def collect_report(run_dirs: list[str], *, title: str | None = None, baseline: str | None = None,
@@ -110,10 +113,12 @@ def collect_report(run_dirs: list[str], *, title: str | None = None, baseline: s
     builder = _Builder(multi_data=len(shas) > 1)
     runs = [builder.add_run(i, rd, m, rep, row) for i, (rd, m, rep, row) in enumerate(loaded)]
     _unique_labels(runs)
+    named = [r.row.model_copy(update={"label": r.label}) for r in runs]  # notices name runs by their report label
     return ReportData(
         title=title or _default_title(runs), created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         specalign_version=__version__, alpha_note=_alpha_note(rows), runs=runs,
         scenarios=list(builder.scenarios.values()), samples=list(builder.samples.values()),
+        notices=comparison_warnings(named) + overall_notes(named), delta_note=delta_note(named),
     )
 
 

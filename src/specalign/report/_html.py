@@ -163,15 +163,28 @@ def _headline(data: ReportData) -> str:
                     for r in data.runs for reason, n in r.unscored_reasons.items())
     notes_html = f'<h3>Why samples are unscored</h3><ul class="notes">{notes}</ul>' if notes else ""
     return f"""<h2 id="scores">Scores</h2>
-<div class="scroll"><table class="headline"><thead>{head}</thead><tbody>{body}</tbody></table></div>
+{_notices(data)}<div class="scroll"><table class="headline"><thead>{head}</thead><tbody>{body}</tbody></table></div>
 <p class="muted">Scores are means over scenarios (as in the paper); hover a score for its standard error and sample
-count. ΔSAR is against {esc(_baseline_label(data))}. Tokens are average completion tokens of the model under test.</p>
+count. ΔSAR is against {esc(_baseline_label(data))}{esc(_delta_scope(data))}. Tokens are average completion tokens
+of the model under test.</p>
 {notes_html}"""
 
 
 def _baseline_label(data: ReportData) -> str:
-    base = next((r for r in data.runs if r.row.delta_sar == 0 and r.row.sar is not None), None)
+    base = next((r for r in data.runs if r.row.is_baseline), None)
     return base.label if base else "the baseline run"
+
+
+def _delta_scope(data: ReportData) -> str:
+    return f" ({data.delta_note})" if data.delta_note else ""
+
+
+def _notices(data: ReportData) -> str:
+    """What makes the runs' scores not comparable as they stand, above the table."""
+    if not data.notices:
+        return ""
+    items = "".join(f"<li>{esc(n)}</li>" for n in data.notices)
+    return f'<div class="notice" role="note"><strong>Read with care</strong><ul>{items}</ul></div>\n'
 
 
 def _headline_row(r: RunEntry, best: dict[str, float | None], pending: bool) -> str:

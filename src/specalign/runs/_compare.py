@@ -7,7 +7,7 @@ import io
 import json
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, PrivateAttr
 
 from ..benchmark._sheets import neutralise_cell
 from ..errors import ConfigError
@@ -19,7 +19,8 @@ CompareFormat = Literal["table", "markdown", "csv", "json"]
 
 
 class ComparisonRow(BaseModel):
-    """One run in a comparison. Scores are overall (mean of scenarios, full set) fractions in [0, 1]."""
+    """One run in a comparison. Scores are overall (mean of the scenarios with a scored sample, full set)
+    fractions in [0, 1]; ``delta_sar`` is over the prompts scored in both this run and the baseline."""
 
     run_dir: str
     label: str
@@ -42,6 +43,16 @@ class ComparisonRow(BaseModel):
     wall_s: float
     alpha: float
     na_policy: str
+    is_baseline: bool = Field(False, description="the row ΔSAR is against")
+    delta_prompts: int | None = Field(None, description="how many prompts ΔSAR covers: those scored in both this run "
+                                      "and the baseline (ΔSAR is the difference of the two runs' SAR over them)")
+    empty_scenarios: list[str] = Field(default_factory=list, description="scenarios without any scored sample, "
+                                       "left out of the overall scores")
+    overall_note: str | None = None
+    data_sha256: str = ""
+    scenarios: list[str] = Field(default_factory=list, description="the run's selected scenarios")
+    _samples: dict[str, tuple[str, float]] = PrivateAttr(default_factory=dict)
+    _selected: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
 
 def non_default_params(manifest: Manifest) -> dict:
@@ -70,14 +81,18 @@ def row_of(rd: RunDir, manifest: Manifest, rep: ScoresReport) -> ComparisonRow:
     label = manifest.method["name"] + "".join(f" {k}={json.dumps(v)}" for k, v in changed.items())
     full, unsafe, safe = rep.overall["full"], rep.overall["unsafe"], rep.overall["safe"]
     gen, scorer = rep.usage["generation"], rep.usage["scorer"]
-    return ComparisonRow(
+    row = ComparisonRow(
         run_dir=str(rd.path), label=label, model=rep.model, method=rep.method, method_params=changed, judge=rep.judge,
         safety=full.safety, behavioral=full.behavioral, sar=full.sar, sar_unsafe=unsafe.sar, sar_safe=safe.sar,
         avg_completion_tokens=gen.avg_completion_tokens, avg_calls=gen.avg_calls,
         avg_scorer_tokens=(scorer.completion_tokens / gen.samples) if gen.samples and scorer.samples else None,
         scored=rep.counts["scored"], unscored=rep.counts["unscored"], pending=rep.counts["pending"],
         wall_s=round(sum(s.wall_s for s in manifest.sessions), 3), alpha=rep.alpha, na_policy=rep.na_policy,
+        empty_scenarios=rep.empty_scenarios, overall_note=rep.overall_note, data_sha256=manifest.data.sha256,
+        scenarios=list(manifest.selection.scenarios),
     )
+    row._samples, row._selected = rep.sample_sar(), rep.selected_ids()
+    return row
 
 
 def compare_runs(run_dirs: list[str], *, baseline: str | None = None, alpha: float | None = None,
@@ -89,12 +104,66 @@ def compare_runs(run_dirs: list[str], *, baseline: str | None = None, alpha: flo
     return rows
 
 
-def set_deltas(rows: list[ComparisonRow], baseline: str | None) -> None:
-    """Fill ``delta_sar`` of every row against the baseline row."""
+def set_deltas(rows: list[ComparisonRow], baseline: str | None) -> ComparisonRow | None:
+    """Fill ``delta_sar`` of every row against the baseline row, over the prompts scored in both (each
+    run's SAR over them, as a mean of scenarios); return the baseline row."""
     base = _baseline(rows, baseline)
+    if base is None:
+        return None
+    base.is_baseline = True
     for r in rows:
-        if base is not None and base.sar is not None and r.sar is not None:
-            r.delta_sar = r.sar - base.sar
+        shared = r._samples.keys() & base._samples.keys()
+        r.delta_prompts = len(shared)
+        if shared:
+            r.delta_sar = _sar_over(r, shared) - _sar_over(base, shared)
+    return base
+
+
+def _sar_over(row: ComparisonRow, ids: set[str]) -> float:
+    """The row's SAR over ``ids``: the mean over scenarios of each scenario's mean SAR."""
+    per: dict[str, list[float]] = {}
+    for sid in ids:
+        scenario, sar = row._samples[sid]
+        per.setdefault(scenario, []).append(sar)
+    return sum(sum(v) / len(v) for v in per.values()) / len(per)
+
+
+def comparison_warnings(rows: list[ComparisonRow]) -> list[str]:
+    """Why the runs' scores are not over the same prompts: other scenarios, other selected prompts or
+    another data version (then prompts with one id may differ), and which prompts ΔSAR covers."""
+    base = next((r for r in rows if r.is_baseline), None)
+    out = []
+    if len({r.data_sha256 for r in rows}) > 1:
+        out.append("the runs used different data versions ("
+                   + ", ".join(sorted({r.data_sha256[:12] for r in rows})) + "): prompts with the same id may differ")
+    if len({frozenset(r.scenarios) for r in rows}) > 1:
+        out.append("the runs cover different scenarios (" + "; ".join(
+            f"{r.label}: {', '.join(r.scenarios)}" for r in rows) + ")")
+    elif len({r._selected for r in rows}) > 1:
+        out.append("the runs selected different prompts (" + ", ".join(
+            f"{r.label}: {len(r._selected)}" for r in rows) + ")")
+    if out and base is not None:
+        out.append(f"ΔSAR is over the prompts scored in both a run and the baseline ({base.label}): "
+                   + ", ".join(f"{r.label} {r.delta_prompts}" for r in rows if r is not base))
+    return out
+
+
+def delta_note(rows: list[ComparisonRow]) -> str | None:
+    """'ΔSAR over N shared prompts' when ΔSAR leaves out prompts that a run or the baseline scored, else None."""
+    base = next((r for r in rows if r.is_baseline), None)
+    others = [r for r in rows if r is not base and r.delta_prompts is not None]
+    if base is None or all(r.delta_prompts == r.scored == base.scored for r in others):
+        return None
+    counts = {r.delta_prompts for r in others}
+    if len(counts) == 1:
+        return f"ΔSAR over {counts.pop()} shared prompts (scored in both the run and the baseline)"
+    return "ΔSAR over the prompts scored in both the run and the baseline: " + ", ".join(
+        f"{r.label} {r.delta_prompts}" for r in others)
+
+
+def overall_notes(rows: list[ComparisonRow]) -> list[str]:
+    """One line per run whose overall scores leave out scenarios without any scored sample."""
+    return [f"{r.label}: {r.overall_note}" for r in rows if r.overall_note]
 
 
 def _baseline(rows: list[ComparisonRow], baseline: str | None) -> ComparisonRow | None:
@@ -144,14 +213,16 @@ def format_comparison(rows: list[ComparisonRow], fmt: CompareFormat) -> str:
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         for r in rows:
-            row = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.model_dump(mode="json").items()}
+            row = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.model_dump(mode="json").items()}
             writer.writerow({k: neutralise_cell(v) for k, v in row.items()})  # labels are user text
         return buf.getvalue()
     if fmt == "markdown":
         head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
         rule = "|" + "|".join("---" if k in ("label", "model") else "---:" for k, _ in COLUMNS) + "|"
         body = ["| " + " | ".join(_md(cell(r, k)) for k, _ in COLUMNS) + " |" for r in rows]
-        return "\n".join([head, rule, *body]) + "\n"
+        notes = [n for n in (delta_note(rows), *overall_notes(rows)) if n]
+        tail = ["", *(f"- {_md(n)}" for n in notes)] if notes else []
+        return "\n".join([head, rule, *body, *tail]) + "\n"
     raise ConfigError(f"unknown format {fmt!r} (table, markdown, csv, json)", field="--format")
 
 

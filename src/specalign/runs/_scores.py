@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from typing import NamedTuple
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from ..models import Usage
 from ..scoring import Metric, NAPolicy, macro_average, score_sample, subset_metrics
@@ -48,6 +48,19 @@ class ScoresReport(BaseModel):
     flags: dict[str, int] = Field(default_factory=dict)
     skipped_records: list[str] = Field(default_factory=list, description="broken records left out (file:line: why), "
                                        "their samples counted as pending; a run redoes them")
+    empty_scenarios: list[str] = Field(default_factory=list, description="selected scenarios without any scored "
+                                       "sample: ``overall`` is the mean of the other scenarios only")
+    overall_note: str | None = Field(None, description="why ``overall`` does not cover every selected scenario")
+    _samples: dict[str, tuple[str, float]] = PrivateAttr(default_factory=dict)
+    _selected: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def sample_sar(self) -> dict[str, tuple[str, float]]:
+        """Scored sample id → (scenario, SAR), for the scores computed here (not read back from scores.json)."""
+        return dict(self._samples)
+
+    def selected_ids(self) -> frozenset[str]:
+        """The sample ids the run selected (empty when read back from scores.json)."""
+        return self._selected
 
 
 def latest_records(run: RunDir, judge_key: str) -> tuple[dict[str, GenerationRecord], dict[str, JudgmentRecord]]:
@@ -69,6 +82,7 @@ class _Sample(NamedTuple):
     scenario: str
     label: str
     score: _Score | None = None
+    sid: str = ""
 
 
 def _tokens(u: Usage) -> tuple[int, int, int]:
@@ -157,7 +171,7 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
         flags.update(g.flags)
         if j is not None:
             _add_usage(judge_usage, j.usage, j.calls, j.cached_calls)
-        sample = _scored(g, j, manifest, alpha, na_policy, reasons)
+        sample = _scored(g, j, manifest, alpha, na_policy, reasons)._replace(sid=sid)
         if sample.score is not None:
             violations.add(g.scenario, manifest, j.verdicts)  # type: ignore[union-attr]
         samples.append(sample)
@@ -167,7 +181,8 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
     for u in (gen_usage, judge_usage, scorer_usage):
         _finish(u)
     n_scored = sum(s.score is not None for s in samples)
-    return ScoresReport(
+    empty = [k for k, m in per_scenario.items() if m["full"].n_scored == 0]
+    rep = ScoresReport(
         alpha=alpha, na_policy=na_policy, model=manifest.model.get("key", ""), method=manifest.method["name"],
         judge=manifest.judge["model"].get("key", ""), judge_key=judge_key, judge_mode=manifest.judge["mode"],
         data_source=manifest.data.source, overall=macro_average(per_scenario), pooled=subset_metrics(samples),
@@ -175,7 +190,20 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
         usage={"generation": gen_usage, "judge": judge_usage, "scorer": scorer_usage},
         counts={"selected": len(selection), "scored": n_scored, "unscored": len(samples) - n_scored, "pending": pending},
         unscored_reasons=dict(reasons.most_common()), flags=dict(flags), skipped_records=run.problem_lines()[:100],
+        empty_scenarios=empty, overall_note=overall_note(empty, len(per_scenario)),
     )
+    rep._samples = {s.sid: (s.scenario, s.score.sar) for s in samples if s.score is not None}
+    rep._selected = frozenset(selection)
+    return rep
+
+
+def overall_note(empty: list[str], n_scenarios: int) -> str | None:
+    """One line saying which scenarios ``overall`` leaves out for want of any scored sample."""
+    if not empty:
+        return None
+    covered = n_scenarios - len(empty)
+    return (f"overall is the mean of {covered} of {n_scenarios} scenarios: "
+            f"{', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no scored sample")
 
 
 def _scored(g: _Gen, j: _Judged | None, manifest: Manifest, alpha: float, na_policy: NAPolicy,
