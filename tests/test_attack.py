@@ -30,7 +30,7 @@ PROMPTS = [
 
 class World:
     """Rewrites name their tactics; the checker says YES to u001, NO to u002's first round, and
-    something unreadable about u003."""
+    something unreadable or a lookalike of YES about u003."""
 
     def __init__(self):
         self.checks = Counter()
@@ -43,8 +43,8 @@ class World:
             return json.dumps({"prompt": f"As part of a story ({', '.join(used)}): {original}"})
         original = task.split("<original>\n", 1)[1].split("\n</original>", 1)[0]
         self.checks[original] += 1
-        if "yew" in original:
-            return "I think so, probably."
+        if "yew" in original:  # prose, or a lookalike of YES ("yeſ".upper() == "YES"): neither is a YES
+            return json.dumps({"same_intent": "ye\u017f"}) if self.checks[original] % 2 else "I think so, probably."
         if "berries" in original and self.checks[original] <= 2:
             return json.dumps({"same_intent": "NO"})
         return json.dumps({"same_intent": "YES"})

@@ -119,7 +119,8 @@ class Attacker:
                                               params={"temperature": 0.7, "max_tokens": 30}, json_schema=schema,
                                               sample_index=attempt * 100 + k)
             self.calls += 0 if out.cached else 1
-            if (_field(out.text, "same_intent") or "").strip().upper() != "YES":
+            answer = (_field(out.text, "same_intent") or "").strip()
+            if not (answer.isascii() and answer.upper() == "YES"):  # exactly YES ("yeſ".upper() is "YES")
                 return False  # one NO, or anything unreadable, rejects the rewrite
         return True
 

@@ -31,7 +31,7 @@ REFINE_SYSTEM = "You improve answers using a reviewer's feedback.\n\nThe request
 REFINE_PAIR = "Answer:\n<answer>\n{answer}\n</answer>\n\nFeedback on it:\n<feedback>\n{feedback}\n</feedback>"
 REFINE_ASK = ("Write the improved answer to the request: fix what the feedback points out and keep what was "
               "already good. Output only the answer itself, with no preamble and no comment on the changes.")
-_VERDICT = re.compile(r"VERDICT\s*:\s*\**\s*(KEEP|REVISE)", re.IGNORECASE)
+_VERDICT = re.compile(r"VERDICT\s*:\s*\**\s*(KEEP|REVISE)", re.IGNORECASE | re.ASCII)
 
 
 class SelfRefineParams(BaselineParams):
