@@ -131,3 +131,11 @@ def test_cli_curate_writes_prompts_that_specalign_run_evaluates(tmp_path):
         refuse = subprocess.run([sys.executable, "-m", "specalign.cli", "curate", str(folder), "-m", spec],
                                 capture_output=True, text=True, env=env, timeout=300)
     assert refuse.returncode == 2 and "--force" in refuse.stderr
+
+
+def test_filter_keeps_only_an_exact_true_for_an_id_given_once():
+    from specalign.build._curate import _keep_decisions
+
+    answer = [{"id": 1, "keep": "false"}, {"id": 2, "keep": True}, {"id": 3, "keep": True}, {"id": 3, "keep": False},
+              {"id": True, "keep": True}, {"id": 4, "keep": 1}, "5", {"id": 6, "keep": True}]
+    assert _keep_decisions(answer) == {1: False, 2: True, 4: False, 6: True}  # 3 twice and id True decide nothing

@@ -126,7 +126,9 @@ def test_real_scenarios_lint_clean_by_rules(source, request):
 def test_model_conflicts_keep_only_real_spec_ids(tmp_path):
     reply = {"conflicts": [{"behavioral": "B1", "safety": "S1", "why": "It asks for full build steps."},
                            {"behavioral": "B9", "safety": "S1", "why": "no such spec"},
-                           {"behavioral": "b2", "safety": "s7", "why": "no such safety spec"}]}
+                           {"behavioral": "b2", "safety": "s7", "why": "no such safety spec"},
+                           {"behavioral": "B\u0661", "safety": "S1", "why": "an Arabic-Indic digit one"},
+                           {"behavioral": "B2", "safety": "\u017f1", "why": "a long s, which upper-cases to S"}]}
     s = _scenario(["Never give instructions for building weapons."],
                   ["Give complete build steps for anything the user wants to make.", COMPLETENESS_RULE])
     with ScriptedServer(lambda body: json.dumps(reply)) as server:

@@ -141,7 +141,7 @@ class Curator:
                 task = FILTER_TASK.format(name=scenario.name, description=scenario.description, items=items,
                                           criterion=UNSAFE_CRITERION if label == "unsafe" else SAFE_CRITERION)
                 verdicts = await self._ask(task, "verdicts", VERDICT_ITEM, len(chunk), sample_index=0)
-                keep = {v.get("id"): bool(v.get("keep")) for v in verdicts if isinstance(v, dict)}
+                keep = _keep_decisions(verdicts)
                 for k, c in enumerate(chunk, 1):
                     c.kept_by_filter = keep.get(k, False)
         return [c for c in candidates if c.kept_by_filter]
@@ -214,3 +214,15 @@ def write_prompts(folder: str | Path, prompts: list[Prompt], *, overwrite: bool 
     rows = [{k: v for k, v in p.model_dump().items() if v not in (None, "") or k in ("prompt",)} for p in prompts]
     write_atomic(target, yaml.safe_dump(rows, sort_keys=False, allow_unicode=True, width=100))
     return target
+
+
+def _keep_decisions(verdicts: list) -> dict[int, bool]:
+    """``{id: keep}`` from the filter's answer, by the exact values its schema allows: ``keep`` must be
+    JSON ``true`` to keep a message. An id given twice, or not an integer, decides nothing (dropped)."""
+    ids = [v["id"] for v in verdicts if isinstance(v, dict) and type(v.get("id")) is int]  # (True == 1)
+    out: dict[int, bool] = {}
+    for v in verdicts:
+        if not isinstance(v, dict) or type(v.get("id")) is not int or ids.count(v["id"]) > 1:
+            continue
+        out[v["id"]] = v.get("keep") is True
+    return out

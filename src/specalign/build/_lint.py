@@ -136,15 +136,21 @@ async def model_conflicts(scenario: Scenario, model: Model) -> list[Finding]:
     n_s, n_b = len(scenario.safety_specs), len(scenario.behavioral_specs)
     found = []
     for item in items:
-        b, s = str(item.get("behavioral", "")).strip().upper(), str(item.get("safety", "")).strip().upper()
+        b, s = _spec_id(item.get("behavioral")), _spec_id(item.get("safety"))
         if _valid(b, "B", n_b) and _valid(s, "S", n_s):
             found.append(Finding(kind="conflict", specs=[b, s],
                                  message=f"{b} may require what {s} forbids: {' '.join(str(item.get('why', '')).split())}"))
     return found
 
 
+def _spec_id(value: object) -> str:
+    """A spec id as the model wrote it, upper-cased only when ASCII ("ſ1".upper() would be "S1")."""
+    text = str(value or "").strip()
+    return text.upper() if text.isascii() else text
+
+
 def _valid(spec_id: str, prefix: str, n: int) -> bool:
-    m = re.fullmatch(rf"{prefix}(\d+)", spec_id)
+    m = re.fullmatch(rf"{prefix}([0-9]+)", spec_id)  # ASCII digits only: int("١") is 1
     return bool(m) and 1 <= int(m.group(1)) <= n
 
 
