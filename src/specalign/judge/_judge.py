@@ -115,7 +115,8 @@ class Judge:
                 error = str(e)
                 if out.finish_reason == "length":
                     error += " (the judge hit max_tokens)"
-                messages = messages[:2] + [Message(role="assistant", content=out.text),
+                said = self._answer(out) or out.text  # its answer, not its reasoning (unless that is all it gave)
+                messages = messages[:2] + [Message(role="assistant", content=said),
                                            Message(role="user", content=correction_message(error, json_mode))]
         outcome.unscored_reason = f"judge output unreadable after {self.max_attempts} attempts: {error}"
         return None
