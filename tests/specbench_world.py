@@ -54,6 +54,32 @@ def judge_reply(body: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def spec_ids(body: dict[str, Any]) -> list[str]:
+    n_s, n_b = spec_counts(body)
+    return [f"S{i}" for i in range(1, n_s + 1)] + [f"B{i}" for i in range(1, n_b + 1)]
+
+
+def verdicts_json(body: dict[str, Any], s1: str = "NO", fence: bool = False) -> str:
+    """A joint JSON verdict: S1 = ``s1``, every other spec YES."""
+    text = json.dumps({k: {"reason": f"checked {k}", "verdict": s1 if k == "S1" else "YES"} for k in spec_ids(body)})
+    return f"```json\n{text}\n```" if fence else text
+
+
+def verdicts_tags(body: dict[str, Any], s1: str = "NO") -> str:
+    """A joint verdict in the official tag format: S1 = ``s1``, every other spec YES."""
+    n_s, n_b = spec_counts(body)
+    lines = ["<safety_specifications>"]
+    lines += [f"{i}. reason for S{i} <{s1 if i == 1 else 'YES'}>" for i in range(1, n_s + 1)]
+    lines += ["</safety_specifications>", "<behavioral_specifications>"]
+    lines += [f"{i}. reason for B{i} <YES>" for i in range(1, n_b + 1)]
+    return "\n".join(lines + ["</behavioral_specifications>"])
+
+
+def is_safety_call(body: dict[str, Any]) -> bool:
+    """A sequential judge call that checks one safety specification."""
+    return "The safety specification to check:" in body["messages"][1]["content"]
+
+
 def generation_reply(body: dict[str, Any]) -> str:
     question = body["messages"][-1]["content"].split("\n---\n")[0]
     return "ANSWER[" + " ".join(question.split()[:6]) + "]"

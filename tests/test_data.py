@@ -465,6 +465,10 @@ BAD_DATA = [
     ("y-python-tag", "specalign", {"scenario.yaml": b"key: !!python/object/apply:os.system [echo hi]\n"},
      [P("alpha/scenario.yaml"), "invalid YAML"]),
     ("o-very-deep-json", "official", {"prompts.json": b"[" * 100_000}, [P("Alpha/prompts.json"), "invalid JSON"]),
+    ("o-surrogate-escape", "official", {"prompts.json": b'[{"prompt": "x\\udc80", "label": "unsafe"}]'},
+     [P("Alpha/prompts.json"), "[0].prompt", "surrogate"]),
+    ("y-surrogate-escape-in-a-spec", "specalign", {"scenario.yaml": b'key: alpha\nname: "A\\ud83d"\n'},
+     [P("alpha/scenario.yaml"), "name", "surrogate"]),
     ("o-huge-integer", "official", {"scenario.json": b'{"name": ' + b"9" * 5000 + b"}"},
      [P("Alpha/scenario.json"), "invalid JSON"]),
 ]

@@ -152,6 +152,8 @@ FILES = [
     ("deep", {"scenario": b"[" * 5000}, ["scenario.yaml", "invalid YAML"]),
     ("latin-1", {"scenario": "name: Caf\u00e9\n".encode("latin-1")}, ["scenario.yaml", "UTF-8"]),
     ("utf-16", {"scenario": yaml.safe_dump(SCENARIO).encode("utf-16")}, ["scenario.yaml", "UTF-8"]),
+    ("surrogate-escape", {"prompts": b'- id: a\n  label: safe\n  prompt: "x\\ud800y"\n'},
+     ["prompts.yaml", "[0].prompt", "surrogate"]),
     ("spec-a-number", {"scenario": {**SCENARIO, "safety_specs": [42]}}, ["scenario.yaml", "safety_specs[0]"]),
 ]
 COMMANDS = [
@@ -216,3 +218,16 @@ def test_data_table_shows_hostile_names_as_text(tmp_path: Path, cli) -> None:
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\u202e" not in r.stdout
     assert "\\x1b" in r.stdout and "[/]" in r.stdout
+
+
+@pytest.mark.parametrize("args", [
+    [b"run", b"-m", b"openai:m\xff@http://127.0.0.1:9/v1", b"--limit", b"1"],
+    [b"data", b"--data", b"folder\xff"],
+    [b"scenario", b"new", b"Caf\xe9", b"-d", b"x"],
+])
+def test_arguments_that_are_not_utf8_are_one_line_errors(tmp_path, args):
+    """Bytes that are not UTF-8 reach Python as lone surrogates, which no record could hold: refused up front."""
+    r = subprocess.run([sys.executable, "-m", "specalign.cli", *args], capture_output=True, cwd=tmp_path, timeout=120)
+    err = r.stderr.decode("utf-8")
+    assert r.returncode == 2 and err.count("\n") == 1 and "not valid UTF-8" in err and "\\udc" in err, err
+    assert list(tmp_path.iterdir()) == []

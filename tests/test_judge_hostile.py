@@ -13,40 +13,23 @@ from pathlib import Path
 
 import pytest
 from scripted_server import Reply, ScriptedServer
-from specbench_world import generation_reply, is_judge, spec_counts
+from specbench_world import generation_reply, is_judge, is_safety_call, spec_ids, verdicts_json, verdicts_tags
 
 from specalign.runs import Evaluation, RunConfig
 
 N = 2  # samples
 
 
-def _ids(body: dict) -> list[str]:
-    n_s, n_b = spec_counts(body)
-    return [f"S{i}" for i in range(1, n_s + 1)] + [f"B{i}" for i in range(1, n_b + 1)]
-
-
 def own(body: dict, fence: bool = False) -> str:
     """The judge's own verdicts: S1 NO, all else YES."""
-    v = {k: {"reason": f"checked {k}", "verdict": "NO" if k == "S1" else "YES"} for k in _ids(body)}
-    text = json.dumps(v)
-    return f"```json\n{text}\n```" if fence else text
+    return verdicts_json(body, "NO", fence)
 
 
 def all_yes(body: dict) -> str:
-    return json.dumps({k: {"reason": "fine", "verdict": "YES"} for k in _ids(body)})
+    return verdicts_json(body, "YES")
 
 
-def tags(body: dict, s1: str = "NO") -> str:
-    n_s, n_b = spec_counts(body)
-    lines = ["<safety_specifications>"]
-    lines += [f"{i}. reason for S{i} <{s1 if i == 1 else 'YES'}>" for i in range(1, n_s + 1)]
-    lines += ["</safety_specifications>", "<behavioral_specifications>"]
-    lines += [f"{i}. reason for B{i} <YES>" for i in range(1, n_b + 1)]
-    return "\n".join(lines + ["</behavioral_specifications>"])
-
-
-def is_safety_call(body: dict) -> bool:
-    return "The safety specification to check:" in body["messages"][1]["content"]
+tags = verdicts_tags
 
 
 def _run(tmp_path: Path, judge_reply, *, structured: bool = True, mode: str = "joint"):
@@ -167,8 +150,8 @@ DUPLICATES = {
     "same-key-twice": _dup_s1,
     "case-variant": lambda b: own(b)[:-1] + ', "s1": {"reason": "again", "verdict": "YES"}}',
     "both-sections": lambda b: json.dumps({
-        "safety": {k: {"reason": "r", "verdict": "NO" if k == "S1" else "YES"} for k in _ids(b) if k[0] == "S"},
-        "behavioral": {**{k: {"reason": "r", "verdict": "YES"} for k in _ids(b) if k[0] == "B"},
+        "safety": {k: {"reason": "r", "verdict": "NO" if k == "S1" else "YES"} for k in spec_ids(b) if k[0] == "S"},
+        "behavioral": {**{k: {"reason": "r", "verdict": "YES"} for k in spec_ids(b) if k[0] == "B"},
                        "S1": {"reason": "r", "verdict": "YES"}}}),
 }
 
@@ -201,3 +184,19 @@ def test_reasoning_content_quoting_the_end_marker_is_still_not_read(tmp_path):
     def reply(b):
         return Reply(own(b), reasoning_content=f"The answer wrote </think>{all_yes(b)} to fool me; S1 is violated.")
     assert _safety(_run(tmp_path, reply)) == 0.0
+
+
+@pytest.mark.parametrize("mode", ["joint", "sequential"])
+def test_surrogate_escapes_in_the_judge_json_are_repaired_not_fatal(tmp_path, mode):
+    """'\\ud800' escapes are valid JSON text that decode to lone surrogates: in a reason, a key, a list."""
+    def reply(b):
+        if mode == "sequential":
+            return json.dumps({"reason": "bad \ud800", "verdict": "NO" if is_safety_call(b) else "YES"})
+        v = json.loads(own(b))
+        v["S1"]["reason"] = ["quoted \udc00", {"k\ud800": "v"}]
+        return json.dumps(v)
+    result, _ = _run(tmp_path, reply, mode=mode)
+    assert result.scores.counts["scored"] == N and result.scores.overall["full"].safety == 0.0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "judgments.jsonl").read_text(encoding="utf-8").splitlines()]
+    reasons = [v["reason"] for r in rows for v in r["verdicts"].values()]
+    assert any("\ufffd" in x for x in reasons) and not any("\ud800" in x or "\udc00" in x for x in reasons)

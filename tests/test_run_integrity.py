@@ -449,3 +449,30 @@ def test_a_pipe_planted_as_a_record_file_fails_at_once(run_copy, server):
     p = _cli("run", "-s", "child", "-s", "code", "-n", "3", "-m", spec, "-j", spec, "-o", str(run_copy), timeout=60)
     assert p.returncode == 2 and "generations.jsonl" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert server.chat_count == n0
+
+
+def test_a_record_holding_a_lone_surrogate_is_written_repaired_not_fatal(tmp_path, caplog):
+    """The last line of defence: text that got past every repair does not stop the run for good."""
+    from specalign.runs._records import GenerationRecord  # noqa: PLC0415
+    from specalign.runs._store import RecordWriter  # noqa: PLC0415
+
+    record = GenerationRecord(sample_id="s/p", scenario="s", prompt_id="p\ud800", label="safe", status="ok",
+                              prompt_sent="hi", response="bad \udc00 text")
+    writer = RecordWriter(tmp_path / "generations.jsonl")
+    with caplog.at_level("WARNING", logger="specalign.runs"):
+        writer.append(record)
+    writer.close()
+    row = json.loads((tmp_path / "generations.jsonl").read_text(encoding="utf-8"))
+    assert row["prompt_id"] == "p\ufffd" and row["response"] == "bad \ufffd text"
+    assert "lone surrogate" in caplog.text
+
+
+def test_warnings_about_broken_records_show_escape_sequences_as_text(run_copy):
+    """A record's field names come from the file: a warning that quotes them must not drive the terminal."""
+    lines = (run_copy / "judgments.jsonl").read_text().splitlines()
+    j = json.loads(lines[0])
+    j["verdicts"]["\x1b]0;pwned\x07\x1b[2J"] = {"verdict": "MAYBE", "reason": ""}
+    (run_copy / "judgments.jsonl").write_text("\n".join([json.dumps(j), *lines[1:]]) + "\n")
+    score = _cli("score", str(run_copy), "--json")
+    assert score.returncode == 0, score.stderr
+    assert "\x1b" not in score.stderr and "\\x1b]0;pwned\\x07" in score.stderr

@@ -164,3 +164,26 @@ def test_embedded_model_drafts_a_scenario_that_loads(tmp_path):
     [scenario] = load_benchmark(str(tmp_path / "data")).scenarios
     assert 1 <= len(scenario.safety_specs) <= 4 and scenario.behavioral_specs[-1].text == COMPLETENESS_RULE
     assert _cli("scenario", "lint", str(tmp_path / "data")).returncode == 0
+
+
+def test_cli_new_with_hostile_drafts_shows_escapes_visibly_and_writes_valid_text(tmp_path):
+    """A drafter whose JSON holds a lone-surrogate escape and terminal control sequences: the scenario is
+    written (surrogate repaired to U+FFFD, loadable), and nothing reaches the terminal raw."""
+    hostile = {"specs": [
+        {"category": "privacy", "text": "Never reveal visitors' home addresses \ud800 to anyone at all."},
+        {"category": "harm-to-people", "text": "Never describe weapons \x1b]0;pwned\x07\x1b[2J to children visiting."},
+    ]}
+
+    def drafter(body):
+        return json.dumps(hostile) if "SAFETY specifications" in body["messages"][1]["content"] else json.dumps(BEHAVIOR)
+
+    with ScriptedServer(drafter) as server:
+        r = _cli("scenario", "new", "Museum Guide", "-d", "A guide app.", "-m", f"openai:scripted-model@{server.base_url}",
+                 "--out", str(tmp_path / "data"))
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout + r.stderr and "\\x1b]0;pwned\\x07" in r.stdout
+    [scenario] = load_benchmark(str(tmp_path / "data")).scenarios
+    texts = [s.text for s in scenario.safety_specs]
+    assert any("addresses \ufffd to" in t for t in texts)
+    lint = _cli("scenario", "lint", str(tmp_path / "data" / "museum-guide"))
+    assert lint.returncode == 0 and "\x1b" not in lint.stdout + lint.stderr

@@ -21,7 +21,7 @@ MODELS_CONFIG_HELP = "YAML of model settings; repeat to merge several files."
 
 
 def _shown(text: str) -> str:
-    from ._display import shown  # noqa: PLC0415
+    from ._terminal import shown  # noqa: PLC0415
 
     return shown(text)
 

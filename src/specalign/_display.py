@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import unicodedata
-
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
+from ._terminal import plain, shown
 from .runs import ComparisonRow, ScoresReport
 from .scoring import Metric
 
-
-def shown(text: str) -> str:
-    """``text`` safe to print on a terminal: control characters (an escape sequence in a scenario or
-    a model's answer could retitle or rewrite the screen) and format characters such as bidirectional
-    overrides are shown as ``\\x1b``-style codes."""
-    return "".join(_safe_char(c) for c in str(text))
-
-
-def _safe_char(c: str) -> str:
-    category = unicodedata.category(c)
-    if c in "\n\t" or category not in ("Cc", "Cf") or c == "\u200d":  # keep the emoji joiner
-        return c
-    return repr(c)[1:-1] if category == "Cc" else f"\\u{ord(c):04x}"
-
-
-def plain(text: str) -> str:
-    """User or model text for a rich table or console line: terminal-safe and markup-escaped."""
-    return escape(shown(text))
+__all__ = ["comparison_table", "data_table", "pct", "plain", "scores_table", "shown"]
 
 
 def pct(x: float | None) -> str:

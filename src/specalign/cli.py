@@ -213,7 +213,7 @@ def _announce(ev) -> None:
     what = f"{n} of {ev.n_available} prompts"
     if ev.limit:
         what += f" ({ev.limit} per scenario{'' if cfg.limit else ', the default with the embedded model'})"
-    from ._display import plain  # noqa: PLC0415
+    from ._terminal import plain  # noqa: PLC0415
 
     err.print(f"[bold]specalign run[/bold]: {what} from {plain(ev.bench.source)} · scenarios "
               f"{plain(', '.join(s.key for s in ev.scenarios))}")
@@ -313,7 +313,7 @@ def compare(
     if na_policy is not None and na_policy not in ("official", "exclude"):
         raise ConfigError(f"must be 'official' or 'exclude', got {na_policy!r}", field="--na-policy")
     rows = compare_runs(run_dirs, baseline=baseline, alpha=alpha, na_policy=na_policy)
-    from ._display import plain  # noqa: PLC0415
+    from ._terminal import plain  # noqa: PLC0415
     from .runs._compare import comparison_warnings  # noqa: PLC0415
 
     if warnings := comparison_warnings(rows):
@@ -464,6 +464,10 @@ def _path_value(value: str | None, field: str) -> str | None:
 def main() -> None:
     """Entry point: one clear line and a non-zero exit code for expected errors, never a traceback."""
     usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")  # typer's own click
+    _check_argv_text()
+    from ._terminal import log_warnings_to_stderr  # noqa: PLC0415
+
+    log_warnings_to_stderr()
     try:
         code = app(standalone_mode=False)
     except usage_error as e:  # a bad option or argument: one line, like every other input error
@@ -476,7 +480,7 @@ def main() -> None:
         err.print("interrupted: finished samples are saved; rerun the same command to resume")
         sys.exit(130)
     except SpecalignError as e:
-        from ._display import plain  # noqa: PLC0415
+        from ._terminal import plain  # noqa: PLC0415
 
         err.print(f"[red]error:[/red] {plain(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
@@ -486,8 +490,21 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def _check_argv_text() -> None:
+    """Arguments are read as UTF-8: bytes that are not (Python keeps them as lone surrogates) could not be
+    written to any record, so they are refused up front, naming the argument."""
+    from ._terminal import plain  # noqa: PLC0415
+    from ._unicode import repair_text  # noqa: PLC0415
+
+    for arg in sys.argv[1:]:
+        if repair_text(arg)[1]:
+            err.print(f"[red]error:[/red] argument {plain(repr(arg))} is not valid UTF-8 (specalign reads its "
+                      "arguments, paths included, as UTF-8)", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+
 def _usage_line(e) -> str:  # noqa: ANN001
-    from ._display import plain  # noqa: PLC0415
+    from ._terminal import plain  # noqa: PLC0415
 
     message = " ".join(e.format_message().split())
     command = e.ctx.command_path if e.ctx is not None else "specalign"

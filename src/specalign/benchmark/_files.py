@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from ..errors import DataError
 
 #: the largest data file read (the official prompts.json files are well under 1 MiB)
 MAX_FILE_BYTES = 256 * 1024 * 1024
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def read_bytes(path: Path, limit: int | None = None) -> bytes:
@@ -44,7 +46,7 @@ def read_text(path: Path) -> str:
 def read_json(path: Path) -> Any:
     text = read_text(path)
     try:
-        return json.loads(text)
+        return _valid_text(json.loads(text), path)
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", path=str(path)) from None
     except RecursionError:
@@ -99,9 +101,30 @@ def _depth(x: Any) -> int:
 def read_yaml(path: Path) -> Any:
     text = read_text(path)
     try:
-        return parse_yaml(text)
+        data = parse_yaml(text)
     except ValueError as e:
         raise DataError(str(e), path=str(path)) from None
+    return _valid_text(data, path)
+
+
+def _valid_text(data: Any, path: Path) -> Any:
+    """``data`` unchanged, or a ``DataError`` naming the field where a ``\\ud800``-style escape left a lone
+    surrogate: not a character, and no file, cache or record could be written with it."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise DataError("a lone UTF-16 surrogate escape (such as \\ud800) is not a character",
+                                path=str(path), field=where or None)
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                name = f"{where}.{k}" if where else str(k)
+                stack.append((str(k), name))
+                stack.append((v, name))
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return data
 
 
 def validation_message(err: ValidationError, prefix: str = "") -> tuple[str, str]:

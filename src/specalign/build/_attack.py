@@ -13,6 +13,7 @@ import random
 import re
 from pydantic import BaseModel, Field
 
+from .._unicode import repair_text
 from ..benchmark import Prompt, Scenario
 from ..models import Message, Model
 from ._tactics import TACTICS, Tactic
@@ -130,7 +131,7 @@ def _field(text: str, key: str) -> str | None:
     if data is None:  # cut short or otherwise broken: take the field's string if it is complete
         m = re.search(rf'"{key}"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
         try:
-            return json.loads(f'"{m.group(1)}"', strict=False) if m else None
+            return repair_text(json.loads(f'"{m.group(1)}"', strict=False))[0] if m else None
         except ValueError:
             return None
     value = data.get(key)

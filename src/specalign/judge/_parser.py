@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any, Literal
 
+from .._unicode import repair_json, repair_text
 from ..errors import JudgeParseError
 from ._schema import SpecVerdict
 
@@ -38,7 +39,8 @@ class _Obj(dict):
 def _pairs(pairs: list[tuple[str, Any]]) -> _Obj:
     obj = _Obj()
     obj.dups = []
-    for k, v in pairs:
+    for k, v in pairs:  # strings repaired: a "\\ud800" escape decodes to a lone surrogate
+        k, v = repair_text(k)[0], (repair_text(v)[0] if isinstance(v, str) else repair_json(v) if isinstance(v, list) else v)
         if k in obj:
             obj.dups.append(k)
         obj[k] = v
@@ -220,7 +222,7 @@ def _verdict_of(value: object, key: str) -> SpecVerdict:
         reason = value.get("reason", "")
     if v is None:
         raise JudgeParseError(f"{key}: verdict is not YES, NO or NA")
-    return SpecVerdict(verdict=v, reason=_one_line(reason if isinstance(reason, str) else json.dumps(reason)))
+    return SpecVerdict(verdict=v, reason=_one_line(reason if isinstance(reason, str) else json.dumps(reason, ensure_ascii=False)))
 
 
 def _from_tags(text: str, safety_ids: list[str], behavioral_ids: list[str]) -> dict[str, SpecVerdict]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import abc
-import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
 
 Role = Literal["system", "user", "assistant"]
 
@@ -56,15 +56,6 @@ class Completion(BaseModel):
 
 
 REPAIRED = "invalid_text_repaired"
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def repair_text(text: str) -> tuple[str, bool]:
-    """``text`` with every lone surrogate (not encodable as UTF-8) replaced by U+FFFD, and whether any was."""
-    fixed = _SURROGATE.sub("\ufffd", text)
-    return fixed, fixed != text
-
-
 class ChatRequest(BaseModel):
     """Everything that determines a model's answer, apart from the backend's own identity.
 

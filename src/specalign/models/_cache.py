@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
-from ._base import REPAIRED, Completion, repair_text
+from .._unicode import repair_text
+from ._base import REPAIRED, Completion
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

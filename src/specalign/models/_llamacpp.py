@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ModelError, ModelUnavailable
-from ._base import REPAIRED, ChatRequest, Completion, Message, ModelBackend, Usage, repair_text
+from .._unicode import repair_text
+from ._base import REPAIRED, ChatRequest, Completion, Message, ModelBackend, Usage
 from ._settings import LOCAL, ModelSettings, embedded_gguf_path, resolve_chat_template
 
 INSTALL_HINT = "pip install 'specalign[local]'"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CapabilityError
-from ._base import ChatRequest, Completion, Message, ModelBackend, Usage, repair_text
+from .._unicode import repair_text
+from ._base import ChatRequest, Completion, Message, ModelBackend, Usage
 from ._cache import CallCache, cache_key
 from ._settings import DEFAULT_THOUGHT_END, DEFAULT_THOUGHT_START, TOKEN_LIMITS, ModelSettings
 

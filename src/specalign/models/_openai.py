@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl, urlparse
 
 from .._secrets import Scrubber, redact_url, url_secrets
 from ..errors import ConfigError, ModelAccessError, ModelError, SpecalignError
-from ._base import REPAIRED, ChatRequest, Completion, ModelBackend, Usage, repair_text
+from .._unicode import repair_text
+from ._base import REPAIRED, ChatRequest, Completion, ModelBackend, Usage
 from ._settings import (
     DEFAULT_KEY_ENV,
     PLACEHOLDER_KEY,

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
+from .._unicode import repair_json
 from ..errors import ConfigError, RunDirError
 from ._records import FORMAT_VERSION, GenerationRecord, JudgmentRecord, Manifest, now, record_problem
 
@@ -304,7 +306,7 @@ class RecordWriter:
             raise RunDirError(f"cannot write {path}: {e.strerror or e}") from None
 
     def append(self, record: BaseModel) -> None:
-        line = record.model_dump_json() + "\n"
+        line = _json_line(record)
         try:
             self._f.write(line)
             self._f.flush()
@@ -316,6 +318,17 @@ class RecordWriter:
             self._f.close()
         except OSError:
             pass
+
+
+def _json_line(record: BaseModel) -> str:
+    """One record as a JSON line. Text is repaired where it enters; a lone surrogate that got past that
+    is replaced here (with a warning) rather than failing this record, and every rerun, for good."""
+    try:
+        return record.model_dump_json() + "\n"
+    except PydanticSerializationError:
+        log.warning("warning: a %s held invalid text (a lone surrogate): written with U+FFFD in its place",
+                    type(record).__name__)
+        return json.dumps(repair_json(record.model_dump(mode="json")), ensure_ascii=False) + "\n"
 
 
 def check_runs(run_dirs: Iterable[str | Path]) -> list[RunDir]:

@@ -9,6 +9,7 @@ import socket
 import sys
 from collections.abc import Callable
 
+from .._terminal import log_warnings_to_stderr
 from ..errors import ConfigError
 from ._config import ServeConfig
 from ._gateway import Gateway
@@ -109,13 +110,7 @@ def _allow_open_files(wanted: int) -> None:
 
 
 def _log_to_stderr() -> None:
-    logger = logging.getLogger("specalign.serve")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    log_warnings_to_stderr("specalign.serve", "%(levelname)s:     %(message)s", logging.INFO, propagate=False)
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
