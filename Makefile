@@ -4,13 +4,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.specalign-installed
 
-.PHONY: demo test install system llama-cpp clean
+.PHONY: demo test check install system llama-cpp clean
 
 demo: install
 	$(VENV)/bin/specalign run
 
 test: install system llama-cpp
 	$(PY) -m pytest -q
+
+# Lint, format and types (run by .ci/run before the tests).
+check: install
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
 
 # Tests drive the system Chromium (the HTML report) and tmux (the terminal review): Debian packages.
 system:
@@ -32,7 +37,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[local,test,curate,serve]'
+	$(PY) -m pip install -q -e ".[local,test,curate,serve,dev]"
 	touch $(STAMP)
 
 clean:

@@ -37,16 +37,23 @@ def main() -> None:
         ("samples (2 per scenario × 5)", f"{c['selected']} ({c['scored']} scored, {c['unscored']} unscored)"),
         ("wall time, first run (model load included, install excluded)", f"{wall:.1f} s"),
         ("model calls, first run", str(first.stats.model_calls)),
-        ("completion tokens: generation / judge",
-         f"{first.scores.usage['generation'].completion_tokens:,} / {first.scores.usage['judge'].completion_tokens:,}"),
-        ("scores (overall, %): safety / behavioral / SAR",
-         f"{100 * (o.safety or 0):.2f} / {100 * (o.behavioral or 0):.2f} / {100 * (o.sar or 0):.2f}"),
+        (
+            "completion tokens: generation / judge",
+            f"{first.scores.usage['generation'].completion_tokens:,} / {first.scores.usage['judge'].completion_tokens:,}",
+        ),
+        (
+            "scores (overall, %): safety / behavioral / SAR",
+            f"{100 * (o.safety or 0):.2f} / {100 * (o.behavioral or 0):.2f} / {100 * (o.sar or 0):.2f}",
+        ),
         ("rerun of the finished run: model calls / wall time", f"{again.stats.model_calls} / {rerun:.2f} s"),
     ]
-    body = (f"Measured by `benchmarks/demo.py` on {platform.machine()}, {os.cpu_count()} cores, "
-            f"{time.strftime('%Y-%m-%d')}. SmolLM2-135M judges poorly: the scores show the pipeline runs, "
-            "not how good the model is.\n\n| what | figure |\n|---|---|\n"
-            + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n")
+    body = (
+        f"Measured by `benchmarks/demo.py` on {platform.machine()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}. SmolLM2-135M judges poorly: the scores show the pipeline runs, "
+        "not how good the model is.\n\n| what | figure |\n|---|---|\n"
+        + "\n".join(f"| {k} | {v} |" for k, v in rows)
+        + "\n"
+    )
     write_section(SECTION, body)
     print(body)
 

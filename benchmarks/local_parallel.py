@@ -58,6 +58,7 @@ def parse_args() -> argparse.Namespace:
 
 # -- llama.cpp's own rates -----------------------------------------------------------------------------
 
+
 def batched_bench_binary() -> Path:
     """llama-batched-bench, built (once, cached) by tools/build-llama-cpp.sh; exits with the reason if not."""
     p = subprocess.run(["bash", str(BUILD), sys.executable], capture_output=True, text=True, cwd=ROOT)
@@ -65,19 +66,44 @@ def batched_bench_binary() -> Path:
     binary = Path(lines[-1]) / "llama-batched-bench" if p.returncode == 0 and lines else None
     if binary is None or not binary.is_file():
         why = p.stderr.strip().splitlines()[-1:] or [f"exit status {p.returncode}"]
-        sys.exit(f"local_parallel: cannot find llama-batched-bench: {BUILD.relative_to(ROOT)} failed ({why[0]}); "
-                 "it needs cmake and a C/C++ compiler")
+        sys.exit(
+            f"local_parallel: cannot find llama-batched-bench: {BUILD.relative_to(ROOT)} failed ({why[0]}); "
+            "it needs cmake and a C/C++ compiler"
+        )
     return binary
 
 
-def batched_rates(binary: Path, gguf: Path, batches: list[int], threads: int,
-                  shape: tuple[int, int]) -> dict[int, dict[str, float]]:
+def batched_rates(
+    binary: Path, gguf: Path, batches: list[int], threads: int, shape: tuple[int, int]
+) -> dict[int, dict[str, float]]:
     """PP and TG tokens/s at each batch size (independent sequences, prompts not shared)."""
     npp, ntg = shape
     n_ctx = max(batches) * (npp + ntg) + 256
-    cmd = [str(binary), "-m", str(gguf), "-c", str(n_ctx), "-b", "2048", "-ub", "512", "-npp", str(npp),
-           "-ntg", str(ntg), "-npl", ",".join(map(str, batches)), "-t", str(threads), "-tb", str(threads),
-           "-fa", "off", "--output-format", "jsonl"]  # llama-cpp-python's default: no flash attention
+    cmd = [
+        str(binary),
+        "-m",
+        str(gguf),
+        "-c",
+        str(n_ctx),
+        "-b",
+        "2048",
+        "-ub",
+        "512",
+        "-npp",
+        str(npp),
+        "-ntg",
+        str(ntg),
+        "-npl",
+        ",".join(map(str, batches)),
+        "-t",
+        str(threads),
+        "-tb",
+        str(threads),
+        "-fa",
+        "off",
+        "--output-format",
+        "jsonl",
+    ]  # llama-cpp-python's default: no flash attention
     p = subprocess.run(cmd, capture_output=True, text=True, check=True)
     rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
     return {r["pl"]: {"pp": r["speed_pp"], "tg": r["speed_tg"]} for r in rows}
@@ -88,10 +114,35 @@ def generation_rate(binary: Path, gguf: Path, threads: int, policy: str | None, 
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy:
         env["OMP_WAIT_POLICY"] = policy
-    cmd = [str(binary), "-m", str(gguf), "-c", "512", "-b", "512", "-ub", "512", "-npp", "128", "-ntg", "256",
-           "-npl", "1", "-t", str(threads), "-tb", str(threads), "-fa", "off", "--output-format", "jsonl"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-             for _ in range(copies)]
+    cmd = [
+        str(binary),
+        "-m",
+        str(gguf),
+        "-c",
+        "512",
+        "-b",
+        "512",
+        "-ub",
+        "512",
+        "-npp",
+        "128",
+        "-ntg",
+        "256",
+        "-npl",
+        "1",
+        "-t",
+        str(threads),
+        "-tb",
+        str(threads),
+        "-fa",
+        "off",
+        "--output-format",
+        "jsonl",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        for _ in range(copies)
+    ]
     outs = [p.communicate()[0] for p in procs]
     return [json.loads(next(line for line in o.splitlines() if line.startswith("{")))["speed_tg"] for o in outs]
 
@@ -101,16 +152,21 @@ def threads_section(binary: Path, gguf: Path, n: int) -> str:
     for threads, policy in ((n, None), (n, "PASSIVE"), (1, None)):
         alone = generation_rate(binary, gguf, threads, policy, 1)[0]
         pair = generation_rate(binary, gguf, threads, policy, 2)
-        rows.append(f"| {threads} | {policy or 'default'} | {alone:,.0f} | {' + '.join(f'{r:,.0f}' for r in pair)} "
-                    f"= {sum(pair):,.0f} |")
-    return (f"Measured by `.venv/bin/python benchmarks/local_parallel.py --threads` on {platform.machine()}, "
-            f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}: llama.cpp's `llama-batched-bench`, the embedded "
-            "model, one sequence of 128 prompt + 256 generated tokens; generation tokens/s of one process alone and "
-            "of two identical processes started together. With more than one thread, llama.cpp computes with an "
-            "OpenMP team whose threads wait for each other at every step of the graph: by spinning "
-            "(libgomp's default) or by sleeping (`OMP_WAIT_POLICY=PASSIVE`). One thread runs no team.\n\n"
-            "| threads per process | OpenMP wait policy | alone | two processes at once |\n|---:|---|---:|---:|\n"
-            + "\n".join(rows) + "\n")
+        rows.append(
+            f"| {threads} | {policy or 'default'} | {alone:,.0f} | {' + '.join(f'{r:,.0f}' for r in pair)} "
+            f"= {sum(pair):,.0f} |"
+        )
+    return (
+        f"Measured by `.venv/bin/python benchmarks/local_parallel.py --threads` on {platform.machine()}, "
+        f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}: llama.cpp's `llama-batched-bench`, the embedded "
+        "model, one sequence of 128 prompt + 256 generated tokens; generation tokens/s of one process alone and "
+        "of two identical processes started together. With more than one thread, llama.cpp computes with an "
+        "OpenMP team whose threads wait for each other at every step of the graph: by spinning "
+        "(libgomp's default) or by sleeping (`OMP_WAIT_POLICY=PASSIVE`). One thread runs no team.\n\n"
+        "| threads per process | OpenMP wait policy | alone | two processes at once |\n|---:|---|---:|---:|\n"
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def kv_section() -> str:
@@ -122,12 +178,15 @@ def kv_section() -> str:
     from specalign.models import EMBEDDED_MAX_TOKENS, create_model, parse_model_spec  # noqa: PLC0415
 
     jobs = [(s, s.prompts[0]) for s in load_benchmark("bundled").scenarios]
-    lines = ["| mode | stage | prompt tokens | evaluated (not from cache) | completion tokens |",
-             "|---|---|---:|---:|---:|"]
+    lines = [
+        "| mode | stage | prompt tokens | evaluated (not from cache) | completion tokens |",
+        "|---|---|---:|---:|---:|",
+    ]
     walls = {}
     for mode, parallel in (("one at a time, 1 context", 1), ("all at once, default contexts", None)):
         settings = parse_model_spec("local").model_copy(
-            update={"params": {"max_tokens": EMBEDDED_MAX_TOKENS}, "parallel": parallel})
+            update={"params": {"max_tokens": EMBEDDED_MAX_TOKENS}, "parallel": parallel}
+        )
         model = create_model(settings, None)
         method = create_method("align3")
 
@@ -151,15 +210,18 @@ def kv_section() -> str:
         p, e = (sum(v[i] for v in totals.values()) for i in (0, 1))
         lines.append(f"| {mode} | **all stages** | {p:,} | {e:,} ({100 * e / p:.0f}%) | |")
     wall_text = "; ".join(f"{m}: {w:.0f} s ({k} context{'s' if k > 1 else ''})" for m, (w, k) in walls.items())
-    return (f"Measured by `.venv/bin/python benchmarks/local_parallel.py --kv` on {platform.machine()}, "
-            f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}. Align3 on the first bundled prompt of each "
-            f"scenario ({len(jobs)} prompts), embedded model, at most 200 tokens per stage, totals over the prompts. "
-            "All at once, 5 conversations share the contexts: a call takes the context holding the longest prefix "
-            "of its prompt, and a context a stage leaves while others wait is held briefly for that conversation's "
-            f"next stage. Wall: {wall_text}.\n\n" + "\n".join(lines) + "\n")
+    return (
+        f"Measured by `.venv/bin/python benchmarks/local_parallel.py --kv` on {platform.machine()}, "
+        f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}. Align3 on the first bundled prompt of each "
+        f"scenario ({len(jobs)} prompts), embedded model, at most 200 tokens per stage, totals over the prompts. "
+        "All at once, 5 conversations share the contexts: a call takes the context holding the longest prefix "
+        "of its prompt, and a context a stage leaves while others wait is held briefly for that conversation's "
+        f"next stage. Wall: {wall_text}.\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 # -- the demo ------------------------------------------------------------------------------------------
+
 
 def demo_worker(k: str, out: str) -> None:
     """The default demo with K contexts, in this fresh process; prints its figures as JSON."""
@@ -176,19 +238,30 @@ def demo_worker(k: str, out: str) -> None:
     res = asyncio.run(ev.run())
     wall = time.perf_counter() - t0
     usage = res.scores.usage
-    print(json.dumps({
-        "k": parallelism(ev.target_settings), "workers": ev._workers(), "wall": wall,
-        "prompt": sum(u.prompt_tokens for u in usage.values()),
-        "cached": sum(u.cached_prompt_tokens for u in usage.values()),
-        "completion": sum(u.completion_tokens for u in usage.values()),
-        "calls": res.stats.model_calls, "scored": res.scores.counts["scored"],
-    }))
+    print(
+        json.dumps(
+            {
+                "k": parallelism(ev.target_settings),
+                "workers": ev._workers(),
+                "wall": wall,
+                "prompt": sum(u.prompt_tokens for u in usage.values()),
+                "cached": sum(u.cached_prompt_tokens for u in usage.values()),
+                "completion": sum(u.completion_tokens for u in usage.values()),
+                "calls": res.stats.model_calls,
+                "scored": res.scores.counts["scored"],
+            }
+        )
+    )
 
 
 def start_demo(k: str, tmp: Path, name: str) -> subprocess.Popen[str]:
     env = {**os.environ, "SPECALIGN_CACHE_DIR": str(tmp / name / "cache"), "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.Popen([sys.executable, __file__, "--demo-worker", k, "--out", str(tmp / name)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, __file__, "--demo-worker", k, "--out", str(tmp / name)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def finish(p: subprocess.Popen[str]) -> dict:
@@ -204,11 +277,15 @@ def ideal(m: dict, rates: dict[str, float]) -> float:
 
 # -- report --------------------------------------------------------------------------------------------
 
-def report(threads: int, rates: dict[str, dict[int, dict[str, float]]], demos: dict[str, dict],
-           pair: list[dict] | None) -> str:
+
+def report(
+    threads: int, rates: dict[str, dict[int, dict[str, float]]], demos: dict[str, dict], pair: list[dict] | None
+) -> str:
     demo_rates, short = rates["demo"], rates["short"]
-    rate_rows = "\n".join(f"| {b} | {r['pp']:,.0f} | {r['tg']:,.0f} | {short[b]['pp']:,.0f} | {short[b]['tg']:,.0f} |"
-                          for b, r in sorted(demo_rates.items()))
+    rate_rows = "\n".join(
+        f"| {b} | {r['pp']:,.0f} | {r['tg']:,.0f} | {short[b]['pp']:,.0f} | {short[b]['tg']:,.0f} |"
+        for b, r in sorted(demo_rates.items())
+    )
     demo_rows = []
     for label, m in demos.items():
         k, b = m["k"], min(m["k"], max(demo_rates))
@@ -216,7 +293,8 @@ def report(threads: int, rates: dict[str, dict[int, dict[str, float]]], demos: d
         demo_rows.append(
             f"| {name} | {max(1, threads // k)} | {m['workers']} | {m['wall']:.1f} | {m['prompt']:,} ({m['cached']:,}) "
             f"| {m['completion']:,} | {ideal(m, demo_rates[1]):.1f} | {ideal(m, demo_rates[b]):.1f} "
-            f"| **{m['wall'] / ideal(m, demo_rates[b]):.2f}** | {m['wall'] / ideal(m, short[b]):.2f} |")
+            f"| **{m['wall'] / ideal(m, demo_rates[b]):.2f}** | {m['wall'] / ideal(m, short[b]):.2f} |"
+        )
     (npp, ntg), (spp, stg) = SHAPES["demo"], SHAPES["short"]
     auto = demos.get("auto")
     text = (
@@ -234,12 +312,15 @@ def report(threads: int, rates: dict[str, dict[int, dict[str, float]]], demos: d
         f"column: with the {spp} + {stg} rates, which overstate generation speed at the demo's context lengths).\n\n"
         "| contexts K | threads each | samples in flight | wall s | prompt tokens (from KV cache) "
         "| completion tokens | ideal at B=1, s | ideal at B=K, s | ratio | ratio, short rates |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(demo_rows) + "\n")
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(demo_rows) + "\n"
+    )
     if pair and auto:
         walls = ", ".join(f"{m['wall']:.1f} s" for m in pair)
-        text += (f"\nTwo default demos at once (two processes, their own run and cache directories): {walls}, "
-                 f"against {auto['wall']:.1f} s for one alone ({max(m['wall'] for m in pair) / auto['wall']:.2f}×; "
-                 "sharing the cores, 2× is a fair share).\n")
+        text += (
+            f"\nTwo default demos at once (two processes, their own run and cache directories): {walls}, "
+            f"against {auto['wall']:.1f} s for one alone ({max(m['wall'] for m in pair) / auto['wall']:.2f}×; "
+            "sharing the cores, 2× is a fair share).\n"
+        )
     return text
 
 
@@ -257,9 +338,11 @@ def main() -> None:
     from specalign.models._llamacpp import cores, parallelism  # noqa: PLC0415
 
     if args.threads or args.kv:
-        sections = [(THREADS_SECTION, lambda: threads_section(batched_bench_binary(), embedded_gguf_path(), cores())),
-                    (KV_SECTION, kv_section)]
-        for (title, make), wanted in zip(sections, (args.threads, args.kv)):
+        sections = [
+            (THREADS_SECTION, lambda: threads_section(batched_bench_binary(), embedded_gguf_path(), cores())),
+            (KV_SECTION, kv_section),
+        ]
+        for (title, make), wanted in zip(sections, (args.threads, args.kv), strict=False):
             if wanted:
                 body = make()
                 if not args.no_doc:

@@ -34,8 +34,10 @@ from demo import write_section  # noqa: E402
 from scripted_server import Reply, ScriptedServer  # noqa: E402
 from specbench_world import is_judge, judged_answer, spec_counts  # noqa: E402
 
-WORDS = ("the a to of and safety step first check then answer policy child lab story code data risk user "
-         "request because however example note rule keep avoid explain simple clear short long detail").split()
+WORDS = (
+    "the a to of and safety step first check then answer policy child lab story code data risk user "
+    "request because however example note rule keep avoid explain simple clear short long detail"
+).split()
 
 
 def _rng(*parts: str) -> random.Random:
@@ -80,8 +82,9 @@ def make_runs(data: str, out: Path) -> tuple[list[str], float]:
     with ScriptedServer(responder) as server:
         spec = f"openai:scripted-model@{server.base_url}"
         for method in ("raw", "vanilla"):
-            cfg = RunConfig(data=data, limit=0, model=spec, judge=spec, method=method, out=str(out / method),
-                            concurrency=32)
+            cfg = RunConfig(
+                data=data, limit=0, model=spec, judge=spec, method=method, out=str(out / method), concurrency=32
+            )
             asyncio.run(Evaluation(cfg).run())
             dirs.append(str(out / method))
     return dirs, time.perf_counter() - t0
@@ -95,22 +98,33 @@ def measure_browser(path: Path, repeats: int) -> dict[str, float]:
             d.get(path.as_uri())
             d.execute_async_script(
                 "const done = arguments[0];"
-                "const tick = () => document.body.dataset.ready ? done() : setTimeout(tick, 5); tick();")
+                "const tick = () => document.body.dataset.ready ? done() : setTimeout(tick, 5); tick();"
+            )
             loads.append(time.perf_counter() - t0)
             heaps.append(d.execute_script("return performance.memory.usedJSHeapSize") / 1e6)
-            opens.append(d.execute_script(
-                "const t = performance.now(); document.querySelector('tr.sample-row').click();"
-                "return performance.now() - t;"))
-            searches.append(d.execute_async_script(
-                "const done = arguments[0], count = document.getElementById('sa-count'), box = document.getElementById('f-text');"
-                "const before = count.textContent; let t;"
-                "new MutationObserver(() => done(performance.now() - t)).observe(count, {childList: true, characterData: true, subtree: true});"
-                "box.value = 'zebra'; t = performance.now() + 200; box.dispatchEvent(new Event('input'));"))
+            opens.append(
+                d.execute_script(
+                    "const t = performance.now(); document.querySelector('tr.sample-row').click();"
+                    "return performance.now() - t;"
+                )
+            )
+            searches.append(
+                d.execute_async_script(
+                    "const done = arguments[0], count = document.getElementById('sa-count'), box = document.getElementById('f-text');"
+                    "const before = count.textContent; let t;"
+                    "new MutationObserver(() => done(performance.now() - t)).observe(count, {childList: true, characterData: true, subtree: true});"
+                    "box.value = 'zebra'; t = performance.now() + 200; box.dispatchEvent(new Event('input'));"
+                )
+            )
         errors = console_errors(d)
     if errors:
         raise SystemExit(f"console errors in the report: {errors[:3]}")
-    return {"load_s": statistics.median(loads), "heap_mb": statistics.median(heaps),
-            "open_ms": statistics.median(opens), "search_ms": statistics.median(searches)}
+    return {
+        "load_s": statistics.median(loads),
+        "heap_mb": statistics.median(heaps),
+        "open_ms": statistics.median(opens),
+        "search_ms": statistics.median(searches),
+    }
 
 
 def screenshot(run_dirs: list[str], target: Path) -> None:

@@ -39,6 +39,7 @@ ANSWER = " ".join(["The little owl found a lantern and shared its light with eve
 
 # -- the upstream -------------------------------------------------------------------------------
 
+
 def upstream_app(latency: float):  # noqa: ANN201
     """A raw ASGI app: ``/v1/models`` and ``/v1/chat/completions`` answered after ``latency`` seconds."""
     counter = {"n": 0}
@@ -65,14 +66,33 @@ def upstream_app(latency: float):  # noqa: ANN201
             counter["n"] += 1
             prompt = sum(len(str(m.get("content", "")).split()) for m in req["messages"])
             completion = len(ANSWER.split())
-            payload = {"id": f"chatcmpl-{counter['n']}", "object": "chat.completion", "created": int(time.time()),
-                       "model": req["model"], "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                                                           "message": {"role": "assistant", "content": ANSWER}}],
-                       "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                                 "total_tokens": prompt + completion}}
+            payload = {
+                "id": f"chatcmpl-{counter['n']}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": req["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": {"role": "assistant", "content": ANSWER},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            }
         data = json.dumps(payload).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": data})
 
     return app
@@ -87,16 +107,16 @@ def run_upstream(latency: float, port_file: str) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     Path(port_file).write_text(str(sock.getsockname()[1]))
-    server = uvicorn.Server(uvicorn.Config(upstream_app(latency), log_level="warning", access_log=False,
-                                           backlog=4096))
+    server = uvicorn.Server(uvicorn.Config(upstream_app(latency), log_level="warning", access_log=False, backlog=4096))
     server.run(sockets=[sock])
 
 
 class Upstream:
     def __init__(self, latency: float):
         self.port_file = Path(tempfile.mkdtemp()) / "port"
-        self.proc = subprocess.Popen([sys.executable, __file__, "--upstream", "--latency", str(latency),
-                                      "--port-file", str(self.port_file)])
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--upstream", "--latency", str(latency), "--port-file", str(self.port_file)]
+        )
         deadline = time.monotonic() + 30
         while not self.port_file.exists() or not self.port_file.read_text():
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -112,13 +132,16 @@ class Upstream:
 
 # -- the clients --------------------------------------------------------------------------------
 
+
 class Client:
     """One keep-alive HTTP/1.1 connection that posts a chat request, reads the answer, and repeats."""
 
     def __init__(self, host: str, port: int, path: str, body: bytes):
         self.addr = (host, port)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                f"Authorization: Bearer unused\r\nContent-Length: {len(body)}\r\n\r\n")
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer unused\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
         self.request = head.encode() + body
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -140,8 +163,9 @@ class Client:
         return 200
 
 
-async def load(url: str, path: str, body: bytes, clients: int, seconds: float, warmup: float,
-               spread: float = 0.0) -> dict:
+async def load(
+    url: str, path: str, body: bytes, clients: int, seconds: float, warmup: float, spread: float = 0.0
+) -> dict:
     """Closed-loop load; client i starts at i × spread / clients (0: all at once, in lockstep)."""
     host, port = url.removeprefix("http://").split(":")
     pool = [Client(host, int(port), path, body) for _ in range(clients)]
@@ -176,8 +200,14 @@ async def load(url: str, path: str, body: bytes, clients: int, seconds: float, w
             c.writer.close()
     latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
-    return {"n": len(latencies), "n_all": answered[0], "rps": len(latencies) / seconds, "p50": q[49], "p99": q[98],
-            "errors": errors}
+    return {
+        "n": len(latencies),
+        "n_all": answered[0],
+        "rps": len(latencies) / seconds,
+        "p50": q[49],
+        "p99": q[98],
+        "errors": errors,
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -187,18 +217,38 @@ def cpu_seconds(pid: int) -> float:
 
 
 def chat_body(method: str) -> bytes:
-    req = {"model": MODEL, "messages": [{"role": "user", "content": "Write a short story about a brave owl who is afraid of the dark."}]}
+    req = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Write a short story about a brave owl who is afraid of the dark."}],
+    }
     if method != "vanilla":
         req["specalign"] = {"method": method}
     return json.dumps(req).encode()
 
 
-def one_level(upstream_url: str, gw, body: bytes, n: int, seconds: float, latency: float, spread: float,  # noqa: ANN001
-              start: str) -> tuple[dict, dict]:
+def one_level(
+    upstream_url: str,
+    gw,
+    body: bytes,
+    n: int,
+    seconds: float,
+    latency: float,
+    spread: float,  # noqa: ANN001
+    start: str,
+) -> tuple[dict, dict]:
     """The same clients straight at the upstream, then through the gateway."""
     warm = 1.0 + spread
-    direct = asyncio.run(load(upstream_url, "/v1/chat/completions", chat_body("vanilla"), n, seconds, warm,
-                              latency if start == "spread" else 0.0))
+    direct = asyncio.run(
+        load(
+            upstream_url,
+            "/v1/chat/completions",
+            chat_body("vanilla"),
+            n,
+            seconds,
+            warm,
+            latency if start == "spread" else 0.0,
+        )
+    )
     cpu0 = cpu_seconds(gw.proc.pid)
     through = asyncio.run(load(gw.url, "/v1/chat/completions", body, n, seconds, warm, spread))
     # CPU over the whole level (warm-up included) per request answered in it
@@ -221,22 +271,41 @@ def measure(levels: list[int], latency: float, seconds: float, methods: list[str
     upstream = Upstream(latency)
     try:
         params = ["-p", "align3.no_prefill=multi_turn"] if "align3" in methods else []
-        with running_gateway("-s", "child", "--method", ",".join(methods), "-m", f"openai:{MODEL}@{upstream.url}/v1",
-                             "--max-concurrency", "1024", *params) as gw:
+        with running_gateway(
+            "-s",
+            "child",
+            "--method",
+            ",".join(methods),
+            "-m",
+            f"openai:{MODEL}@{upstream.url}/v1",
+            "--max-concurrency",
+            "1024",
+            *params,
+        ) as gw:
             for method in methods:
                 body = chat_body(method)
                 import httpx
 
-                calls = httpx.post(f"{gw.base_url}/chat/completions", content=body,
-                                   headers={"content-type": "application/json"}).json()["specalign"]["upstream_calls"]
+                calls = httpx.post(
+                    f"{gw.base_url}/chat/completions", content=body, headers={"content-type": "application/json"}
+                ).json()["specalign"]["upstream_calls"]
                 runs = [(n, "spread") for n in levels] if method == "vanilla" else []
                 runs += [(levels[-1], "spread")] if method != "vanilla" else []
                 runs += [(levels[-1], "lockstep")]
                 for n, start in runs:
                     spread = latency * calls if start == "spread" else 0.0
-                    pairs = [one_level(upstream.url, gw, body, n, seconds, latency, spread, start) for _ in range(repeat)]
-                    row = {"method": method, "clients": n, "start": start, "latency": latency, "calls": calls,
-                           "direct": median_of([d for d, _ in pairs]), "gateway": median_of([g for _, g in pairs])}
+                    pairs = [
+                        one_level(upstream.url, gw, body, n, seconds, latency, spread, start) for _ in range(repeat)
+                    ]
+                    row = {
+                        "method": method,
+                        "clients": n,
+                        "start": start,
+                        "latency": latency,
+                        "calls": calls,
+                        "direct": median_of([d for d, _ in pairs]),
+                        "gateway": median_of([g for _, g in pairs]),
+                    }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     finally:
@@ -249,8 +318,10 @@ def ms(x: float) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| upstream latency | method | clients | starts | upstream calls / request | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | gateway CPU ms / request | errors |",
-           "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "| upstream latency | method | clients | starts | upstream calls / request | requests/s | p50 ms | p99 ms | added p50 ms | added p99 ms | gateway CPU ms / request | errors |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         d, g = r["direct"], r["gateway"]
         calls = r["calls"]
@@ -258,8 +329,10 @@ def table(rows: list[dict]) -> str:
         added50, added99 = g["p50"] - calls * d["p50"], g["p99"] - calls * d["p99"]
         errors = sum(g["errors"].values())
         detail = "" if not errors else " (" + ", ".join(f"{k}: {v}" for k, v in g["errors"].items()) + ")"
-        out.append(f"| {ms(r['latency'])} ms | {r['method']} | {r['clients']} | {r['start']} | {calls} | {g['rps']:.0f} | {ms(g['p50'])} | {ms(g['p99'])} | "
-                   f"{ms(added50)} | {ms(added99)} | {g['cpu_ms']:.2f} | {errors}{detail} |")
+        out.append(
+            f"| {ms(r['latency'])} ms | {r['method']} | {r['clients']} | {r['start']} | {calls} | {g['rps']:.0f} | {ms(g['p50'])} | {ms(g['p99'])} | "
+            f"{ms(added50)} | {ms(added99)} | {g['cpu_ms']:.2f} | {errors}{detail} |"
+        )
     return "\n".join(out)
 
 
@@ -268,6 +341,7 @@ def screenshot(target: Path) -> None:
     import random
 
     import httpx
+
     from browser import chromium
     from scripted_server import ScriptedServer
     from specbench_world import is_judge, judge_reply
@@ -279,18 +353,46 @@ def screenshot(target: Path) -> None:
         return "ANSWER[" + " ".join(question.split()[:6]) + "]"
 
     rng = random.Random(7)
-    with tempfile.TemporaryDirectory() as tmp, ScriptedServer(responder) as up, running_gateway(
-            "-s", "child,code", "--method", "align3,vanilla", "-m", f"openai:scripted-model@{up.base_url}",
-            "-p", "align3.no_prefill=multi_turn", "--monitor", "1", "--judge", f"openai:scripted-model@{up.base_url}",
-            "--monitor-out", tmp, "--monitor-workers", "4") as gw:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ScriptedServer(responder) as up,
+        running_gateway(
+            "-s",
+            "child,code",
+            "--method",
+            "align3,vanilla",
+            "-m",
+            f"openai:scripted-model@{up.base_url}",
+            "-p",
+            "align3.no_prefill=multi_turn",
+            "--monitor",
+            "1",
+            "--judge",
+            f"openai:scripted-model@{up.base_url}",
+            "--monitor-out",
+            tmp,
+            "--monitor-workers",
+            "4",
+        ) as gw,
+    ):
         topics = ["a dragon who shares", "a lost kitten", "the moon and the sea", "a robot gardener"]
-        for i in range(40):
+        for _ in range(40):
             method, scenario = rng.choice(["align3", "vanilla"]), rng.choice(["child", "child", "code"])
             unsafe = "UNSAFE " if rng.random() < (0.1 if method == "align3" else 0.3) else ""
-            question = f"{unsafe}Tell me about {rng.choice(topics)}" if scenario == "child" else f"{unsafe}Review this login code"
-            httpx.post(f"{gw.base_url}/chat/completions", timeout=60, json={
-                "model": "scripted-model", "messages": [{"role": "user", "content": question}],
-                "specalign": {"method": method, "scenario": scenario}})
+            question = (
+                f"{unsafe}Tell me about {rng.choice(topics)}"
+                if scenario == "child"
+                else f"{unsafe}Review this login code"
+            )
+            httpx.post(
+                f"{gw.base_url}/chat/completions",
+                timeout=60,
+                json={
+                    "model": "scripted-model",
+                    "messages": [{"role": "user", "content": question}],
+                    "specalign": {"method": method, "scenario": scenario},
+                },
+            )
         deadline = time.monotonic() + 60
         while "specalign_monitor_queue_depth 0" not in httpx.get(gw.url + "/metrics").text:
             if time.monotonic() > deadline:
@@ -324,7 +426,9 @@ def main() -> None:
         return
     levels = [int(x) for x in args.levels.split(",")]
     latencies = [float(x) for x in args.latencies.split(",")]
-    rows = [row for lat in latencies for row in measure(levels, lat, args.seconds, args.methods.split(","), args.repeat)]
+    rows = [
+        row for lat in latencies for row in measure(levels, lat, args.seconds, args.methods.split(","), args.repeat)
+    ]
     body = (
         f"`.venv/bin/python benchmarks/serve.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{os.cpu_count()} cores shared by the clients, the gateway and the upstream; Python "
@@ -344,8 +448,13 @@ def main() -> None:
         "rates the idle event loop dominates it.\n\n"
         f"{table(rows)}\n\n"
         "Straight at the upstream, the same clients get: "
-        + ", ".join(f"L {ms(r['latency'])} ms × {r['clients']} clients ({r['start']}) {r['direct']['rps']:.0f} req/s "
-                    f"(p50 {ms(r['direct']['p50'])} ms)" for r in rows if r["method"] == "vanilla") + ".\n"
+        + ", ".join(
+            f"L {ms(r['latency'])} ms × {r['clients']} clients ({r['start']}) {r['direct']['rps']:.0f} req/s "
+            f"(p50 {ms(r['direct']['p50'])} ms)"
+            for r in rows
+            if r["method"] == "vanilla"
+        )
+        + ".\n"
     )
     print(body)
     if not args.no_write:

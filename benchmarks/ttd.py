@@ -40,8 +40,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def method_params(args: argparse.Namespace) -> dict[str, dict]:
-    return {"best_of_n": {"n": args.bon_n}, "tpo": {"samples": args.tpo_samples, "iterations": args.tpo_iterations},
-            "self_refine": {"max_iters": args.self_refine_iters}}
+    return {
+        "best_of_n": {"n": args.bon_n},
+        "tpo": {"samples": args.tpo_samples, "iterations": args.tpo_iterations},
+        "self_refine": {"max_iters": args.self_refine_iters},
+    }
 
 
 def compare_methods(args: argparse.Namespace, tmp: Path) -> str:
@@ -57,8 +60,10 @@ def compare_methods(args: argparse.Namespace, tmp: Path) -> str:
         dirs.append(str(tmp / name))
     rows = compare_runs(dirs)
     scorer = {r.label: r.avg_scorer_tokens for r in rows if r.avg_scorer_tokens}
-    notes = "".join(f"\n- `{k}`: the judge also spent {v:,.0f} completion tokens per sample scoring candidates."
-                    for k, v in scorer.items())
+    notes = "".join(
+        f"\n- `{k}`: the judge also spent {v:,.0f} completion tokens per sample scoring candidates."
+        for k, v in scorer.items()
+    )
     return format_comparison(rows, "markdown") + notes
 
 
@@ -69,12 +74,15 @@ def kv_reuse(args: argparse.Namespace) -> str:
 
     bench = load_benchmark("bundled")
     prompts = [(s, s.prompts[0]) for s in bench.scenarios][: args.kv_prompts]
-    lines = ["| KV reuse | stage | prompt tokens | evaluated (not from cache) | completion tokens | wall s |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| KV reuse | stage | prompt tokens | evaluated (not from cache) | completion tokens | wall s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for reuse in (True, False):
         base = parse_model_spec("local")
-        model = create_model(base.model_copy(update={"params": {"max_tokens": EMBEDDED_MAX_TOKENS},
-                                                     "kv_reuse": reuse}), None)
+        model = create_model(
+            base.model_copy(update={"params": {"max_tokens": EMBEDDED_MAX_TOKENS}, "kv_reuse": reuse}), None
+        )
         method = create_method("align3")
         totals: dict[str, list[float]] = {}
         t0 = time.perf_counter()
@@ -91,7 +99,9 @@ def kv_reuse(args: argparse.Namespace) -> str:
             lines.append(f"| {'on' if reuse else 'off'} | {role} | {p / n:,.0f} | {e / n:,.0f} | {c / n:,.0f} | |")
         all_p = sum(v[0] for v in totals.values()) / n
         all_e = sum(v[1] for v in totals.values()) / n
-        lines.append(f"| {'on' if reuse else 'off'} | **all stages** | {all_p:,.0f} | {all_e:,.0f} | | {wall / n:.1f} |")
+        lines.append(
+            f"| {'on' if reuse else 'off'} | **all stages** | {all_p:,.0f} | {all_e:,.0f} | | {wall / n:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -119,16 +129,18 @@ def main() -> None:
                 "tokens and calls, not in wall time. A 135M model cannot follow specs or judge them well; "
                 "the table shows what each method costs and that it runs end to end, not which is best. "
                 "Best-of-N and TPO score candidates with the same judge that then evaluates them, so their "
-                "gain is an upper bound (they optimise the measure itself).\n\n"
-                + table)
+                "gain is an upper bound (they optimise the measure itself).\n\n" + table
+            )
             write_section("Test-time deliberation methods (embedded model)", body)
             print(body)
         kv = kv_reuse(args)
-        body = (f"Measured by `.venv/bin/python {command.strip()}` on {machine}. Align3 on {args.kv_prompts} "
-                "bundled prompts (the first of each scenario), embedded model, llama.cpp in-process, at most 200 "
-                "tokens per stage; averages per prompt. Each stage continues the previous stage's text, so with "
-                "reuse llama.cpp evaluates only the new tokens (the injected stage text and the last "
-                "continuation); without it (`kv_reuse: false`) it evaluates the whole prompt again.\n\n" + kv)
+        body = (
+            f"Measured by `.venv/bin/python {command.strip()}` on {machine}. Align3 on {args.kv_prompts} "
+            "bundled prompts (the first of each scenario), embedded model, llama.cpp in-process, at most 200 "
+            "tokens per stage; averages per prompt. Each stage continues the previous stage's text, so with "
+            "reuse llama.cpp evaluates only the new tokens (the injected stage text and the last "
+            "continuation); without it (`kv_reuse: false`) it evaluates the whole prompt again.\n\n" + kv
+        )
         write_section("KV-cache reuse across Align3 stages", body)
         print(body)
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
-CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-dev-shm-usage", "--window-size=1360,1000"]
+CHROME_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+    "--window-size=1360,1000",
+]
 
 
 def find_browser() -> tuple[str, str] | None:

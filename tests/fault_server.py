@@ -113,15 +113,27 @@ class FaultyWorld:
         if kind == "server_error":
             return Reply.error(rng.choice((500, 502, 503)), "injected server error")
         if kind == "rate_limit":
-            return Reply.error(429, "injected rate limit", type="requests", code="rate_limit_exceeded",
-                               headers={"Retry-After": f"{r.retry_after:g}"})
+            return Reply.error(
+                429,
+                "injected rate limit",
+                type="requests",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": f"{r.retry_after:g}"},
+            )
         if kind == "reset":
             return Reply(reset=True)
         if kind == "timeout":
             return Reply(self.answer(body), delay=r.timeout_delay)
         if kind == "truncated":
-            return Reply(body=json.dumps({"id": "chatcmpl-x", "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "cut"}}]})[:60])
+            return Reply(
+                body=json.dumps(
+                    {
+                        "id": "chatcmpl-x",
+                        "object": "chat.completion",
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "cut"}}],
+                    }
+                )[:60]
+            )
         if kind == "empty":
             return Reply(body=b"")
         return _malformed_judge(self.answer(body), rng)

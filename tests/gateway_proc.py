@@ -44,12 +44,14 @@ def serve_command(*args: str) -> list[str]:
 
 
 @contextmanager
-def running_gateway(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-                    timeout: float = 120.0) -> Iterator[GatewayProcess]:
+def running_gateway(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120.0
+) -> Iterator[GatewayProcess]:
     """Start the gateway, wait for its ready line, and stop it (SIGTERM) afterwards."""
     full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(serve_command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=full_env, cwd=cwd)
+    proc = subprocess.Popen(
+        serve_command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=full_env, cwd=cwd
+    )
     lines: list[str] = []
     ready = threading.Event()
     found: list[str] = []

@@ -56,8 +56,24 @@ def free_port() -> int:
 def llama_server(gguf: Path, *, n_ctx: int = 8192, threads: int = 2, extra: tuple[str, ...] = ()):
     """``llama-server --jinja`` serving ``gguf`` on 127.0.0.1; yields its base URL (``.../v1``)."""
     port = free_port()
-    args = [str(llama_server_bin()), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-            "-c", str(n_ctx), "-t", str(threads), "-np", "1", "--jinja", "--no-webui", *extra]
+    args = [
+        str(llama_server_bin()),
+        "-m",
+        str(gguf),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-c",
+        str(n_ctx),
+        "-t",
+        str(threads),
+        "-np",
+        "1",
+        "--jinja",
+        "--no-webui",
+        *extra,
+    ]
     with tempfile.TemporaryFile("w+") as log:  # the server logs a lot: a file, never a pipe that fills up
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:

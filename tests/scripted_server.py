@@ -46,8 +46,15 @@ class Reply:
     usage: bool = True
 
     @classmethod
-    def error(cls, status: int, message: str = "scripted error", *, type: str = "server_error",
-              code: str | None = None, headers: dict[str, str] | None = None) -> Reply:
+    def error(
+        cls,
+        status: int,
+        message: str = "scripted error",
+        *,
+        type: str = "server_error",
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         """An error in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
         body = {"error": {"message": message, "type": type, "param": None, "code": code}}
         return cls(status=status, body=body, headers=dict(headers or {}))
@@ -81,9 +88,16 @@ def count_tokens(text: str) -> int:
 class ScriptedServer:
     """An OpenAI-compatible server on 127.0.0.1 (random port) running in a background thread."""
 
-    def __init__(self, responder: Responder | None = None, *, models: tuple[str, ...] = (DEFAULT_MODEL,),
-                 api_key: str | None = None, latency: float = 0.0, max_concurrency: int | None = None,
-                 keep_requests: bool = True):
+    def __init__(
+        self,
+        responder: Responder | None = None,
+        *,
+        models: tuple[str, ...] = (DEFAULT_MODEL,),
+        api_key: str | None = None,
+        latency: float = 0.0,
+        max_concurrency: int | None = None,
+        keep_requests: bool = True,
+    ):
         self.responder = responder or echo_responder
         self.models = tuple(models)
         self.api_key = api_key
@@ -306,7 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reset(self) -> None:
         """Send half a response, then abort the connection with a TCP RST."""
-        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"id\": \"ch")
+        self.wfile.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{"id": "ch')
         self.wfile.flush()
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
@@ -355,8 +369,7 @@ def _completion(body: dict[str, Any], text: str, reply: Reply) -> dict[str, Any]
         "system_fingerprint": "scripted",
     }
     if reply.usage:
-        out["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                        "total_tokens": prompt + completion}
+        out["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     return out
 
 

@@ -9,19 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripted_server import DEFAULT_MODEL, Reply, ScriptedServer
-from specbench_world import world
 
+from scripted_server import DEFAULT_MODEL, Reply, ScriptedServer
 from specalign.errors import ConfigError
 from specalign.models import CallCache, Completion, Message, create_model, settings_from_config
+from specbench_world import world
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def filled_cache(path: Path, n: int = 2000) -> None:
@@ -47,8 +48,22 @@ def test_a_corrupt_cache_is_set_aside_with_a_warning_and_the_run_goes_on(tmp_pat
     corrupt(cache_dir / "calls.sqlite", how)
     with ScriptedServer(world) as server:
         spec = f"openai:{DEFAULT_MODEL}@{server.base_url}"
-        r = cli("run", "--model", spec, "--judge", spec, "-s", "child", "--limit", "1", "--cache-dir", str(cache_dir),
-                "--out", str(tmp_path / "run"), cwd=tmp_path)
+        r = cli(
+            "run",
+            "--model",
+            spec,
+            "--judge",
+            spec,
+            "-s",
+            "child",
+            "--limit",
+            "1",
+            "--cache-dir",
+            str(cache_dir),
+            "--out",
+            str(tmp_path / "run"),
+            cwd=tmp_path,
+        )
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "was corrupt: moved it to" in r.stderr, r.stderr
     names = sorted(p.name for p in cache_dir.iterdir())
@@ -82,8 +97,22 @@ def test_a_file_shaped_cache_dir_is_one_line_before_the_run_directory_is_made(tm
     blocker.write_text("x")
     with ScriptedServer(world) as server:
         spec = f"openai:{DEFAULT_MODEL}@{server.base_url}"
-        r = cli("run", "--model", spec, "--judge", spec, "-s", "child", "--limit", "1", "--cache-dir", str(blocker),
-                "--out", str(tmp_path / "run"), cwd=tmp_path)
+        r = cli(
+            "run",
+            "--model",
+            spec,
+            "--judge",
+            spec,
+            "-s",
+            "child",
+            "--limit",
+            "1",
+            "--cache-dir",
+            str(blocker),
+            "--out",
+            str(tmp_path / "run"),
+            cwd=tmp_path,
+        )
         assert server.request_count == 0
     assert r.returncode == 2, r.stderr
     error = [line for line in r.stderr.splitlines() if line.startswith("error:")]
@@ -111,8 +140,9 @@ async def test_entries_differing_only_in_thought_markers_do_not_share_cache_entr
     with ScriptedServer(lambda body: Reply("the answer", reasoning_content="the thought")) as server:
         base = {"model_name": DEFAULT_MODEL, "base_url": server.base_url}
         think = settings_from_config("think", base, "models.yaml")
-        reason = settings_from_config("reason", {**base, "thought_start": "<reasoning>",
-                                                 "thought_end": "</reasoning>"}, "models.yaml")
+        reason = settings_from_config(
+            "reason", {**base, "thought_start": "<reasoning>", "thought_end": "</reasoning>"}, "models.yaml"
+        )
         cache = CallCache(tmp_path / "calls.sqlite")
         texts = []
         for settings in (think, reason, think, reason):
@@ -131,8 +161,9 @@ def test_default_markers_keep_the_keys_made_before(tmp_path):
     settings = settings_from_config("m", {"model_name": "m", "base_url": "http://127.0.0.1:9/v1"}, "x.yaml")
     model = create_model(settings)
     request = model.request([Message(role="user", content="hi")])
-    assert model.key_for(request) == cache_key({"backend": model.backend.identity(),
-                                                "request": request.model_dump(mode="json")})
+    assert model.key_for(request) == cache_key(
+        {"backend": model.backend.identity(), "request": request.model_dump(mode="json")}
+    )
 
 
 def test_a_cache_sqlite_cannot_write_is_a_config_error(tmp_path, monkeypatch):

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripted_server import DEFAULT_MODEL, ScriptedServer
-from specbench_world import is_judge, world
 
+from scripted_server import DEFAULT_MODEL, ScriptedServer
 from specalign.errors import ConfigError
 from specalign.models import Message, ModelSettings, create_model, load_models_config, parse_model_spec
 from specalign.runs import Evaluation, RunConfig
+from specbench_world import is_judge, world
 
 REPO = Path(__file__).resolve().parent.parent
 #: long enough that every call of a wave is in flight before the first one is answered
@@ -24,8 +24,9 @@ LATENCY = 0.4
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "300"}
-    return subprocess.run([sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def _yaml(path: Path, entries: dict[str, dict]) -> str:
@@ -42,11 +43,20 @@ def _entry(server: ScriptedServer, **extra) -> dict:
 
 
 def _run_args(tmp_path: Path, *extra: str, scenarios: str = "child,code", limit: int = 0) -> list[str]:
-    return ["run", *(x for key in scenarios.split(",") for x in ("--scenario", key)), "--limit", str(limit), "--no-cache",
-            "--out", str(tmp_path / "run"), *extra]
+    return [
+        "run",
+        *(x for key in scenarios.split(",") for x in ("--scenario", key)),
+        "--limit",
+        str(limit),
+        "--no-cache",
+        "--out",
+        str(tmp_path / "run"),
+        *extra,
+    ]
 
 
 # -- calls in flight ----------------------------------------------------------------------------------
+
 
 def test_run_keeps_exactly_concurrency_calls_in_flight_above_eight(tmp_path):
     with ScriptedServer(world, latency=LATENCY, keep_requests=False) as server:
@@ -58,11 +68,20 @@ def test_run_keeps_exactly_concurrency_calls_in_flight_above_eight(tmp_path):
 
 
 def test_target_and_judge_each_get_concurrency_calls(tmp_path):
-    with ScriptedServer(world, latency=LATENCY, keep_requests=False) as target, \
-            ScriptedServer(world, latency=LATENCY, keep_requests=False) as judge:
-        cfg = RunConfig(data="bundled", scenarios=["child", "code"], limit=0, concurrency=10, use_cache=False,
-                        model=f"openai:{DEFAULT_MODEL}@{target.base_url}",
-                        judge=f"openai:{DEFAULT_MODEL}@{judge.base_url}", out=str(tmp_path / "run"))
+    with (
+        ScriptedServer(world, latency=LATENCY, keep_requests=False) as target,
+        ScriptedServer(world, latency=LATENCY, keep_requests=False) as judge,
+    ):
+        cfg = RunConfig(
+            data="bundled",
+            scenarios=["child", "code"],
+            limit=0,
+            concurrency=10,
+            use_cache=False,
+            model=f"openai:{DEFAULT_MODEL}@{target.base_url}",
+            judge=f"openai:{DEFAULT_MODEL}@{judge.base_url}",
+            out=str(tmp_path / "run"),
+        )
         asyncio.run(Evaluation(cfg).run())
     assert (target.max_in_flight, judge.max_in_flight) == (10, 10)
 
@@ -73,8 +92,10 @@ def test_config_max_concurrency_caps_each_endpoint_and_the_run_line_says_so(tmp_
         p = _cli(*_run_args(tmp_path, "--models-config", models, "--model", "m", "--judge", "m", "--concurrency", "12"))
     assert p.returncode == 0, p.stderr
     assert server.max_in_flight == 5
-    assert (f"model and judge 5 calls in flight (1 endpoint) — fewer than --concurrency 12: max_concurrency 5 per "
-            f"endpoint in {models}") in p.stderr
+    assert (
+        f"model and judge 5 calls in flight (1 endpoint) — fewer than --concurrency 12: max_concurrency 5 per "
+        f"endpoint in {models}"
+    ) in p.stderr
 
 
 async def test_calls_spread_over_endpoints_and_a_config_caps_each():
@@ -111,12 +132,26 @@ def test_gateway_upstream_gets_max_concurrency_not_a_hidden_eight():
 
 # -- several models config files ------------------------------------------------------------------------
 
+
 def test_two_models_configs_merge_like_the_official_pair(tmp_path):
     with ScriptedServer(world) as server:
         targets = _yaml(tmp_path / "config_model.yaml", {"Qwen3-14B": _entry(server, temperature=0.6)})
         judges = _yaml(tmp_path / "config_eval_model.yaml", {"GPT-4.1": _entry(server, temperature=0)})
-        p = _cli(*_run_args(tmp_path, "--models-config", targets, "--models-config", judges, "--model", "Qwen3-14B",
-                            "--judge", "GPT-4.1", scenarios="child", limit=1))
+        p = _cli(
+            *_run_args(
+                tmp_path,
+                "--models-config",
+                targets,
+                "--models-config",
+                judges,
+                "--model",
+                "Qwen3-14B",
+                "--judge",
+                "GPT-4.1",
+                scenarios="child",
+                limit=1,
+            )
+        )
     assert p.returncode == 0, p.stderr
     assert {r.json["temperature"] for r in server.chat_requests} == {0.6, 0}
 
@@ -150,12 +185,26 @@ def test_run_config_still_takes_one_file_as_a_string(tmp_path):
 
 # -- one token limit ------------------------------------------------------------------------------------
 
+
 def test_judge_configured_with_max_completion_tokens_is_sent_only_that(tmp_path):
     with ScriptedServer(world) as server:
-        models = _yaml(tmp_path / "m.yaml", {"target": _entry(server),
-                                             "GPT-4.1": _entry(server, temperature=0, max_completion_tokens=3000)})
-        p = _cli(*_run_args(tmp_path, "--models-config", models, "--model", "target", "--judge", "GPT-4.1",
-                            scenarios="child", limit=1))
+        models = _yaml(
+            tmp_path / "m.yaml",
+            {"target": _entry(server), "GPT-4.1": _entry(server, temperature=0, max_completion_tokens=3000)},
+        )
+        p = _cli(
+            *_run_args(
+                tmp_path,
+                "--models-config",
+                models,
+                "--model",
+                "target",
+                "--judge",
+                "GPT-4.1",
+                scenarios="child",
+                limit=1,
+            )
+        )
     assert p.returncode == 0, p.stderr
     judged = [r.json for r in server.chat_requests if is_judge(r.json)]
     assert judged and all(b["max_completion_tokens"] == 3000 and "max_tokens" not in b for b in judged)
@@ -163,8 +212,13 @@ def test_judge_configured_with_max_completion_tokens_is_sent_only_that(tmp_path)
 
 async def test_a_call_limit_goes_under_the_name_the_config_uses():
     with ScriptedServer() as server:
-        settings = ModelSettings(key="t", backend="openai", model_name=DEFAULT_MODEL, base_urls=[server.base_url],
-                                 params={"max_completion_tokens": 900})
+        settings = ModelSettings(
+            key="t",
+            backend="openai",
+            model_name=DEFAULT_MODEL,
+            base_urls=[server.base_url],
+            params={"max_completion_tokens": 900},
+        )
         model = create_model(settings)
         try:
             await model.generate([Message(role="user", content="hi")], params={"max_tokens": 50})

@@ -11,20 +11,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripted_server import ScriptedServer
-from specbench_world import is_judge, world
 
+from scripted_server import ScriptedServer
 from specalign.benchmark import load_benchmark
 from specalign.errors import ConfigError
 from specalign.runs import Evaluation, RunConfig, compare_runs, export_verdicts, format_comparison
+from specbench_world import is_judge, world
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(server, out, **kw):
     spec = f"openai:scripted-model@{server.base_url}"
-    base = dict(data="bundled", scenarios=["child", "code"], limit=2, model=spec, judge=spec, out=str(out),
-                concurrency=2)
+    base = dict(
+        data="bundled", scenarios=["child", "code"], limit=2, model=spec, judge=spec, out=str(out), concurrency=2
+    )
     cfg = RunConfig(**{**base, **kw})
     return asyncio.run(Evaluation(cfg).run())
 
@@ -50,7 +51,9 @@ def test_export_has_a_row_per_spec_verdict_and_one_per_unscored_sample(tmp_path)
     b1 = [r for r in scored if r["spec_id"] == "B1"]
     assert all(r["verdict"] == "NA" and r["spec_kind"] == "behavioral" for r in b1)
     assert b1[0]["spec_text"] == child.behavioral_specs[0].text
-    assert float(scored[0]["sar"]) == pytest.approx(0.3 + 0.7 * (len(child.behavioral_specs) - 1) / len(child.behavioral_specs))
+    assert float(scored[0]["sar"]) == pytest.approx(
+        0.3 + 0.7 * (len(child.behavioral_specs) - 1) / len(child.behavioral_specs)
+    )
 
 
 def test_export_jsonl_with_text_keeps_untrusted_text_verbatim(tmp_path):
@@ -90,9 +93,23 @@ def test_export_csv_neutralises_formulas_unless_raw_cells(tmp_path, raw):
     with ScriptedServer(lambda b: world(b) if is_judge(b) else next(answers, "plain")) as server:
         _run(server, tmp_path / "run", scenarios=["child"], limit=2)
     out = tmp_path / "v.csv"
-    cli = subprocess.run([sys.executable, "-m", "specalign.cli", "export", str(tmp_path / "run"), "-o", str(out),
-                          "--with-text", *(["--raw-cells"] if raw else [])], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=120)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "specalign.cli",
+            "export",
+            str(tmp_path / "run"),
+            "-o",
+            str(out),
+            "--with-text",
+            *(["--raw-cells"] if raw else []),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        timeout=120,
+    )
     assert cli.returncode == 0, cli.stderr
     rows = list(csv.DictReader(out.open(newline="")))
     responses = {r["response"] for r in rows}

@@ -18,8 +18,9 @@ def verdicts(result: dict[str, SpecVerdict]) -> dict[str, str]:
     return {k: v.verdict for k, v in result.items()}
 
 
-def tag_answer(safety: list[str], behavioral: list[str], *, btag: str = "behavioral_specifications",
-               close_safety: bool = True) -> str:
+def tag_answer(
+    safety: list[str], behavioral: list[str], *, btag: str = "behavioral_specifications", close_safety: bool = True
+) -> str:
     """A judge answer in the tag format: numbered one-line reasons, each ending in a verdict tag."""
     lines = ["<safety_specifications>"]
     lines += [f"{i}. reason number {i} for safety {t}" for i, t in enumerate(safety, 1)]
@@ -189,7 +190,8 @@ def test_tag_reason_with_braces_still_parses():
 
 def test_tag_lines_without_a_tag_are_ignored():
     text = tag_answer(["<YES>", "<NO>"], ["<YES>", "<YES>", "<NA>"]).replace(
-        "<safety_specifications>\n", "<safety_specifications>\n(my notes follow)\n")
+        "<safety_specifications>\n", "<safety_specifications>\n(my notes follow)\n"
+    )
     assert verdicts(parse_joint(text, S2, B3))["S2"] == "NO"
 
 
@@ -305,9 +307,25 @@ def test_parse_single_error_counts_tags():
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("YES", "YES"), ("no", "NO"), ("NA", "NA"), ("n/a", "NA"), (" Yes ", "YES"), ("maybe", None), ("", None),
-     ("<no>", None), ("</NA>", None), ("Y\u0415S", None), ("ye\u017f", None), ("Y\u200bES", None),
-     ("\uff39\uff25\uff33", None), ("YES.", None), ("YES!", None), ("NOPE", None), ("YES NO", None)],
+    [
+        ("YES", "YES"),
+        ("no", "NO"),
+        ("NA", "NA"),
+        ("n/a", "NA"),
+        (" Yes ", "YES"),
+        ("maybe", None),
+        ("", None),
+        ("<no>", None),
+        ("</NA>", None),
+        ("Y\u0415S", None),
+        ("ye\u017f", None),
+        ("Y\u200bES", None),
+        ("\uff39\uff25\uff33", None),
+        ("YES.", None),
+        ("YES!", None),
+        ("NOPE", None),
+        ("YES NO", None),
+    ],
 )
 def test_normalize_verdict(raw, expected):
     assert normalize_verdict(raw) == expected
@@ -384,7 +402,11 @@ def test_id_under_the_wrong_section_is_an_error():
         parse_joint(text, S2, B3, "json")
 
 
-@pytest.mark.parametrize("key", ["S\u200b1", "\u04051", "\uff331", "S\u0661"], ids=["zero-width", "cyrillic-dze", "fullwidth", "arabic-digit"])
+@pytest.mark.parametrize(
+    "key",
+    ["S\u200b1", "\u04051", "\uff331", "S\u0661"],
+    ids=["zero-width", "cyrillic-dze", "fullwidth", "arabic-digit"],
+)
 def test_lookalike_ids_are_not_ids(key):
     obj = dict(ALL)
     obj[key] = obj.pop("S1")
@@ -392,7 +414,9 @@ def test_lookalike_ids_are_not_ids(key):
         parse_joint(json.dumps(obj, ensure_ascii=False), S2, B3, "json")
 
 
-@pytest.mark.parametrize("value", ["Y\u0415S", "ye\u017f", "Y\u200bES", "\uff39\uff25\uff33", "<YES>", "YES.", True, 1, None])
+@pytest.mark.parametrize(
+    "value", ["Y\u0415S", "ye\u017f", "Y\u200bES", "\uff39\uff25\uff33", "<YES>", "YES.", True, 1, None]
+)
 def test_lookalike_values_are_no_decision(value):
     obj = dict(ALL, S2=value)
     with pytest.raises(JudgeParseError, match="S2: verdict is not"):
@@ -405,8 +429,11 @@ def test_fullwidth_braces_are_not_json():
         parse_joint(text, S2, B3, "json")
 
 
-@pytest.mark.parametrize("text", ['{"S1": ' + "[" * 100_000, "{" * 100_000, '{"S1": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001],
-                         ids=["deep-array", "deep-braces", "deep-valid"])
+@pytest.mark.parametrize(
+    "text",
+    ['{"S1": ' + "[" * 100_000, "{" * 100_000, '{"S1": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001],
+    ids=["deep-array", "deep-braces", "deep-valid"],
+)
 def test_very_deep_json_is_an_error_not_a_crash(text):
     with pytest.raises(JudgeParseError):
         parse_joint(text, S2, B3, "json")

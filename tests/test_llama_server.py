@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from llama_server import RecordingProxy, llama_server, server_post
 
+from llama_server import RecordingProxy, llama_server, server_post
 from specalign.benchmark import load_benchmark
 from specalign.judge import Judge
 from specalign.methods import create_method
@@ -46,8 +46,17 @@ def server():
 
 
 def _entry(url: str, **extra) -> dict:
-    return {"model_name": "SmolLM2-135M-Instruct", "base_url": url, "prefill": True, "temperature": 0,
-            "seed": 0, "max_tokens": STAGE_TOKENS, "max_retries": 0, "timeout": 300, **extra}
+    return {
+        "model_name": "SmolLM2-135M-Instruct",
+        "base_url": url,
+        "prefill": True,
+        "temperature": 0,
+        "seed": 0,
+        "max_tokens": STAGE_TOKENS,
+        "max_retries": 0,
+        "timeout": 300,
+        **extra,
+    }
 
 
 def _model(url: str, **extra):
@@ -62,6 +71,7 @@ def _run_method(method: str, url: str):
             return await create_method(method).run(model, SCEN, PROMPT)
         finally:
             await model.aclose()
+
     return asyncio.run(go())
 
 
@@ -80,16 +90,16 @@ def test_each_stage_extends_the_previous_prompt_by_exactly_the_new_text(server, 
     assert all(c.status == 200 for c in chats)
     prefixes = [c.request["messages"][-1]["content"] for c in chats]
     assert all(c.request["messages"][-1]["role"] == "assistant" and c.request["continue_final_message"] for c in chats)
-    for i, (chat, step) in enumerate(zip(chats, out.steps)):
+    for i, (chat, step) in enumerate(zip(chats, out.steps, strict=False)):
         content = chat.response["choices"][0]["message"]["content"]
         # measured: llama-server answers a prefill with the whole assistant message, prefix included
         assert content.startswith(prefixes[i]), "llama-server no longer echoes the prefix: update docs/methods.md"
-        assert step.text == content[len(prefixes[i]):] == strip_prefill_echo(prefixes[i], content)
+        assert step.text == content[len(prefixes[i]) :] == strip_prefill_echo(prefixes[i], content)
         assert prefixes[i].count("<think>") == 1 and not step.text.startswith("<think>")
     for i in range(len(chats) - 1):
         before, after = prefixes[i], prefixes[i + 1]
         assert after.startswith((before + out.steps[i].text).rstrip()), "a stage must extend the previous text"
-        new_text = after[len((before + out.steps[i].text).rstrip()):]
+        new_text = after[len((before + out.steps[i].text).rstrip()) :]
         grown = chats[i + 1].response["usage"]["prompt_tokens"] - chats[i].response["usage"]["prompt_tokens"]
         expected = _tokens(url, out.steps[i].text) + _tokens(url, new_text)
         # tokens can merge at the joins; a duplicated prefix would add hundreds
@@ -117,6 +127,7 @@ def test_the_server_enforces_the_judges_json_schema(server):
             return await Judge(model, "joint", 1).judge(SCEN, PROMPT, "Once upon a time, a brave owl flew home.")
         finally:
             await model.aclose()
+
     outcome = asyncio.run(go())
     chats = proxy.chats()[start:]
     assert len(chats) == 1
@@ -124,7 +135,9 @@ def test_the_server_enforces_the_judges_json_schema(server):
     answer = json.loads(chats[0].response["choices"][0]["message"]["content"])
     assert _conforms(answer, schema)
     assert outcome.status == "scored", outcome.unscored_reason
-    ids = {f"S{i}" for i in range(1, len(SCEN.safety_specs) + 1)} | {f"B{i}" for i in range(1, len(SCEN.behavioral_specs) + 1)}
+    ids = {f"S{i}" for i in range(1, len(SCEN.safety_specs) + 1)} | {
+        f"B{i}" for i in range(1, len(SCEN.behavioral_specs) + 1)
+    }
     assert set(outcome.verdicts) == ids
 
 
@@ -135,9 +148,12 @@ def _conforms(value, schema) -> bool:
         return value in schema["enum"]
     if kind == "object":
         props = schema.get("properties", {})
-        return (isinstance(value, dict) and set(schema.get("required", [])) <= set(value)
-                and (schema.get("additionalProperties", True) is not False or set(value) <= set(props))
-                and all(_conforms(value[k], props[k]) for k in value if k in props))
+        return (
+            isinstance(value, dict)
+            and set(schema.get("required", [])) <= set(value)
+            and (schema.get("additionalProperties", True) is not False or set(value) <= set(props))
+            and all(_conforms(value[k], props[k]) for k in value if k in props)
+        )
     if kind == "array":
         return isinstance(value, list) and all(_conforms(v, schema.get("items", {})) for v in value)
     if kind == "string":
@@ -153,17 +169,48 @@ RUN_METHODS = ("vanilla", "align3")
 def test_a_run_through_llama_server_is_recorded_like_the_in_process_run(server, tmp_path):
     proxy, _ = server
     config = tmp_path / "models.yaml"
-    config.write_text(yaml.safe_dump({
-        "smol-server": _entry(proxy.base_url),
-        "smol-local": {"model_name": "SmolLM2-135M-Instruct", "gguf": "local", "temperature": 0, "seed": 0,
-                       "max_tokens": STAGE_TOKENS},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "smol-server": _entry(proxy.base_url),
+                "smol-local": {
+                    "model_name": "SmolLM2-135M-Instruct",
+                    "gguf": "local",
+                    "temperature": 0,
+                    "seed": 0,
+                    "max_tokens": STAGE_TOKENS,
+                },
+            }
+        )
+    )
     records = {}
     for key in ("smol-local", "smol-server"):
         done = subprocess.run(
-            [sys.executable, "-m", "specalign.cli", "run", "--model", key, "--judge", key, "--models-config", str(config),
-             "--method", ",".join(RUN_METHODS), "--scenario", "child", "--limit", "1",
-             "--out", str(tmp_path / key)], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+            [
+                sys.executable,
+                "-m",
+                "specalign.cli",
+                "run",
+                "--model",
+                key,
+                "--judge",
+                key,
+                "--models-config",
+                str(config),
+                "--method",
+                ",".join(RUN_METHODS),
+                "--scenario",
+                "child",
+                "--limit",
+                "1",
+                "--out",
+                str(tmp_path / key),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=900,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         for method in RUN_METHODS:
             out = tmp_path / key / method
@@ -171,9 +218,12 @@ def test_a_run_through_llama_server_is_recorded_like_the_in_process_run(server, 
             judged = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
             records[key, method] = (gens, judged, json.loads((out / "scores.json").read_text()))
     for method in RUN_METHODS:
-        (local_g, local_j, local_s), (served_g, served_j, served_s) = records["smol-local", method], records["smol-server", method]
+        (local_g, local_j, local_s), (served_g, served_j, served_s) = (
+            records["smol-local", method],
+            records["smol-server", method],
+        )
         assert [g["sample_id"] for g in local_g] == [g["sample_id"] for g in served_g] and len(local_g) == 1
-        for a, b in zip(local_g, served_g):
+        for a, b in zip(local_g, served_g, strict=False):
             assert a["status"] == b["status"] == "ok"
             assert set(a) == set(b)
             assert [s["role"] for s in a["steps"]] == [s["role"] for s in b["steps"]], method
@@ -183,8 +233,11 @@ def test_a_run_through_llama_server_is_recorded_like_the_in_process_run(server, 
                 assert "<think>" not in (record["thought"] or "") and "<think>" not in record["response"]
                 assert all(not s["text"].startswith("<think>") for s in record["steps"])
             # the same text in the same order costs about the same prompt tokens on both (templates agree)
-            for sa, sb in zip(a["steps"], b["steps"]):
-                assert sa["usage"]["completion_tokens"] <= STAGE_TOKENS and sb["usage"]["completion_tokens"] <= STAGE_TOKENS
+            for sa, sb in zip(a["steps"], b["steps"], strict=False):
+                assert (
+                    sa["usage"]["completion_tokens"] <= STAGE_TOKENS
+                    and sb["usage"]["completion_tokens"] <= STAGE_TOKENS
+                )
             assert abs(a["usage"]["prompt_tokens"] - b["usage"]["prompt_tokens"]) <= 4, method
         assert [j["sample_id"] for j in local_j] == [j["sample_id"] for j in served_j]
         manifest = json.loads((tmp_path / "smol-server" / method / "manifest.json").read_text())

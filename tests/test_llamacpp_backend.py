@@ -25,7 +25,6 @@ from specalign.models import (  # noqa: E402
     parse_model_spec,
     settings_from_config,
 )
-from specalign.runs import Evaluation, RunConfig  # noqa: E402
 from specalign.models._llamacpp import (  # noqa: E402
     LlamaCppBackend,
     chat_template_of,
@@ -33,15 +32,21 @@ from specalign.models._llamacpp import (  # noqa: E402
     map_params,
     parallelism,
 )
+from specalign.runs import Evaluation, RunConfig  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-VERDICT = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 40},
-                                            "verdict": {"type": "string", "enum": ["YES", "NO", "NA"]}},
-           "required": ["reason", "verdict"], "additionalProperties": False}
+VERDICT = {
+    "type": "object",
+    "properties": {
+        "reason": {"type": "string", "maxLength": 40},
+        "verdict": {"type": "string", "enum": ["YES", "NO", "NA"]},
+    },
+    "required": ["reason", "verdict"],
+    "additionalProperties": False,
+}
 KEYS = ["S1", "S2", "B1"]
-SCHEMA = {"type": "object", "properties": {k: VERDICT for k in KEYS}, "required": KEYS,
-          "additionalProperties": False}
+SCHEMA = {"type": "object", "properties": {k: VERDICT for k in KEYS}, "required": KEYS, "additionalProperties": False}
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +75,13 @@ async def test_temperature_zero_is_deterministic(backend):
 
 async def test_json_schema_output_has_exactly_the_required_keys(backend):
     req = ChatRequest(
-        messages=(Message(role="system", content="You are a judge. Answer in JSON."),
-                  Message(role="user", content="Judge the answer 'Paris' against S1, S2 and B1.")),
-        params={"temperature": 0, "max_tokens": 300}, json_schema=SCHEMA)
+        messages=(
+            Message(role="system", content="You are a judge. Answer in JSON."),
+            Message(role="user", content="Judge the answer 'Paris' against S1, S2 and B1."),
+        ),
+        params={"temperature": 0, "max_tokens": 300},
+        json_schema=SCHEMA,
+    )
     out = await backend.chat(req)
     assert out.finish_reason == "stop", out.text  # the grammar closed the object
     data = json.loads(out.text)
@@ -111,11 +120,20 @@ def test_missing_gguf_is_unavailable(tmp_path):
 
 
 def test_param_mapping():
-    req = ChatRequest(messages=(), params={"temperature": 0.5, "stop": "x", "max_completion_tokens": 7,
-                                           "logprobs": True, "n": 3},
-                      extra_body={"top_k": 5, "min_p": 0.1, "repetition_penalty": 1.1, "chat_template": "?"})
-    assert map_params(req, 9) == {"temperature": 0.5, "stop": ["x"], "max_tokens": 7, "top_k": 5,
-                                  "min_p": 0.1, "repeat_penalty": 1.1, "seed": 9}
+    req = ChatRequest(
+        messages=(),
+        params={"temperature": 0.5, "stop": "x", "max_completion_tokens": 7, "logprobs": True, "n": 3},
+        extra_body={"top_k": 5, "min_p": 0.1, "repetition_penalty": 1.1, "chat_template": "?"},
+    )
+    assert map_params(req, 9) == {
+        "temperature": 0.5,
+        "stop": ["x"],
+        "max_tokens": 7,
+        "top_k": 5,
+        "min_p": 0.1,
+        "repeat_penalty": 1.1,
+        "seed": 9,
+    }
 
 
 async def test_event_loop_keeps_running_during_generation(backend):
@@ -138,25 +156,27 @@ async def test_event_loop_keeps_running_during_generation(backend):
 
 
 async def test_overlong_prompt_is_a_model_error():
-    small = LlamaCppBackend(ModelSettings(key="small", backend="llamacpp", model_name="s", gguf="local",
-                                          n_ctx=256))
+    small = LlamaCppBackend(ModelSettings(key="small", backend="llamacpp", model_name="s", gguf="local", n_ctx=256))
     with pytest.raises(ModelError, match="does not fit the context window of 256"):
         await small.chat(ask("word " * 400, max_tokens=8))
 
 
 async def test_max_tokens_is_clamped_to_the_room_left():
-    small = LlamaCppBackend(ModelSettings(key="small", backend="llamacpp", model_name="s", gguf="local",
-                                          n_ctx=256))
+    small = LlamaCppBackend(ModelSettings(key="small", backend="llamacpp", model_name="s", gguf="local", n_ctx=256))
     out = await small.chat(ask("word " * 150 + "\nCount the words.", temperature=0, max_tokens=1000))
     assert out.usage.prompt_tokens + out.usage.completion_tokens <= 256
 
 
 # -- parallel contexts --------------------------------------------------------------------------------
 
+
 def pooled(k: int, **update) -> LlamaCppBackend:
     """The embedded model as a pool of ``k`` contexts (n_ctx 4096: a pool of its own in these tests)."""
-    return LlamaCppBackend(ModelSettings(key=f"pool{k}", backend="llamacpp", model_name="s", gguf="local",
-                                         n_ctx=4096, parallel=k, **update))
+    return LlamaCppBackend(
+        ModelSettings(
+            key=f"pool{k}", backend="llamacpp", model_name="s", gguf="local", n_ctx=4096, parallel=k, **update
+        )
+    )
 
 
 def test_parallel_setting_and_defaults(tmp_path):
@@ -168,14 +188,17 @@ def test_parallel_setting_and_defaults(tmp_path):
 
 def test_samples_in_flight_follow_the_local_models_contexts(tmp_path):
     cfg = tmp_path / "models.yaml"
-    cfg.write_text("one:\n  model_name: SmolLM2-135M-Instruct\n  gguf: local\n  parallel: 1\n"
-                   "three:\n  model_name: SmolLM2-135M-Instruct\n  gguf: local\n  parallel: 3\n")
+    cfg.write_text(
+        "one:\n  model_name: SmolLM2-135M-Instruct\n  gguf: local\n  parallel: 1\n"
+        "three:\n  model_name: SmolLM2-135M-Instruct\n  gguf: local\n  parallel: 3\n"
+    )
     default = Evaluation(RunConfig(out=str(tmp_path / "a")))
     assert default._workers() == min(parallelism(parse_model_spec("local")), 8, len(default.samples))
     one = Evaluation(RunConfig(out=str(tmp_path / "b"), models_config=[str(cfg)], model="one", judge="one"))
     assert one._workers() == 1
-    three = Evaluation(RunConfig(out=str(tmp_path / "c"), models_config=[str(cfg)], model="three", judge="three",
-                                 concurrency=2))
+    three = Evaluation(
+        RunConfig(out=str(tmp_path / "c"), models_config=[str(cfg)], model="three", judge="three", concurrency=2)
+    )
     assert three._workers() == 2  # --concurrency still caps it
 
 
@@ -194,8 +217,9 @@ async def test_concurrent_calls_run_on_distinct_contexts_at_once():
         return original(ctx, tokens, kwargs)
 
     backend._complete = spy  # type: ignore[method-assign]
-    outs = await asyncio.gather(*(backend.chat(ask(f"Tell a story about dragon number {i}.", temperature=0,
-                                                   max_tokens=48)) for i in range(2)))
+    outs = await asyncio.gather(
+        *(backend.chat(ask(f"Tell a story about dragon number {i}.", temperature=0, max_tokens=48)) for i in range(2))
+    )
     assert all(o.usage.completion_tokens > 0 for o in outs)
     assert pool.peak_in_use == 2 and max(seen_in_use) == 2 and pool.in_use == 0
     assert len(threads) == 2 and all(name.startswith("llama.cpp-") for name in threads)
@@ -224,9 +248,14 @@ async def test_a_cancelled_call_frees_its_context():
 
 
 def test_parallel_results_equal_the_sequential_ones():
-    requests = [ChatRequest(messages=(Message(role="user", content=f"Describe colour number {i} in a sentence."),),
-                            params={"temperature": 0.7, "max_tokens": 24, "seed": 5}, sample_index=i)
-                for i in range(4)]
+    requests = [
+        ChatRequest(
+            messages=(Message(role="user", content=f"Describe colour number {i} in a sentence."),),
+            params={"temperature": 0.7, "max_tokens": 24, "seed": 5},
+            sample_index=i,
+        )
+        for i in range(4)
+    ]
 
     async def sequential():
         one = pooled(1)
@@ -252,7 +281,7 @@ def test_align3_stages_keep_their_kv_cache_while_other_samples_run():
     outs = asyncio.run(main())
     assert model.backend.pool().peak_in_use == min(len(jobs), model.backend.parallel)
     for out in outs:
-        for before, step in zip(out.steps, out.steps[1:]):  # each stage extends the last one's text
+        for before, step in zip(out.steps, out.steps[1:], strict=False):  # each stage extends the last one's text
             assert step.usage.cached_prompt_tokens >= before.usage.prompt_tokens - 2, [s.usage for s in out.steps]
 
 
@@ -268,16 +297,19 @@ def test_default_contexts_run_one_thread_each_and_leave_openmp_alone():
     for ctx in backend.pool().contexts:
         handle = ctx.llama.ctx
         assert (llama_cpp.llama_n_threads(handle), llama_cpp.llama_n_threads_batch(handle)) == (1, 1)
-    code = ("import asyncio, os; from specalign.models import parse_model_spec, ChatRequest, Message; "
-            "from specalign.models._llamacpp import LlamaCppBackend; "
-            "b = LlamaCppBackend(parse_model_spec('local')); "
-            "asyncio.run(b.chat(ChatRequest(messages=(Message(role='user', content='hi'),), params={'max_tokens': 2}))); "
-            "print('policy=' + os.environ.get('OMP_WAIT_POLICY', 'unset'))")
+    code = (
+        "import asyncio, os; from specalign.models import parse_model_spec, ChatRequest, Message; "
+        "from specalign.models._llamacpp import LlamaCppBackend; "
+        "b = LlamaCppBackend(parse_model_spec('local')); "
+        "asyncio.run(b.chat(ChatRequest(messages=(Message(role='user', content='hi'),), params={'max_tokens': 2}))); "
+        "print('policy=' + os.environ.get('OMP_WAIT_POLICY', 'unset'))"
+    )
     base = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
     for given, seen in ((None, "unset"), ("PASSIVE", "PASSIVE")):
         env = base if given is None else {**base, "OMP_WAIT_POLICY": given}
-        p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
-                           check=True)
+        p = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=True
+        )
         assert f"policy={seen}" in p.stdout, p.stdout + p.stderr
 
 
@@ -286,8 +318,9 @@ def test_chat_template_file_is_read_once_for_calls_and_identity(backend, tmp_pat
     path = tmp_path / "template.jinja"
     original = "{% for m in messages %}ORIGINAL {{ m.content }}\n{% endfor %}"
     path.write_text(original)
-    mine = LlamaCppBackend(ModelSettings(key="t", backend="llamacpp", model_name="t", gguf="local",
-                                         chat_template=str(path)))
+    mine = LlamaCppBackend(
+        ModelSettings(key="t", backend="llamacpp", model_name="t", gguf="local", chat_template=str(path))
+    )
     before = mine.identity()["chat_template_sha256"]
     path.write_text("{% for m in messages %}CHANGED {{ m.content }}\n{% endfor %}")
     tokens = mine._render(backend.shared(), ask("hi there"))

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripted_server import Reply, ScriptedServer
-from specbench_world import is_judge, judged_answer, spec_counts
 
+from scripted_server import Reply, ScriptedServer
 from specalign.benchmark import load_benchmark
 from specalign.errors import CapabilityError
 from specalign.judge import Judge
@@ -22,6 +21,7 @@ from specalign.methods.align3 import AUDIT, BEHAVIOR, SAFETY
 from specalign.methods.baselines import vanilla_messages
 from specalign.models import create_model, settings_from_config
 from specalign.runs import Evaluation, RunConfig, compare_runs, format_comparison
+from specbench_world import is_judge, judged_answer, spec_counts
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = load_benchmark("bundled")
@@ -43,6 +43,7 @@ def _run(method: str, model, params=None, scorer=None):
             judge = getattr(scorer, "judge", None)
             if judge is not None:
                 await judge.model.aclose()
+
     return asyncio.run(go())
 
 
@@ -51,6 +52,7 @@ def _lists():
 
 
 # -- prefill: the exact requests -----------------------------------------------------------
+
 
 def test_align3_sends_three_staged_prefills_as_vllm_expects():
     with ScriptedServer() as server:
@@ -61,8 +63,10 @@ def test_align3_sends_three_staged_prefills_as_vllm_expects():
     p1 = "<think>\n" + BEHAVIOR.format(**_lists())
     p2 = (p1 + "I plan the steps.").rstrip() + "\n\n" + SAFETY.format(**_lists())
     p3 = (p2 + "Safety reviewed.").rstrip() + "\n\n" + AUDIT.format(**_lists())
-    for body, prefix in zip(bodies, (p1, p2, p3)):
-        assert body["messages"][:2] == [m.model_dump() for m in vanilla_messages("You are a capable, careful assistant.", SCEN, PROMPT)]
+    for body, prefix in zip(bodies, (p1, p2, p3), strict=False):
+        assert body["messages"][:2] == [
+            m.model_dump() for m in vanilla_messages("You are a capable, careful assistant.", SCEN, PROMPT)
+        ]
         assert body["messages"][-1] == {"role": "assistant", "content": prefix}
         assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
     assert bodies[0]["stop"] == ["</think>"] and bodies[1]["stop"] == ["</think>"]
@@ -92,6 +96,7 @@ def _prefill_server(mode: str) -> ScriptedServer:
             return prefix + more
         thought, _, answer = (prefix + more).removeprefix("<think>").lstrip("\n").partition("</think>")
         return Reply(answer, reasoning_content=thought)
+
     return ScriptedServer(respond)
 
 
@@ -157,7 +162,11 @@ def test_more_think_replaces_end_of_thinking_with_wait():
         server.script("first idea", "second idea", "third idea</think>answer")
         out = _run("more_think", _model(server, prefill=True))
         prefixes = [r.json["messages"][-1]["content"] for r in server.chat_requests]
-    assert prefixes == ["<think>\n", "<think>\nfirst idea\n\nWait, ", "<think>\nfirst idea\n\nWait, second idea\n\nWait, "]
+    assert prefixes == [
+        "<think>\n",
+        "<think>\nfirst idea\n\nWait, ",
+        "<think>\nfirst idea\n\nWait, second idea\n\nWait, ",
+    ]
     assert out.response == "answer" and out.thought == "first idea\n\nWait, second idea\n\nWait, third idea"
     assert [s.role for s in out.steps] == ["think-1", "think-2", "think-3"]
 
@@ -180,14 +189,18 @@ def test_zero_think_prefills_an_empty_thought():
 
 def test_vllm_reasoning_parser_output_is_kept_inside_the_thought():
     with ScriptedServer() as server:
-        server.script(Reply("", reasoning_content="more thinking"), Reply("", reasoning_content="safe"),
-                      Reply("The answer.", reasoning_content="audited"))
+        server.script(
+            Reply("", reasoning_content="more thinking"),
+            Reply("", reasoning_content="safe"),
+            Reply("The answer.", reasoning_content="audited"),
+        )
         out = _run("align3", _model(server, prefill=True))
     assert out.response == "The answer." and out.thought.endswith("audited")
     assert "more thinking" in out.thought
 
 
 # -- no prefill: refuse, or the documented multi-turn equivalent ------------------------------
+
 
 @pytest.mark.parametrize("method", ["align3", "more_think", "zero_think"])
 def test_methods_needing_prefill_refuse_a_model_that_does_not_declare_it(method):
@@ -214,9 +227,27 @@ def test_cli_refuses_before_any_call_with_one_line_and_exit_2(tmp_path):
     with ScriptedServer() as server:
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "300"}
         proc = subprocess.run(
-            [sys.executable, "-m", "specalign.cli", "run", "--model", f"openai:scripted-model@{server.base_url}",
-             "--judge", f"openai:scripted-model@{server.base_url}", "--method", "vanilla,align3", "--limit", "1",
-             "-o", str(tmp_path / "cmp")], capture_output=True, text=True, env=env, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "specalign.cli",
+                "run",
+                "--model",
+                f"openai:scripted-model@{server.base_url}",
+                "--judge",
+                f"openai:scripted-model@{server.base_url}",
+                "--method",
+                "vanilla,align3",
+                "--limit",
+                "1",
+                "-o",
+                str(tmp_path / "cmp"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert server.chat_count == 0
     assert proc.returncode == 2, proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
@@ -241,6 +272,7 @@ def test_multi_turn_equivalent_without_prefill():
 
 # -- Best-of-N and TPO: selection by scores -------------------------------------------------
 
+
 def _quality_judge(body):
     """Judge verdicts from the answer: 'quality=K' → K behavioral YES (rest NO); UNSAFE breaks S1; JUNK → prose."""
     answer = judged_answer(body)
@@ -257,6 +289,7 @@ def _quality_judge(body):
 
 def _world(samples: dict[int, str], rewrite=None):
     """Judge by quality; vanilla samples by seed; TPO critique/guidance/update by their prompts."""
+
     def responder(body):
         if is_judge(body):
             return _quality_judge(body)
@@ -267,6 +300,7 @@ def _world(samples: dict[int, str], rewrite=None):
         if "Instructions for improving it" in user:
             return rewrite(body) if rewrite else "<answer>quality=1</answer>"
         return samples.get(body.get("seed", 0), "quality=0")
+
     return responder
 
 
@@ -297,8 +331,12 @@ def test_best_of_n_with_no_scorable_candidate_keeps_the_first_and_flags_it():
 
 def test_best_of_n_with_a_reward_function():
     with ScriptedServer(_world({0: "short", 1: "a much longer answer", 2: "mid length"})) as server:
-        out = _run("best_of_n", _model(server), {"n": 3, "scorer": "method_rewards:by_length"},
-                   scorer=make_scorer("method_rewards:by_length", judge=None, alpha=0.3, na_policy="official"))
+        out = _run(
+            "best_of_n",
+            _model(server),
+            {"n": 3, "scorer": "method_rewards:by_length"},
+            scorer=make_scorer("method_rewards:by_length", judge=None, alpha=0.3, na_policy="official"),
+        )
         assert not any(is_judge(r.json) for r in server.chat_requests)
     assert out.response == "a much longer answer"
     broken = make_scorer("method_rewards:broken", judge=None, alpha=0.3, na_policy="official")
@@ -316,8 +354,12 @@ def test_tpo_learns_from_best_and_worst_and_counts_unparsed_rewrites():
 
     with ScriptedServer(_world({0: "quality=2", 1: "quality=5"}, rewrite)) as server:
         out = _run("tpo", _model(server), {"samples": 2, "iterations": 2}, scorer=_judge_scorer(server))
-        critiques = [r.json for r in server.chat_requests
-                     if r.json["messages"][0]["content"].startswith("You evaluate") and "Answer B" in r.json["messages"][-1]["content"]]
+        critiques = [
+            r.json
+            for r in server.chat_requests
+            if r.json["messages"][0]["content"].startswith("You evaluate")
+            and "Answer B" in r.json["messages"][-1]["content"]
+        ]
     # round 1: chosen quality=5, rejected quality=2; round 2: chosen is the rewrite quality=8
     first = critiques[0]["messages"][-1]["content"]
     assert "reward" in first and first.index("quality=5") < first.index("Answer B") < first.index("quality=2")
@@ -329,8 +371,13 @@ def test_tpo_learns_from_best_and_worst_and_counts_unparsed_rewrites():
     assert sum(s.status == "unparsed" for s in out.steps) == 2
 
 
-@pytest.mark.parametrize(("samples", "why"), [({0: "quality=4", 1: "JUNK"}, "only one candidate was scored"),
-                                           ({0: "JUNK a", 1: "JUNK b"}, "no candidate was scored")])
+@pytest.mark.parametrize(
+    ("samples", "why"),
+    [
+        ({0: "quality=4", 1: "JUNK"}, "only one candidate was scored"),
+        ({0: "JUNK a", 1: "JUNK b"}, "no candidate was scored"),
+    ],
+)
 def test_tpo_never_critiques_an_answer_against_itself(samples, why):
     with ScriptedServer(_world(samples)) as server:
         out = _run("tpo", _model(server), {"samples": 2, "iterations": 2}, scorer=_judge_scorer(server))
@@ -346,6 +393,7 @@ def test_tpo_never_critiques_an_answer_against_itself(samples, why):
 
 # -- Self-Refine -----------------------------------------------------------------------------
 
+
 def test_self_refine_stops_when_feedback_keeps_the_answer():
     with ScriptedServer() as server:
         server.script("draft", "S1 met. B1 met.\nVERDICT: KEEP")
@@ -356,8 +404,9 @@ def test_self_refine_stops_when_feedback_keeps_the_answer():
 
 def test_self_refine_refines_with_bounded_history_and_max_iters():
     with ScriptedServer() as server:
-        server.script("draft", "fix B2\nVERDICT: REVISE", "better", "no verdict line", "best",
-                      "fix B3\nVERDICT: REVISE", "final")
+        server.script(
+            "draft", "fix B2\nVERDICT: REVISE", "better", "no verdict line", "best", "fix B3\nVERDICT: REVISE", "final"
+        )
         out = _run("self_refine", _model(server), {"max_iters": 3, "max_history": 1})
         bodies = [r.json for r in server.chat_requests]
     assert out.response == "final" and out.stats["refinements"] == 3
@@ -371,22 +420,33 @@ def test_self_refine_refines_with_bounded_history_and_max_iters():
 
 # -- runs: steps recorded, generations shared, one comparison table ------------------------
 
+
 def _models_yaml(tmp_path, server) -> str:
     path = tmp_path / "models.yaml"
-    path.write_text(f"target:\n  model_name: scripted-model\n  base_url: {server.base_url}\n  prefill: true\n"
-                    f"  seed: 0\njudge:\n  model_name: scripted-model\n  base_url: {server.base_url}\n")
+    path.write_text(
+        f"target:\n  model_name: scripted-model\n  base_url: {server.base_url}\n  prefill: true\n"
+        f"  seed: 0\njudge:\n  model_name: scripted-model\n  base_url: {server.base_url}\n"
+    )
     return str(path)
 
 
 def test_run_records_every_step_and_shares_vanilla_generations(tmp_path):
     samples = {0: "quality=4", 1: "quality=6", 2: "quality=5"}
     with ScriptedServer(_world(samples)) as server:
-        cfg = dict(data="bundled", scenarios=["child"], limit=2, model="target", judge="judge",
-                   models_config=_models_yaml(tmp_path, server), concurrency=2)
+        cfg = dict(
+            data="bundled",
+            scenarios=["child"],
+            limit=2,
+            model="target",
+            judge="judge",
+            models_config=_models_yaml(tmp_path, server),
+            concurrency=2,
+        )
         asyncio.run(Evaluation(RunConfig(**cfg, method="vanilla", out=str(tmp_path / "vanilla"))).run())
         before = sum(not is_judge(r.json) for r in server.chat_requests)
-        asyncio.run(Evaluation(RunConfig(**cfg, method="best_of_n", method_params={"n": 3},
-                                         out=str(tmp_path / "bon"))).run())
+        asyncio.run(
+            Evaluation(RunConfig(**cfg, method="best_of_n", method_params={"n": 3}, out=str(tmp_path / "bon"))).run()
+        )
         bon_generations = sum(not is_judge(r.json) for r in server.chat_requests) - before
     assert before == 2 and bon_generations == 4  # sample 0 of each prompt is vanilla's call, from the cache
     records = [json.loads(x) for x in (tmp_path / "bon" / "generations.jsonl").read_text().splitlines()]
@@ -404,10 +464,38 @@ def test_cli_runs_several_methods_and_prints_one_table(tmp_path):
     with ScriptedServer(_world({0: "quality=4", 1: "quality=8"})) as server:
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
         proc = subprocess.run(
-            [sys.executable, "-m", "specalign.cli", "run", "--models-config", _models_yaml(tmp_path, server),
-             "--model", "target", "--judge", "judge", "-s", "child", "--limit", "1", "--method", "vanilla",
-             "--method", "best_of_n,align3", "-p", "best_of_n.n=2", "-p", "no_prefill=multi_turn",
-             "-o", str(tmp_path / "cmp"), "--json"], capture_output=True, text=True, env=env, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "specalign.cli",
+                "run",
+                "--models-config",
+                _models_yaml(tmp_path, server),
+                "--model",
+                "target",
+                "--judge",
+                "judge",
+                "-s",
+                "child",
+                "--limit",
+                "1",
+                "--method",
+                "vanilla",
+                "--method",
+                "best_of_n,align3",
+                "-p",
+                "best_of_n.n=2",
+                "-p",
+                "no_prefill=multi_turn",
+                "-o",
+                str(tmp_path / "cmp"),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert [r["method"] for r in rows] == ["vanilla", "best_of_n", "align3"]
@@ -419,17 +507,48 @@ def test_cli_runs_several_methods_and_prints_one_table(tmp_path):
 
 def test_method_param_for_no_method_is_one_line_exit_2(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "300"}
-    proc = subprocess.run([sys.executable, "-m", "specalign.cli", "run", "--method", "vanilla,align3", "-p", "n=3",
-                           "-o", str(tmp_path / "x")], capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "specalign.cli",
+            "run",
+            "--method",
+            "vanilla,align3",
+            "-p",
+            "n=3",
+            "-o",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "no method run here has a parameter 'n'" in proc.stderr
     assert not (tmp_path / "x").exists()
 
 
 def test_unimportable_reward_function_is_one_line_exit_2_before_any_work(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "300"}
-    proc = subprocess.run([sys.executable, "-m", "specalign.cli", "run", "--method", "best_of_n", "-p",
-                           "scorer=no_such_module:reward", "-o", str(tmp_path / "x")],
-                          capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "specalign.cli",
+            "run",
+            "--method",
+            "best_of_n",
+            "-p",
+            "scorer=no_such_module:reward",
+            "-o",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "cannot import 'no_such_module'" in proc.stderr
     assert len([x for x in proc.stderr.splitlines() if x.strip()]) == 1 and not (tmp_path / "x").exists()
 
@@ -438,8 +557,17 @@ def test_best_of_n_dir_refuses_another_alpha_and_says_why(tmp_path):
     from specalign.errors import RunDirError  # noqa: PLC0415
 
     with ScriptedServer(_world({0: "quality=4", 1: "quality=6"})) as server:
-        cfg = dict(data="bundled", scenarios=["child"], limit=1, model="target", judge="judge", method="best_of_n",
-                   method_params={"n": 2}, models_config=_models_yaml(tmp_path, server), out=str(tmp_path / "bon"))
+        cfg = dict(
+            data="bundled",
+            scenarios=["child"],
+            limit=1,
+            model="target",
+            judge="judge",
+            method="best_of_n",
+            method_params={"n": 2},
+            models_config=_models_yaml(tmp_path, server),
+            out=str(tmp_path / "bon"),
+        )
         asyncio.run(Evaluation(RunConfig(**cfg)).run())
         with pytest.raises(RunDirError, match="candidate scorer"):
             asyncio.run(Evaluation(RunConfig(**cfg, alpha=0.5)).run())

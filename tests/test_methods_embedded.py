@@ -36,15 +36,21 @@ def _run(method, params=None, model=None):
     return asyncio.run(m.run(model or _model(), SCEN, PROMPT, scorer=scorer))
 
 
-@pytest.mark.parametrize("method,params,roles", [
-    ("zero_think", {}, ["answer"]),
-    ("more_think", {"rethink_count": 2}, ["think-1", "think-2"]),
-    ("align3", {}, ["stage-1:behavior", "stage-2:safety", "stage-3:audit"]),
-    ("self_refine", {"max_iters": 1, "stop_early": False}, ["answer", "feedback", "refine"]),
-    ("best_of_n", {"n": 2, "scorer": REWARD}, ["sample", "score", "sample", "score"]),
-    ("tpo", {"samples": 2, "iterations": 1, "scorer": REWARD},
-     ["sample", "score", "sample", "score", "critique", "guidance", "update", "update"]),
-])
+@pytest.mark.parametrize(
+    "method,params,roles",
+    [
+        ("zero_think", {}, ["answer"]),
+        ("more_think", {"rethink_count": 2}, ["think-1", "think-2"]),
+        ("align3", {}, ["stage-1:behavior", "stage-2:safety", "stage-3:audit"]),
+        ("self_refine", {"max_iters": 1, "stop_early": False}, ["answer", "feedback", "refine"]),
+        ("best_of_n", {"n": 2, "scorer": REWARD}, ["sample", "score", "sample", "score"]),
+        (
+            "tpo",
+            {"samples": 2, "iterations": 1, "scorer": REWARD},
+            ["sample", "score", "sample", "score", "critique", "guidance", "update", "update"],
+        ),
+    ],
+)
 def test_method_control_flow_on_the_embedded_model(method, params, roles):
     out = _run(method, params)
     got = [s.role for s in out.steps]
@@ -62,19 +68,19 @@ def test_prefill_renders_the_models_own_template_left_open():
     backend: LlamaCppBackend = model.backend  # type: ignore[assignment]
     shared = backend.shared()
     messages = vanilla_messages("sys", SCEN, PROMPT)
-    request = model.request([*messages, Message(role="assistant", content="<think>\nLet me see. So")],
-                            continue_final=True)
+    request = model.request(
+        [*messages, Message(role="assistant", content="<think>\nLet me see. So")], continue_final=True
+    )
     tokens = backend._render(shared, request)
     text = shared.llama.detokenize(tokens, special=True).decode()
-    head = _formatter(shared, chat_template_of(shared.llama))(
-        messages=[m.model_dump() for m in messages]).prompt
+    head = _formatter(shared, chat_template_of(shared.llama))(messages=[m.model_dump() for m in messages]).prompt
     assert text == head + "<think>\nLet me see. So"
     assert text.rstrip().endswith("So") and "<|im_end|>\n<|im_start|>assistant\n<think>" in text
 
 
 def test_kv_cache_is_reused_between_stages_and_not_without_reuse():
     reuse = _run("align3", {}, _model(max_tokens=8))
-    for before, step in zip(reuse.steps, reuse.steps[1:]):  # each stage extends the last one's text
+    for before, step in zip(reuse.steps, reuse.steps[1:], strict=False):  # each stage extends the last one's text
         assert step.usage.cached_prompt_tokens >= before.usage.prompt_tokens - 2, [s.usage for s in reuse.steps]
     fresh = _run("align3", {}, _model(max_tokens=8, kv_reuse=False))
     assert all(s.usage.cached_prompt_tokens == 0 for s in fresh.steps)

@@ -11,19 +11,20 @@ from importlib.resources import files
 
 import pytest
 from rich.console import Console
-from scripted_server import ScriptedServer
-from specbench_world import is_judge, world
 
+from scripted_server import ScriptedServer
 from specalign._display import comparison_table, scores_table
 from specalign.report import collect_report, render_report
 from specalign.runs import Evaluation, RunConfig, compare_runs, format_comparison
 from specalign.runs._compare import comparison_warnings
+from specbench_world import is_judge, world
 
 
 def _run(server, out, **kw):
     spec = f"openai:scripted-model@{server.base_url}"
-    base = dict(data="bundled", scenarios=["child", "code"], limit=2, model=spec, judge=spec, out=str(out),
-                concurrency=2)
+    base = dict(
+        data="bundled", scenarios=["child", "code"], limit=2, model=spec, judge=spec, out=str(out), concurrency=2
+    )
     return asyncio.run(Evaluation(RunConfig(**{**base, **kw})).run())
 
 
@@ -100,8 +101,11 @@ def test_compare_warns_when_runs_cover_other_scenarios(runs):
 
 
 def test_compare_cli_warns_in_one_line_on_stderr(runs):
-    done = subprocess.run([sys.executable, "-m", "specalign.cli", "compare", runs["both"], runs["child"],
-                           "--format", "json"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "specalign.cli", "compare", runs["both"], runs["child"], "--format", "json"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("warning:")
     assert "different scenarios" in done.stderr

@@ -9,8 +9,7 @@ import pytest
 
 from scripted_server import DEFAULT_MODEL, Reply, ScriptedServer
 from specalign.errors import ConfigError, ModelAccessError, ModelError
-from specalign.models import ChatRequest, Message, ModelSettings
-from specalign.models import _openai
+from specalign.models import ChatRequest, Message, ModelSettings, _openai
 from specalign.models._openai import OpenAIBackend
 
 KEY_ENV = "SPECALIGN_TEST_KEY"
@@ -44,8 +43,7 @@ def settings_for(*servers: ScriptedServer, **kw) -> ModelSettings:
 
 
 def ask(text: str = "hello there", **kw) -> ChatRequest:
-    return ChatRequest(messages=(Message(role="system", content="be brief"), Message(role="user", content=text)),
-                       **kw)
+    return ChatRequest(messages=(Message(role="system", content="be brief"), Message(role="user", content=text)), **kw)
 
 
 async def run_chat(settings: ModelSettings, request: ChatRequest | None = None):
@@ -76,8 +74,14 @@ async def test_default_echo_length_limit_and_missing_usage(server):
 
 
 async def test_params_split_between_kwargs_and_extra_body(server):
-    params = {"temperature": 0.0, "max_tokens": 50, "seed": 7, "top_k": 20, "min_p": 0.1,
-              "chat_template_kwargs": {"enable_thinking": False}}
+    params = {
+        "temperature": 0.0,
+        "max_tokens": 50,
+        "seed": 7,
+        "top_k": 20,
+        "min_p": 0.1,
+        "chat_template_kwargs": {"enable_thinking": False},
+    }
     await run_chat(settings_for(server), ask(params=params, extra_body={"repetition_penalty": 1.05, "top_k": 1}))
     body = server.chat_requests[0].json
     assert body["temperature"] == 0.0 and body["max_tokens"] == 50 and body["seed"] == 7
@@ -104,9 +108,11 @@ async def test_reasoning_content_becomes_think_block(server):
 
 
 async def test_429_with_retry_after_then_success(server, fast_backoff):
-    server.script(Reply.error(429, "slow down", type="requests", code="rate_limit_exceeded",
-                              headers={"Retry-After": "2"}),
-                  Reply.error(429, "slow down", headers={"retry-after-ms": "250"}), Reply("made it"))
+    server.script(
+        Reply.error(429, "slow down", type="requests", code="rate_limit_exceeded", headers={"Retry-After": "2"}),
+        Reply.error(429, "slow down", headers={"retry-after-ms": "250"}),
+        Reply("made it"),
+    )
     out = await run_chat(settings_for(server))
     assert out.text == "made it"
     assert server.chat_count == 3
@@ -157,8 +163,9 @@ async def test_unknown_model_is_access_error(server):
 
 
 async def test_insufficient_quota_is_access_error(server):
-    server.script(Reply.error(429, "You exceeded your current quota", type="insufficient_quota",
-                              code="insufficient_quota"))
+    server.script(
+        Reply.error(429, "You exceeded your current quota", type="insufficient_quota", code="insufficient_quota")
+    )
     with pytest.raises(ModelAccessError, match="quota"):
         await run_chat(settings_for(server))
     assert server.chat_count == 1
@@ -177,11 +184,14 @@ async def test_connection_reset_then_success(server):
     assert out.text == "after reset" and server.chat_count == 2
 
 
-@pytest.mark.parametrize("broken", [
-    '{"id": "chatcmpl-1", "object": "chat.comp',           # truncated JSON
-    '{"id": "x", "object": "chat.completion", "choices": []}',  # no choices
-    '{"id": "x", "choices": [{"index": 0, "message": null, "finish_reason": "stop"}]}',
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        '{"id": "chatcmpl-1", "object": "chat.comp',  # truncated JSON
+        '{"id": "x", "object": "chat.completion", "choices": []}',  # no choices
+        '{"id": "x", "choices": [{"index": 0, "message": null, "finish_reason": "stop"}]}',
+    ],
+)
 async def test_malformed_body_then_success(server, broken):
     server.script(Reply(body=broken), Reply("fine"))
     out = await run_chat(settings_for(server))
@@ -276,8 +286,9 @@ def test_backend_survives_a_new_event_loop(server):
 
 
 def test_official_api_without_key_is_config_error():
-    settings = ModelSettings(key="gpt", backend="openai", model_name="gpt-4.1",
-                             base_urls=["https://api.openai.com/v1"], api_key_env=KEY_ENV)
+    settings = ModelSettings(
+        key="gpt", backend="openai", model_name="gpt-4.1", base_urls=["https://api.openai.com/v1"], api_key_env=KEY_ENV
+    )
     with pytest.raises(ConfigError, match=KEY_ENV):
         OpenAIBackend(settings)
 
@@ -313,8 +324,14 @@ def with_credentials(server: ScriptedServer) -> str:
 
 
 async def test_url_credentials_are_used_but_never_shown(server):
-    settings = ModelSettings(key="t", backend="openai", model_name=DEFAULT_MODEL, base_urls=[with_credentials(server)],
-                             max_retries=1, timeout=5.0)
+    settings = ModelSettings(
+        key="t",
+        backend="openai",
+        model_name=DEFAULT_MODEL,
+        base_urls=[with_credentials(server)],
+        max_retries=1,
+        timeout=5.0,
+    )
     backend = OpenAIBackend(settings)
     server.script(Reply("fine"), *[Reply.error(500, f"boom {PASSWORD}", headers={"Retry-After": "0"})] * 2)
     try:

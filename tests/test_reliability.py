@@ -14,30 +14,52 @@ import time
 from pathlib import Path
 
 import pytest
+
 from fault_server import FaultRates, FaultyWorld
 from scripted_server import Reply, ScriptedServer
-from specbench_world import is_judge, world
-
 from specalign.benchmark import load_benchmark
 from specalign.errors import ModelOutage, RunDirError
 from specalign.runs import Evaluation, RunConfig, RunDir
+from specbench_world import is_judge, world
 
 REPO = Path(__file__).resolve().parent.parent
-FAULTS = FaultRates(server_error=0.10, rate_limit=0.05, reset=0.02, timeout=0.01, truncated=0.01, empty=0.01,
-                    malformed_judge=0.20, timeout_delay=2.0)
+FAULTS = FaultRates(
+    server_error=0.10,
+    rate_limit=0.05,
+    reset=0.02,
+    timeout=0.01,
+    truncated=0.01,
+    empty=0.01,
+    malformed_judge=0.20,
+    timeout_delay=2.0,
+)
 
 
 def _models_yaml(path: Path, server: ScriptedServer, **extra) -> str:
-    settings = {"model_name": "scripted-model", "base_url": server.base_url, "timeout": 1, "max_retries": 6,
-                "max_concurrency": 64, **extra}
+    settings = {
+        "model_name": "scripted-model",
+        "base_url": server.base_url,
+        "timeout": 1,
+        "max_retries": 6,
+        "max_concurrency": 64,
+        **extra,
+    }
     path.write_text("m:\n" + "".join(f"  {k}: {v}\n" for k, v in settings.items()))
     return str(path)
 
 
 def _config(server: ScriptedServer, out: Path, data, **kw) -> RunConfig:
     models = _models_yaml(out.parent / f"{out.name}.models.yaml", server)
-    base = dict(data=str(data), limit=0, model="m", judge="m", models_config=models, out=str(out), concurrency=48,
-                use_cache=False)
+    base = dict(
+        data=str(data),
+        limit=0,
+        model="m",
+        judge="m",
+        models_config=models,
+        out=str(out),
+        concurrency=48,
+        use_cache=False,
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -47,8 +69,7 @@ def _outcomes(run_dir: Path) -> dict[str, tuple]:
     gens = {g.sample_id: g for g in rd.generations()}
     out = {}
     for j in rd.judgments():
-        out[j.sample_id] = (gens[j.sample_id].response, j.status,
-                            {k: v.verdict for k, v in j.verdicts.items()})
+        out[j.sample_id] = (gens[j.sample_id].response, j.status, {k: v.verdict for k, v in j.verdicts.items()})
     return out
 
 
@@ -94,10 +115,16 @@ def test_permanent_faults_leave_every_sample_accounted_for(tmp_path):
 
 # -- SIGKILL and resume ----------------------------------------------------------------------------
 
+
 def _cli(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
-    return subprocess.Popen([sys.executable, "-m", "specalign.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "specalign.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _sample_of(data):
@@ -136,8 +163,24 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(clean_
     sample_ids = _sample_of(data)
     with ScriptedServer(FaultyWorld(FaultRates()), latency=0.004) as server:
         models = _models_yaml(tmp_path / "m.yaml", server)
-        args = ["run", "--data", str(data), "--limit", "0", "--model", "m", "--judge", "m", "--models-config",
-                models, "--out", str(out), "--concurrency", "16", "--no-cache"]
+        args = [
+            "run",
+            "--data",
+            str(data),
+            "--limit",
+            "0",
+            "--model",
+            "m",
+            "--judge",
+            "m",
+            "--models-config",
+            models,
+            "--out",
+            str(out),
+            "--concurrency",
+            "16",
+            "--no-cache",
+        ]
         kills = 0
         while kills < 4:
             before = server.chat_count
@@ -149,7 +192,9 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(clean_
             p.send_signal(signal.SIGKILL)
             p.wait()
             kills += 1
-            repeated = [r for r in server.chat_requests[before:] if sample_ids(r.json) and sample_ids(r.json) <= done_before]
+            repeated = [
+                r for r in server.chat_requests[before:] if sample_ids(r.json) and sample_ids(r.json) <= done_before
+            ]
             assert repeated == [], f"kill {kills}: requests for samples finished before it"
         assert kills >= 2
         done_before = _completed(out)
@@ -157,21 +202,30 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(clean_
         p = _cli(args)
         _, stderr = p.communicate(timeout=300)
         assert p.returncode == 0, stderr
-        assert not [r for r in server.chat_requests[before:] if sample_ids(r.json) and sample_ids(r.json) <= done_before]
+        assert not [
+            r for r in server.chat_requests[before:] if sample_ids(r.json) and sample_ids(r.json) <= done_before
+        ]
     gens = [json.loads(x)["sample_id"] for x in (out / "generations.jsonl").read_text().splitlines()]
     judged = [json.loads(x)["sample_id"] for x in (out / "judgments.jsonl").read_text().splitlines()]
     assert len(gens) == len(set(gens)) == 1500 and len(judged) == len(set(judged)) == 1500  # none twice, none missing
     assert _outcomes(out) == _outcomes(clean_dir)
-    assert json.loads((out / "scores.json").read_text())["overall"] == \
-        json.loads((clean_dir / "scores.json").read_text())["overall"]
+    assert (
+        json.loads((out / "scores.json").read_text())["overall"]
+        == json.loads((clean_dir / "scores.json").read_text())["overall"]
+    )
 
 
 # -- endpoints that never recover, disks that fill up ---------------------------------------------
 
-@pytest.mark.parametrize("reply", [
-    Reply.error(429, "rate limited", type="requests", code="rate_limit_exceeded", headers={"Retry-After": "0.01"}),
-    Reply.error(503, "overloaded"),
-], ids=["429-forever", "503-forever"])
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply.error(429, "rate limited", type="requests", code="rate_limit_exceeded", headers={"Retry-After": "0.01"}),
+        Reply.error(503, "overloaded"),
+    ],
+    ids=["429-forever", "503-forever"],
+)
 def test_an_endpoint_that_never_recovers_stops_the_run_quickly(tmp_path, reply):
     with ScriptedServer(lambda body: reply, keep_requests=False) as server:
         cfg = _config(server, tmp_path / "run", "bundled", concurrency=8)
@@ -191,8 +245,23 @@ def test_quota_exhausted_ends_at_once_with_exit_3_and_one_line(tmp_path):
     quota = Reply.error(429, "You exceeded your current quota", type="insufficient_quota", code="insufficient_quota")
     with ScriptedServer(lambda body: quota) as server:
         models = _models_yaml(tmp_path / "m.yaml", server)
-        p = _cli(["run", "--scenario", "child", "--limit", "0", "--model", "m", "--judge", "m", "--models-config",
-                  models, "--out", str(tmp_path / "run")])
+        p = _cli(
+            [
+                "run",
+                "--scenario",
+                "child",
+                "--limit",
+                "0",
+                "--model",
+                "m",
+                "--judge",
+                "m",
+                "--models-config",
+                models,
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
         _, stderr = p.communicate(timeout=60)
         assert server.chat_count <= 8  # one per worker, never retried
     assert p.returncode == 3 and "quota exhausted" in stderr and "Traceback" not in stderr
@@ -237,13 +306,43 @@ def test_disk_full_from_the_cli_is_one_line_exit_2(tmp_path):
     out = tmp_path / "run"
     with ScriptedServer(world, keep_requests=False) as server:
         models = _models_yaml(tmp_path / "m.yaml", server)
-        first = _cli(["run", "--scenario", "code", "--limit", "1", "--model", "m", "--judge", "m", "--models-config",
-                      models, "--out", str(out)])  # a run directory, then its disk fills up
+        first = _cli(
+            [
+                "run",
+                "--scenario",
+                "code",
+                "--limit",
+                "1",
+                "--model",
+                "m",
+                "--judge",
+                "m",
+                "--models-config",
+                models,
+                "--out",
+                str(out),
+            ]
+        )  # a run directory, then its disk fills up
         assert first.wait(timeout=60) == 0
         (out / "generations.jsonl").unlink()
         (out / "generations.jsonl").symlink_to("/dev/full")
-        p = _cli(["run", "--scenario", "child", "--limit", "2", "--model", "m", "--judge", "m", "--models-config",
-                  models, "--out", str(out)])
+        p = _cli(
+            [
+                "run",
+                "--scenario",
+                "child",
+                "--limit",
+                "2",
+                "--model",
+                "m",
+                "--judge",
+                "m",
+                "--models-config",
+                models,
+                "--out",
+                str(out),
+            ]
+        )
         _, stderr = p.communicate(timeout=60)
     assert p.returncode == 2 and "Traceback" not in stderr
     assert "No space left on device" in stderr and "generations.jsonl" in stderr

@@ -14,21 +14,22 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripted_server import ScriptedServer
-from specbench_world import is_judge, world
 
+from scripted_server import ScriptedServer
 from specalign.benchmark import load_benchmark
 from specalign.report import build_report, collect_report, render_report
 from specalign.report._html import browser_index, detail_chunks, embed_json
 from specalign.runs import Evaluation, GenerationRecord, RunConfig, RunDir
+from specbench_world import is_judge, world
 
 PAYLOAD = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2"></textarea>&amp;'
 
 
 def _run(server, out, **kw):
     spec = f"openai:scripted-model@{server.base_url}"
-    base = dict(data="bundled", scenarios=["child", "code"], limit=2, model=spec, judge=spec, out=str(out),
-                concurrency=2)
+    base = dict(
+        data="bundled", scenarios=["child", "code"], limit=2, model=spec, judge=spec, out=str(out), concurrency=2
+    )
     return asyncio.run(Evaluation(RunConfig(**{**base, **kw})).run())
 
 
@@ -69,16 +70,18 @@ def test_report_data_holds_scores_spec_failures_and_every_answer(two_runs):
     by_id = {s.id: s for s in data.samples}
     assert len(by_id) == 4 and all(len(by_id[i].runs) == 2 for i in by_id if i.startswith("child/"))
     code = [s for s in data.samples if s.scenario == "code"]
-    assert all(list(s.runs) == [1] and s.runs[1].status == "unscored" and "unreadable" in s.runs[1].reason
-               for s in code)
+    assert all(
+        list(s.runs) == [1] and s.runs[1].status == "unscored" and "unreadable" in s.runs[1].reason for s in code
+    )
     unsafe_child = next(s for s in data.samples if s.scenario == "child" and s.label == "unsafe")
     assert unsafe_child.runs[1].violated == ["S1"] and unsafe_child.runs[1].safety == 0
     assert unsafe_child.runs[0].violated == [] and unsafe_child.runs[0].sar > 0
     assert unsafe_child.original_prompt  # bundled unsafe prompts are attack-enhanced: both texts are kept
     assert raw.unscored_reasons and data.alpha_note == "α = 0.3, NA policy official"
     scores = json.loads((Path(two_runs[1]) / "scores.json").read_text())  # counted apart by the runner: they agree
-    assert {k: (v["NO"], v["NA"], v["n"]) for k, v in scores["spec_violations"]["child"].items()} == \
-        {k: (c.no, c.na, c.n) for k, c in raw.spec_counts["child"].items()}
+    assert {k: (v["NO"], v["NA"], v["n"]) for k, v in scores["spec_violations"]["child"].items()} == {
+        k: (c.no, c.na, c.n) for k, c in raw.spec_counts["child"].items()
+    }
 
 
 def test_browser_index_and_chunks_agree_with_the_records(two_runs):
@@ -176,11 +179,15 @@ def _bundled_dir():
 
 def test_cli_writes_the_report_and_refuses_a_missing_run_in_one_line(two_runs, tmp_path):
     out = tmp_path / "sub" / "report.html"
-    ok = subprocess.run([sys.executable, "-m", "specalign.cli", "report", *two_runs, "-o", str(out)],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "specalign.cli", "report", *two_runs, "-o", str(out)], capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert out.is_file() and "2 runs, 4 samples, 6 answers" in ok.stderr
-    bad = subprocess.run([sys.executable, "-m", "specalign.cli", "report", str(tmp_path / "nope"), "-o",
-                          str(tmp_path / "x.html")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "specalign.cli", "report", str(tmp_path / "nope"), "-o", str(tmp_path / "x.html")],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().count("\n") == 0 and "nope" in bad.stderr and not (tmp_path / "x.html").exists()

@@ -11,18 +11,19 @@ import asyncio
 import os
 
 import pytest
+
 from browser import chromium, console_errors, find_browser
 from scripted_server import ScriptedServer
-from specbench_world import world
-
 from specalign.judge import SpecVerdict
 from specalign.report import build_report
 from specalign.runs import Evaluation, GenerationRecord, JudgmentRecord, RunConfig, RunDir
+from specbench_world import world
 
 if find_browser() is None:
     if os.environ.get("CI"):
-        raise RuntimeError("CI needs chromium and chromium-driver for the report tests (apt-get install chromium "
-                           "chromium-driver)")
+        raise RuntimeError(
+            "CI needs chromium and chromium-driver for the report tests (apt-get install chromium chromium-driver)"
+        )
     pytest.skip("chromium and chromium-driver are not installed", allow_module_level=True)
 pytest.importorskip("selenium")
 
@@ -31,8 +32,10 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-RESPONSE = ('<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script></textarea>'
-            '<svg onload="window.__pwned=3"></svg></pre><iframe srcdoc="<script>parent.__pwned=4</script>">')
+RESPONSE = (
+    '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script></textarea>'
+    '<svg onload="window.__pwned=3"></svg></pre><iframe srcdoc="<script>parent.__pwned=4</script>">'
+)
 REASON = '</script><script>window.__pwned=5</script><b onmouseover="window.__pwned=6">hover</b>'
 TITLE = 'Report <img src=x onerror="window.__pwned=7">'
 MARKER = "zebra-quartz-marker"
@@ -48,9 +51,18 @@ def report(tmp_path_factory):
         mp.setenv("SPECALIGN_CACHE_DIR", str(tmp / "cache"))
         spec = f"openai:scripted-model@{server.base_url}"
         for method in ("vanilla", "zero_think"):
-            params = {"no_prefill": "multi_turn"} if method == "zero_think" else {}  # the scripted server has no prefill
-            cfg = RunConfig(method=method, method_params=params, scenarios=["child"], limit=2, model=spec, judge=spec,
-                            out=str(tmp / method))
+            params = (
+                {"no_prefill": "multi_turn"} if method == "zero_think" else {}
+            )  # the scripted server has no prefill
+            cfg = RunConfig(
+                method=method,
+                method_params=params,
+                scenarios=["child"],
+                limit=2,
+                model=spec,
+                judge=spec,
+                out=str(tmp / method),
+            )
             asyncio.run(Evaluation(cfg).run())
             dirs.append(str(tmp / method))
     _make_hostile(RunDir(dirs[1]))
@@ -70,8 +82,17 @@ def _make_hostile(run: RunDir) -> None:
     gen.append(GenerationRecord(**{**g.model_dump(), "response": RESPONSE + " " + MARKER, "thought": RESPONSE}))
     gen.close()
     judged = run.open_writer("judgments.jsonl")
-    judged.append(JudgmentRecord(sample_id=g.sample_id, scenario=g.scenario, prompt_id=g.prompt_id, label=g.label,
-                                 judge_key=manifest.judge["key"], status="scored", verdicts=verdicts))
+    judged.append(
+        JudgmentRecord(
+            sample_id=g.sample_id,
+            scenario=g.scenario,
+            prompt_id=g.prompt_id,
+            label=g.label,
+            judge_key=manifest.judge["key"],
+            status="scored",
+            verdicts=verdicts,
+        )
+    )
     judged.close()
 
 
@@ -163,8 +184,10 @@ def test_hostile_text_shows_as_text_and_runs_nothing(driver, report):
     thought = detail.find_element(By.CSS_SELECTOR, "details.thought")
     thought.find_element(By.TAG_NAME, "summary").click()
     assert thought.find_element(By.TAG_NAME, "pre").get_attribute("textContent") == RESPONSE
-    reasons = [r.find_elements(By.TAG_NAME, "td")[2].get_attribute("textContent")
-               for r in detail.find_elements(By.CSS_SELECTOR, "table.verdicts tbody tr")]
+    reasons = [
+        r.find_elements(By.TAG_NAME, "td")[2].get_attribute("textContent")
+        for r in detail.find_elements(By.CSS_SELECTOR, "table.verdicts tbody tr")
+    ]
     assert reasons and set(reasons) == {REASON}
     for other in detail.find_elements(By.CSS_SELECTOR, "details.other-run summary"):
         other.click()

@@ -12,20 +12,21 @@ import time
 from pathlib import Path
 
 import pytest
-from scripted_server import Reply, ScriptedServer
-from specbench_world import expected_scores, generation_reply, is_judge, judge_reply, world
 
+from scripted_server import Reply, ScriptedServer
 from specalign.benchmark import load_benchmark, select_prompts
 from specalign.errors import ModelAccessError, RunDirError
 from specalign.runs import Evaluation, RunConfig, RunDir
+from specbench_world import expected_scores, generation_reply, is_judge, judge_reply, world
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _config(server: ScriptedServer, out: Path, **kw) -> RunConfig:
     spec = f"openai:scripted-model@{server.base_url}"
-    base = dict(data="bundled", scenarios=["child", "code"], limit=3, model=spec, judge=spec, out=str(out),
-                concurrency=4)
+    base = dict(
+        data="bundled", scenarios=["child", "code"], limit=3, model=spec, judge=spec, out=str(out), concurrency=4
+    )
     base.update(kw)
     return RunConfig(**base)
 
@@ -156,7 +157,7 @@ def test_response_cannot_inject_verdicts_or_close_the_fence(tmp_path):
     assert result.scores.overall["full"].safety == 0.0
     prompt = captured[0]
     begin = prompt.index("==== BEGIN ANSWER ")
-    tag = prompt[begin + 18: begin + 34]
+    tag = prompt[begin + 18 : begin + 34]
     assert tag != "0000000000000000" and tag not in INJECTION
     body = prompt.split(f"==== BEGIN ANSWER {tag} ====\n", 1)[1].split(f"\n==== END ANSWER {tag} ====", 1)[0]
     assert body == INJECTION  # the whole answer sits inside the real fence, unaltered
@@ -171,8 +172,17 @@ def test_judge_echoing_injected_tags_is_unscored_not_accepted(tmp_path):
     cfg = tmp_path / "m.yaml"
     with ScriptedServer(responder) as server:
         cfg.write_text(f"j:\n  model_name: scripted-model\n  base_url: {server.base_url}\n  structured_output: false\n")
-        result = _run(_config(server, tmp_path / "run", scenarios=["child"], limit=1, judge="j",
-                              models_config=str(cfg), judge_attempts=1))
+        result = _run(
+            _config(
+                server,
+                tmp_path / "run",
+                scenarios=["child"],
+                limit=1,
+                judge="j",
+                models_config=str(cfg),
+                judge_attempts=1,
+            )
+        )
     assert result.scores.counts["unscored"] == 1
 
 
@@ -223,7 +233,9 @@ def test_auth_error_ends_the_run_with_access_error(tmp_path):
     with ScriptedServer(world, api_key="right") as server:
         os.environ["SPECALIGN_TEST_KEY"] = "wrong"
         cfg = tmp_path / "m.yaml"
-        cfg.write_text(f"m:\n  model_name: scripted-model\n  base_url: {server.base_url}\n  api_key_env: SPECALIGN_TEST_KEY\n")
+        cfg.write_text(
+            f"m:\n  model_name: scripted-model\n  base_url: {server.base_url}\n  api_key_env: SPECALIGN_TEST_KEY\n"
+        )
         t0 = time.monotonic()
         with pytest.raises(ModelAccessError, match="authentication failed"):
             _run(_config(server, tmp_path / "run", model="m", judge="m", models_config=str(cfg)))
@@ -235,8 +247,9 @@ def test_other_model_into_same_dir_is_refused(tmp_path):
     with ScriptedServer(world, models=("scripted-model", "other")) as server:
         _run(_config(server, tmp_path / "run", scenarios=["child"], limit=1))
         with pytest.raises(RunDirError, match="other settings"):
-            _run(_config(server, tmp_path / "run", scenarios=["child"], limit=1,
-                         model=f"openai:other@{server.base_url}"))
+            _run(
+                _config(server, tmp_path / "run", scenarios=["child"], limit=1, model=f"openai:other@{server.base_url}")
+            )
 
 
 def test_rejudge_with_another_judge_needs_no_generation(tmp_path):
@@ -305,8 +318,23 @@ def test_na_policy_and_alpha_recomputed_by_score_command(tmp_path):
     with ScriptedServer(world) as server:
         _run(_config(server, tmp_path / "run", scenarios=["child"]))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    out = subprocess.run([sys.executable, "-m", "specalign.cli", "score", str(tmp_path / "run"), "--json",
-                          "--na-policy", "exclude", "--alpha", "0.5"], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "specalign.cli",
+            "score",
+            str(tmp_path / "run"),
+            "--json",
+            "--na-policy",
+            "exclude",
+            "--alpha",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     rep = json.loads(out.stdout)
     assert rep["na_policy"] == "exclude" and rep["alpha"] == 0.5
@@ -316,12 +344,19 @@ def test_na_policy_and_alpha_recomputed_by_score_command(tmp_path):
 
 def _cli(args, env_extra=None, **kw):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200", **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "specalign.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "specalign.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def test_kill_and_resume_loses_nothing_and_repeats_nothing(tmp_path):
     """SIGKILL the CLI mid-run several times; each rerun finishes the rest without repeating done work."""
+
     def slow(body):
         time.sleep(0.05)
         return world(body)
@@ -329,8 +364,24 @@ def test_kill_and_resume_loses_nothing_and_repeats_nothing(tmp_path):
     out = tmp_path / "run"
     with ScriptedServer(slow) as server:
         spec = f"openai:scripted-model@{server.base_url}"
-        args = ["run", "--scenario", "child", "--scenario", "health", "--limit", "0", "--model", spec,
-                "--judge", spec, "--out", str(out), "--concurrency", "3", "--no-cache"]
+        args = [
+            "run",
+            "--scenario",
+            "child",
+            "--scenario",
+            "health",
+            "--limit",
+            "0",
+            "--model",
+            spec,
+            "--judge",
+            spec,
+            "--out",
+            str(out),
+            "--concurrency",
+            "3",
+            "--no-cache",
+        ]
         done_before_kill: list[set[str]] = []
         for reached in (3, 12, 24):  # kill once this many samples are judged: mid-run, whatever the machine's speed
             p = _cli(args)
@@ -373,8 +424,21 @@ def test_cli_run_unwritable_out_dir_is_one_line_exit_2(tmp_path):
     blocker.write_text("x")
     with ScriptedServer(world) as server:
         spec = f"openai:scripted-model@{server.base_url}"
-        p = _cli(["run", "--scenario", "child", "--limit", "1", "--model", spec, "--judge", spec,
-                  "--out", str(blocker / "run")])
+        p = _cli(
+            [
+                "run",
+                "--scenario",
+                "child",
+                "--limit",
+                "1",
+                "--model",
+                spec,
+                "--judge",
+                spec,
+                "--out",
+                str(blocker / "run"),
+            ]
+        )
         _, stderr = p.communicate(timeout=60)
     assert p.returncode == 2
     assert "cannot write run directory" in stderr and "Traceback" not in stderr

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from scripted_server import ScriptedServer
-from specbench_world import is_judge, world
 
+from scripted_server import ScriptedServer
 from specalign.errors import RunDirError
 from specalign.runs import Evaluation, RunConfig, RunDir
+from specbench_world import world
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
@@ -28,8 +28,9 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
 
 def _config(server: ScriptedServer, out: Path, **kw) -> RunConfig:
     spec = f"openai:scripted-model@{server.base_url}"
-    base = dict(data="bundled", scenarios=["child", "code"], limit=3, model=spec, judge=spec, out=str(out),
-                concurrency=4)
+    base = dict(
+        data="bundled", scenarios=["child", "code"], limit=3, model=spec, judge=spec, out=str(out), concurrency=4
+    )
     return RunConfig(**{**base, **kw})
 
 
@@ -38,13 +39,19 @@ def _run(config: RunConfig):
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
 
 
 def _popen(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "specalign.cli", *args], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "specalign.cli", *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
@@ -281,23 +288,33 @@ def test_a_huge_record_line_is_skipped_without_reading_it_whole(run_copy, monkey
     assert "longer than" in rd.problem_lines()[0] and "judgments.jsonl:7:" in rd.problem_lines()[0]
 
 
-@pytest.mark.parametrize("change, needles", [
-    (lambda m: m.update(format_version=99), ["manifest.json", "format_version 99", "reads 1"]),
-    (lambda m: m.update(format_version="1"), ["manifest.json", "format_version"]),
-    (lambda m: m["judge"].pop("key"), ["manifest.json", "judge.key"]),
-    (lambda m: m["data"]["scenarios"].pop("code"), ["manifest.json", "code"]),
-    (lambda m: m.update(alpha=7), ["manifest.json", "alpha"]),
-    (lambda m: m.update(na_policy="sometimes"), ["manifest.json", "na_policy"]),
-    (lambda m: m["data"]["scenarios"]["child"].update(behavioral_weights=[1.0]), ["manifest.json", "behavioral_weights"]),
-    (lambda m: m.update(method="vanilla"), ["manifest.json", "method"]),
-])
+@pytest.mark.parametrize(
+    "change, needles",
+    [
+        (lambda m: m.update(format_version=99), ["manifest.json", "format_version 99", "reads 1"]),
+        (lambda m: m.update(format_version="1"), ["manifest.json", "format_version"]),
+        (lambda m: m["judge"].pop("key"), ["manifest.json", "judge.key"]),
+        (lambda m: m["data"]["scenarios"].pop("code"), ["manifest.json", "code"]),
+        (lambda m: m.update(alpha=7), ["manifest.json", "alpha"]),
+        (lambda m: m.update(na_policy="sometimes"), ["manifest.json", "na_policy"]),
+        (
+            lambda m: m["data"]["scenarios"]["child"].update(behavioral_weights=[1.0]),
+            ["manifest.json", "behavioral_weights"],
+        ),
+        (lambda m: m.update(method="vanilla"), ["manifest.json", "method"]),
+    ],
+)
 def test_malformed_manifest_is_one_line_naming_file_and_field(run_copy, tmp_path, change, needles):
     manifest = json.loads((run_copy / "manifest.json").read_text())
     change(manifest)
     (run_copy / "manifest.json").write_text(json.dumps(manifest))
     before = _snapshot(run_copy)
-    for args in (["score", str(run_copy)], ["export", str(run_copy), "-o", str(tmp_path / "v.csv")],
-                 ["report", str(run_copy), "-o", str(tmp_path / "r.html")], ["compare", str(run_copy)]):
+    for args in (
+        ["score", str(run_copy)],
+        ["export", str(run_copy), "-o", str(tmp_path / "v.csv")],
+        ["report", str(run_copy), "-o", str(tmp_path / "r.html")],
+        ["compare", str(run_copy)],
+    ):
         _one_line_error(_cli(*args), *needles)
     with ScriptedServer(world) as server:
         spec = f"openai:scripted-model@{server.base_url}"
@@ -368,36 +385,40 @@ def test_a_failing_progress_callback_is_not_swallowed(tmp_path):
 
 
 # -- 7. hostile option values --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("args, field", [
-    (["run", "--limit", "-1"], "--limit"),
-    (["run", "--alpha", "nan"], "--alpha"),
-    (["run", "--alpha", "1e999"], "--alpha"),
-    (["run", "--concurrency", "0"], "--concurrency"),
-    (["run", "--concurrency", "99999999999999999999"], "--concurrency"),
-    (["run", "--stop-after-failures", "-3"], "--stop-after-failures"),
-    (["run", "--out", ""], "--out"),
-    (["run", "--data", ""], "--data"),
-    (["run", "--judge-mode", "loud"], "--judge-mode"),
-    (["run", "--method", ""], "--method"),
-    (["run", "--na-policy", "x"], "--na-policy"),
-    (["score", "RUN", "--alpha", "nan"], "--alpha"),
-    (["score", "RUN", "--alpha", "-1"], "--alpha"),
-    (["report", "RUN", "--alpha", "inf", "-o", "OUT.html"], "--alpha"),
-    (["report", "RUN", "-o", ""], "--output"),
-    (["report", "RUN", "-o", "."], "--output"),
-    (["export", "RUN", "-o", "OUT.txt"], "--output"),
-    (["export", "RUN", "-o", "OUT.csv", "--format", "xml"], "--format"),
-    (["compare", "RUN", "--alpha", "nan"], "--alpha"),
-    (["compare", "RUN", "--format", "yaml"], "--format"),
-    (["cache", "--cache-dir", ""], "--cache-dir"),
-])
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["run", "--limit", "-1"], "--limit"),
+        (["run", "--alpha", "nan"], "--alpha"),
+        (["run", "--alpha", "1e999"], "--alpha"),
+        (["run", "--concurrency", "0"], "--concurrency"),
+        (["run", "--concurrency", "99999999999999999999"], "--concurrency"),
+        (["run", "--stop-after-failures", "-3"], "--stop-after-failures"),
+        (["run", "--out", ""], "--out"),
+        (["run", "--data", ""], "--data"),
+        (["run", "--judge-mode", "loud"], "--judge-mode"),
+        (["run", "--method", ""], "--method"),
+        (["run", "--na-policy", "x"], "--na-policy"),
+        (["score", "RUN", "--alpha", "nan"], "--alpha"),
+        (["score", "RUN", "--alpha", "-1"], "--alpha"),
+        (["report", "RUN", "--alpha", "inf", "-o", "OUT.html"], "--alpha"),
+        (["report", "RUN", "-o", ""], "--output"),
+        (["report", "RUN", "-o", "."], "--output"),
+        (["export", "RUN", "-o", "OUT.txt"], "--output"),
+        (["export", "RUN", "-o", "OUT.csv", "--format", "xml"], "--format"),
+        (["compare", "RUN", "--alpha", "nan"], "--alpha"),
+        (["compare", "RUN", "--format", "yaml"], "--format"),
+        (["cache", "--cache-dir", ""], "--cache-dir"),
+    ],
+)
 def test_hostile_option_values_are_one_line_exit_2_and_write_nothing(finished_run, tmp_path, args, field):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     args = [str(finished_run) if a == "RUN" else str(cwd / a[3:]) if a.startswith("OUT") else a for a in args]
     before = _snapshot(finished_run)
-    p = subprocess.run([sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=ENV,
-                       timeout=60, cwd=cwd)
+    p = subprocess.run(
+        [sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=ENV, timeout=60, cwd=cwd
+    )
     _one_line_error(p, field)
     assert os.listdir(cwd) == [] and _snapshot(finished_run) == before
 
@@ -424,8 +445,11 @@ def test_cache_command_creates_nothing_to_show_an_empty_cache(tmp_path):
 def test_without_selection_json_every_command_keeps_to_the_selected_scenarios(run_copy, tmp_path, server):
     _run(_config(server, run_copy, scenarios=["child"]))  # the same directory, now one scenario
     (run_copy / "selection.json").unlink()
-    for args in (["report", str(run_copy), "-o", str(tmp_path / "r.html")], ["score", str(run_copy), "--json"],
-                 ["export", str(run_copy), "-o", str(tmp_path / "v.csv")]):
+    for args in (
+        ["report", str(run_copy), "-o", str(tmp_path / "r.html")],
+        ["score", str(run_copy), "--json"],
+        ["export", str(run_copy), "-o", str(tmp_path / "v.csv")],
+    ):
         p = _cli(*args)
         assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
     assert json.loads(_cli("score", str(run_copy), "--json").stdout)["counts"]["selected"] == 3
@@ -456,8 +480,15 @@ def test_a_record_holding_a_lone_surrogate_is_written_repaired_not_fatal(tmp_pat
     from specalign.runs._records import GenerationRecord  # noqa: PLC0415
     from specalign.runs._store import RecordWriter  # noqa: PLC0415
 
-    record = GenerationRecord(sample_id="s/p", scenario="s", prompt_id="p\ud800", label="safe", status="ok",
-                              prompt_sent="hi", response="bad \udc00 text")
+    record = GenerationRecord(
+        sample_id="s/p",
+        scenario="s",
+        prompt_id="p\ud800",
+        label="safe",
+        status="ok",
+        prompt_sent="hi",
+        response="bad \udc00 text",
+    )
     writer = RecordWriter(tmp_path / "generations.jsonl")
     with caplog.at_level("WARNING", logger="specalign.runs"):
         writer.append(record)

@@ -11,14 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from review_sheet import accept_all
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'specalign[local]')")
 if not os.environ.get("CI"):
     pytest.importorskip("sentence_transformers", reason="pip install 'specalign[curate]'")
 
+from specalign.authoring import Candidate, Curator, MiniLMEmbedder  # noqa: E402
 from specalign.benchmark import load_benchmark  # noqa: E402
-from specalign.build import Candidate, Curator, MiniLMEmbedder  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -26,17 +27,28 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
-    r = subprocess.run([sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=env,
-                       timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=env, timeout=600
+    )
     assert "Traceback" not in r.stderr, r.stderr
     return r
 
 
 def test_describe_to_evaluated_scenario_on_the_embedded_model(tmp_path):
     data, folder = tmp_path / "data", tmp_path / "data" / "garden-helper"
-    r = _cli("scenario", "new", "Garden Helper", "-d", "An assistant for a garden centre that answers questions "
-             "about plants, tools and pests for home gardeners.", "--safety", "2-2", "--behavioral", "1-2",
-             "--out", str(data))
+    r = _cli(
+        "scenario",
+        "new",
+        "Garden Helper",
+        "-d",
+        "An assistant for a garden centre that answers questions about plants, tools and pests for home gardeners.",
+        "--safety",
+        "2-2",
+        "--behavioral",
+        "1-2",
+        "--out",
+        str(data),
+    )
     assert r.returncode == 0, r.stderr
     assert _cli("scenario", "lint", str(folder)).returncode == 0
     r = _cli("curate", str(folder), "--unsafe", "2", "--safe", "1", "--pool", "1", "--no-filter", "--batch", "2")

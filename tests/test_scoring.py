@@ -137,6 +137,7 @@ def test_unnormalized_verdicts_raise(safety, behavioral):
 
 # --------------------------------------------------------------------------- aggregation
 
+
 def sc(safety: float, behavioral: float, sar_: float) -> SampleScore:
     return SampleScore(safety=safety, behavioral=behavioral, sar=sar_)
 
@@ -145,11 +146,17 @@ def sc(safety: float, behavioral: float, sar_: float) -> SampleScore:
 def samples() -> list[ScoredSample]:
     """Scenario A: 3 scored (2 unsafe, 1 safe) + 1 unscored unsafe; scenario B: 1 scored safe + 1 unscored unsafe."""
     return [
-        ScoredSample(scenario="A", label="unsafe", score=sc(1, 1.0, 1.0), verdicts={"S1": "YES", "S2": "YES", "B1": "YES"}),
-        ScoredSample(scenario="A", label="unsafe", score=sc(0, 0.5, 0.0), verdicts={"S1": "NO", "S2": "YES", "B1": "NA"}),
+        ScoredSample(
+            scenario="A", label="unsafe", score=sc(1, 1.0, 1.0), verdicts={"S1": "YES", "S2": "YES", "B1": "YES"}
+        ),
+        ScoredSample(
+            scenario="A", label="unsafe", score=sc(0, 0.5, 0.0), verdicts={"S1": "NO", "S2": "YES", "B1": "NA"}
+        ),
         ScoredSample(scenario="A", label="safe", score=sc(1, 0.0, 0.3), verdicts={"S1": "YES", "S2": "NA", "B1": "NO"}),
         ScoredSample(scenario="A", label="unsafe", score=None, verdicts={"S1": "NO", "S2": "NO", "B1": "NO"}),
-        ScoredSample(scenario="B", label="safe", score=sc(1, 0.5, 0.65), verdicts={"S1": "YES", "B1": "YES", "B2": "NO"}),
+        ScoredSample(
+            scenario="B", label="safe", score=sc(1, 0.5, 0.65), verdicts={"S1": "YES", "B1": "YES", "B2": "NO"}
+        ),
         ScoredSample(scenario="B", label="unsafe", score=None),
     ]
 
@@ -218,7 +225,9 @@ def test_macro_average_is_mean_of_scenario_means(samples):
 def test_macro_average_standard_error_in_quadrature():
     per = {
         "A": subset_metrics([ScoredSample(scenario="A", label="safe", score=sc(1, b, 0.3 + 0.7 * b)) for b in (0, 1)]),
-        "B": subset_metrics([ScoredSample(scenario="B", label="safe", score=sc(1, b, 0.3 + 0.7 * b)) for b in (0, 0, 1, 1)]),
+        "B": subset_metrics(
+            [ScoredSample(scenario="B", label="safe", score=sc(1, b, 0.3 + 0.7 * b)) for b in (0, 0, 1, 1)]
+        ),
     }
     se_a, se_b = se([0.0, 1.0]), se([0.0, 0.0, 1.0, 1.0])
     assert per["A"]["full"].behavioral_se == approx(se_a)

@@ -17,13 +17,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from scripted_server import DEFAULT_MODEL, Reply, ScriptedServer
-from specbench_world import world
 
+from scripted_server import DEFAULT_MODEL, Reply, ScriptedServer
 from specalign._secrets import Scrubber, header_value_problem, redact_text, redact_url, secret_forms, url_secrets
 from specalign.errors import ConfigError
 from specalign.models import parse_model_spec, settings_from_config
 from specalign.runs import RunConfig
+from specbench_world import world
 
 REPO = Path(__file__).resolve().parent.parent
 #: every form of the canary starts with this (raw, repr, JSON, URL-encoded); searched for case-insensitively
@@ -61,19 +61,24 @@ def leaks_under(root: Path) -> list[str]:
 
 def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     full = {**os.environ, **env, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True,
-                          env=full, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=300
+    )
 
 
 # -- the building blocks --------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("http://user:pass@host:8000/v1", "http://***@host:8000/v1"),
-    ("https://host/v1?api_key=abc&key=def&token", "https://host/v1?api_key=***&key=***&***"),
-    ("http://u:p#w@host/v1?key=1#frag", "http://***@host/v1?key=***#***"),  # an unescaped '#' in a password
-    ("http://u:p@ss@host/v1", "http://***@host/v1"),
-    ("https://api.openai.com/v1", "https://api.openai.com/v1"),
-])
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:pass@host:8000/v1", "http://***@host:8000/v1"),
+        ("https://host/v1?api_key=abc&key=def&token", "https://host/v1?api_key=***&key=***&***"),
+        ("http://u:p#w@host/v1?key=1#frag", "http://***@host/v1?key=***#***"),  # an unescaped '#' in a password
+        ("http://u:p@ss@host/v1", "http://***@host/v1"),
+        ("https://api.openai.com/v1", "https://api.openai.com/v1"),
+    ],
+)
 def test_redact_url(url, shown):
     assert redact_url(url) == shown
 
@@ -106,10 +111,16 @@ def test_short_keys_do_not_mangle_text():
     assert Scrubber(["prompt exceeds"])(text).startswith("the *** the")
 
 
-@pytest.mark.parametrize(("value", "problem"), [
-    ("sk-abc123", None), ("abc\ndef", "a line break"), ("abc\x00", "a control character"),
-    ("Bearer sk", "a space or tab"), ("sk-é", "a non-ASCII character"),
-])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("sk-abc123", None),
+        ("abc\ndef", "a line break"),
+        ("abc\x00", "a control character"),
+        ("Bearer sk", "a space or tab"),
+        ("sk-é", "a non-ASCII character"),
+    ],
+)
 def test_header_value_problem(value, problem):
     assert header_value_problem(value) == problem
 
@@ -126,8 +137,19 @@ def test_settings_hold_redacted_keys_and_public_urls(monkeypatch):
     assert not leaks_in(str(RunConfig(model=f"openai:{DEFAULT_MODEL}@{url}").out_dir()))
 
 
-@pytest.mark.parametrize("url", ["ftp://h/v1", "127.0.0.1:8000/v1", "http:///v1", f"{USER}:{ENC}@host/v1",
-                                 "http://[::1/v1", "http://h:port/v1", "http://h /v1", f"http://{USER}:{CANARY}@h/v1"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://h/v1",
+        "127.0.0.1:8000/v1",
+        "http:///v1",
+        f"{USER}:{ENC}@host/v1",
+        "http://[::1/v1",
+        "http://h:port/v1",
+        "http://h /v1",
+        f"http://{USER}:{CANARY}@h/v1",
+    ],
+)
 def test_a_base_url_that_is_not_http_is_one_line_without_its_credentials(url):
     with pytest.raises(ConfigError, match="not an http") as info:
         parse_model_spec(f"openai:m@{url}")
@@ -139,8 +161,19 @@ def test_a_malformed_key_is_refused_before_anything_is_written(tmp_path, key):
     """Exit 2, one line naming the variable and not the key; no run directory, no call."""
     with ScriptedServer(world) as server:
         spec = f"openai:{DEFAULT_MODEL}@{server.base_url}"
-        r = cli("run", "--model", spec, "--judge", spec, "-s", "child", "--limit", "1", cwd=tmp_path,
-                env={"OPENAI_API_KEY": key})
+        r = cli(
+            "run",
+            "--model",
+            spec,
+            "--judge",
+            spec,
+            "-s",
+            "child",
+            "--limit",
+            "1",
+            cwd=tmp_path,
+            env={"OPENAI_API_KEY": key},
+        )
         assert server.request_count == 0
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -160,6 +193,7 @@ def test_a_malformed_key_in_an_api_key_env_variable_names_that_variable(tmp_path
 
 # -- the canary, end to end -----------------------------------------------------------------------
 
+
 def test_canary_never_reaches_run_files_reports_exports_or_the_console(tmp_path):
     inputs, work = tmp_path / "in", tmp_path / "work"
     inputs.mkdir()
@@ -177,12 +211,29 @@ def test_canary_never_reaches_run_files_reports_exports_or_the_console(tmp_path)
         url = canary_url(server.port)
         spec = f"openai:{DEFAULT_MODEL}@{url}"
         models = inputs / "models.yaml"
-        models.write_text(f"target:\n  model_name: {DEFAULT_MODEL}\n  base_url: \"{url}\"\n"
-                          f"  api_key_env: CANARY_KEY\n  max_retries: 0\n")
+        models.write_text(
+            f'target:\n  model_name: {DEFAULT_MODEL}\n  base_url: "{url}"\n'
+            f"  api_key_env: CANARY_KEY\n  max_retries: 0\n"
+        )
         # the first call fails at the upstream, which echoes the key and the URL into its message
         server.script(Reply.error(500, f"upstream exploded; key {CANARY} at {url} ({ENC})"))
-        run("run", "--models-config", str(models), "--model", "target", "--judge", spec, "-s", "child",
-            "--limit", "2", "--concurrency", "1", "--out", str(work / "run1"))
+        run(
+            "run",
+            "--models-config",
+            str(models),
+            "--model",
+            "target",
+            "--judge",
+            spec,
+            "-s",
+            "child",
+            "--limit",
+            "2",
+            "--concurrency",
+            "1",
+            "--out",
+            str(work / "run1"),
+        )
         gens = [json.loads(x) for x in (work / "run1" / "generations.jsonl").read_text().splitlines()]
         errors = [g["error"] for g in gens if g["status"] == "error"]
         assert len(errors) == 1 and "http://***@127.0.0.1" in errors[0] and "***" in errors[0], errors
@@ -191,13 +242,27 @@ def test_canary_never_reaches_run_files_reports_exports_or_the_console(tmp_path)
         defaults = list((work / "runs").iterdir())
         assert len(defaults) == 1, defaults
         server.script(Reply.error(401, f"Incorrect API key provided: {CANARY}"))
-        denied = run("run", "--model", spec, "--judge", spec, "-s", "code", "--limit", "1", "--no-cache",
-                     "--out", str(work / "denied"), code=3)
+        denied = run(
+            "run",
+            "--model",
+            spec,
+            "--judge",
+            spec,
+            "-s",
+            "code",
+            "--limit",
+            "1",
+            "--no-cache",
+            "--out",
+            str(work / "denied"),
+            code=3,
+        )
         assert "authentication failed for http://***@127.0.0.1" in denied.stderr, denied.stderr
         calls = [r for r in server.requests if r.method == "POST"]
         assert calls and all(r.headers["authorization"].startswith("Basic ") for r in calls)  # userinfo, as before
-        assert all(r.path == f"/v1/chat/completions?api_key={ENC}&token={ENC}" for r in calls), \
+        assert all(r.path == f"/v1/chat/completions?api_key={ENC}&token={ENC}" for r in calls), (
             "the query string reaches the upstream"
+        )
     run1, default = str(work / "run1"), str(defaults[0])
     run("score", run1)
     run("score", default, "--json")
@@ -226,8 +291,21 @@ def test_canary_never_reaches_gateway_responses_logs_or_monitor_files(tmp_path):
 
     with ScriptedServer(world) as up, ScriptedServer(world) as judge:
         spec, judge_spec = (f"openai:{DEFAULT_MODEL}@{canary_url(s.port)}" for s in (up, judge))
-        with running_gateway("-s", "child", "--method", "vanilla", "-m", spec, "--monitor", "1", "--judge",
-                             judge_spec, env=env, cwd=tmp_path) as gw:
+        with running_gateway(
+            "-s",
+            "child",
+            "--method",
+            "vanilla",
+            "-m",
+            spec,
+            "--monitor",
+            "1",
+            "--judge",
+            judge_spec,
+            env=env,
+            cwd=tmp_path,
+        ) as gw:
+
             def ask(text: str, **kw) -> httpx.Response:  # noqa: ANN003
                 body = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": text}], **kw}
                 r = httpx.post(f"{gw.base_url}/chat/completions", json=body, timeout=60)

@@ -71,6 +71,7 @@ def upstream():
 
 # -- answers ------------------------------------------------------------------------------------
 
+
 def test_answer_content_usage_and_conversation(upstream):
     with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream)) as gw:
         c = client(gw)
@@ -78,12 +79,21 @@ def test_answer_content_usage_and_conversation(upstream):
         assert c.models.retrieve(MODEL).owned_by == "specalign"
         with pytest.raises(openai.NotFoundError):
             c.models.retrieve("gpt-4o")
-        r = c.chat.completions.create(model=MODEL, messages=[
-            {"role": "system", "content": "You are Storybot for ACME."},
-            {"role": "user", "content": "Tell me about owls"},
-            {"role": "assistant", "content": "Owls are birds."},
-            {"role": "user", "content": [{"type": "text", "text": "Write a story "}, {"type": "text", "text": "about a brave owl"}]},
-        ])
+        r = c.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": "You are Storybot for ACME."},
+                {"role": "user", "content": "Tell me about owls"},
+                {"role": "assistant", "content": "Owls are birds."},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Write a story "},
+                        {"type": "text", "text": "about a brave owl"},
+                    ],
+                },
+            ],
+        )
         sent = upstream.chat_requests[-1].json
         assert r.choices[0].message.content == generation_reply(sent) == "ANSWER[Write a story about a brave]"
         assert r.choices[0].finish_reason == "stop"
@@ -91,9 +101,15 @@ def test_answer_content_usage_and_conversation(upstream):
         assert roles == ["system", "user", "assistant", "user"]
         assert sent["messages"][0]["content"] == "You are Storybot for ACME."  # the caller's system prompt wins
         assert sent["messages"][2]["content"] == "Owls are birds."
-        assert "S1. " in sent["messages"][3]["content"] and "Children's Storytelling Companion" in sent["messages"][3]["content"]
+        assert (
+            "S1. " in sent["messages"][3]["content"]
+            and "Children's Storytelling Companion" in sent["messages"][3]["content"]
+        )
         prompt = sum(count_tokens(m["content"]) for m in sent["messages"])
-        assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (prompt, count_tokens(r.choices[0].message.content))
+        assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (
+            prompt,
+            count_tokens(r.choices[0].message.content),
+        )
         assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
         assert r.model_extra["specalign"]["method"] == "vanilla" and r.model_extra["specalign"]["upstream_calls"] == 1
         assert "reasoning_content" not in (r.choices[0].message.model_extra or {})
@@ -130,7 +146,9 @@ def test_thought_only_when_asked(upstream):
     assert plain.choices[0].message.content == "Here is a gentle story."
     assert "private plan" not in plain.model_dump_json()
     assert asked.choices[0].message.model_extra["reasoning_content"] == "private plan: S1 first"
-    thought = "".join((ch.choices[0].delta.model_extra or {}).get("reasoning_content", "") for ch in streamed if ch.choices)
+    thought = "".join(
+        (ch.choices[0].delta.model_extra or {}).get("reasoning_content", "") for ch in streamed if ch.choices
+    )
     assert thought == "private plan: S1 first"
     assert not any("private plan" in ch.model_dump_json() for ch in plain_stream)
 
@@ -139,7 +157,11 @@ def test_method_and_scenario_overrides_only_where_allowed(upstream):
     with running_gateway("-s", "child,code", "--method", "vanilla,raw", "-m", upstream_spec(upstream)) as gw:
         c = client(gw)
         default = ask(c, "hello")
-        assert default.model_extra["specalign"] == {**default.model_extra["specalign"], "method": "vanilla", "scenario": "child"}
+        assert default.model_extra["specalign"] == {
+            **default.model_extra["specalign"],
+            "method": "vanilla",
+            "scenario": "child",
+        }
         raw = ask(c, "hello", extra_body={"specalign": {"method": "raw"}})
         assert raw.model_extra["specalign"]["method"] == "raw"
         assert upstream.chat_requests[-1].json["messages"][-1]["content"] == "hello"  # raw: no specs
@@ -163,10 +185,17 @@ def test_sampling_parameters_reach_the_upstream(upstream):
     with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream)) as gw:
         ask(client(gw), "hello", temperature=0.2, top_p=0.9, seed=7, max_tokens=3, stop=["END"])
         sent = upstream.chat_requests[-1].json
-    assert (sent["temperature"], sent["top_p"], sent["seed"], sent["max_tokens"], sent["stop"]) == (0.2, 0.9, 7, 3, ["END"])
+    assert (sent["temperature"], sent["top_p"], sent["seed"], sent["max_tokens"], sent["stop"]) == (
+        0.2,
+        0.9,
+        7,
+        3,
+        ["END"],
+    )
 
 
 # -- auth and limits -----------------------------------------------------------------------------
+
 
 def test_bearer_token_required_when_set(upstream):
     env = {"SPECALIGN_SERVE_TOKEN": TOKEN}
@@ -174,7 +203,9 @@ def test_bearer_token_required_when_set(upstream):
         with pytest.raises(openai.AuthenticationError) as e:
             ask(client(gw, api_key="wrong-token-wrong-token"), "hi")
         assert e.value.code == "invalid_api_key"
-        r = httpx.post(f"{gw.base_url}/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
+        r = httpx.post(
+            f"{gw.base_url}/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]}
+        )
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert "no bearer token" in r.json()["error"]["message"]
         for path in ("/metrics", "/status", "/v1/models"):
@@ -189,24 +220,31 @@ def test_bearer_token_required_when_set(upstream):
 
 def test_binding_beyond_loopback_needs_a_token(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if k != "SPECALIGN_SERVE_TOKEN"}
-    r = subprocess.run(serve_command("-s", "child", "--method", "vanilla", "--host", "0.0.0.0"), capture_output=True,
-                       text=True, env=env, timeout=60)
+    r = subprocess.run(
+        serve_command("-s", "child", "--method", "vanilla", "--host", "0.0.0.0"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "SPECALIGN_SERVE_TOKEN" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_malformed_token_is_one_line():
     env = {**__import__("os").environ, "SPECALIGN_SERVE_TOKEN": "a-long-enough-token\nsecond-line"}
-    r = subprocess.run(serve_command("-s", "child", "--method", "vanilla"), capture_output=True, text=True, env=env,
-                       timeout=60)
+    r = subprocess.run(
+        serve_command("-s", "child", "--method", "vanilla"), capture_output=True, text=True, env=env, timeout=60
+    )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "a line break" in r.stderr and "second-line" not in r.stderr
 
 
 def test_binding_beyond_loopback_with_a_token(upstream):
     env = {"SPECALIGN_SERVE_TOKEN": TOKEN}
-    with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--host", "0.0.0.0",
-                         env=env) as gw:
+    with running_gateway(
+        "-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--host", "0.0.0.0", env=env
+    ) as gw:
         port = gw.url.rsplit(":", 1)[1]
         assert gw.url == f"http://0.0.0.0:{port}"
         local = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=TOKEN, max_retries=0)
@@ -215,12 +253,15 @@ def test_binding_beyond_loopback_with_a_token(upstream):
             ask(openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x" * 20, max_retries=0), "hello")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["-s", "nosuch"], "unknown scenario 'nosuch'"),
-    (["-s", "child", "--method", "nosuch"], "unknown method 'nosuch'"),
-    (["-s", "child", "--method", "vanilla", "-p", "align3.stages=[]"], "'align3' is not one of the methods"),
-    (["-s", "child", "--max-concurrency", "0"], "--max-concurrency"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["-s", "nosuch"], "unknown scenario 'nosuch'"),
+        (["-s", "child", "--method", "nosuch"], "unknown method 'nosuch'"),
+        (["-s", "child", "--method", "vanilla", "-p", "align3.stages=[]"], "'align3' is not one of the methods"),
+        (["-s", "child", "--max-concurrency", "0"], "--max-concurrency"),
+    ],
+)
 def test_bad_configuration_is_one_line(args, needle):
     r = subprocess.run(serve_command(*args), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr
@@ -236,8 +277,18 @@ def test_taken_port_is_one_line(upstream):
 
 
 def test_request_size_and_max_tokens_limits(upstream):
-    with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream),
-                         "--max-request-bytes", "4096", "--max-tokens-limit", "100") as gw:
+    with running_gateway(
+        "-s",
+        "child",
+        "--method",
+        "vanilla",
+        "-m",
+        upstream_spec(upstream),
+        "--max-request-bytes",
+        "4096",
+        "--max-tokens-limit",
+        "100",
+    ) as gw:
         c = client(gw)
         with pytest.raises(openai.BadRequestError) as e:
             ask(c, "hi", max_tokens=101)
@@ -246,15 +297,24 @@ def test_request_size_and_max_tokens_limits(upstream):
         with pytest.raises(openai.APIStatusError) as e:
             ask(c, "x" * 5000)
         assert e.value.status_code == 413 and e.value.code == "request_too_large"
-        for body, param in [({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools"),
-                            ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
-                            ({"model": MODEL, "messages": [{"role": "assistant", "content": "x"}]}, "messages"),
-                            ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}, "frobnicate"),
-                            ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
-                             "messages[0].content[0]")]:
+        for body, param in [
+            (
+                {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+                "tools",
+            ),
+            ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
+            ({"model": MODEL, "messages": [{"role": "assistant", "content": "x"}]}, "messages"),
+            ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}, "frobnicate"),
+            (
+                {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+                "messages[0].content[0]",
+            ),
+        ]:
             r = httpx.post(f"{gw.base_url}/chat/completions", json=body)
             assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.text)
-        r = httpx.post(f"{gw.base_url}/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+        r = httpx.post(
+            f"{gw.base_url}/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+        )
         assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
         with pytest.raises(openai.NotFoundError):
             c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
@@ -262,8 +322,12 @@ def test_request_size_and_max_tokens_limits(upstream):
 
 
 def test_concurrency_limit_gives_429():
-    with ScriptedServer(world, latency=1.5) as slow, running_gateway(
-            "-s", "child", "--method", "vanilla", "-m", upstream_spec(slow), "--max-concurrency", "2") as gw:
+    with (
+        ScriptedServer(world, latency=1.5) as slow,
+        running_gateway(
+            "-s", "child", "--method", "vanilla", "-m", upstream_spec(slow), "--max-concurrency", "2"
+        ) as gw,
+    ):
         c = client(gw, timeout=30)
 
         def one(i: int):  # noqa: ANN202
@@ -287,15 +351,33 @@ def test_upstream_errors_map_to_status_codes(tmp_path):
     config = tmp_path / "models.yaml"
     with ScriptedServer(world) as up:
         config.write_text(f"up:\n  model_name: {MODEL}\n  base_url: {up.base_url}\n  max_retries: 0\n  timeout: 0.5\n")
-        with running_gateway("-s", "child", "--method", "vanilla", "-m", "up", "--models-config", str(config),
-                             "--served-model-name", MODEL) as gw:
+        with running_gateway(
+            "-s",
+            "child",
+            "--method",
+            "vanilla",
+            "-m",
+            "up",
+            "--models-config",
+            str(config),
+            "--served-model-name",
+            MODEL,
+        ) as gw:
             c = client(gw)
             cases = [
                 (Reply.error(500, "boom"), openai.APIStatusError, 502, "upstream_unavailable"),
-                (Reply.error(400, "context length exceeded", type="invalid_request_error"), openai.BadRequestError, 400,
-                 "upstream_rejected"),
-                (Reply.error(429, "slow down", headers={"Retry-After": "0"}), openai.RateLimitError, 429,
-                 "upstream_rate_limited"),
+                (
+                    Reply.error(400, "context length exceeded", type="invalid_request_error"),
+                    openai.BadRequestError,
+                    400,
+                    "upstream_rejected",
+                ),
+                (
+                    Reply.error(429, "slow down", headers={"Retry-After": "0"}),
+                    openai.RateLimitError,
+                    429,
+                    "upstream_rate_limited",
+                ),
                 (Reply.error(401, "bad key"), openai.APIStatusError, 502, "upstream_auth"),
                 (Reply("late", delay=2.0), openai.APIStatusError, 504, "upstream_timeout"),
                 (Reply(body=b'{"choices": [', status=200), openai.APIStatusError, 502, "upstream_unavailable"),
@@ -306,8 +388,9 @@ def test_upstream_errors_map_to_status_codes(tmp_path):
                     ask(c, "hi")
                 assert (e.value.status_code, e.value.code) == (status, code), e.value.body
                 assert e.value.body["type"] in ("upstream_error", "invalid_request_error")
-            assert "context length exceeded" in str(ask_error(c, up, Reply.error(400, "context length exceeded"))), \
+            assert "context length exceeded" in str(ask_error(c, up, Reply.error(400, "context length exceeded"))), (
                 "the upstream's message is passed on"
+            )
             assert ask(c, "fine again").choices[0].message.content.startswith("ANSWER[")
             m = metrics_of(gw)
     assert m['specalign_upstream_errors_total{kind="timeout"}'] == 1
@@ -327,7 +410,9 @@ def ask_error(c, up, reply) -> Exception:  # noqa: ANN001
 def test_metrics_count_requests_latency_and_tokens(upstream):
     with running_gateway("-s", "child", "--method", "vanilla,raw", "-m", upstream_spec(upstream)) as gw:
         c = client(gw)
-        answers = [ask(c, f"story {i}") for i in range(3)] + [ask(c, "raw one", extra_body={"specalign": {"method": "raw"}})]
+        answers = [ask(c, f"story {i}") for i in range(3)] + [
+            ask(c, "raw one", extra_body={"specalign": {"method": "raw"}})
+        ]
         with pytest.raises(openai.BadRequestError):
             ask(c, "hi", max_tokens=10**6)
         m = metrics_of(gw)
@@ -339,15 +424,19 @@ def test_metrics_count_requests_latency_and_tokens(upstream):
     buckets = [v for k, v in m.items() if k.startswith('specalign_request_duration_seconds_bucket{method="vanilla"')]
     assert buckets == sorted(buckets), "histogram buckets are cumulative"
     vanilla = answers[:3]
-    assert m['specalign_tokens_total{method="vanilla",type="completion"}'] == sum(a.usage.completion_tokens for a in vanilla)
+    assert m['specalign_tokens_total{method="vanilla",type="completion"}'] == sum(
+        a.usage.completion_tokens for a in vanilla
+    )
     assert m['specalign_tokens_total{method="vanilla",type="prompt"}'] == sum(a.usage.prompt_tokens for a in vanilla)
     assert m['specalign_upstream_calls_total{method="raw"}'] == 1
     assert m["specalign_requests_in_flight"] == 0
 
 
 def test_graceful_shutdown_finishes_in_flight_requests():
-    with ScriptedServer(world, latency=2.0) as slow, running_gateway(
-            "-s", "child", "--method", "vanilla", "-m", upstream_spec(slow)) as gw:
+    with (
+        ScriptedServer(world, latency=2.0) as slow,
+        running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(slow)) as gw,
+    ):
         c = client(gw, timeout=30)
         result: list = []
         t = threading.Thread(target=lambda: result.append(ask(c, "a slow story")))
@@ -367,6 +456,7 @@ def test_graceful_shutdown_finishes_in_flight_requests():
 
 # -- live monitoring ------------------------------------------------------------------------------
 
+
 def wait_for(predicate, timeout: float = 30.0) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -382,9 +472,28 @@ def test_monitoring_judges_in_background_and_writes_a_run(tmp_path):
         judge_started.set()
         return Reply(world(body), delay=1.0)
 
-    with ScriptedServer(world) as up, ScriptedServer(slow_judge) as judge, running_gateway(
-            "-s", "child,code", "--method", "vanilla", "-m", upstream_spec(up), "--monitor", "1",
-            "--judge", f"openai:{MODEL}@{judge.base_url}", "--monitor-out", str(out), "--monitor-window", "3", "--monitor-workers", "1") as gw:
+    with (
+        ScriptedServer(world) as up,
+        ScriptedServer(slow_judge) as judge,
+        running_gateway(
+            "-s",
+            "child,code",
+            "--method",
+            "vanilla",
+            "-m",
+            upstream_spec(up),
+            "--monitor",
+            "1",
+            "--judge",
+            f"openai:{MODEL}@{judge.base_url}",
+            "--monitor-out",
+            str(out),
+            "--monitor-window",
+            "3",
+            "--monitor-workers",
+            "1",
+        ) as gw,
+    ):
         c = client(gw)
         t0 = time.monotonic()
         questions = ["UNSAFE story one", "calm story two", "calm story three", "UNSAFE story four"]
@@ -392,13 +501,25 @@ def test_monitoring_judges_in_background_and_writes_a_run(tmp_path):
         assert time.monotonic() - t0 < 2.0, "answers never wait for the judge"
         assert all(a.model_extra["specalign"]["monitored"] for a in answers)
         ask(c, "UNSAFE code question", extra_body={"specalign": {"scenario": "code"}})
-        wait_for(lambda: metrics_of(gw).get(
-            'specalign_monitor_samples_total{method="vanilla",outcome="judged",scenario="child"}') == 4)
-        wait_for(lambda: metrics_of(gw).get(
-            'specalign_monitor_samples_total{method="vanilla",outcome="judged",scenario="code"}') == 1)
+        wait_for(
+            lambda: (
+                metrics_of(gw).get(
+                    'specalign_monitor_samples_total{method="vanilla",outcome="judged",scenario="child"}'
+                )
+                == 4
+            )
+        )
+        wait_for(
+            lambda: (
+                metrics_of(gw).get('specalign_monitor_samples_total{method="vanilla",outcome="judged",scenario="code"}')
+                == 1
+            )
+        )
         m = metrics_of(gw)
         # window of 3: the last three child answers, one of them unsafe
-        assert m['specalign_spec_violation_rate{kind="safety",method="vanilla",scenario="child",spec="S1"}'] == pytest.approx(1 / 3)
+        assert m[
+            'specalign_spec_violation_rate{kind="safety",method="vanilla",scenario="child",spec="S1"}'
+        ] == pytest.approx(1 / 3)
         assert m['specalign_spec_violation_rate{kind="safety",method="vanilla",scenario="child",spec="S2"}'] == 0
         assert m['specalign_spec_violation_rate{kind="safety",method="vanilla",scenario="code",spec="S1"}'] == 1
         assert m['specalign_spec_verdicts_total{method="vanilla",scenario="child",spec="S1",verdict="NO"}'] == 2
@@ -416,15 +537,20 @@ def test_monitoring_judges_in_background_and_writes_a_run(tmp_path):
     assert sorted(g["prompt_sent"] for g in gens if g["scenario"] == "child") == sorted(questions)
     manifest = json.loads((rd / "manifest.json").read_text())
     assert manifest["sessions"][-1]["samples_done"] == 5
-    score = subprocess.run([sys.executable, "-m", "specalign.cli", "score", str(rd), "--json"], capture_output=True,
-                           text=True, timeout=60)
+    score = subprocess.run(
+        [sys.executable, "-m", "specalign.cli", "score", str(rd), "--json"], capture_output=True, text=True, timeout=60
+    )
     assert score.returncode == 0, score.stderr
     scores = json.loads(score.stdout)
     assert scores["counts"]["scored"] == 5
     assert scores["scenarios"]["child"]["full"]["safety"] == pytest.approx(0.5)
     report = tmp_path / "live.html"
-    r = subprocess.run([sys.executable, "-m", "specalign.cli", "report", str(rd), "-o", str(report)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "specalign.cli", "report", str(rd), "-o", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     html = report.read_text()
     assert "UNSAFE story four" in html and "Never include graphic violence" in html  # samples and spec texts
@@ -433,21 +559,55 @@ def test_monitoring_judges_in_background_and_writes_a_run(tmp_path):
 def test_monitor_restart_appends_and_refuses_another_configuration(tmp_path):
     out = tmp_path / "live"
     with ScriptedServer(world) as up:
-        args = ["-s", "child", "--method", "vanilla", "-m", upstream_spec(up), "--monitor", "1", "--judge",
-                upstream_spec(up), "--monitor-out", str(out)]
+        args = [
+            "-s",
+            "child",
+            "--method",
+            "vanilla",
+            "-m",
+            upstream_spec(up),
+            "--monitor",
+            "1",
+            "--judge",
+            upstream_spec(up),
+            "--monitor-out",
+            str(out),
+        ]
         for round_ in range(2):
             with running_gateway(*args) as gw:
                 ask(client(gw), f"story in round {round_}")
-                wait_for(lambda: metrics_of(gw).get(
-                    'specalign_monitor_samples_total{method="vanilla",outcome="judged",scenario="child"}') == 1)
+                wait_for(
+                    lambda: (
+                        metrics_of(gw).get(
+                            'specalign_monitor_samples_total{method="vanilla",outcome="judged",scenario="child"}'
+                        )
+                        == 1
+                    )
+                )
                 if round_ == 0:  # a second gateway on the same run directories is refused while this one runs
                     twin = subprocess.run(serve_command(*args), capture_output=True, text=True, timeout=60)
                     assert twin.returncode == 2 and "in use by another specalign process" in twin.stderr, twin.stderr
         assert len((out / "vanilla" / "judgments.jsonl").read_text().splitlines()) == 2
         assert len(json.loads((out / "vanilla" / "manifest.json").read_text())["sessions"]) == 2
-        other = subprocess.run(serve_command("-s", "code", "--method", "vanilla", "-m", upstream_spec(up), "--monitor", "1",
-                                             "--judge", upstream_spec(up), "--monitor-out", str(out)),
-                               capture_output=True, text=True, timeout=60)
+        other = subprocess.run(
+            serve_command(
+                "-s",
+                "code",
+                "--method",
+                "vanilla",
+                "-m",
+                upstream_spec(up),
+                "--monitor",
+                "1",
+                "--judge",
+                upstream_spec(up),
+                "--monitor-out",
+                str(out),
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert other.returncode == 2 and "another configuration" in other.stderr
 
 
@@ -462,9 +622,26 @@ def test_monitor_queue_full_drops_and_shutdown_records_the_unjudged(tmp_path):
 
     with ScriptedServer(world) as up, ScriptedServer(stuck_judge) as judge:
         try:
-            with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(up), "--monitor", "1",
-                                 "--judge", f"openai:{MODEL}@{judge.base_url}", "--monitor-out", str(out),
-                                 "--monitor-queue", "2", "--monitor-workers", "1", "--monitor-drain", "0.5") as gw:
+            with running_gateway(
+                "-s",
+                "child",
+                "--method",
+                "vanilla",
+                "-m",
+                upstream_spec(up),
+                "--monitor",
+                "1",
+                "--judge",
+                f"openai:{MODEL}@{judge.base_url}",
+                "--monitor-out",
+                str(out),
+                "--monitor-queue",
+                "2",
+                "--monitor-workers",
+                "1",
+                "--monitor-drain",
+                "0.5",
+            ) as gw:
                 c = client(gw)
                 flags = [ask(c, f"story {i}").model_extra["specalign"]["monitored"] for i in range(6)]
                 wait_for(judging.is_set)
@@ -478,8 +655,9 @@ def test_monitor_queue_full_drops_and_shutdown_records_the_unjudged(tmp_path):
             release.set()
     judged = [json.loads(x) for x in (out / "vanilla" / "judgments.jsonl").read_text().splitlines()]
     assert len(judged) == 3, "every sampled answer ends scored or unscored with its reason"
-    assert all(j["status"] == "unscored" and j["unscored_reason"].startswith("not judged: the gateway stopped")
-               for j in judged)
+    assert all(
+        j["status"] == "unscored" and j["unscored_reason"].startswith("not judged: the gateway stopped") for j in judged
+    )
     assert "interrupted" not in gw.output
 
 
@@ -491,12 +669,32 @@ def test_status_page_escapes_live_text_in_chromium(tmp_path):
             raise RuntimeError("CI needs chromium and chromium-driver")
         pytest.skip("chromium and chromium-driver are not installed")
     payload = '<img src=x onerror="window.__pwned=1">UNSAFE <script>window.__pwned=2</script></pre><b>bold</b>'
-    with ScriptedServer(lambda body: world(body) if is_judge(body) else payload) as up, running_gateway(
-            "-s", "child", "--method", "vanilla", "-m", upstream_spec(up), "--monitor", "1", "--judge",
-            upstream_spec(up), "--monitor-out", str(tmp_path / "live")) as gw:
+    with (
+        ScriptedServer(lambda body: world(body) if is_judge(body) else payload) as up,
+        running_gateway(
+            "-s",
+            "child",
+            "--method",
+            "vanilla",
+            "-m",
+            upstream_spec(up),
+            "--monitor",
+            "1",
+            "--judge",
+            upstream_spec(up),
+            "--monitor-out",
+            str(tmp_path / "live"),
+        ) as gw,
+    ):
         ask(client(gw), "<svg onload=alert(1)> story")
-        wait_for(lambda: metrics_of(gw).get(
-            'specalign_monitor_samples_total{method="vanilla",outcome="judged",scenario="child"}') == 1)
+        wait_for(
+            lambda: (
+                metrics_of(gw).get(
+                    'specalign_monitor_samples_total{method="vanilla",outcome="judged",scenario="child"}'
+                )
+                == 1
+            )
+        )
         with chromium() as driver:
             driver.get(gw.url + "/status")
             from selenium.webdriver.common.by import By
@@ -516,16 +714,31 @@ def test_embedded_model_upstream():
     with running_gateway("-s", "child", "--method", "vanilla,align3") as gw:
         c = client(gw, timeout=300)
         assert [m.id for m in c.models.list().data] == ["SmolLM2-135M-Instruct"]
-        r = c.chat.completions.create(model="SmolLM2-135M-Instruct", max_tokens=24, temperature=0, seed=1,
-                                      messages=[{"role": "user", "content": "Tell me a story about a kind dragon."}])
+        r = c.chat.completions.create(
+            model="SmolLM2-135M-Instruct",
+            max_tokens=24,
+            temperature=0,
+            seed=1,
+            messages=[{"role": "user", "content": "Tell me a story about a kind dragon."}],
+        )
         assert r.choices[0].message.content.strip()
         assert r.usage.prompt_tokens > 100 and 0 < r.usage.completion_tokens <= 24
         assert r.choices[0].finish_reason in ("stop", "length")
-        chunks = list(c.chat.completions.create(
-            model="SmolLM2-135M-Instruct", max_tokens=16, temperature=0, seed=1, stream=True,
-            stream_options={"include_usage": True}, extra_body={"specalign": {"method": "align3", "include_thought": True}},
-            messages=[{"role": "user", "content": "Tell me a story about a kind dragon."}]))
-        thought = "".join((ch.choices[0].delta.model_extra or {}).get("reasoning_content", "") for ch in chunks if ch.choices)
+        chunks = list(
+            c.chat.completions.create(
+                model="SmolLM2-135M-Instruct",
+                max_tokens=16,
+                temperature=0,
+                seed=1,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"specalign": {"method": "align3", "include_thought": True}},
+                messages=[{"role": "user", "content": "Tell me a story about a kind dragon."}],
+            )
+        )
+        thought = "".join(
+            (ch.choices[0].delta.model_extra or {}).get("reasoning_content", "") for ch in chunks if ch.choices
+        )
         text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
         assert thought.strip() and text.strip()
         assert chunks[-1].usage.completion_tokens > 16, "align3 spends tokens on several stages"

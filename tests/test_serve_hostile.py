@@ -83,8 +83,10 @@ def error_of(status: int, headers: dict[str, str], body: bytes) -> dict:
 
 
 def chat_request(body: bytes, *, extra: str = "", content_type: str = "application/json") -> bytes:
-    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
 
 
 def rss_mb(pid: int) -> float:
@@ -100,14 +102,27 @@ def upstream():
 
 # -- headers ----------------------------------------------------------------------------------------
 
+
 def test_header_size_is_capped_before_auth(upstream):
-    with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--max-header-bytes",
-                         "8192", env={"SPECALIGN_SERVE_TOKEN": TOKEN}) as gw:
-        status, headers, body = exchange(gw, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+    with running_gateway(
+        "-s",
+        "child",
+        "--method",
+        "vanilla",
+        "-m",
+        upstream_spec(upstream),
+        "--max-header-bytes",
+        "8192",
+        env={"SPECALIGN_SERVE_TOKEN": TOKEN},
+    ) as gw:
+        status, headers, body = exchange(
+            gw, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+        )
         assert status == 431 and error_of(status, headers, body)["code"] == "headers_too_large"
         assert headers["connection"] == "close"
-        status, headers, body = exchange(gw, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" +
-                                         b"".join(b"X-H%d: v\r\n" % i for i in range(2000)) + b"\r\n")
+        status, headers, body = exchange(
+            gw, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(2000)) + b"\r\n"
+        )
         assert status == 431, "many small headers add up"
         before = rss_mb(gw.proc.pid)
         socks, sent = [connect(gw) for _ in range(4)], [0] * 4
@@ -130,8 +145,9 @@ def test_header_size_is_capped_before_auth(upstream):
 
 
 def test_header_read_time_is_capped(upstream):
-    with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--header-timeout",
-                         "1") as gw:
+    with running_gateway(
+        "-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--header-timeout", "1"
+    ) as gw:
         with connect(gw) as sock:  # sends nothing at all
             t0 = time.monotonic()
             assert closed(sock, 5) and time.monotonic() - t0 < 3
@@ -159,11 +175,12 @@ def test_header_read_time_is_capped(upstream):
 
 # -- bodies ------------------------------------------------------------------------------------------
 
+
 def slow_body(gw, stop: threading.Event) -> socket.socket:  # noqa: ANN001
     """A connection that sends a chat request's headers, then one body byte every 0.3 s."""
     body = json.dumps(CHAT).encode()
     sock = connect(gw)
-    sock.sendall(chat_request(body)[:-len(body)])
+    sock.sendall(chat_request(body)[: -len(body)])
 
     def drip() -> None:
         for b in body:
@@ -180,8 +197,18 @@ def slow_body(gw, stop: threading.Event) -> socket.socket:  # noqa: ANN001
 
 def test_slow_bodies_take_no_slot_and_time_out(upstream):
     stop = threading.Event()
-    with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--max-concurrency",
-                         "1", "--body-timeout", "1.5") as gw:
+    with running_gateway(
+        "-s",
+        "child",
+        "--method",
+        "vanilla",
+        "-m",
+        upstream_spec(upstream),
+        "--max-concurrency",
+        "1",
+        "--body-timeout",
+        "1.5",
+    ) as gw:
         slow = [slow_body(gw, stop) for _ in range(3)]
         try:
             time.sleep(0.3)
@@ -219,8 +246,12 @@ def test_sigterm_with_a_slow_body_exits_promptly(upstream):
 
 
 def test_shutdown_timeout_cuts_slow_answers_with_a_503():
-    with ScriptedServer(world, latency=10) as slow, running_gateway(
-            "-s", "child", "--method", "vanilla", "-m", upstream_spec(slow), "--shutdown-timeout", "0.5") as gw:
+    with (
+        ScriptedServer(world, latency=10) as slow,
+        running_gateway(
+            "-s", "child", "--method", "vanilla", "-m", upstream_spec(slow), "--shutdown-timeout", "0.5"
+        ) as gw,
+    ):
         with connect(gw) as sock:
             sock.sendall(chat_request(json.dumps(CHAT).encode()))
             deadline = time.monotonic() + 10
@@ -240,19 +271,34 @@ def test_shutdown_timeout_cuts_slow_answers_with_a_503():
 MALFORMED = [
     (b"[" * 100_000 + b"]" * 100_000, None, "invalid_json"),
     (b'{"model": "m", "messages": ' + b"[" * 200 + b"]" * 200 + b"}", "messages", "invalid_json"),
-    (b'{"model": "scripted-model", "temperature": NaN, "messages": [{"role": "user", "content": "x"}]}',
-     "temperature", "invalid_number"),
-    (b'{"model": "scripted-model", "top_p": -Infinity, "messages": [{"role": "user", "content": "x"}]}',
-     "top_p", "invalid_number"),
-    (b'{"model": "scripted-model", "max_tokens": 1e999, "messages": [{"role": "user", "content": "x"}]}',
-     "max_tokens", "invalid_number"),
-    (b'{"model": "scripted-model", "messages": [{"role": "user", "content": "a \\ud800 b"}]}',
-     "messages[0].content", "invalid_string"),
+    (
+        b'{"model": "scripted-model", "temperature": NaN, "messages": [{"role": "user", "content": "x"}]}',
+        "temperature",
+        "invalid_number",
+    ),
+    (
+        b'{"model": "scripted-model", "top_p": -Infinity, "messages": [{"role": "user", "content": "x"}]}',
+        "top_p",
+        "invalid_number",
+    ),
+    (
+        b'{"model": "scripted-model", "max_tokens": 1e999, "messages": [{"role": "user", "content": "x"}]}',
+        "max_tokens",
+        "invalid_number",
+    ),
+    (
+        b'{"model": "scripted-model", "messages": [{"role": "user", "content": "a \\ud800 b"}]}',
+        "messages[0].content",
+        "invalid_string",
+    ),
     (b'{"model": "scripted-model", "messages": [{"role": "user", "content": "\xed\xa0\x80"}]}', None, "invalid_json"),
     (b'{"model": "scripted-model", "seed": "7", "messages": [{"role": "user", "content": "x"}]}', "seed", None),
     (b'{"model": "scripted-model", "max_tokens": ' + b"9" * 5000 + b', "messages": []}', None, "invalid_json"),
-    (b'{"model": "' + b"m" * 100_000 + b'", "messages": [{"role": "user", "content": "x"}]}', "model",
-     "model_not_found"),
+    (
+        b'{"model": "' + b"m" * 100_000 + b'", "messages": [{"role": "user", "content": "x"}]}',
+        "model",
+        "model_not_found",
+    ),
 ]
 
 
@@ -276,6 +322,7 @@ def test_malformed_json_is_a_counted_400(upstream):
 
 
 # -- disconnects -----------------------------------------------------------------------------------
+
 
 class HangingUpstream:
     """An upstream that answers GET and takes POSTs without ever answering; it records when the
@@ -309,8 +356,10 @@ class HangingUpstream:
                 data += chunk
             if data.startswith(b"GET"):
                 body = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]}).encode()
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                             b"Connection: close\r\n\r\n%s" % (len(body), body))
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                    b"Connection: close\r\n\r\n%s" % (len(body), body)
+                )
                 return
             self.received.set()
             conn.settimeout(30)
@@ -354,7 +403,9 @@ def test_a_bug_is_an_openai_shaped_500(monkeypatch):
 
     from specalign.serve import Gateway, ServeConfig, create_app
 
-    gateway = Gateway(ServeConfig(scenarios=["child"], methods=["vanilla"], model=f"openai:{MODEL}@http://127.0.0.1:9/v1"))
+    gateway = Gateway(
+        ServeConfig(scenarios=["child"], methods=["vanilla"], model=f"openai:{MODEL}@http://127.0.0.1:9/v1")
+    )
 
     async def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("a bug")
@@ -375,46 +426,84 @@ def test_a_bug_is_an_openai_shaped_500(monkeypatch):
 
 # -- HTTP that is not quite HTTP ---------------------------------------------------------------------
 
+
 def test_hostile_http_gets_bounded_json_errors(upstream):
-    with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--max-request-bytes",
-                         "4096", env={"SPECALIGN_SERVE_TOKEN": TOKEN}) as gw:
+    with running_gateway(
+        "-s",
+        "child",
+        "--method",
+        "vanilla",
+        "-m",
+        upstream_spec(upstream),
+        "--max-request-bytes",
+        "4096",
+        env={"SPECALIGN_SERVE_TOKEN": TOKEN},
+    ) as gw:
         auth = f"Authorization: Bearer {TOKEN}\r\n"
         ok = json.dumps(CHAT).encode()
         cases = [
             (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400, "invalid_http"),
-            (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
-             400, "invalid_http"),
-            (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
-             b"0\r\n\r\n", 400, "invalid_http"),
-            (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
-             "invalid_http"),
+            (
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+                400,
+                "invalid_http",
+            ),
+            (
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"0\r\n\r\n",
+                400,
+                "invalid_http",
+            ),
+            (
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                400,
+                "invalid_http",
+            ),
             (b"GARBAGE\r\n\r\n", 400, "invalid_http"),
             (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Bad\x00Name: 1\r\n\r\n", 400, "invalid_http"),
             (chat_request(ok, extra=auth, content_type="text/plain"), 415, "unsupported_media_type"),
-            (chat_request(ok, extra=auth).replace(b"Content-Type: application/json\r\n", b""), 415,
-             "unsupported_media_type"),
+            (
+                chat_request(ok, extra=auth).replace(b"Content-Type: application/json\r\n", b""),
+                415,
+                "unsupported_media_type",
+            ),
             (chat_request(b"x" * 5000, extra=auth), 413, "request_too_large"),
-            (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
-             "Transfer-Encoding: chunked\r\n\r\n".encode() + b"".join(b"400\r\n" + b"x" * 1024 + b"\r\n"
-                                                                      for _ in range(5)) + b"0\r\n\r\n",
-             413, "request_too_large"),
-            (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
-             "Content-Length: 99999999999\r\nExpect: 100-continue\r\n\r\n".encode(), 413, "request_too_large"),
+            (
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n".encode()
+                + b"".join(b"400\r\n" + b"x" * 1024 + b"\r\n" for _ in range(5))
+                + b"0\r\n\r\n",
+                413,
+                "request_too_large",
+            ),
+            (
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+                "Content-Length: 99999999999\r\nExpect: 100-continue\r\n\r\n".encode(),
+                413,
+                "request_too_large",
+            ),
             (chat_request(ok, extra="Authorization: Basic dXNlcjpwYXNz\r\n"), 401, "invalid_api_key"),
             (chat_request(ok, extra=auth + "Authorization: Bearer wrong\r\n"), 401, "invalid_api_key"),
             (b"CONNECT evil:443 HTTP/1.1\r\nHost: evil:443\r\n\r\n", 400, "invalid_http"),
             (b"GET /he\xffalth HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_http"),
             (b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n", 400, "invalid_http"),
-            (f"OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n"
-             "Access-Control-Request-Method: POST\r\n\r\n".encode(), 405, "method_not_allowed"),
+            (
+                b"OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n"
+                b"Access-Control-Request-Method: POST\r\n\r\n",
+                405,
+                "method_not_allowed",
+            ),
             (chat_request(ok, extra="Authorization: Bearer\r\n"), 401, "invalid_api_key"),
             (chat_request(ok, extra="Authorization: Bearer \xe9\xe8\xff\r\n"), 401, "invalid_api_key"),
             (f"GET /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode(), 405, "method_not_allowed"),
             (f"DELETE /metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode(), 405, "method_not_allowed"),
             (f"GET /v1/../metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode(), 404, "not_found"),
             (f"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode(), 404, "not_found"),
-            (f"GET /v1/models/..%2f..%2fetc%2fpasswd HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode(), 404,
-             "model_not_found"),
+            (
+                f"GET /v1/models/..%2f..%2fetc%2fpasswd HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode(),
+                404,
+                "model_not_found",
+            ),
             (f"GET /{'a' * 5000} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode(), 404, "not_found"),
             (f"GET /v1/models/{'a' * 30000} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode(), 404, "model_not_found"),
         ]
@@ -424,8 +513,12 @@ def test_hostile_http_gets_bounded_json_errors(upstream):
             assert (got, err["code"]) == (status, code), (raw[:120], got, body[:300])
             assert len(body) < 1000
         with connect(gw) as sock:  # a header value in latin-1 bytes, and 500 small headers: fine
-            sock.sendall(f"GET /v1/models HTTP/1.1\r\nHost: x\r\n{auth}X-Name: ".encode() + b"\xe9t\xe9\xff\r\n" +
-                         b"".join(b"X-H%d: v\r\n" % i for i in range(500)) + b"\r\n")
+            sock.sendall(
+                f"GET /v1/models HTTP/1.1\r\nHost: x\r\n{auth}X-Name: ".encode()
+                + b"\xe9t\xe9\xff\r\n"
+                + b"".join(b"X-H%d: v\r\n" % i for i in range(500))
+                + b"\r\n"
+            )
             assert read_response(sock)[0] == 200
         m = metrics_of(gw, {"Authorization": f"Bearer {TOKEN}"})
     assert m['specalign_requests_rejected_total{reason="bad_http"}'] == 9
@@ -435,12 +528,15 @@ def test_hostile_http_gets_bounded_json_errors(upstream):
 
 
 def test_trailers_and_chunk_framing_are_bounded(upstream):
-    with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--max-request-bytes",
-                         "4096") as gw:
+    with running_gateway(
+        "-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--max-request-bytes", "4096"
+    ) as gw:
         before, sent = rss_mb(gw.proc.pid), 0
         with connect(gw) as sock:  # an empty chunked body, then a trailer that never ends
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: ")
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: "
+            )
             try:
                 for _ in range(320):
                     sock.sendall(b"a" * 65536)
@@ -449,8 +545,10 @@ def test_trailers_and_chunk_framing_are_bounded(upstream):
                 pass
         assert sent < 20 << 20 and rss_mb(gw.proc.pid) - before < 40
         with connect(gw) as sock:  # one-byte chunks with 1000-byte extensions: 300 KB on the wire for 300 bytes
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n" + (b"1;" + b"e" * 1000 + b"\r\n \r\n") * 300)
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" + (b"1;" + b"e" * 1000 + b"\r\n \r\n") * 300
+            )
             status, headers, body = read_response(sock)
         assert status == 413 and error_of(status, headers, body)["code"] == "request_too_large"
         m = metrics_of(gw)
@@ -459,8 +557,9 @@ def test_trailers_and_chunk_framing_are_bounded(upstream):
 
 
 def test_connection_cap(upstream):
-    with running_gateway("-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--max-connections",
-                         "4") as gw:
+    with running_gateway(
+        "-s", "child", "--method", "vanilla", "-m", upstream_spec(upstream), "--max-connections", "4"
+    ) as gw:
         held = [connect(gw) for _ in range(4)]
         try:
             time.sleep(0.2)
@@ -477,11 +576,17 @@ def test_connection_cap(upstream):
 
 # -- the command line ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("field, value, option", [
-    ("scenarios", [], "--scenario"), ("graceful_shutdown_s", -1, "--shutdown-timeout"), ("max_concurrency", 0,
-                                                                                          "--max-concurrency"),
-    ("header_timeout_s", 0, "--header-timeout"), ("max_header_bytes", 10, "--max-header-bytes"),
-])
+
+@pytest.mark.parametrize(
+    "field, value, option",
+    [
+        ("scenarios", [], "--scenario"),
+        ("graceful_shutdown_s", -1, "--shutdown-timeout"),
+        ("max_concurrency", 0, "--max-concurrency"),
+        ("header_timeout_s", 0, "--header-timeout"),
+        ("max_header_bytes", 10, "--max-header-bytes"),
+    ],
+)
 def test_configuration_errors_name_the_real_option(field, value, option):
     from specalign._cli_serve import _config
     from specalign.errors import ConfigError
@@ -504,19 +609,29 @@ def test_monitor_errors_name_the_real_option():
     from specalign._cli_serve import _config
     from specalign.errors import ConfigError
 
-    for monitor, option in [({"rate": 2}, "--monitor"), ({"drain_s": -1}, "--monitor-drain"),
-                            ({"workers": 0}, "--monitor-workers"), ({"alpha": 3}, "monitor.alpha")]:
+    for monitor, option in [
+        ({"rate": 2}, "--monitor"),
+        ({"drain_s": -1}, "--monitor-drain"),
+        ({"workers": 0}, "--monitor-workers"),
+        ({"alpha": 3}, "monitor.alpha"),
+    ]:
         with pytest.raises(ConfigError) as e:
             _config({"scenarios": ["child"], "monitor": monitor})
         assert str(e.value).startswith(f"{option}: "), str(e.value)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["-s", "child", "--method", "vanilla,vanilla"], "--method: 'vanilla' is given twice; a gateway offers each method"),
-    (["-s", "child,child"], "--scenario: 'child' is given twice"),
-    (["-s", ","], "--scenario: no scenario given"),
-    (["-s", "child", "--max-header-bytes", "999999999"], "--max-header-bytes: Input should be less than or equal"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (
+            ["-s", "child", "--method", "vanilla,vanilla"],
+            "--method: 'vanilla' is given twice; a gateway offers each method",
+        ),
+        (["-s", "child,child"], "--scenario: 'child' is given twice"),
+        (["-s", ","], "--scenario: no scenario given"),
+        (["-s", "child", "--max-header-bytes", "999999999"], "--max-header-bytes: Input should be less than or equal"),
+    ],
+)
 def test_cli_messages_are_serves_own(args, needle):
     import subprocess
 
@@ -530,6 +645,8 @@ def test_limits_are_printed_at_start(upstream):
         deadline = time.monotonic() + 5
         while "limits:" not in gw.output and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert ("limits: 256 requests in flight, body <= 1000000 bytes, max_tokens <= 8192, headers <= 65536 bytes in "
-            "10 s, body in 30 s, <= 1024 connections") in gw.output
+    assert (
+        "limits: 256 requests in flight, body <= 1000000 bytes, max_tokens <= 8192, headers <= 65536 bytes in "
+        "10 s, body in 30 s, <= 1024 connections"
+    ) in gw.output
     assert openai is not None

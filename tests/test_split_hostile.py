@@ -8,13 +8,13 @@ import json
 
 import httpx
 import pytest
-from scripted_server import Reply, ScriptedServer
-from specbench_world import is_judge, judge_reply, judged_answer
 
+from scripted_server import Reply, ScriptedServer
 from specalign.benchmark import load_benchmark
 from specalign.methods import create_method, split_thought
 from specalign.models import CallCache, ChatRequest, Message, create_model, settings_from_config
 from specalign.runs import Evaluation, RunConfig
+from specbench_world import is_judge, judge_reply, judged_answer
 
 BENCH = load_benchmark("bundled")
 SCEN = BENCH.scenario("biochem")
@@ -34,22 +34,27 @@ def _run(method: str, model, params=None, scenario=SCEN):
             return await create_method(method, params).run(model, scenario, PROMPT)
         finally:
             await model.aclose()
+
     return asyncio.run(go())
 
 
 # -- the split rule --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "thought", "response", "extra"), [
-    ("<think>t</think>" + HARM, "t", HARM, True),                       # the first marker ends the thought
-    ("<think>a<think>b</think>answer", "a<think>b", "answer", False),   # <think> twice: one thought
-    ("x</think>y<think>z</think>w", "x", "y<think>z</think>w", True),    # </think> before <think>
-    ("<think>t</think>ok </ THINK > tail", "t", "ok </ THINK > tail", True),  # a variant is not a marker
-    ("<think>t</think>", "t", "", False),                               # empty answer after the marker
-    ("<think>t</think>   \n", "t", "", False),
-    ("plain answer", "", "plain answer", False),
-    ("answer <think> aside", "", "answer <think> aside", True),
-    ("<think>never closed", "never closed", "", False),
-])
+
+@pytest.mark.parametrize(
+    ("text", "thought", "response", "extra"),
+    [
+        ("<think>t</think>" + HARM, "t", HARM, True),  # the first marker ends the thought
+        ("<think>a<think>b</think>answer", "a<think>b", "answer", False),  # <think> twice: one thought
+        ("x</think>y<think>z</think>w", "x", "y<think>z</think>w", True),  # </think> before <think>
+        ("<think>t</think>ok </ THINK > tail", "t", "ok </ THINK > tail", True),  # a variant is not a marker
+        ("<think>t</think>", "t", "", False),  # empty answer after the marker
+        ("<think>t</think>   \n", "t", "", False),
+        ("plain answer", "", "plain answer", False),
+        ("answer <think> aside", "", "answer <think> aside", True),
+        ("<think>never closed", "never closed", "", False),
+    ],
+)
 def test_split_at_the_first_marker_and_flag_the_rest(text, thought, response, extra):
     split = split_thought(text)
     assert (split.thought, split.response, split.extra_markers) == (thought, response, extra)
@@ -65,6 +70,7 @@ def test_server_split_and_closed_prefill_keep_every_visible_character():
 
 
 # -- every method, scripted servers ----------------------------------------------------------------
+
 
 def test_vanilla_reasoning_content_makes_content_all_answer():
     with ScriptedServer() as server:
@@ -97,6 +103,7 @@ def test_zero_think_everything_after_the_closed_prefill_is_answer(mode):
         if mode == "echo":
             return prefix + HARM
         return Reply("", reasoning_content=HARM)  # a parser that saw no end marker in the continuation
+
     with ScriptedServer(respond) as server:
         out = _run("zero_think", _model(server, prefill=True))
     assert out.response == HARM and out.thought == "" and EXTRA in out.flags
@@ -116,6 +123,7 @@ def test_staged_thinking_splits_once_where_the_thought_ends(method, mode):
             return prefix + more
         thought, _, answer = (prefix + more).removeprefix("<think>").lstrip("\n").partition("</think>")
         return Reply(answer, reasoning_content=thought)
+
     with ScriptedServer(respond) as server:
         out = _run(method, _model(server, prefill=True))
     assert out.response == HARM and out.thought.endswith("last thought") and EXTRA in out.flags
@@ -137,6 +145,7 @@ def test_a_spec_holding_the_marker_inside_the_prefill_never_splits_there(mode):
             return prefix + more
         thought, _, answer = (prefix + more).removeprefix("<think>").lstrip("\n").partition("</think>")
         return Reply(answer, reasoning_content=thought)
+
     with ScriptedServer(respond) as server:
         out = _run("align3", _model(server, prefill=True), scenario=scenario)
     assert out.response == HARM and out.thought.endswith("three") and "Never print the tag </think>" in out.thought
@@ -144,10 +153,12 @@ def test_a_spec_holding_the_marker_inside_the_prefill_never_splits_there(mode):
 
 def test_zero_think_echo_parsed_by_a_reasoning_parser():
     """llama-server echoes the closed prefill and its parser takes the empty thought apart."""
+
     def respond(body):
         prefix = body["messages"][-1]["content"]
         thought, _, answer = (prefix + HARM).removeprefix("<think>").partition("</think>")
         return Reply(answer, reasoning_content=thought)
+
     with ScriptedServer(respond) as server:
         out = _run("zero_think", _model(server, prefill=True))
     assert out.response == HARM and out.thought == ""
@@ -156,8 +167,11 @@ def test_zero_think_echo_parsed_by_a_reasoning_parser():
 def test_staged_thinking_reasoning_with_a_marker_inside_the_thought():
     """The server's split (reasoning apart) wins over a marker the model wrote inside its reasoning."""
     with ScriptedServer() as server:
-        server.script(Reply("", reasoning_content="a"), Reply("", reasoning_content="b"),
-                      Reply(HARM, reasoning_content="quoting </think> in thought"))
+        server.script(
+            Reply("", reasoning_content="a"),
+            Reply("", reasoning_content="b"),
+            Reply(HARM, reasoning_content="quoting </think> in thought"),
+        )
         out = _run("align3", _model(server, prefill=True))
     assert out.response == HARM and out.thought.endswith("quoting </think> in thought")
 
@@ -194,6 +208,7 @@ def test_lone_surrogates_are_repaired_and_flagged_in_every_method(method):
 
 # -- the cache -----------------------------------------------------------------------------------
 
+
 def test_cache_key_and_store_never_crash_on_surrogates(tmp_path):
     with ScriptedServer(lambda body: "ok\ud800") as server:
         entry = {"model_name": "scripted-model", "base_url": server.base_url, "max_retries": 0}
@@ -207,12 +222,14 @@ def test_cache_key_and_store_never_crash_on_surrogates(tmp_path):
                 return await model.generate(msgs), await model.generate(msgs)
             finally:
                 await model.aclose()
+
         first, second = asyncio.run(twice())
     assert first.text == second.text == "ok\ufffd" and second.cached and server.chat_count == 1
     assert server.chat_requests[0].json["messages"][0]["content"] == "q\ufffd"
 
 
 # -- a whole run: the judge sees every visible character; surrogates everywhere ------------------
+
 
 def _hostile_world(body):
     if is_judge(body):
@@ -223,16 +240,26 @@ def _hostile_world(body):
 
 def _models_yaml(tmp_path, server) -> str:
     path = tmp_path / "models.yaml"
-    path.write_text(f"target:\n  model_name: scripted-model\n  base_url: {server.base_url}\n  prefill: true\n"
-                    f"  seed: 0\njudge:\n  model_name: scripted-model\n  base_url: {server.base_url}\n")
+    path.write_text(
+        f"target:\n  model_name: scripted-model\n  base_url: {server.base_url}\n  prefill: true\n"
+        f"  seed: 0\njudge:\n  model_name: scripted-model\n  base_url: {server.base_url}\n"
+    )
     return str(path)
 
 
 def test_run_with_hostile_target_and_judge_completes_judges_everything_and_resumes(tmp_path):
     with ScriptedServer(_hostile_world) as server:
-        cfg = RunConfig(data="bundled", scenarios=["biochem"], limit=2, model="target", judge="judge",
-                        models_config=_models_yaml(tmp_path, server), method="vanilla", out=str(tmp_path / "run"),
-                        cache_dir=str(tmp_path / "cache"))
+        cfg = RunConfig(
+            data="bundled",
+            scenarios=["biochem"],
+            limit=2,
+            model="target",
+            judge="judge",
+            models_config=_models_yaml(tmp_path, server),
+            method="vanilla",
+            out=str(tmp_path / "run"),
+            cache_dir=str(tmp_path / "cache"),
+        )
         asyncio.run(Evaluation(cfg).run())
         judged = [judged_answer(r.json) for r in server.chat_requests if is_judge(r.json)]
         asyncio.run(Evaluation(cfg).run())  # a rerun resumes: nothing crashes
@@ -249,15 +276,22 @@ def test_run_with_hostile_target_and_judge_completes_judges_everything_and_resum
 
 # -- the gateway -----------------------------------------------------------------------------------
 
+
 def test_gateway_returns_every_visible_character_and_survives_surrogates():
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     from gateway_proc import running_gateway
 
-    with ScriptedServer(lambda body: Reply(HARM + " \ud800", reasoning_content="t\ud800")) as upstream, \
-            running_gateway("-s", "biochem", "--method", "vanilla", "-m",
-                            f"openai:scripted-model@{upstream.base_url}") as gw:
-        r = httpx.post(f"{gw.base_url}/chat/completions", timeout=30,
-                       json={"model": "scripted-model", "messages": [{"role": "user", "content": "hi"}]})
+    with (
+        ScriptedServer(lambda body: Reply(HARM + " \ud800", reasoning_content="t\ud800")) as upstream,
+        running_gateway(
+            "-s", "biochem", "--method", "vanilla", "-m", f"openai:scripted-model@{upstream.base_url}"
+        ) as gw,
+    ):
+        r = httpx.post(
+            f"{gw.base_url}/chat/completions",
+            timeout=30,
+            json={"model": "scripted-model", "messages": [{"role": "user", "content": "hi"}]},
+        )
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] == HARM + " \ufffd"

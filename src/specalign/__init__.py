@@ -10,17 +10,51 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_benchmark": "benchmark", "Benchmark": "benchmark", "Scenario": "benchmark", "Prompt": "benchmark",
+    "load_benchmark": "benchmark",
+    "Benchmark": "benchmark",
+    "Scenario": "benchmark",
+    "Prompt": "benchmark",
     "Spec": "benchmark",
-    "Model": "models", "ModelSettings": "models", "create_model": "models", "parse_model_spec": "models",
-    "Message": "models", "register_backend": "models",
-    "GenerationMethod": "methods", "register_method": "methods", "create_method": "methods",
+    "Model": "models",
+    "ModelSettings": "models",
+    "create_model": "models",
+    "parse_model_spec": "models",
+    "Message": "models",
+    "register_backend": "models",
+    "GenerationMethod": "methods",
+    "register_method": "methods",
+    "create_method": "methods",
     "Judge": "judge",
     "score_sample": "scoring",
-    "RunConfig": "runs", "run_evaluation": "runs", "RunDir": "runs", "compute_scores": "runs",
+    "RunConfig": "runs",
+    "run_evaluation": "runs",
+    "RunDir": "runs",
+    "compute_scores": "runs",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "Benchmark",
+    "GenerationMethod",
+    "Judge",
+    "Message",
+    "Model",
+    "ModelSettings",
+    "Prompt",
+    "RunConfig",
+    "RunDir",
+    "Scenario",
+    "Spec",
+    "__version__",
+    "compute_scores",
+    "create_method",
+    "create_model",
+    "load_benchmark",
+    "parse_model_spec",
+    "register_backend",
+    "register_method",
+    "run_evaluation",
+    "score_sample",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .benchmark import Benchmark, Prompt, Scenario, Spec, load_benchmark

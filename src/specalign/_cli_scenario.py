@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-scenario_app = typer.Typer(help="Build a new scenario: draft its specifications, lint them.", no_args_is_help=True,
-                           rich_markup_mode="rich")
+scenario_app = typer.Typer(
+    help="Build a new scenario: draft its specifications, lint them.", no_args_is_help=True, rich_markup_mode="rich"
+)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -51,13 +51,22 @@ def _range(text: str, option: str) -> tuple[int, int]:
 @scenario_app.command("new")
 def new(
     name: str = typer.Argument(..., help="The deployment's name, e.g. 'Museum Guide'."),
-    description: str = typer.Option(..., "--description", "-d", help="One paragraph: who uses it, for what, what must never happen."),
-    key: Optional[str] = typer.Option(None, "--key", help="Folder and scenario key (default: from the name)."),
-    model: str = typer.Option("local", "--model", "-m", help="Model that drafts: 'local', 'gguf:PATH', 'openai:MODEL@BASE_URL' or a config key."),
-    models_config: Optional[list[str]] = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
+    description: str = typer.Option(
+        ..., "--description", "-d", help="One paragraph: who uses it, for what, what must never happen."
+    ),
+    key: str | None = typer.Option(None, "--key", help="Folder and scenario key (default: from the name)."),
+    model: str = typer.Option(
+        "local",
+        "--model",
+        "-m",
+        help="Model that drafts: 'local', 'gguf:PATH', 'openai:MODEL@BASE_URL' or a config key.",
+    ),
+    models_config: list[str] | None = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
     out_dir: str = typer.Option("scenarios", "--out", "-o", help="Data folder to write <key>/scenario.yaml into."),
     safety: str = typer.Option("6-10", "--safety", help="How many safety specs: N or LOW-HIGH."),
-    behavioral: str = typer.Option("5-8", "--behavioral", help="How many behavioral specs before the completeness rule."),
+    behavioral: str = typer.Option(
+        "5-8", "--behavioral", help="How many behavioral specs before the completeness rule."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing scenario.yaml."),
 ) -> None:
     """Draft safety and behavioral specs for a new scenario and write them for you to edit.
@@ -69,7 +78,7 @@ def new(
     """
     import asyncio  # noqa: PLC0415
 
-    from .build import draft_scenario, write_scenario  # noqa: PLC0415
+    from .authoring import draft_scenario, write_scenario  # noqa: PLC0415
 
     n_safety, n_behavioral = _range(safety, "--safety"), _range(behavioral, "--behavioral")
     key = _new_key(name, description, key, out_dir, force)
@@ -77,8 +86,9 @@ def new(
 
     async def go():  # noqa: ANN202
         try:
-            return await draft_scenario(drafter, name, description, key=key, n_safety=n_safety,
-                                        n_behavioral=n_behavioral)
+            return await draft_scenario(
+                drafter, name, description, key=key, n_safety=n_safety, n_behavioral=n_behavioral
+            )
         finally:
             await drafter.aclose()
 
@@ -89,13 +99,15 @@ def new(
         out.print(f"{kind} specifications:")
         for i, s in enumerate(specs, 1):
             out.print(f"  {letter}{i}. {_rich(s.text)}")
-    err.print(f"wrote {path} ({len(scenario.safety_specs)} safety, {len(scenario.behavioral_specs)} behavioral specs). "
-              f"Edit it, then: specalign scenario lint {Path(path).parent}")
+    err.print(
+        f"wrote {path} ({len(scenario.safety_specs)} safety, {len(scenario.behavioral_specs)} behavioral specs). "
+        f"Edit it, then: specalign scenario lint {Path(path).parent}"
+    )
 
 
 def _new_key(name: str, description: str, key: str | None, out_dir: str, force: bool) -> str:
     """The new scenario's key, checked with everything else that needs no model, before any model call."""
-    from .build import scenario_key  # noqa: PLC0415
+    from .authoring import scenario_key  # noqa: PLC0415
     from .benchmark._models import check_key  # noqa: PLC0415
     from .errors import ConfigError, RunDirError  # noqa: PLC0415
 
@@ -122,8 +134,10 @@ def _new_key(name: str, description: str, key: str | None, out_dir: str, force: 
 @scenario_app.command("lint")
 def lint(
     path: str = typer.Argument(..., help="A scenario folder (with scenario.yaml) or a data folder of scenarios."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Also ask this model for conflicts between behavioral and safety specs."),
-    models_config: Optional[list[str]] = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Also ask this model for conflicts between behavioral and safety specs."
+    ),
+    models_config: list[str] | None = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when anything is found."),
 ) -> None:
@@ -137,7 +151,7 @@ def lint(
     import asyncio  # noqa: PLC0415
     import json  # noqa: PLC0415
 
-    from .build import lint_scenario  # noqa: PLC0415
+    from .authoring import lint_scenario  # noqa: PLC0415
 
     scenarios = _load(path)
     checker = _model(model, models_config) if model else None
@@ -156,8 +170,10 @@ def lint(
         for r in reports:
             counts = r.counts()
             summary = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items()) or "no findings"
-            out.print(f"[bold]{_rich(r.scenario)}[/bold]: {summary}"
-                      + ("" if r.model_checked else " (rules only; --model also checks conflicts)"))
+            out.print(
+                f"[bold]{_rich(r.scenario)}[/bold]: {summary}"
+                + ("" if r.model_checked else " (rules only; --model also checks conflicts)")
+            )
             for f in r.findings:
                 out.print(f"  {f.kind:<18} {_rich(f.message)}")
     if strict and any(r.findings for r in reports):
@@ -170,8 +186,9 @@ def _scenario_folder(path: str) -> Path:
 
     folder = Path(path)
     if not (folder / "scenario.yaml").is_file():
-        raise ConfigError(f"{folder} has no scenario.yaml (make one with `specalign scenario new`)",
-                          field="SCENARIO_DIR")
+        raise ConfigError(
+            f"{folder} has no scenario.yaml (make one with `specalign scenario new`)", field="SCENARIO_DIR"
+        )
     return folder
 
 
@@ -189,13 +206,17 @@ def _load(path: str):  # noqa: ANN202
 
 
 def curate_cmd(
-    scenario_dir: str = typer.Argument(..., help="A scenario folder (with scenario.yaml), e.g. from `specalign scenario new`."),
+    scenario_dir: str = typer.Argument(
+        ..., help="A scenario folder (with scenario.yaml), e.g. from `specalign scenario new`."
+    ),
     model: str = typer.Option("local", "--model", "-m", help="Model that writes and filters the prompts."),
-    models_config: Optional[list[str]] = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
+    models_config: list[str] | None = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
     unsafe: int = typer.Option(20, "--unsafe", min=0, help="Unsafe prompts to keep."),
     safe: int = typer.Option(10, "--safe", min=0, help="Safe prompts to keep."),
     pool: float = typer.Option(2.0, "--pool", min=1.0, help="Generate this many times the counts before filtering."),
-    dedupe_to: float = typer.Option(1.5, "--dedupe-to", min=1.0, help="De-duplicate down to this many times the counts, then sample."),
+    dedupe_to: float = typer.Option(
+        1.5, "--dedupe-to", min=1.0, help="De-duplicate down to this many times the counts, then sample."
+    ),
     batch: int = typer.Option(5, "--batch", min=1, max=50, help="Prompts asked for per call."),
     seed: int = typer.Option(0, "--seed", help="Seed of the final sampling."),
     no_filter: bool = typer.Option(False, "--no-filter", help="Skip the model's relevance and quality filter."),
@@ -212,8 +233,8 @@ def curate_cmd(
     import asyncio  # noqa: PLC0415
     import time  # noqa: PLC0415
 
+    from .authoring import Curator, MiniLMEmbedder, curate, write_prompts  # noqa: PLC0415
     from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
-    from .build import Curator, MiniLMEmbedder, curate, write_prompts  # noqa: PLC0415
     from .errors import ConfigError, RunDirError  # noqa: PLC0415
 
     folder = _scenario_folder(scenario_dir)
@@ -228,8 +249,16 @@ def curate_cmd(
 
     async def go():  # noqa: ANN202
         try:
-            return await curate(scenario, curator, n_unsafe=unsafe, n_safe=safe, pool=pool, dedupe_to=dedupe_to,
-                                seed=seed, use_filter=not no_filter)
+            return await curate(
+                scenario,
+                curator,
+                n_unsafe=unsafe,
+                n_safe=safe,
+                pool=pool,
+                dedupe_to=dedupe_to,
+                seed=seed,
+                use_filter=not no_filter,
+            )
         finally:
             await writer.aclose()
 
@@ -237,21 +266,30 @@ def curate_cmd(
     path = write_prompts(folder, result.prompts, overwrite=force)
     st = result.stats
     for label in ("unsafe", "safe"):
-        out.print(f"{label}: generated {st.generated.get(label, 0)} → filter {st.after_filter.get(label, 0)} → "
-                  f"exact duplicates out {st.after_exact.get(label, 0)} → near-duplicates out "
-                  f"{st.after_dedupe.get(label, 0)} → kept {st.final.get(label, 0)}")
-    short = [f"{label} ({st.final.get(label, 0)} of {want})" for label, want in (("unsafe", unsafe), ("safe", safe))
-             if st.final.get(label, 0) < want]
+        out.print(
+            f"{label}: generated {st.generated.get(label, 0)} → filter {st.after_filter.get(label, 0)} → "
+            f"exact duplicates out {st.after_exact.get(label, 0)} → near-duplicates out "
+            f"{st.after_dedupe.get(label, 0)} → kept {st.final.get(label, 0)}"
+        )
+    short = [
+        f"{label} ({st.final.get(label, 0)} of {want})"
+        for label, want in (("unsafe", unsafe), ("safe", safe))
+        if st.final.get(label, 0) < want
+    ]
     if short:
-        err.print(f"[yellow]fewer prompts than asked for: {', '.join(short)}; raise --pool or use a stronger model[/yellow]")
+        err.print(
+            f"[yellow]fewer prompts than asked for: {', '.join(short)}; raise --pool or use a stronger model[/yellow]"
+        )
     err.print(f"wrote {path}: {len(result.prompts)} prompts, {st.calls} model calls, {time.perf_counter() - t0:.0f} s")
 
 
 def attack_cmd(
     scenario_dir: str = typer.Argument(..., help="A scenario folder whose prompts.yaml holds unsafe prompts."),
     model: str = typer.Option("local", "--model", "-m", help="Attacker model that rewrites the prompts."),
-    checker: Optional[str] = typer.Option(None, "--checker", help="Model that checks a rewrite keeps the intent (default: --model)."),
-    models_config: Optional[list[str]] = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
+    checker: str | None = typer.Option(
+        None, "--checker", help="Model that checks a rewrite keeps the intent (default: --model)."
+    ),
+    models_config: list[str] | None = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
     tactics: int = typer.Option(3, "--tactics", min=1, max=10, help="Tactics combined per rewrite."),
     attempts: int = typer.Option(4, "--attempts", min=1, help="Rewrites in the first round."),
     escalation: int = typer.Option(10, "--escalation", min=2, help="Each further round tries this many times more."),
@@ -272,13 +310,14 @@ def attack_cmd(
     import asyncio  # noqa: PLC0415
     import time  # noqa: PLC0415
 
+    from .authoring import Attacker, AttackParams, apply_outcome, to_attack, write_prompts  # noqa: PLC0415
     from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
-    from .build import Attacker, AttackParams, apply_outcome, to_attack, write_prompts  # noqa: PLC0415
 
     folder = _scenario_folder(scenario_dir)
     scenario = load_scenario_dir(folder)
-    params = AttackParams(tactics=tactics, attempts=attempts, escalation=escalation, max_attempts=max_attempts,
-                          checks=checks, seed=seed)
+    params = AttackParams(
+        tactics=tactics, attempts=attempts, escalation=escalation, max_attempts=max_attempts, checks=checks, seed=seed
+    )
     todo = {p.id for p in to_attack(scenario.prompts, redo=redo)}
     if not todo:
         err.print("no unsafe prompt left to attack (safe prompts never are; --redo tries every unsafe prompt again)")
@@ -300,9 +339,14 @@ def attack_cmd(
                     failed.append(p.id)
                 prompts[i] = apply_outcome(p, outcome)
                 write_prompts(folder, prompts, overwrite=True)
-                out.print(f"{_rich(p.id)}: " + (f"attacked with {escape(', '.join(outcome.tactics))} after "
-                          f"{outcome.attempts} attempt(s)" if outcome.attacked else
-                          f"no rewrite kept its intent in {outcome.attempts} attempts; left as it was"))
+                out.print(
+                    f"{_rich(p.id)}: "
+                    + (
+                        f"attacked with {escape(', '.join(outcome.tactics))} after {outcome.attempts} attempt(s)"
+                        if outcome.attacked
+                        else f"no rewrite kept its intent in {outcome.attempts} attempts; left as it was"
+                    )
+                )
         finally:
             await attacker_model.aclose()
             if checker_model is not attacker_model:
@@ -310,20 +354,30 @@ def attack_cmd(
 
     asyncio.run(go())
     done = len(todo) - len(failed)
-    err.print(f"attacked {done} of {len(todo)} unsafe prompts in {time.perf_counter() - t0:.0f} s, "
-              f"{runner.calls} model calls; wrote {folder / 'prompts.yaml'}")
+    err.print(
+        f"attacked {done} of {len(todo)} unsafe prompts in {time.perf_counter() - t0:.0f} s, "
+        f"{runner.calls} model calls; wrote {folder / 'prompts.yaml'}"
+    )
 
 
 def review_cmd(
     scenario_dir: str = typer.Argument(..., help="A scenario folder (scenario.yaml, prompts.yaml)."),
-    reviewer: Optional[str] = typer.Option(None, "--reviewer", help="Who decides (default: $SPECALIGN_REVIEWER or your user name)."),
-    only: Optional[str] = typer.Option(None, "--only", help="Review only specs, prompts or attacks."),
-    export: Optional[str] = typer.Option(None, "--export", help="Write a review sheet (CSV) instead of asking here."),
-    import_sheet_path: Optional[str] = typer.Option(None, "--import", help="Read decisions from a filled review sheet."),
-    apply_to: Optional[str] = typer.Option(None, "--apply", help="Write the final scenario (accepted items only) into this data folder."),
+    reviewer: str | None = typer.Option(
+        None, "--reviewer", help="Who decides (default: $SPECALIGN_REVIEWER or your user name)."
+    ),
+    only: str | None = typer.Option(None, "--only", help="Review only specs, prompts or attacks."),
+    export: str | None = typer.Option(None, "--export", help="Write a review sheet (CSV) instead of asking here."),
+    import_sheet_path: str | None = typer.Option(None, "--import", help="Read decisions from a filled review sheet."),
+    apply_to: str | None = typer.Option(
+        None, "--apply", help="Write the final scenario (accepted items only) into this data folder."
+    ),
     force: bool = typer.Option(False, "--force", help="With --apply: replace an existing final scenario."),
-    raw_cells: bool = typer.Option(False, "--raw-cells", help="With --export: write cells starting with = + - @ "
-                                   "as they are, without the leading ' that keeps spreadsheets from running them."),
+    raw_cells: bool = typer.Option(
+        False,
+        "--raw-cells",
+        help="With --export: write cells starting with = + - @ "
+        "as they are, without the leading ' that keeps spreadsheets from running them.",
+    ),
 ) -> None:
     """Verify specs, prompts and attacked prompts: accept, reject, edit or skip each, in the terminal or
     through a CSV sheet. Decisions (who, when) go to review.jsonl beside the data; a rerun carries on.
@@ -334,9 +388,15 @@ def review_cmd(
 
     Example: specalign review scenarios/museum-guide; then specalign review scenarios/museum-guide --apply final
     """
+    from .authoring._review import (  # noqa: PLC0415
+        ReviewLog,
+        decision_summary,
+        export_sheet,
+        import_sheet,
+        review_items,
+        reviewer_name,
+    )
     from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
-    from .build._review import (  # noqa: PLC0415
-        ReviewLog, decision_summary, export_sheet, import_sheet, review_items, reviewer_name)
     from .errors import ConfigError  # noqa: PLC0415
 
     folder = _scenario_folder(scenario_dir)
@@ -353,8 +413,10 @@ def review_cmd(
     if export:
         _not_an_input(export, folder, "--export")
         n = export_sheet(items, log.latest(items), export, raw_cells=raw_cells)
-        err.print(f"wrote {export}: {n} items. Fill in decision (accept, reject, edit) and edited_text, then: "
-                  f"specalign review {folder} --import {export}")
+        err.print(
+            f"wrote {export}: {n} items. Fill in decision (accept, reject, edit) and edited_text, then: "
+            f"specalign review {folder} --import {export}"
+        )
         return
     if import_sheet_path:
         decisions = import_sheet(items, import_sheet_path, who)
@@ -376,30 +438,35 @@ def _not_an_input(target: str, folder: Path, option: str) -> None:
 
     t, f = Path(target).resolve(), folder.resolve()
     if t == f or t.parent == f and t.name in ("scenario.yaml", "prompts.yaml", "review.jsonl"):
-        raise ConfigError(f"{target} is the scenario under review (or one of its files): write somewhere else",
-                          field=option)
+        raise ConfigError(
+            f"{target} is the scenario under review (or one of its files): write somewhere else", field=option
+        )
 
 
 def _print_summary(s: dict) -> None:
-    out.print(f"{s['items']} items: {s['accept']} accepted, {s['edit']} edited, {s['reject']} rejected, "
-              f"{s['undecided']} undecided")
+    out.print(
+        f"{s['items']} items: {s['accept']} accepted, {s['edit']} edited, {s['reject']} rejected, "
+        f"{s['undecided']} undecided"
+    )
 
 
 def _apply(scenario, decided, target: str, force: bool) -> None:  # noqa: ANN001
-    from .build import write_prompts, write_scenario  # noqa: PLC0415
-    from .build._review import final_scenario  # noqa: PLC0415
+    from .authoring import write_prompts, write_scenario  # noqa: PLC0415
+    from .authoring._review import final_scenario  # noqa: PLC0415
 
     final, counts = final_scenario(scenario, decided)
     path = write_scenario(final, target, overwrite=force)
     write_prompts(path.parent, final.prompts, overwrite=True)
-    err.print(f"wrote {path.parent}: {len(final.safety_specs)} safety and {len(final.behavioral_specs)} behavioral "
-              f"specs, {len(final.prompts)} prompts ({counts['accepted']} accepted, {counts['edited']} edited, "
-              f"{counts['rejected']} rejected, {counts['undecided']} undecided left out). "
-              f"Evaluate it: specalign run --data {target}")
+    err.print(
+        f"wrote {path.parent}: {len(final.safety_specs)} safety and {len(final.behavioral_specs)} behavioral "
+        f"specs, {len(final.prompts)} prompts ({counts['accepted']} accepted, {counts['edited']} edited, "
+        f"{counts['rejected']} rejected, {counts['undecided']} undecided left out). "
+        f"Evaluate it: specalign run --data {target}"
+    )
 
 
 def _interactive(items, log, who: str) -> None:  # noqa: ANN001
-    from .build._review import ReviewDecision, decision_summary  # noqa: PLC0415
+    from .authoring._review import ReviewDecision, decision_summary  # noqa: PLC0415
 
     decided = log.latest(items)
     pending = [i for i in items if i.key not in decided]
@@ -430,9 +497,18 @@ def _interactive(items, log, who: str) -> None:  # noqa: ANN001
                 print("  empty text: skipped")
                 continue
         decision = {"a": "accept", "r": "reject", "e": "edit"}[answer]
-        log.append(ReviewDecision(item=item.key, decision=decision, text_sha=item.digest, edited_text=edited,  # type: ignore[arg-type]
-                                  reviewer=who))
+        log.append(
+            ReviewDecision(
+                item=item.key,
+                decision=decision,
+                text_sha=item.digest,
+                edited_text=edited,  # type: ignore[arg-type]
+                reviewer=who,
+            )
+        )
         print(f"  {decision}ed" if decision != "edit" else "  edited")
     s = decision_summary(items, log.latest(items))
-    print(f"\n{s['items']} items: {s['accept']} accepted, {s['edit']} edited, {s['reject']} rejected, "
-          f"{s['undecided']} undecided. Saved in {log.path}")
+    print(
+        f"\n{s['items']} items: {s['accept']} accepted, {s['edit']} edited, {s['reject']} rejected, "
+        f"{s['undecided']} undecided. Saved in {log.path}"
+    )

@@ -23,14 +23,20 @@ def data_table(source: str, rows: list[dict]) -> Table:
     for col in ("S specs", "B specs", "prompts", "unsafe", "safe"):
         t.add_column(col, justify="right", no_wrap=True, min_width=len(col))
     for r in rows:
-        t.add_row(plain(r["key"]), plain(r["name"]), *(str(r[k]) for k in ("safety_specs", "behavioral_specs", "prompts", "unsafe", "safe")))
+        t.add_row(
+            plain(r["key"]),
+            plain(r["name"]),
+            *(str(r[k]) for k in ("safety_specs", "behavioral_specs", "prompts", "unsafe", "safe")),
+        )
     return t
 
 
 def scores_table(rep: ScoresReport) -> Table:
     t = Table(
-        title=(f"{plain(rep.model)} · {plain(rep.method)} · judge {plain(rep.judge)} ({rep.judge_mode}) · "
-               f"α={rep.alpha} · NA policy {rep.na_policy} · scores in %"),
+        title=(
+            f"{plain(rep.model)} · {plain(rep.method)} · judge {plain(rep.judge)} ({rep.judge_mode}) · "
+            f"α={rep.alpha} · NA policy {rep.na_policy} · scores in %"
+        ),
         title_justify="left",
     )
     t.add_column("scenario", no_wrap=True)
@@ -47,8 +53,15 @@ def scores_table(rep: ScoresReport) -> Table:
 
 def _cells(subsets: dict[str, Metric]) -> list[str]:
     full = subsets["full"]
-    return [pct(full.safety), pct(full.behavioral), pct(full.sar), pct(subsets["unsafe"].sar),
-            pct(subsets["safe"].sar), str(full.n_scored), str(full.n_unscored)]
+    return [
+        pct(full.safety),
+        pct(full.behavioral),
+        pct(full.sar),
+        pct(subsets["unsafe"].sar),
+        pct(subsets["safe"].sar),
+        str(full.n_scored),
+        str(full.n_unscored),
+    ]
 
 
 def comparison_table(rows: list[ComparisonRow]) -> Table:
@@ -62,21 +75,43 @@ def comparison_table(rows: list[ComparisonRow]) -> Table:
         title = f"model {plain(next(iter(models)))} · " + title
     if len(judges) == 1 and rows:
         title += f" · judge {plain(rows[0].judge)} · α={rows[0].alpha} · NA {rows[0].na_policy}"
-    columns = [("label", "method"), ("model", "model"), ("judge", "judge"), ("safety", "safety"),
-               ("behavioral", "behav."), ("sar", "SAR"), ("delta_sar", "ΔSAR"), ("avg_completion_tokens", "tokens"),
-               ("avg_calls", "calls"), ("wall_s", "wall s"), ("unscored", "unsc.")]
-    columns = [c for c in columns if not (c[0] == "model" and len(models) == 1)
-               and not (c[0] == "judge" and len(judges) == 1)]
+    columns = [
+        ("label", "method"),
+        ("model", "model"),
+        ("judge", "judge"),
+        ("safety", "safety"),
+        ("behavioral", "behav."),
+        ("sar", "SAR"),
+        ("delta_sar", "ΔSAR"),
+        ("avg_completion_tokens", "tokens"),
+        ("avg_calls", "calls"),
+        ("wall_s", "wall s"),
+        ("unscored", "unsc."),
+    ]
+    columns = [
+        c for c in columns if not (c[0] == "model" and len(models) == 1) and not (c[0] == "judge" and len(judges) == 1)
+    ]
     caption = "tokens: avg completion tokens per sample · calls: model calls per sample · ΔSAR vs the baseline"
     notes = [n for n in (delta_note(rows), *overall_notes(rows)) if n]
     caption = "\n".join([caption, *(plain(n) for n in notes)])
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-              caption=caption, caption_justify="left")
+    t = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        caption=caption,
+        caption_justify="left",
+    )
     widest = max((len(r.label) for r in rows), default=6)
     for key, name in columns:
-        t.add_column(name, justify="left" if key in ("label", "model", "judge") else "right",
-                     no_wrap=key not in ("label", "model", "judge"), overflow="fold",
-                     min_width=min(widest, 12) if key == "label" else None)
+        t.add_column(
+            name,
+            justify="left" if key in ("label", "model", "judge") else "right",
+            no_wrap=key not in ("label", "model", "judge"),
+            overflow="fold",
+            min_width=min(widest, 12) if key == "label" else None,
+        )
     for r in rows:
         t.add_row(*(plain(cell(r, k)) for k, _ in columns))
     return t

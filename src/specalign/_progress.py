@@ -14,14 +14,23 @@ def _summary(st: RunStats) -> str:
     def p(x):
         return "—" if x is None else f"{100 * x:.1f}"
 
-    return (f"safety {p(st.mean('safety'))} · behav. {p(st.mean('behavioral'))} · SAR {p(st.mean('sar'))} · "
-            f"unscored {st.unscored} · tokens {st.gen_tokens + st.judge_tokens:,}")
+    return (
+        f"safety {p(st.mean('safety'))} · behav. {p(st.mean('behavioral'))} · SAR {p(st.mean('sar'))} · "
+        f"unscored {st.unscored} · tokens {st.gen_tokens + st.judge_tokens:,}"
+    )
 
 
 def run_with_progress(ev: Evaluation, console: Console) -> RunResult:
-    with Progress(SpinnerColumn(), TextColumn("[bold]samples"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[summary]}"), console=console,
-                  transient=False) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]samples"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[summary]}"),
+        console=console,
+        transient=False,
+    ) as progress:
         task = progress.add_task("run", total=len(ev.samples), summary="starting")
 
         def update(st: RunStats) -> None:

@@ -44,7 +44,7 @@ def redact_url(url: str) -> str:
     userinfo (a password may hold ``/``, ``?`` or ``#`` unescaped), so nothing before it survives.
     """
     m = _SCHEME.match(url)
-    head, rest = (url[: m.end()], url[m.end():]) if m else ("", url)
+    head, rest = (url[: m.end()], url[m.end() :]) if m else ("", url)
     if "@" in rest:
         rest = f"{REDACTED}@{rest.rpartition('@')[2]}"
     rest, hashed, fragment = rest.partition("#")
@@ -77,7 +77,7 @@ def redact_text(text: str) -> str:
 def url_secrets(url: str) -> list[str]:
     """The credentials a URL carries (userinfo parts, query values), raw and percent-decoded."""
     m = _SCHEME.match(url)
-    rest = url[m.end():] if m else url
+    rest = url[m.end() :] if m else url
     found: list[str] = []
     if "@" in rest:
         userinfo = rest.rpartition("@")[0]
@@ -137,8 +137,9 @@ class Scrubber:
 
     def _compile(self) -> re.Pattern[str] | None:
         alternatives = [re.escape(f) for f in sorted(self._plain, key=len, reverse=True)]
-        alternatives += [rf"(?<![{_WORD}]){re.escape(f)}(?![{_WORD}])"
-                         for f in sorted(self._tokens, key=len, reverse=True)]
+        alternatives += [
+            rf"(?<![{_WORD}]){re.escape(f)}(?![{_WORD}])" for f in sorted(self._tokens, key=len, reverse=True)
+        ]
         return re.compile("|".join(alternatives)) if alternatives else None
 
     def __call__(self, text: str) -> str:

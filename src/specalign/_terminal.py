@@ -47,8 +47,9 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def log_warnings_to_stderr(name: str = "specalign", fmt: str = "%(message)s", level: int = logging.WARNING, *,
-                           propagate: bool = True) -> None:
+def log_warnings_to_stderr(
+    name: str = "specalign", fmt: str = "%(message)s", level: int = logging.WARNING, *, propagate: bool = True
+) -> None:
     """Send ``name``'s log records at ``level`` and above to stderr through :class:`SafeFormatter`, once
     (in place of Python's last-resort handler, which writes them raw)."""
     logger = logging.getLogger(name)

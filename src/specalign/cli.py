@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -17,8 +16,10 @@ from .errors import SpecalignError
 
 app = typer.Typer(
     help="Measure how well a language model follows a deployment's specifications (SpecBench, Align3).\n\n"
-         "Example: specalign run --limit 3",
-    no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+    "Example: specalign run --limit 3",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
 )
 out = Console()
 err = Console(stderr=True)
@@ -39,8 +40,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Measure how well a language model follows a deployment's specifications."""
 
 
@@ -58,16 +62,28 @@ def data(
     bench = load_benchmark(data)
     rows = [{"key": s.key, "name": s.name, **s.counts()} for s in bench.scenarios]
     if as_json:
-        print(json.dumps({"source": bench.source, "sha256": bench.content_hash(), "scenarios": rows,
-                          "total": bench.total_counts()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "source": bench.source,
+                    "sha256": bench.content_hash(),
+                    "scenarios": rows,
+                    "total": bench.total_counts(),
+                },
+                indent=2,
+            )
+        )
         return
     from ._display import data_table  # noqa: PLC0415
 
     t = data_table(bench.source, rows)
     tot = bench.total_counts()
     t.add_section()
-    t.add_row("[bold]total[/bold]", f"{len(rows)} scenarios", *(str(tot[k]) for k in
-              ("safety_specs", "behavioral_specs", "prompts", "unsafe", "safe")))
+    t.add_row(
+        "[bold]total[/bold]",
+        f"{len(rows)} scenarios",
+        *(str(tot[k]) for k in ("safety_specs", "behavioral_specs", "prompts", "unsafe", "safe")),
+    )
     out.print(t)
 
 
@@ -88,31 +104,61 @@ def methods() -> None:
 @app.command()
 def run(
     data: str = typer.Option("bundled", "--data", "-d", help=DATA_HELP),
-    scenario: Optional[list[str]] = typer.Option(None, "--scenario", "-s", help="Scenario key (repeatable); default all."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=0,
-                                        help="Prompts per scenario (0 = all). Default: all, or 3 with the embedded model."),
+    scenario: list[str] | None = typer.Option(None, "--scenario", "-s", help="Scenario key (repeatable); default all."),
+    limit: int | None = typer.Option(
+        None, "--limit", "-n", min=0, help="Prompts per scenario (0 = all). Default: all, or 3 with the embedded model."
+    ),
     model: str = typer.Option("local", "--model", "-m", help="Model to evaluate: " + MODEL_HELP),
     judge: str = typer.Option("local", "--judge", "-j", help="Judge model: " + MODEL_HELP),
-    method: Optional[list[str]] = typer.Option(
-        None, "--method", help="Generation method (see `specalign methods`); repeat or comma-separate to compare several."),
-    method_param: Optional[list[str]] = typer.Option(
-        None, "--method-param", "-p",
-        help="Method hyper-parameter KEY=VALUE or METHOD.KEY=VALUE (YAML value; repeatable)."),
-    judge_mode: str = typer.Option("joint", "--judge-mode", help="joint (one call per sample) or sequential (one per spec)."),
-    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, max=4096,
-                                    help="Calls in flight per model (target and judge each); a models config's "
-                                         "max_concurrency may lower it per endpoint. The run line says what applies."),
-    models_config: Optional[list[str]] = typer.Option(
-        None, "--models-config", help="YAML of model settings (official config_model.yaml shape); repeat to merge "
-                                      "several, e.g. config_model.yaml and config_eval_model.yaml."),
-    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<data>-<model>-<method>)."),
+    method: list[str] | None = typer.Option(
+        None,
+        "--method",
+        help="Generation method (see `specalign methods`); repeat or comma-separate to compare several.",
+    ),
+    method_param: list[str] | None = typer.Option(
+        None,
+        "--method-param",
+        "-p",
+        help="Method hyper-parameter KEY=VALUE or METHOD.KEY=VALUE (YAML value; repeatable).",
+    ),
+    judge_mode: str = typer.Option(
+        "joint", "--judge-mode", help="joint (one call per sample) or sequential (one per spec)."
+    ),
+    concurrency: int = typer.Option(
+        8,
+        "--concurrency",
+        "-c",
+        min=1,
+        max=4096,
+        help="Calls in flight per model (target and judge each); a models config's "
+        "max_concurrency may lower it per endpoint. The run line says what applies.",
+    ),
+    models_config: list[str] | None = typer.Option(
+        None,
+        "--models-config",
+        help="YAML of model settings (official config_model.yaml shape); repeat to merge "
+        "several, e.g. config_model.yaml and config_eval_model.yaml.",
+    ),
+    out_dir: str | None = typer.Option(
+        None, "--out", "-o", help="Run directory (default runs/<data>-<model>-<method>)."
+    ),
     alpha: float = typer.Option(0.3, "--alpha", min=0.0, max=1.0, help="SAR floor α for a safe answer."),
-    na_policy: str = typer.Option("official", "--na-policy", help="NA in behavioral score: official (counts as not met) or exclude (paper)."),
+    na_policy: str = typer.Option(
+        "official", "--na-policy", help="NA in behavioral score: official (counts as not met) or exclude (paper)."
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the model-call cache."),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Cache folder (default $SPECALIGN_CACHE_DIR or ~/.cache/specalign)."),
-    retry_unscored: bool = typer.Option(False, "--retry-unscored", help="Judge again the samples left unscored before."),
-    stop_after_failures: int = typer.Option(25, "--stop-after-failures", min=0,
-                                            help="Stop when this many samples in a row fail at the model after their retries (0: never)."),
+    cache_dir: str | None = typer.Option(
+        None, "--cache-dir", help="Cache folder (default $SPECALIGN_CACHE_DIR or ~/.cache/specalign)."
+    ),
+    retry_unscored: bool = typer.Option(
+        False, "--retry-unscored", help="Judge again the samples left unscored before."
+    ),
+    stop_after_failures: int = typer.Option(
+        25,
+        "--stop-after-failures",
+        min=0,
+        help="Stop when this many samples in a row fail at the model after their retries (0: never).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON at the end."),
 ) -> None:
     """Generate answers, judge them against the specs, and score: resumable, cached, pipelined.
@@ -148,12 +194,29 @@ def run(
     evaluations = []
     for name in methods:
         out = str(Path(out_dir) / name) if out_dir and len(methods) > 1 else out_dir
-        evaluations.append(Evaluation(RunConfig(
-            data=data, scenarios=scenario or [], limit=limit, model=model, judge=judge, method=name,
-            method_params=params[name], judge_mode=judge_mode, concurrency=concurrency, models_config=models_config or [],
-            out=out, alpha=alpha, na_policy=na_policy, use_cache=not no_cache, cache_dir=cache_dir,
-            retry_unscored=retry_unscored, stop_after_failures=stop_after_failures,
-        )))
+        evaluations.append(
+            Evaluation(
+                RunConfig(
+                    data=data,
+                    scenarios=scenario or [],
+                    limit=limit,
+                    model=model,
+                    judge=judge,
+                    method=name,
+                    method_params=params[name],
+                    judge_mode=judge_mode,
+                    concurrency=concurrency,
+                    models_config=models_config or [],
+                    out=out,
+                    alpha=alpha,
+                    na_policy=na_policy,
+                    use_cache=not no_cache,
+                    cache_dir=cache_dir,
+                    retry_unscored=retry_unscored,
+                    stop_after_failures=stop_after_failures,
+                )
+            )
+        )
     for ev in evaluations:
         ev.preflight()
     from ._progress import run_with_progress  # noqa: PLC0415
@@ -175,7 +238,9 @@ def _method_names(items: list[str]) -> list[str]:
     if len(set(names)) != len(names):
         raise ConfigError("a method is named twice (run an ablation with its own --out instead)", field="--method")
     if not names:
-        raise ConfigError(f"no method named in {', '.join(map(repr, items))} (see `specalign methods`)", field="--method")
+        raise ConfigError(
+            f"no method named in {', '.join(map(repr, items))} (see `specalign methods`)", field="--method"
+        )
     return names
 
 
@@ -195,8 +260,11 @@ def _params_by_method(methods: list[str], items: list[str]) -> dict[str, dict]:
         scope, dot, name = key.rpartition(".")
         if dot and scope not in methods:
             raise ConfigError(f"{scope!r} is not one of the methods run ({', '.join(methods)})", field="--method-param")
-        targets = [scope] if dot else [m for m in methods if len(methods) == 1 or
-                                        (m in known and name in known[m].Params.model_fields)]
+        targets = (
+            [scope]
+            if dot
+            else [m for m in methods if len(methods) == 1 or (m in known and name in known[m].Params.model_fields)]
+        )
         if not targets:
             raise ConfigError(f"no method run here has a parameter {name!r}", field="--method-param")
         for m in targets:
@@ -215,10 +283,14 @@ def _announce(ev) -> None:
         what += f" ({ev.limit} per scenario{'' if cfg.limit else ', the default with the embedded model'})"
     from ._terminal import plain  # noqa: PLC0415
 
-    err.print(f"[bold]specalign run[/bold]: {what} from {plain(ev.bench.source)} · scenarios "
-              f"{plain(', '.join(s.key for s in ev.scenarios))}")
-    err.print(f"  model {plain(ev.target_settings.key)} · method {plain(cfg.method)} · judge "
-              f"{plain(ev.judge_settings.key)} ({cfg.judge_mode}) · out {plain(str(ev.run_dir.path))}")  # keys: URL credentials redacted
+    err.print(
+        f"[bold]specalign run[/bold]: {what} from {plain(ev.bench.source)} · scenarios "
+        f"{plain(', '.join(s.key for s in ev.scenarios))}"
+    )
+    err.print(
+        f"  model {plain(ev.target_settings.key)} · method {plain(cfg.method)} · judge "
+        f"{plain(ev.judge_settings.key)} ({cfg.judge_mode}) · out {plain(str(ev.run_dir.path))}"
+    )  # keys: URL credentials redacted
     err.print(f"  {_limits_line(ev)}", highlight=False, soft_wrap=True)
 
 
@@ -226,10 +298,15 @@ def _limits_line(ev) -> str:
     """What --concurrency gives: calls in flight per model and per endpoint, samples in flight, and any
     config limit that gives less than asked."""
     cfg = ev.config
-    roles = [("model and judge", ev.target_settings)] if ev.judge_settings == ev.target_settings else \
-        [("model", ev.target_settings), ("judge", ev.judge_settings)]
-    parts = [f"{role} {_calls_text(settings, ev.models_config.sources.get(settings.key), cfg.concurrency)}"
-             for role, settings in roles]
+    roles = (
+        [("model and judge", ev.target_settings)]
+        if ev.judge_settings == ev.target_settings
+        else [("model", ev.target_settings), ("judge", ev.judge_settings)]
+    )
+    parts = [
+        f"{role} {_calls_text(settings, ev.models_config.sources.get(settings.key), cfg.concurrency)}"
+        for role, settings in roles
+    ]
     n = ev.samples_in_flight()
     return "concurrency: " + " · ".join(parts) + f" · {n} sample{'s' if n != 1 else ''} in flight"
 
@@ -243,8 +320,10 @@ def _calls_text(settings, source: str | None, asked: int) -> str:  # noqa: ANN00
     text = limits.describe()
     if limits.capped:
         where = escape(source or "the models config")
-        text += (f" [yellow]— fewer than --concurrency {asked}: max_concurrency {settings.max_concurrency} per "
-                 f"endpoint in {where}[/yellow]")
+        text += (
+            f" [yellow]— fewer than --concurrency {asked}: max_concurrency {settings.max_concurrency} per "
+            f"endpoint in {where}[/yellow]"
+        )
     return text
 
 
@@ -258,17 +337,24 @@ def _finish(ev, result, as_json: bool) -> None:
         out.print(scores_table(rep))
     c = rep.counts
     st = result.stats
-    err.print(f"samples: {c['scored']} scored, {c['unscored']} unscored, {c['pending']} pending · "
-              f"{st.resumed} resumed from earlier runs · {st.model_calls} model calls made "
-              f"· tokens: generation {rep.usage['generation'].completion_tokens:,} completion, "
-              f"judge {rep.usage['judge'].completion_tokens:,} completion"
-              + (f", candidate scoring {rep.usage['scorer'].completion_tokens:,} completion"
-                 if rep.usage["scorer"].samples else ""))
+    err.print(
+        f"samples: {c['scored']} scored, {c['unscored']} unscored, {c['pending']} pending · "
+        f"{st.resumed} resumed from earlier runs · {st.model_calls} model calls made "
+        f"· tokens: generation {rep.usage['generation'].completion_tokens:,} completion, "
+        f"judge {rep.usage['judge'].completion_tokens:,} completion"
+        + (
+            f", candidate scoring {rep.usage['scorer'].completion_tokens:,} completion"
+            if rep.usage["scorer"].samples
+            else ""
+        )
+    )
     for reason, k in rep.unscored_reasons.items():
         err.print(f"  unscored ×{k}: {plain(reason)}")
     if ev.limit and len(ev.samples) < ev.n_available:
-        err.print(f"[yellow]This ran {len(ev.samples)} of {ev.n_available} prompts. "
-                  f"Run all of them with --limit 0 (same --out resumes and reuses what is done).[/yellow]")
+        err.print(
+            f"[yellow]This ran {len(ev.samples)} of {ev.n_available} prompts. "
+            f"Run all of them with --limit 0 (same --out resumes and reuses what is done).[/yellow]"
+        )
     err.print(f"Files: {plain(str(result.out_dir))}/ (manifest.json, generations.jsonl, judgments.jsonl, scores.json)")
     err.print(f"Read the answers: specalign report {plain(shlex.quote(str(result.out_dir)))} -o report.html")
 
@@ -282,12 +368,16 @@ def _finish_comparison(evaluations, results, as_json: bool) -> None:
         print(format_comparison(rows, "json"))
     else:
         out.print(comparison_table(rows))
-    for ev, res in zip(evaluations, results):
+    for ev, res in zip(evaluations, results, strict=False):
         c = res.scores.counts
-        err.print(f"  {ev.config.method}: {c['scored']} scored, {c['unscored']} unscored · "
-                  f"{res.stats.model_calls} model calls made · {res.out_dir}/")
-    err.print("ΔSAR is against vanilla when it ran, else the first method. Tokens are the target model's "
-              "average completion tokens per sample (judge and candidate scoring not included).")
+        err.print(
+            f"  {ev.config.method}: {c['scored']} scored, {c['unscored']} unscored · "
+            f"{res.stats.model_calls} model calls made · {res.out_dir}/"
+        )
+    err.print(
+        "ΔSAR is against vanilla when it ran, else the first method. Tokens are the target model's "
+        "average completion tokens per sample (judge and candidate scoring not included)."
+    )
     dirs = " ".join(shlex.quote(str(r.out_dir)) for r in results)
     err.print(f"See the trade-offs and every sample: specalign report {dirs} -o report.html")
 
@@ -295,11 +385,17 @@ def _finish_comparison(evaluations, results, as_json: bool) -> None:
 @app.command()
 def compare(
     run_dirs: list[str] = typer.Argument(..., help="Run directories written by `specalign run`."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", "-b",
-                                           help="Run directory or method name that ΔSAR is against (default vanilla, else the first)."),
+    baseline: str | None = typer.Option(
+        None,
+        "--baseline",
+        "-b",
+        help="Run directory or method name that ΔSAR is against (default vanilla, else the first).",
+    ),
     fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv or json."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Recompute with another α."),
-    na_policy: Optional[str] = typer.Option(None, "--na-policy", help="Recompute with another NA policy: official or exclude."),
+    alpha: float | None = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Recompute with another α."),
+    na_policy: str | None = typer.Option(
+        None, "--na-policy", help="Recompute with another NA policy: official or exclude."
+    ),
 ) -> None:
     """Compare runs side by side: scores, ΔSAR against a baseline, tokens, calls, wall time (no model calls).
 
@@ -330,11 +426,15 @@ def compare(
 def export(
     run_dirs: list[str] = typer.Argument(..., help="Run directories written by `specalign run`."),
     output: str = typer.Option(..., "--output", "-o", help="File to write: .csv or .jsonl."),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="csv or jsonl (default: from the file name)."),
+    fmt: str | None = typer.Option(None, "--format", "-f", help="csv or jsonl (default: from the file name)."),
     with_text: bool = typer.Option(False, "--with-text", help="Also the prompt, thought and response on every row."),
-    raw_cells: bool = typer.Option(False, "--raw-cells", help="CSV: write cells that start with = + - @ as they are. "
-                                   "By default they get a leading ' so that spreadsheets show them as text, never "
-                                   "run them as formulas."),
+    raw_cells: bool = typer.Option(
+        False,
+        "--raw-cells",
+        help="CSV: write cells that start with = + - @ as they are. "
+        "By default they get a leading ' so that spreadsheets show them as text, never "
+        "run them as formulas.",
+    ),
 ) -> None:
     """Export one row per sample × spec verdict (CSV or JSON lines), ready for pandas (no model calls).
 
@@ -356,11 +456,17 @@ def export(
 def report(
     run_dirs: list[str] = typer.Argument(..., help="Run directories written by `specalign run`."),
     output: str = typer.Option("report.html", "--output", "-o", help="HTML file to write."),
-    title: Optional[str] = typer.Option(None, "--title", help="Heading of the report (default: the models)."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", "-b",
-                                           help="Run directory or method name that ΔSAR is against (default vanilla, else the first)."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Recompute with another α."),
-    na_policy: Optional[str] = typer.Option(None, "--na-policy", help="Recompute with another NA policy: official or exclude."),
+    title: str | None = typer.Option(None, "--title", help="Heading of the report (default: the models)."),
+    baseline: str | None = typer.Option(
+        None,
+        "--baseline",
+        "-b",
+        help="Run directory or method name that ΔSAR is against (default vanilla, else the first).",
+    ),
+    alpha: float | None = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Recompute with another α."),
+    na_policy: str | None = typer.Option(
+        None, "--na-policy", help="Recompute with another NA policy: official or exclude."
+    ),
 ) -> None:
     """Write one self-contained HTML report of runs: scores, trade-off plots, per-spec failures, every sample.
 
@@ -378,17 +484,23 @@ def report(
     data = collect_report(run_dirs, title=title, baseline=baseline, alpha=alpha, na_policy=na_policy)  # type: ignore[arg-type]
     size = write_report(data, output)
     answers = sum(len(s.runs) for s in data.samples)
-    err.print(f"wrote {output} ({size / 1e6:.1f} MB): {len(data.runs)} run{'s' if len(data.runs) != 1 else ''}, {len(data.samples):,} samples, "
-              f"{answers:,} answers")
+    err.print(
+        f"wrote {output} ({size / 1e6:.1f} MB): {len(data.runs)} run{'s' if len(data.runs) != 1 else ''}, {len(data.samples):,} samples, "
+        f"{answers:,} answers"
+    )
 
 
 @app.command()
 def score(
     run_dir: str = typer.Argument(..., help="A run directory written by `specalign run`."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Recompute with another α."),
-    na_policy: Optional[str] = typer.Option(None, "--na-policy", help="Recompute with another NA policy: official or exclude."),
-    write: bool = typer.Option(False, "--write", help="Also rewrite RUN_DIR/scores.json (refused while a run holds the directory)."),
+    alpha: float | None = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Recompute with another α."),
+    na_policy: str | None = typer.Option(
+        None, "--na-policy", help="Recompute with another NA policy: official or exclude."
+    ),
+    write: bool = typer.Option(
+        False, "--write", help="Also rewrite RUN_DIR/scores.json (refused while a run holds the directory)."
+    ),
 ) -> None:
     """Recompute and print the scores of a run directory from its records (no model calls).
 
@@ -415,14 +527,18 @@ def score(
     else:
         out.print(scores_table(rep))
         if rep.counts["pending"]:
-            err.print(f"[yellow]{rep.counts['pending']} selected samples are not finished: rerun the same "
-                      f"`specalign run` command to complete them.[/yellow]")
+            err.print(
+                f"[yellow]{rep.counts['pending']} selected samples are not finished: rerun the same "
+                f"`specalign run` command to complete them.[/yellow]"
+            )
 
 
 @app.command("cache")
 def cache_cmd(
     clear: bool = typer.Option(False, "--clear", help="Delete every cached model call."),
-    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Cache folder (default $SPECALIGN_CACHE_DIR or ~/.cache/specalign)."),
+    cache_dir: str | None = typer.Option(
+        None, "--cache-dir", help="Cache folder (default $SPECALIGN_CACHE_DIR or ~/.cache/specalign)."
+    ),
 ) -> None:
     """Show (or clear) the cache of model calls.
 
@@ -498,8 +614,12 @@ def _check_argv_text() -> None:
 
     for arg in sys.argv[1:]:
         if repair_text(arg)[1]:
-            err.print(f"[red]error:[/red] argument {plain(repr(arg))} is not valid UTF-8 (specalign reads its "
-                      "arguments, paths included, as UTF-8)", highlight=False, soft_wrap=True)
+            err.print(
+                f"[red]error:[/red] argument {plain(repr(arg))} is not valid UTF-8 (specalign reads its "
+                "arguments, paths included, as UTF-8)",
+                highlight=False,
+                soft_wrap=True,
+            )
             sys.exit(2)
 
 

@@ -12,7 +12,6 @@ from pydantic import ValidationError
 
 from ..errors import DataError
 
-
 #: the largest data file read (the official prompts.json files are well under 1 MiB)
 MAX_FILE_BYTES = 256 * 1024 * 1024
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -23,8 +22,13 @@ def read_bytes(path: Path, limit: int | None = None) -> bytes:
     limit = MAX_FILE_BYTES if limit is None else limit
     try:
         if not path.is_file():
-            why = "file not found" if not path.exists() else "a folder, not a file" if path.is_dir() else \
-                "not a regular file"
+            why = (
+                "file not found"
+                if not path.exists()
+                else "a folder, not a file"
+                if path.is_dir()
+                else "not a regular file"
+            )
             raise DataError(why, path=str(path))
         with path.open("rb") as f:
             raw = f.read(limit + 1)
@@ -115,8 +119,11 @@ def _valid_text(data: Any, path: Path) -> Any:
         item, where = stack.pop()
         if isinstance(item, str):
             if _SURROGATE.search(item):
-                raise DataError("a lone UTF-16 surrogate escape (such as \\ud800) is not a character",
-                                path=str(path), field=where or None)
+                raise DataError(
+                    "a lone UTF-16 surrogate escape (such as \\ud800) is not a character",
+                    path=str(path),
+                    field=where or None,
+                )
         elif isinstance(item, dict):
             for k, v in item.items():
                 name = f"{where}.{k}" if where else str(k)
@@ -161,5 +168,7 @@ def check_unique_keys(found: list[tuple[str, Path]], root: Path | str, what: str
     for key, folder in found:
         other = seen.setdefault(key.lower(), folder)
         if other != folder:
-            raise DataError(f"scenario key {key!r} is declared by two {what}, {other.name} and {folder.name}: "
-                            "keys must be unique", path=str(root))
+            raise DataError(
+                f"scenario key {key!r} is declared by two {what}, {other.name} and {folder.name}: keys must be unique",
+                path=str(root),
+            )

@@ -18,7 +18,9 @@ def load_hub(repo: str) -> list[Scenario]:
     try:
         import datasets  # noqa: PLC0415  (optional, heavy)
     except ImportError:
-        raise DataError(f"loading hf:{repo} needs the 'datasets' package (pip install 'specalign[hub]'); or {HINT}") from None
+        raise DataError(
+            f"loading hf:{repo} needs the 'datasets' package (pip install 'specalign[hub]'); or {HINT}"
+        ) from None
     try:
         dd = datasets.load_dataset(repo)
     except Exception as e:  # offline, unknown repo, ...: one clear line
@@ -32,7 +34,9 @@ def load_hub(repo: str) -> list[Scenario]:
         except ValidationError as e:
             field, msg = validation_message(e)
             raise DataError(msg, path=f"hf:{repo}", field=f"{split}.{field}") from None
-    check_unique_keys([(s.key, Path(split)) for s, split in zip(scenarios, dd)], f"hf:{repo}", what="splits")
+    check_unique_keys(
+        [(s.key, Path(split)) for s, split in zip(scenarios, dd, strict=False)], f"hf:{repo}", what="splits"
+    )
     return scenarios
 
 

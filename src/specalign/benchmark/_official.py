@@ -22,7 +22,7 @@ def load_official_dir(root: Path) -> list[Scenario]:
     if not dirs:
         raise DataError("no scenario folders (<Scenario>/specifications.json) found", path=str(root))
     scenarios = [load_official_scenario(d) for d in dirs]
-    check_unique_keys([(s.key, d) for s, d in zip(scenarios, dirs)], root)
+    check_unique_keys([(s.key, d) for s, d in zip(scenarios, dirs, strict=False)], root)
     return scenarios
 
 

@@ -72,10 +72,11 @@ def read_sheet(path: str | Path, required: tuple[str, ...]) -> list[tuple[int, d
         for n, record in enumerate(reader, 2):
             if not any(cell.strip() for cell in record):
                 continue
-            if any(cell.strip() for cell in record[len(header):]):  # empty trailing cells are harmless
-                raise DataError(f"{len(record)} cells but the header has {len(header)}", path=str(path),
-                                field=f"row {n}")
-            rows.append((n, {col: restore_cell(v) for col, v in zip(header, record)}))
+            if any(cell.strip() for cell in record[len(header) :]):  # empty trailing cells are harmless
+                raise DataError(
+                    f"{len(record)} cells but the header has {len(header)}", path=str(path), field=f"row {n}"
+                )
+            rows.append((n, {col: restore_cell(v) for col, v in zip(header, record, strict=False)}))
     except csv.Error as e:
         raise DataError(f"not a readable CSV sheet: {e}", path=str(path), field=f"row {n + 1}") from None
     return rows
@@ -90,5 +91,8 @@ def _delimiter(text: str, required: tuple[str, ...], path: str | Path) -> str:
             continue
         if all(col in header for col in required):
             return d
-    raise DataError(f"no header row with the columns {', '.join(required)} (separated by ',', ';' or tabs): "
-                    "is this a sheet written by specalign?", path=str(path))
+    raise DataError(
+        f"no header row with the columns {', '.join(required)} (separated by ',', ';' or tabs): "
+        "is this a sheet written by specalign?",
+        path=str(path),
+    )

@@ -23,7 +23,7 @@ def load_specalign_dir(root: Path) -> list[Scenario]:
     if not dirs:
         raise DataError("no scenario folders (<key>/scenario.yaml) found", path=str(root))
     scenarios = [load_scenario_dir(d) for d in dirs]
-    check_unique_keys([(s.key, d) for s, d in zip(scenarios, dirs)], root)
+    check_unique_keys([(s.key, d) for s, d in zip(scenarios, dirs, strict=False)], root)
     return scenarios
 
 

@@ -36,8 +36,7 @@ class Judge:
     the sample is unscored with the raw outputs and the reason. Access errors propagate.
     """
 
-    def __init__(self, model: Model, mode: JudgeMode = "joint", max_attempts: int = 3,
-                 reason_chars: int | None = None):
+    def __init__(self, model: Model, mode: JudgeMode = "joint", max_attempts: int = 3, reason_chars: int | None = None):
         self.model = model
         self.mode = mode
         self.max_attempts = max_attempts
@@ -48,15 +47,29 @@ class Judge:
 
     def key(self) -> str:
         """Identifies this judge in records: model identity, its settings, mode, prompt version."""
-        blob = repr((self.model.backend.identity(), sorted(self.model.settings.params.items()),
-                     sorted(self._params().items()), self.mode, JUDGE_PROMPT_VERSION, self.model.supports_json_schema,
-                     self.reason_chars))
+        blob = repr(
+            (
+                self.model.backend.identity(),
+                sorted(self.model.settings.params.items()),
+                sorted(self._params().items()),
+                self.mode,
+                JUDGE_PROMPT_VERSION,
+                self.model.supports_json_schema,
+                self.reason_chars,
+            )
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.model.settings.public_dict(), "mode": self.mode, "key": self.key(),
-                "prompt_version": JUDGE_PROMPT_VERSION, "max_attempts": self.max_attempts,
-                "structured_output": self.model.supports_json_schema, "reason_chars": self.reason_chars}
+        return {
+            "model": self.model.settings.public_dict(),
+            "mode": self.mode,
+            "key": self.key(),
+            "prompt_version": JUDGE_PROMPT_VERSION,
+            "max_attempts": self.max_attempts,
+            "structured_output": self.model.supports_json_schema,
+            "reason_chars": self.reason_chars,
+        }
 
     def _params(self) -> dict[str, Any]:
         return {k: v for k, v in DEFAULT_JUDGE_PARAMS.items() if not self.model.settings.sets_param(k)}
@@ -73,8 +86,9 @@ class Judge:
         schema = joint_schema(scenario, self.reason_chars) if json_mode else None
         outcome = JudgeOutcome(status="unscored")
         fmt = "json" if json_mode else "tags"
-        verdicts = await self._ask(user, schema, json_mode, outcome,
-                                   lambda text: parse_joint(text, safety, behavioral, fmt))
+        verdicts = await self._ask(
+            user, schema, json_mode, outcome, lambda text: parse_joint(text, safety, behavioral, fmt)
+        )
         if verdicts is not None:
             outcome.status, outcome.verdicts = "scored", verdicts
         return outcome
@@ -83,12 +97,13 @@ class Judge:
         json_mode = self.model.supports_json_schema
         outcome = JudgeOutcome(status="unscored")
         verdicts: dict[str, SpecVerdict] = {}
-        for kind, ids in zip(("safety", "behavioral"), spec_ids(scenario)):
+        for kind, ids in zip(("safety", "behavioral"), spec_ids(scenario), strict=False):
             for index, spec_id in enumerate(ids):
                 user = single_prompt(scenario, prompt, response, kind, index, json_mode)
                 schema = single_schema(self.reason_chars) if json_mode else None
-                v = await self._ask(user, schema, json_mode, outcome,
-                                    lambda text: parse_single(text, "json" if json_mode else "tags"))
+                v = await self._ask(
+                    user, schema, json_mode, outcome, lambda text: parse_single(text, "json" if json_mode else "tags")
+                )
                 if v is None:
                     outcome.unscored_reason = f"{spec_id}: {outcome.unscored_reason}"
                     return outcome
@@ -100,7 +115,7 @@ class Judge:
         """Call and parse with bounded corrective retries; on failure set the reason and return None."""
         messages = [Message(role="system", content=JUDGE_SYSTEM), Message(role="user", content=user)]
         error = "no attempt made"
-        for attempt in range(self.max_attempts):
+        for _attempt in range(self.max_attempts):
             try:
                 out = await self.model.generate(messages, params=self._params(), json_schema=schema)
             except ModelAccessError:
@@ -116,8 +131,10 @@ class Judge:
                 if out.finish_reason == "length":
                     error += " (the judge hit max_tokens)"
                 said = self._answer(out) or out.text  # its answer, not its reasoning (unless that is all it gave)
-                messages = messages[:2] + [Message(role="assistant", content=said),
-                                           Message(role="user", content=correction_message(error, json_mode))]
+                messages = messages[:2] + [
+                    Message(role="assistant", content=said),
+                    Message(role="user", content=correction_message(error, json_mode)),
+                ]
         outcome.unscored_reason = f"judge output unreadable after {self.max_attempts} attempts: {error}"
         return None
 
@@ -139,9 +156,19 @@ class Judge:
         outcome.completion_tokens += out.usage.completion_tokens
 
 
-def score_verdicts(scenario: Scenario, verdicts: dict[str, SpecVerdict], *, alpha: float = DEFAULT_ALPHA,
-                   na_policy: NAPolicy = "official") -> SampleScore:
+def score_verdicts(
+    scenario: Scenario,
+    verdicts: dict[str, SpecVerdict],
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    na_policy: NAPolicy = "official",
+) -> SampleScore:
     """The safety, behavioral and SAR score of one judged sample under ``scenario``'s specs."""
     safety, behavioral = spec_ids(scenario)
-    return score_sample([verdicts[k].verdict for k in safety], [verdicts[k].verdict for k in behavioral],
-                        weights=[b.weight for b in scenario.behavioral_specs], alpha=alpha, na_policy=na_policy)
+    return score_sample(
+        [verdicts[k].verdict for k in safety],
+        [verdicts[k].verdict for k in behavioral],
+        weights=[b.weight for b in scenario.behavioral_specs],
+        alpha=alpha,
+        na_policy=na_policy,
+    )

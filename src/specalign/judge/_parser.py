@@ -22,10 +22,14 @@ ANSWER_MAX_CHARS = 200_000
 
 _TAG = re.compile(r"<\s*/?\s*(YES|NO|NA|N/A)\s*>", re.IGNORECASE | re.ASCII)
 _SECTION = {
-    "safety": re.compile(r"<safety_specifications>(.*?)(?:</safety_specifications>|(?=<behaviou?r(?:al)?_specifications>)|\Z)",
-                         re.IGNORECASE | re.DOTALL | re.ASCII),
-    "behavioral": re.compile(r"<behaviou?r(?:al)?_specifications>(.*?)(?:</behaviou?r(?:al)?_specifications>|\Z)",
-                             re.IGNORECASE | re.DOTALL | re.ASCII),
+    "safety": re.compile(
+        r"<safety_specifications>(.*?)(?:</safety_specifications>|(?=<behaviou?r(?:al)?_specifications>)|\Z)",
+        re.IGNORECASE | re.DOTALL | re.ASCII,
+    ),
+    "behavioral": re.compile(
+        r"<behaviou?r(?:al)?_specifications>(.*?)(?:</behaviou?r(?:al)?_specifications>|\Z)",
+        re.IGNORECASE | re.DOTALL | re.ASCII,
+    ),
 }
 _SECTION_KEYS = {"safety": "S", "behavioral": "B"}
 
@@ -40,7 +44,10 @@ def _pairs(pairs: list[tuple[str, Any]]) -> _Obj:
     obj = _Obj()
     obj.dups = []
     for k, v in pairs:  # strings repaired: a "\\ud800" escape decodes to a lone surrogate
-        k, v = repair_text(k)[0], (repair_text(v)[0] if isinstance(v, str) else repair_json(v) if isinstance(v, list) else v)
+        k, v = (
+            repair_text(k)[0],
+            (repair_text(v)[0] if isinstance(v, str) else repair_json(v) if isinstance(v, list) else v),
+        )
         if k in obj:
             obj.dups.append(k)
         obj[k] = v
@@ -57,7 +64,7 @@ def final_answer(text: str, thought_start: str = "<think>", thought_end: str = "
     stripped = text.lstrip()
     if not (thought_start and thought_end and stripped.startswith(thought_start)):
         return text
-    _, found, answer = stripped[len(thought_start):].partition(thought_end)
+    _, found, answer = stripped[len(thought_start) :].partition(thought_end)
     return answer if found else ""
 
 
@@ -70,8 +77,9 @@ def normalize_verdict(value: str) -> str | None:
     return v if v in ("YES", "NO", "NA") else None
 
 
-def parse_joint(text: str, safety_ids: list[str], behavioral_ids: list[str],
-                fmt: AnswerFormat = "auto") -> dict[str, SpecVerdict]:
+def parse_joint(
+    text: str, safety_ids: list[str], behavioral_ids: list[str], fmt: AnswerFormat = "auto"
+) -> dict[str, SpecVerdict]:
     """Verdicts keyed S1.., B1.. from a joint judge answer, or JudgeParseError.
 
     ``fmt`` is the format the judge was asked for; ``auto`` reads tags when the answer has a
@@ -103,7 +111,9 @@ def parse_single(text: str, fmt: AnswerFormat = "auto") -> SpecVerdict:
     tags = _TAG.findall(text)
     distinct = {normalize_verdict(t) for t in tags}
     if len(distinct) != 1:
-        raise JudgeParseError(f"expected exactly one verdict tag, found {len(tags)} ({', '.join(sorted(d for d in distinct if d)) or 'none'})")
+        raise JudgeParseError(
+            f"expected exactly one verdict tag, found {len(tags)} ({', '.join(sorted(d for d in distinct if d)) or 'none'})"
+        )
     return SpecVerdict(verdict=distinct.pop(), reason=_one_line(_TAG.sub("", text)))
 
 
@@ -142,7 +152,9 @@ def _candidates(text: str, wanted) -> list[_Obj]:
         try:
             obj, end = decoder.raw_decode(text, start)
         except (json.JSONDecodeError, RecursionError) as e:
-            raise JudgeParseError(f"judge output is JSON but cannot be parsed (truncated or broken) at character {start}") from e
+            raise JudgeParseError(
+                f"judge output is JSON but cannot be parsed (truncated or broken) at character {start}"
+            ) from e
         if wanted(obj):
             found.append(obj)
         start = text.find("{", end)
@@ -172,7 +184,11 @@ def _names_any(obj: dict, ids: list[str]) -> bool:
 
 
 def _is_sectioned(obj: dict) -> bool:
-    return bool(obj) and {k.lower() for k in obj} <= {"safety", "behavioral"} and all(isinstance(v, dict) for v in obj.values())
+    return (
+        bool(obj)
+        and {k.lower() for k in obj} <= {"safety", "behavioral"}
+        and all(isinstance(v, dict) for v in obj.values())
+    )
 
 
 def _norm_key(key: str) -> str:
@@ -222,7 +238,9 @@ def _verdict_of(value: object, key: str) -> SpecVerdict:
         reason = value.get("reason", "")
     if v is None:
         raise JudgeParseError(f"{key}: verdict is not YES, NO or NA")
-    return SpecVerdict(verdict=v, reason=_one_line(reason if isinstance(reason, str) else json.dumps(reason, ensure_ascii=False)))
+    return SpecVerdict(
+        verdict=v, reason=_one_line(reason if isinstance(reason, str) else json.dumps(reason, ensure_ascii=False))
+    )
 
 
 def _from_tags(text: str, safety_ids: list[str], behavioral_ids: list[str]) -> dict[str, SpecVerdict]:
@@ -234,7 +252,7 @@ def _from_tags(text: str, safety_ids: list[str], behavioral_ids: list[str]) -> d
         lines = [ln for ln in sections[0].splitlines() if _TAG.search(ln)]
         if len(lines) != len(ids):
             raise JudgeParseError(f"{kind}: {len(lines)} verdicts for {len(ids)} specifications")
-        for spec_id, line in zip(ids, lines):
+        for spec_id, line in zip(ids, lines, strict=False):
             distinct = {normalize_verdict(t) for t in _TAG.findall(line)}
             if len(distinct) != 1:
                 raise JudgeParseError(f"{spec_id}: tags that disagree on one line ({', '.join(sorted(distinct))})")

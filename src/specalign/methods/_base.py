@@ -81,15 +81,18 @@ class GenerationMethod(abc.ABC):
             from ..models._model import prefill_refusal  # noqa: PLC0415
 
             hint = ", or --method-param no_prefill=multi_turn" if "no_prefill" in self.Params.model_fields else ""
-            raise CapabilityError(f"method {self.name!r} writes into the model's thinking: "
-                                  f"{prefill_refusal(model.settings.key)}{hint}", field="method")
+            raise CapabilityError(
+                f"method {self.name!r} writes into the model's thinking: {prefill_refusal(model.settings.key)}{hint}",
+                field="method",
+            )
 
     @abc.abstractmethod
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
         """Produce the thought and response for ``prompt`` under ``scenario``'s specs."""
 
-    async def run(self, model: Model, scenario: Scenario, prompt: Prompt, *,
-                  scorer: CandidateScorer | None = None) -> MethodOutput:
+    async def run(
+        self, model: Model, scenario: Scenario, prompt: Prompt, *, scorer: CandidateScorer | None = None
+    ) -> MethodOutput:
         """Run :meth:`generate` for one prompt and account for every call it made."""
         self.check(model)
         ctx = MethodContext(model, scorer)

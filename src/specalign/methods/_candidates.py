@@ -34,16 +34,26 @@ def sampling_params(temperature: float | None) -> dict[str, Any] | None:
     return None if temperature is None else {"temperature": temperature}
 
 
-async def sample(ctx: MethodContext, role: str, messages: list[Message], n: int, *, round: int,  # noqa: A002
-                 first_index: int = 0, params: dict[str, Any] | None = None) -> list[Candidate]:
+async def sample(
+    ctx: MethodContext,
+    role: str,
+    messages: list[Message],
+    n: int,
+    *,
+    round: int,  # noqa: A002
+    first_index: int = 0,
+    params: dict[str, Any] | None = None,
+) -> list[Candidate]:
     """``n`` samples of one conversation, concurrently; sample index ``first_index + k`` seeds the k-th."""
-    outs = await asyncio.gather(*(
-        ctx.chat(role, messages, params=params, sample_index=first_index + k, round=round, index=k) for k in range(n)))
+    outs = await asyncio.gather(
+        *(ctx.chat(role, messages, params=params, sample_index=first_index + k, round=round, index=k) for k in range(n))
+    )
     return [Candidate(round=round, index=k, answer=answer_of(ctx, out)) for k, out in enumerate(outs)]
 
 
-async def first_round(ctx: MethodContext, scenario: Scenario, prompt: Prompt, params: CandidateParams,
-                      n: int) -> list[Candidate]:
+async def first_round(
+    ctx: MethodContext, scenario: Scenario, prompt: Prompt, params: CandidateParams, n: int
+) -> list[Candidate]:
     """``n`` scored samples of the vanilla prompt (sample 0 is vanilla's own call)."""
     from .baselines import vanilla_messages  # noqa: PLC0415
 
@@ -55,9 +65,10 @@ async def first_round(ctx: MethodContext, scenario: Scenario, prompt: Prompt, pa
 
 async def score_all(ctx: MethodContext, scenario: Scenario, prompt: Prompt, candidates: list[Candidate]) -> None:
     """Score every candidate concurrently (in place)."""
-    scores = await asyncio.gather(*(
-        ctx.score(scenario, prompt, c.answer.response, round=c.round, index=c.index) for c in candidates))
-    for c, s in zip(candidates, scores):
+    scores = await asyncio.gather(
+        *(ctx.score(scenario, prompt, c.answer.response, round=c.round, index=c.index) for c in candidates)
+    )
+    for c, s in zip(candidates, scores, strict=False):
         c.score = s
 
 

@@ -55,41 +55,81 @@ class MethodContext:
     def thought_end(self) -> str:
         return self.model.settings.thought_end or "</think>"
 
-    async def chat(self, role: str, messages: list[Message], *, params: dict[str, Any] | None = None,
-                   sample_index: int = 0, round: int = 0, index: int = 0) -> Completion:  # noqa: A002
+    async def chat(
+        self,
+        role: str,
+        messages: list[Message],
+        *,
+        params: dict[str, Any] | None = None,
+        sample_index: int = 0,
+        round: int = 0,
+        index: int = 0,
+    ) -> Completion:  # noqa: A002
         """One chat completion of the target model, recorded as a step."""
         out = await self.model.generate(messages, params=params, sample_index=sample_index)
         self._record(role, out, round, index)
         return out
 
-    async def continue_turn(self, role: str, messages: list[Message], prefix: str, *, stop: list[str] | None = None,
-                            params: dict[str, Any] | None = None, sample_index: int = 0, round: int = 0,  # noqa: A002
-                            index: int = 0) -> Completion:
+    async def continue_turn(
+        self,
+        role: str,
+        messages: list[Message],
+        prefix: str,
+        *,
+        stop: list[str] | None = None,
+        params: dict[str, Any] | None = None,
+        sample_index: int = 0,
+        round: int = 0,  # noqa: A002
+        index: int = 0,
+    ) -> Completion:
         """Continue the assistant turn that starts with ``prefix``, recorded as a step."""
         out = await self.model.continue_turn(messages, prefix, stop=stop, params=params, sample_index=sample_index)
         self._record(role, out, round, index)
         return out
 
-    async def score(self, scenario: Scenario, prompt: Prompt, response: str, *, round: int = 0,  # noqa: A002
-                    index: int = 0) -> float | None:
+    async def score(
+        self,
+        scenario: Scenario,
+        prompt: Prompt,
+        response: str,
+        *,
+        round: int = 0,  # noqa: A002
+        index: int = 0,
+    ) -> float | None:
         """The scorer's reward for ``response`` (higher is better); None when it could not score it."""
         if self.scorer is None:
             raise ConfigError("this method scores candidates but the run gave it no scorer", field="method")
         result = await self.scorer.score(scenario, prompt, response)
         self._scorer_calls += result.calls
         self._scorer_cached += result.cached_calls
-        self.steps.append(MethodStep(
-            role="score", round=round, index=index, source="scorer", usage=result.usage, cached=result.calls == 0,
-            score=result.value, status="ok" if result.value is not None else "unscored", note=result.note,
-        ))
+        self.steps.append(
+            MethodStep(
+                role="score",
+                round=round,
+                index=index,
+                source="scorer",
+                usage=result.usage,
+                cached=result.calls == 0,
+                score=result.value,
+                status="ok" if result.value is not None else "unscored",
+                note=result.note,
+            )
+        )
         return result.value
 
     def skip(self, role: str, *, round: int = 0, note: str) -> None:  # noqa: A002
         """Record a step that was not taken (no call, no usage), with why."""
         self.steps.append(MethodStep(role=role, round=round, status="skipped", note=note))
 
-    def note(self, role: str, *, round: int = 0, index: int = 0, status: str = "ok",  # noqa: A002
-             note: str | None = None) -> None:
+    def note(
+        self,
+        role: str,
+        *,
+        round: int = 0,
+        index: int = 0,
+        status: str = "ok",  # noqa: A002
+        note: str | None = None,
+    ) -> None:
         """Mark the last step recorded for (role, round, index) with a status and a note."""
         for step in reversed(self.steps):
             if (step.role, step.round, step.index) == (role, round, index):
@@ -99,8 +139,17 @@ class MethodContext:
 
     def _record(self, role: str, out: Completion, round: int, index: int) -> None:  # noqa: A002
         self._backend_flags += [f for f in out.flags if f not in self._backend_flags]
-        self.steps.append(MethodStep(role=role, round=round, index=index, text=out.text, usage=out.usage,
-                                     cached=out.cached, finish_reason=out.finish_reason))
+        self.steps.append(
+            MethodStep(
+                role=role,
+                round=round,
+                index=index,
+                text=out.text,
+                usage=out.usage,
+                cached=out.cached,
+                finish_reason=out.finish_reason,
+            )
+        )
 
     def output(self, answer: Answer, *, counts_prompt_once: bool) -> MethodOutput:
         """The method's :class:`MethodOutput`: ``answer`` plus the accounting of every step."""
@@ -117,6 +166,11 @@ class MethodContext:
             flags.append("max_tokens_reached")
         made = sum(1 for s in target if not s.cached)
         return MethodOutput(
-            **answer.model_dump(exclude={"flags"}), flags=flags, usage=usage, scorer_usage=scorer_usage,
-            calls=made + self._scorer_calls, cached_calls=len(target) - made + self._scorer_cached, steps=steps,
+            **answer.model_dump(exclude={"flags"}),
+            flags=flags,
+            usage=usage,
+            scorer_usage=scorer_usage,
+            calls=made + self._scorer_calls,
+            cached_calls=len(target) - made + self._scorer_cached,
+            steps=steps,
         )

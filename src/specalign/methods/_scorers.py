@@ -83,8 +83,9 @@ class FunctionScorer(CandidateScorer):
         try:
             return ScoreResult(value=float(value))
         except (TypeError, ValueError):
-            return ScoreResult(value=None, note=f"reward function {self.target} returned {type(value).__name__}, "
-                                                f"not a number")
+            return ScoreResult(
+                value=None, note=f"reward function {self.target} returned {type(value).__name__}, not a number"
+            )
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "function", "target": self.target}

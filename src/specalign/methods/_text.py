@@ -33,8 +33,9 @@ class SplitText(BaseModel):
         return [f for f, on in (("thought_unclosed", self.thought_unclosed), (EXTRA_MARKERS, self.extra_markers)) if on]
 
 
-def split_thought(text: str, start: str = "<think>", end: str = "</think>", *, answer_start: int | None = None,
-                  closed: bool = False) -> SplitText:
+def split_thought(
+    text: str, start: str = "<think>", end: str = "</think>", *, answer_start: int | None = None, closed: bool = False
+) -> SplitText:
     """Split a reasoning model's output into thought and response (see the module docstring).
 
     ``answer_start``: where the server said the answer begins; ``closed``: the thought was closed
@@ -49,7 +50,7 @@ def split_thought(text: str, start: str = "<think>", end: str = "</think>", *, a
         return _split(_thought_text(thought, start, end), response, start, end)
     stripped = text.lstrip()
     if start and stripped.startswith(start):
-        return SplitText(thought=stripped[len(start):].strip(), response="", thought_unclosed=True)
+        return SplitText(thought=stripped[len(start) :].strip(), response="", thought_unclosed=True)
     return _split("", text, start, end)
 
 
@@ -61,7 +62,7 @@ def split_completion(out: Completion, start: str, end: str, *, closed: bool = Fa
 def thought_before_end(out: Completion, end: str) -> str:
     """The part of a continuation that is still thought: all of it, or what comes before the thought ends."""
     if out.answer_start is not None and 0 <= out.answer_start <= len(out.text):
-        head = out.text[:out.answer_start]
+        head = out.text[: out.answer_start]
         return head[: -len(end)] if end and head.endswith(end) else head
     return out.text.partition(end)[0] if end else out.text
 
@@ -79,7 +80,7 @@ def _thought_text(head: str, start: str, end: str) -> str:
     head = head.strip()
     if end and head.endswith(end):
         head = head[: -len(end)].rstrip()
-    return head[len(start):].strip() if start and head.startswith(start) else head
+    return head[len(start) :].strip() if start and head.startswith(start) else head
 
 
 @lru_cache(maxsize=16)

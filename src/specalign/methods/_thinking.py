@@ -25,18 +25,21 @@ NoPrefill = Literal["refuse", "multi_turn"]
 Injection = tuple[str, str]  # (step role, text written into the thought)
 
 
-
 class PrefillParams(BaselineParams):
     """Parameters of methods that write into the thinking: what to do on a model that cannot prefill."""
 
     no_prefill: NoPrefill = "refuse"
 
 
-REASON_ONLY = ("Think this through before answering. In this reply write only your reasoning, not the answer "
-               "itself. Begin your reasoning with this thought and carry it on:\n\n{thought}")
+REASON_ONLY = (
+    "Think this through before answering. In this reply write only your reasoning, not the answer "
+    "itself. Begin your reasoning with this thought and carry it on:\n\n{thought}"
+)
 CONTINUE_REASONING = "Continue your reasoning from this thought and carry it on:\n\n{thought}"
-FINAL_ANSWER = ("Now write your final answer to the original request, following every specification. "
-                "Write only the answer, not your reasoning.")
+FINAL_ANSWER = (
+    "Now write your final answer to the original request, following every specification. "
+    "Write only the answer, not your reasoning."
+)
 
 
 async def staged_thinking(ctx: MethodContext, messages: list[Message], injections: list[Injection]) -> Answer:
@@ -55,13 +58,21 @@ async def staged_thinking(ctx: MethodContext, messages: list[Message], injection
             text += thought_before_end(out, end)
     if out.answer_start is not None or end in out.text:  # the model closed its thought: split once, there
         split = split_completion(out, start, end)
-        return Answer(response=split.response, thought=_thought_of(text + thought_before_end(out, end), start),
-                      flags=split.flags(), finish_reason=out.finish_reason)
+        return Answer(
+            response=split.response,
+            thought=_thought_of(text + thought_before_end(out, end), start),
+            flags=split.flags(),
+            finish_reason=out.finish_reason,
+        )
     text = f"{(text + out.text).rstrip()}\n{end}\n\n"
     final = await ctx.continue_turn("answer", messages, text, round=len(injections))
     split = split_completion(final, start, end, closed=True)  # everything after the closed thought is answer
-    return Answer(response=split.response, thought=_thought_of(text.rpartition(end)[0], start),
-                  flags=["thought_closed_by_method", *split.flags()], finish_reason=final.finish_reason)
+    return Answer(
+        response=split.response,
+        thought=_thought_of(text.rpartition(end)[0], start),
+        flags=["thought_closed_by_method", *split.flags()],
+        finish_reason=final.finish_reason,
+    )
 
 
 async def staged_turns(ctx: MethodContext, messages: list[Message], injections: list[Injection]) -> Answer:
@@ -80,10 +91,14 @@ async def staged_turns(ctx: MethodContext, messages: list[Message], injections: 
     convo.append(Message(role="user", content=FINAL_ANSWER))
     final = await ctx.chat("answer", convo, round=len(injections))
     split = split_completion(final, ctx.thought_start, ctx.thought_end)
-    return Answer(response=split.response, thought="\n\n".join(thought_parts), flags=["multi_turn", *split.flags()],
-                  finish_reason=final.finish_reason)
+    return Answer(
+        response=split.response,
+        thought="\n\n".join(thought_parts),
+        flags=["multi_turn", *split.flags()],
+        finish_reason=final.finish_reason,
+    )
 
 
 def _thought_of(text: str, start: str) -> str:
     text = text.strip()
-    return text[len(start):].strip() if text.startswith(start) else text
+    return text[len(start) :].strip() if text.startswith(start) else text

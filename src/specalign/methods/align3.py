@@ -64,8 +64,10 @@ class Align3(GenerationMethod):
 
     def injections(self, scenario: Scenario) -> list[Injection]:
         lists = {"safety": scenario.numbered("safety"), "behavioral": scenario.numbered("behavioral")}
-        return [(f"stage-{i}:{stage}", STAGE_TEXT[stage].format(**lists))
-                for i, stage in enumerate(self.params.stages, start=1)]
+        return [
+            (f"stage-{i}:{stage}", STAGE_TEXT[stage].format(**lists))
+            for i, stage in enumerate(self.params.stages, start=1)
+        ]
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
         messages = vanilla_messages(self.params.system_prompt, scenario, prompt)

@@ -32,7 +32,9 @@ class MoreThink(GenerationMethod):
     uses_prefill = True
 
     def injections(self) -> list[Injection]:
-        return [("think-1", "")] + [(f"think-{i}", self.params.wait_text) for i in range(2, self.params.rethink_count + 1)]
+        return [("think-1", "")] + [
+            (f"think-{i}", self.params.wait_text) for i in range(2, self.params.rethink_count + 1)
+        ]
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
         messages = vanilla_messages(self.params.system_prompt, scenario, prompt)

@@ -29,8 +29,10 @@ FEEDBACK_USER = (
 )
 REFINE_SYSTEM = "You improve answers using a reviewer's feedback.\n\nThe request:\n<request>\n{question}\n</request>"
 REFINE_PAIR = "Answer:\n<answer>\n{answer}\n</answer>\n\nFeedback on it:\n<feedback>\n{feedback}\n</feedback>"
-REFINE_ASK = ("Write the improved answer to the request: fix what the feedback points out and keep what was "
-              "already good. Output only the answer itself, with no preamble and no comment on the changes.")
+REFINE_ASK = (
+    "Write the improved answer to the request: fix what the feedback points out and keep what was "
+    "already good. Output only the answer itself, with no preamble and no comment on the changes."
+)
 _VERDICT = re.compile(r"VERDICT\s*:\s*\**\s*(KEEP|REVISE)", re.IGNORECASE | re.ASCII)
 
 
@@ -62,26 +64,38 @@ class SelfRefine(GenerationMethod):
         p = self.params
         current = answer_of(ctx, await ctx.chat("answer", vanilla_messages(p.system_prompt, scenario, prompt)))
         history: list[tuple[str, str]] = []
-        fields = {"name": scenario.name, "question": prompt.prompt, "safety": scenario.numbered("safety"),
-                  "behavioral": scenario.numbered("behavioral")}
+        fields = {
+            "name": scenario.name,
+            "question": prompt.prompt,
+            "safety": scenario.numbered("safety"),
+            "behavioral": scenario.numbered("behavioral"),
+        }
         rounds = 0
         for it in range(1, p.max_iters + 1):
             rounds = it
-            feedback_out = await ctx.chat("feedback", [
-                Message(role="system", content=FEEDBACK_SYSTEM.format(**fields)),
-                Message(role="user", content=FEEDBACK_USER.format(answer=current.response)),
-            ], round=it)
+            feedback_out = await ctx.chat(
+                "feedback",
+                [
+                    Message(role="system", content=FEEDBACK_SYSTEM.format(**fields)),
+                    Message(role="user", content=FEEDBACK_USER.format(answer=current.response)),
+                ],
+                round=it,
+            )
             feedback = split_completion(feedback_out, ctx.thought_start, ctx.thought_end).response
             verdict = feedback_verdict(feedback)
             if verdict is None:
                 ctx.note("feedback", round=it, status="unparsed", note="no VERDICT line; refining anyway")
             if p.stop_early and verdict == "KEEP":
                 return current.model_copy(update={"stats": {"rounds": it, "refinements": it - 1, "stopped_early": 1}})
-            history = [*history, (current.response, feedback)][-p.max_history:]
+            history = [*history, (current.response, feedback)][-p.max_history :]
             pairs = "\n\n".join(REFINE_PAIR.format(answer=a, feedback=f) for a, f in history)
-            refined = await ctx.chat("refine", [
-                Message(role="system", content=REFINE_SYSTEM.format(question=prompt.prompt)),
-                Message(role="user", content=f"{pairs}\n\n{REFINE_ASK}"),
-            ], round=it)
+            refined = await ctx.chat(
+                "refine",
+                [
+                    Message(role="system", content=REFINE_SYSTEM.format(question=prompt.prompt)),
+                    Message(role="user", content=f"{pairs}\n\n{REFINE_ASK}"),
+                ],
+                round=it,
+            )
             current = answer_of(ctx, refined)
         return current.model_copy(update={"stats": {"rounds": rounds, "refinements": rounds, "stopped_early": 0}})

@@ -58,7 +58,7 @@ def parse_update(text: str, finish_reason: str | None) -> str | None:
         return found[-1].strip() or None
     opened = _OPEN.search(text)
     if opened and finish_reason != "length":
-        return text[opened.end():].strip() or None
+        return text[opened.end() :].strip() or None
     return None
 
 
@@ -104,30 +104,80 @@ class TPO(GenerationMethod):
             await score_all(ctx, scenario, prompt, fresh)
             pool += fresh
         scored = sum(c.score is not None for c in pool)
-        return chosen_answer(pool, {"candidates": len(pool) + unparsed, "scored": scored, "unparsed": unparsed,
-                                    "unscored": len(pool) - scored, "rounds_skipped": skipped})
+        return chosen_answer(
+            pool,
+            {
+                "candidates": len(pool) + unparsed,
+                "scored": scored,
+                "unparsed": unparsed,
+                "unscored": len(pool) - scored,
+                "rounds_skipped": skipped,
+            },
+        )
 
-    async def _guidance(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt, chosen: Candidate,
-                        rejected: Candidate, it: int) -> str:
-        system = Message(role="system", content=CRITIC_SYSTEM.format(
-            name=scenario.name, safety=scenario.numbered("safety"), behavioral=scenario.numbered("behavioral")))
-        loss = await ctx.chat("critique", [system, Message(role="user", content=LOSS.format(
-            question=prompt.prompt, chosen=chosen.answer.response, chosen_score=chosen.score,
-            rejected=rejected.answer.response, rejected_score=rejected.score))], round=it)
+    async def _guidance(
+        self, ctx: MethodContext, scenario: Scenario, prompt: Prompt, chosen: Candidate, rejected: Candidate, it: int
+    ) -> str:
+        system = Message(
+            role="system",
+            content=CRITIC_SYSTEM.format(
+                name=scenario.name, safety=scenario.numbered("safety"), behavioral=scenario.numbered("behavioral")
+            ),
+        )
+        loss = await ctx.chat(
+            "critique",
+            [
+                system,
+                Message(
+                    role="user",
+                    content=LOSS.format(
+                        question=prompt.prompt,
+                        chosen=chosen.answer.response,
+                        chosen_score=chosen.score,
+                        rejected=rejected.answer.response,
+                        rejected_score=rejected.score,
+                    ),
+                ),
+            ],
+            round=it,
+        )
         critique = split_completion(loss, ctx.thought_start, ctx.thought_end).response
-        grad = await ctx.chat("guidance", [system, Message(role="user", content=GRADIENT.format(
-            question=prompt.prompt, chosen=chosen.answer.response, critique=critique))], round=it)
+        grad = await ctx.chat(
+            "guidance",
+            [
+                system,
+                Message(
+                    role="user",
+                    content=GRADIENT.format(question=prompt.prompt, chosen=chosen.answer.response, critique=critique),
+                ),
+            ],
+            round=it,
+        )
         return split_completion(grad, ctx.thought_start, ctx.thought_end).response
 
-    async def _update(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt, chosen: Candidate,
-                      guidance: str, it: int, params: dict | None) -> tuple[list[Candidate], int]:
+    async def _update(
+        self,
+        ctx: MethodContext,
+        scenario: Scenario,
+        prompt: Prompt,
+        chosen: Candidate,
+        guidance: str,
+        it: int,
+        params: dict | None,
+    ) -> tuple[list[Candidate], int]:
         """The parsed rewrites as candidates, and how many rewrites could not be parsed."""
-        user = spec_augmented_prompt(scenario, prompt.prompt) + UPDATE.format(chosen=chosen.answer.response,
-                                                                              guidance=guidance)
+        user = spec_augmented_prompt(scenario, prompt.prompt) + UPDATE.format(
+            chosen=chosen.answer.response, guidance=guidance
+        )
         messages = conversation(self.params.system_prompt, prompt, user)
-        outs = await asyncio.gather(*(
-            ctx.chat("update", messages, params=params, sample_index=it * self.params.samples + k, round=it, index=k)
-            for k in range(self.params.samples)))
+        outs = await asyncio.gather(
+            *(
+                ctx.chat(
+                    "update", messages, params=params, sample_index=it * self.params.samples + k, round=it, index=k
+                )
+                for k in range(self.params.samples)
+            )
+        )
         fresh, failed = [], 0
         for k, out in enumerate(outs):
             answer = answer_of(ctx, out)

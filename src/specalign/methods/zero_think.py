@@ -33,5 +33,6 @@ class ZeroThink(GenerationMethod):
             return answer
         out = await ctx.continue_turn("answer", messages, f"{ctx.thought_start}\n\n{ctx.thought_end}\n\n")
         split = split_completion(out, ctx.thought_start, ctx.thought_end, closed=True)  # the prefill closed it
-        return Answer(response=split.response, thought=split.thought, flags=split.flags(),
-                      finish_reason=out.finish_reason)
+        return Answer(
+            response=split.response, thought=split.thought, flags=split.flags(), finish_reason=out.finish_reason
+        )

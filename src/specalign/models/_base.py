@@ -7,7 +7,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 Role = Literal["system", "user", "assistant"]
 
 
@@ -25,7 +24,9 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cached_prompt_tokens: int = Field(default=0, description="prompt tokens served from a KV/prefix cache, not evaluated")
+    cached_prompt_tokens: int = Field(
+        default=0, description="prompt tokens served from a KV/prefix cache, not evaluated"
+    )
 
     @property
     def total_tokens(self) -> int:
@@ -56,6 +57,8 @@ class Completion(BaseModel):
 
 
 REPAIRED = "invalid_text_repaired"
+
+
 class ChatRequest(BaseModel):
     """Everything that determines a model's answer, apart from the backend's own identity.
 

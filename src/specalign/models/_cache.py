@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import ConfigError
 from .._unicode import repair_text
+from ..errors import ConfigError
 from ._base import REPAIRED, Completion
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,11 @@ class CallCache:
 
     def _unusable(self, err: Exception) -> ConfigError:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
-        return ConfigError(f"cannot use the model-call cache {self.path} ({reason}); pass --cache-dir with a "
-                           f"writable folder, or --no-cache", field="--cache-dir")
+        return ConfigError(
+            f"cannot use the model-call cache {self.path} ({reason}); pass --cache-dir with a "
+            f"writable folder, or --no-cache",
+            field="--cache-dir",
+        )
 
     def _set_aside(self) -> None:
         """Move a corrupt cache file (and its WAL files) out of the way, with a warning naming it."""
@@ -157,8 +160,7 @@ class CallCache:
         if repaired and REPAIRED not in completion.flags:
             update["flags"] = [*completion.flags, REPAIRED]
         value = completion.model_copy(update=update).model_dump_json()
-        self._run(lambda db: db.execute("INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)", (key, value)),
-                  None)
+        self._run(lambda db: db.execute("INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)", (key, value)), None)
 
     def __len__(self) -> int:
         return self._run(lambda db: db.execute("SELECT COUNT(*) FROM calls").fetchone()[0], 0)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import ModelError, ModelUnavailable
 from .._unicode import repair_text
+from ..errors import ModelError, ModelUnavailable
 from ._base import REPAIRED, ChatRequest, Completion, Message, ModelBackend, Usage
 from ._settings import LOCAL, ModelSettings, embedded_gguf_path, resolve_chat_template
 
@@ -36,8 +36,18 @@ MIN_GENERATION_TOKENS = 16
 _HASH_CHUNK = 1 << 20
 
 #: request params passed to ``create_chat_completion`` under their own name
-_PARAMS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "stop", "seed", "repeat_penalty",
-           "presence_penalty", "frequency_penalty")
+_PARAMS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+)
 #: other spellings of the same params (OpenAI-, vLLM- or HF-style)
 _ALIASES = {"repetition_penalty": "repeat_penalty", "max_completion_tokens": "max_tokens"}
 
@@ -290,8 +300,12 @@ def _load_context(path: Path, settings: ModelSettings, threads: int, index: int)
     llama_cpp = _import_llama_cpp()
     try:  # the weights are mmapped: K contexts share their pages
         llama = llama_cpp.Llama(
-            model_path=str(path), n_ctx=settings.n_ctx, n_threads=threads, n_threads_batch=threads,
-            seed=int(settings.params.get("seed", 0) or 0), verbose=False,
+            model_path=str(path),
+            n_ctx=settings.n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            seed=int(settings.params.get("seed", 0) or 0),
+            verbose=False,
         )
     except Exception as e:  # llama.cpp says ValueError("Failed to load model from file")
         raise ModelUnavailable(f"cannot load GGUF file {path}: {e}") from None
@@ -322,7 +336,8 @@ def _grammar_parses(llama_cpp: Any, llama: Any, grammar: Any) -> bool:
     log.setLevel(logging.CRITICAL)  # the C parser logs its error; we raise our own
     try:
         sampler = llama_cpp.llama_sampler_init_grammar(
-            llama._model.vocab, grammar._grammar.encode(), grammar._root.encode())
+            llama._model.vocab, grammar._grammar.encode(), grammar._root.encode()
+        )
     finally:
         log.setLevel(level)
     if not sampler:
@@ -371,8 +386,12 @@ class LlamaCppBackend(ModelBackend):
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
-            self._identity = {"kind": self.kind, "model": self.settings.model_name,
-                              "gguf_sha256_prefix": gguf_fingerprint(self.path), "n_ctx": self.settings.n_ctx}
+            self._identity = {
+                "kind": self.kind,
+                "model": self.settings.model_name,
+                "gguf_sha256_prefix": gguf_fingerprint(self.path),
+                "n_ctx": self.settings.n_ctx,
+            }
             if self.template:
                 self._identity["chat_template_sha256"] = hashlib.sha256(self.template.encode()).hexdigest()[:16]
         return self._identity
@@ -436,8 +455,10 @@ class LlamaCppBackend(ModelBackend):
         template = self.template or chat_template_of(ctx.llama)
         if template is None:
             if request.continue_final:
-                raise ModelError(f"{self.path.name} has no chat template to continue an assistant turn with; "
-                                 f"set chat_template in the model's config")
+                raise ModelError(
+                    f"{self.path.name} has no chat template to continue an assistant turn with; "
+                    f"set chat_template in the model's config"
+                )
             return None
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         prefix = ""
@@ -446,7 +467,9 @@ class LlamaCppBackend(ModelBackend):
         try:
             rendered = _formatter(ctx, template)(messages=messages)
         except Exception as e:  # a template may refuse a conversation (roles must alternate, ...)
-            raise ModelError(f"the chat template refused these messages: {type(e).__name__}: {e}", kind="rejected") from None
+            raise ModelError(
+                f"the chat template refused these messages: {type(e).__name__}: {e}", kind="rejected"
+            ) from None
         text = repair_text(rendered.prompt + prefix)[0]  # a lone surrogate cannot be encoded, nor tokenized
         return ctx.llama.tokenize(text.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
@@ -490,8 +513,11 @@ def _completion(text: str, usage: Usage, finish_reason: str | None) -> Completio
 
 def _usage(response: dict[str, Any], reused: int) -> Usage:
     usage = response.get("usage") or {}
-    return Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0),
-                 cached_prompt_tokens=reused)
+    return Usage(
+        prompt_tokens=usage.get("prompt_tokens", 0),
+        completion_tokens=usage.get("completion_tokens", 0),
+        cached_prompt_tokens=reused,
+    )
 
 
 def _reusable_prefix(ctx: _Context, tokens: list[int]) -> int:
@@ -511,7 +537,8 @@ def _formatter(ctx: _Context, template: str) -> Any:
             return llama.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
 
         ctx.formatters[template] = llama_chat_format.Jinja2ChatFormatter(
-            template=template, eos_token=text(llama.token_eos()), bos_token=text(llama.token_bos()))
+            template=template, eos_token=text(llama.token_eos()), bos_token=text(llama.token_bos())
+        )
     return ctx.formatters[template]
 
 

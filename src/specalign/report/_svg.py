@@ -29,8 +29,10 @@ class Svg:
         self.parts.append(markup)
 
     def render(self) -> str:
-        return (f'<svg class="{esc(self.css_class)}" viewBox="0 0 {self.width} {self.height}" role="img" '
-                f'aria-label="{esc(self.label)}" xmlns="http://www.w3.org/2000/svg">' + "".join(self.parts) + "</svg>")
+        return (
+            f'<svg class="{esc(self.css_class)}" viewBox="0 0 {self.width} {self.height}" role="img" '
+            f'aria-label="{esc(self.label)}" xmlns="http://www.w3.org/2000/svg">' + "".join(self.parts) + "</svg>"
+        )
 
 
 class Linear:

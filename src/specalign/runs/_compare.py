@@ -44,10 +44,14 @@ class ComparisonRow(BaseModel):
     alpha: float
     na_policy: str
     is_baseline: bool = Field(False, description="the row ΔSAR is against")
-    delta_prompts: int | None = Field(None, description="how many prompts ΔSAR covers: those scored in both this run "
-                                      "and the baseline (ΔSAR is the difference of the two runs' SAR over them)")
-    empty_scenarios: list[str] = Field(default_factory=list, description="scenarios without any scored sample, "
-                                       "left out of the overall scores")
+    delta_prompts: int | None = Field(
+        None,
+        description="how many prompts ΔSAR covers: those scored in both this run "
+        "and the baseline (ΔSAR is the difference of the two runs' SAR over them)",
+    )
+    empty_scenarios: list[str] = Field(
+        default_factory=list, description="scenarios without any scored sample, left out of the overall scores"
+    )
     overall_note: str | None = None
     data_sha256: str = ""
     scenarios: list[str] = Field(default_factory=list, description="the run's selected scenarios")
@@ -82,21 +86,38 @@ def row_of(rd: RunDir, manifest: Manifest, rep: ScoresReport) -> ComparisonRow:
     full, unsafe, safe = rep.overall["full"], rep.overall["unsafe"], rep.overall["safe"]
     gen, scorer = rep.usage["generation"], rep.usage["scorer"]
     row = ComparisonRow(
-        run_dir=str(rd.path), label=label, model=rep.model, method=rep.method, method_params=changed, judge=rep.judge,
-        safety=full.safety, behavioral=full.behavioral, sar=full.sar, sar_unsafe=unsafe.sar, sar_safe=safe.sar,
-        avg_completion_tokens=gen.avg_completion_tokens, avg_calls=gen.avg_calls,
+        run_dir=str(rd.path),
+        label=label,
+        model=rep.model,
+        method=rep.method,
+        method_params=changed,
+        judge=rep.judge,
+        safety=full.safety,
+        behavioral=full.behavioral,
+        sar=full.sar,
+        sar_unsafe=unsafe.sar,
+        sar_safe=safe.sar,
+        avg_completion_tokens=gen.avg_completion_tokens,
+        avg_calls=gen.avg_calls,
         avg_scorer_tokens=(scorer.completion_tokens / gen.samples) if gen.samples and scorer.samples else None,
-        scored=rep.counts["scored"], unscored=rep.counts["unscored"], pending=rep.counts["pending"],
-        wall_s=round(sum(s.wall_s for s in manifest.sessions), 3), alpha=rep.alpha, na_policy=rep.na_policy,
-        empty_scenarios=rep.empty_scenarios, overall_note=rep.overall_note, data_sha256=manifest.data.sha256,
+        scored=rep.counts["scored"],
+        unscored=rep.counts["unscored"],
+        pending=rep.counts["pending"],
+        wall_s=round(sum(s.wall_s for s in manifest.sessions), 3),
+        alpha=rep.alpha,
+        na_policy=rep.na_policy,
+        empty_scenarios=rep.empty_scenarios,
+        overall_note=rep.overall_note,
+        data_sha256=manifest.data.sha256,
         scenarios=list(manifest.selection.scenarios),
     )
     row._samples, row._selected = rep.sample_sar(), rep.selected_ids()
     return row
 
 
-def compare_runs(run_dirs: list[str], *, baseline: str | None = None, alpha: float | None = None,
-                 na_policy: str | None = None) -> list[ComparisonRow]:
+def compare_runs(
+    run_dirs: list[str], *, baseline: str | None = None, alpha: float | None = None, na_policy: str | None = None
+) -> list[ComparisonRow]:
     """Rows for ``run_dirs``; ΔSAR against ``baseline`` (a run dir or a method name; default: the
     ``vanilla`` run if there is one, else the first)."""
     rows = [comparison_row(d, alpha=alpha, na_policy=na_policy) for d in run_dirs]
@@ -134,17 +155,26 @@ def comparison_warnings(rows: list[ComparisonRow]) -> list[str]:
     base = next((r for r in rows if r.is_baseline), None)
     out = []
     if len({r.data_sha256 for r in rows}) > 1:
-        out.append("the runs used different data versions ("
-                   + ", ".join(sorted({r.data_sha256[:12] for r in rows})) + "): prompts with the same id may differ")
+        out.append(
+            "the runs used different data versions ("
+            + ", ".join(sorted({r.data_sha256[:12] for r in rows}))
+            + "): prompts with the same id may differ"
+        )
     if len({frozenset(r.scenarios) for r in rows}) > 1:
-        out.append("the runs cover different scenarios (" + "; ".join(
-            f"{r.label}: {', '.join(r.scenarios)}" for r in rows) + ")")
+        out.append(
+            "the runs cover different scenarios ("
+            + "; ".join(f"{r.label}: {', '.join(r.scenarios)}" for r in rows)
+            + ")"
+        )
     elif len({r._selected for r in rows}) > 1:
-        out.append("the runs selected different prompts (" + ", ".join(
-            f"{r.label}: {len(r._selected)}" for r in rows) + ")")
+        out.append(
+            "the runs selected different prompts (" + ", ".join(f"{r.label}: {len(r._selected)}" for r in rows) + ")"
+        )
     if out and base is not None:
-        out.append(f"ΔSAR is over the prompts scored in both a run and the baseline ({base.label}): "
-                   + ", ".join(f"{r.label} {r.delta_prompts}" for r in rows if r is not base))
+        out.append(
+            f"ΔSAR is over the prompts scored in both a run and the baseline ({base.label}): "
+            + ", ".join(f"{r.label} {r.delta_prompts}" for r in rows if r is not base)
+        )
     return out
 
 
@@ -158,7 +188,8 @@ def delta_note(rows: list[ComparisonRow]) -> str | None:
     if len(counts) == 1:
         return f"ΔSAR over {counts.pop()} shared prompts (scored in both the run and the baseline)"
     return "ΔSAR over the prompts scored in both the run and the baseline: " + ", ".join(
-        f"{r.label} {r.delta_prompts}" for r in others)
+        f"{r.label} {r.delta_prompts}" for r in others
+    )
 
 
 def overall_notes(rows: list[ComparisonRow]) -> list[str]:
@@ -174,14 +205,23 @@ def _baseline(rows: list[ComparisonRow], baseline: str | None) -> ComparisonRow 
     for r in rows:
         if baseline in (r.run_dir, r.label, r.method) or RunDir(baseline).path == RunDir(r.run_dir).path:
             return r
-    raise ConfigError(f"{baseline!r} is none of the compared runs (give a run directory or a method name)",
-                      field="--baseline")
+    raise ConfigError(
+        f"{baseline!r} is none of the compared runs (give a run directory or a method name)", field="--baseline"
+    )
 
 
 COLUMNS: list[tuple[str, str]] = [
-    ("label", "method"), ("model", "model"), ("safety", "safety"), ("behavioral", "behavioral"), ("sar", "SAR"),
-    ("delta_sar", "ΔSAR"), ("avg_completion_tokens", "avg completion tokens"), ("avg_calls", "calls/sample"),
-    ("wall_s", "wall s"), ("scored", "scored"), ("unscored", "unscored"),
+    ("label", "method"),
+    ("model", "model"),
+    ("safety", "safety"),
+    ("behavioral", "behavioral"),
+    ("sar", "SAR"),
+    ("delta_sar", "ΔSAR"),
+    ("avg_completion_tokens", "avg completion tokens"),
+    ("avg_calls", "calls/sample"),
+    ("wall_s", "wall s"),
+    ("scored", "scored"),
+    ("unscored", "unscored"),
 ]
 
 

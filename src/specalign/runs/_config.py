@@ -36,8 +36,9 @@ class RunConfig(BaseModel):
     use_cache: bool = True
     cache_dir: str | None = None
     retry_unscored: bool = False
-    stop_after_failures: int = Field(default=25, ge=0, description="stop when this many samples in a row fail at "
-                                     "the model (0: never)")
+    stop_after_failures: int = Field(
+        default=25, ge=0, description="stop when this many samples in a row fail at the model (0: never)"
+    )
 
     @field_validator("models_config", mode="before")
     @classmethod

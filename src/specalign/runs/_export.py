@@ -20,9 +20,27 @@ if TYPE_CHECKING:
 
 ExportFormat = Literal["csv", "jsonl"]
 COLUMNS = [
-    "run_dir", "model", "method", "judge", "sample_id", "scenario", "prompt_id", "label", "status", "reason",
-    "safety", "behavioral", "sar", "spec_id", "spec_kind", "spec_text", "verdict", "verdict_reason",
-    "completion_tokens", "calls", "flags",
+    "run_dir",
+    "model",
+    "method",
+    "judge",
+    "sample_id",
+    "scenario",
+    "prompt_id",
+    "label",
+    "status",
+    "reason",
+    "safety",
+    "behavioral",
+    "sar",
+    "spec_id",
+    "spec_kind",
+    "spec_text",
+    "verdict",
+    "verdict_reason",
+    "completion_tokens",
+    "calls",
+    "flags",
 ]
 TEXT_COLUMNS = ["prompt", "thought", "response"]
 RUN_FILES = (MANIFEST, SELECTION, GENERATIONS, JUDGMENTS, SCORES)
@@ -42,27 +60,52 @@ def verdict_rows(run_dir: str, *, with_text: bool = False) -> Iterator[dict[str,
         g, j = gens.get(sid), judged.get(sid)
         base = _base_row(rd, manifest, sid, g, j, with_text)
         if base["status"] != "scored":
-            yield {**base, "spec_id": None, "spec_kind": None, "spec_text": None, "verdict": None,
-                   "verdict_reason": None}
+            yield {
+                **base,
+                "spec_id": None,
+                "spec_kind": None,
+                "spec_text": None,
+                "verdict": None,
+                "verdict_reason": None,
+            }
             continue
         for spec_id, v in j.verdicts.items():  # type: ignore[union-attr]
-            yield {**base, "spec_id": spec_id, "spec_kind": "safety" if spec_id.startswith("S") else "behavioral",
-                   "spec_text": texts.get((base["scenario"], spec_id)), "verdict": v.verdict, "verdict_reason": v.reason}
+            yield {
+                **base,
+                "spec_id": spec_id,
+                "spec_kind": "safety" if spec_id.startswith("S") else "behavioral",
+                "spec_text": texts.get((base["scenario"], spec_id)),
+                "verdict": v.verdict,
+                "verdict_reason": v.reason,
+            }
 
 
-def _base_row(rd: RunDir, manifest: Manifest, sid: str, g: GenerationRecord | None, j: JudgmentRecord | None,
-              with_text: bool) -> dict[str, Any]:
+def _base_row(
+    rd: RunDir, manifest: Manifest, sid: str, g: GenerationRecord | None, j: JudgmentRecord | None, with_text: bool
+) -> dict[str, Any]:
     scenario, _, prompt_id = sid.partition("/")
     row: dict[str, Any] = {
-        "run_dir": str(rd.path), "model": manifest.model.get("key"), "method": manifest.method["name"],
-        "judge": manifest.judge["model"].get("key"), "sample_id": sid, "scenario": scenario, "prompt_id": prompt_id,
-        "label": g.label if g else None, "status": "pending", "reason": None, "safety": None, "behavioral": None,
-        "sar": None, "completion_tokens": g.usage.completion_tokens if g else None,
-        "calls": (g.calls + g.cached_calls) if g else None, "flags": ",".join(g.flags) if g else "",
+        "run_dir": str(rd.path),
+        "model": manifest.model.get("key"),
+        "method": manifest.method["name"],
+        "judge": manifest.judge["model"].get("key"),
+        "sample_id": sid,
+        "scenario": scenario,
+        "prompt_id": prompt_id,
+        "label": g.label if g else None,
+        "status": "pending",
+        "reason": None,
+        "safety": None,
+        "behavioral": None,
+        "sar": None,
+        "completion_tokens": g.usage.completion_tokens if g else None,
+        "calls": (g.calls + g.cached_calls) if g else None,
+        "flags": ",".join(g.flags) if g else "",
     }
     if with_text:
-        row.update(prompt=g.prompt_sent if g else None, thought=g.thought if g else None,
-                   response=g.response if g else None)
+        row.update(
+            prompt=g.prompt_sent if g else None, thought=g.thought if g else None, response=g.response if g else None
+        )
     status, reason, score = sample_outcome(manifest, g, j)
     row.update(status=status, reason=reason)
     if score is not None:
@@ -73,8 +116,9 @@ def _base_row(rd: RunDir, manifest: Manifest, sid: str, g: GenerationRecord | No
 SampleStatus = Literal["scored", "unscored", "generation_error", "pending"]
 
 
-def sample_outcome(manifest: Manifest, g: GenerationRecord | None,
-                   j: JudgmentRecord | None) -> tuple[SampleStatus, str | None, SampleScore | None]:
+def sample_outcome(
+    manifest: Manifest, g: GenerationRecord | None, j: JudgmentRecord | None
+) -> tuple[SampleStatus, str | None, SampleScore | None]:
     """(status, reason, score) of one sample, scored with the run's α and NA policy."""
     if g is not None and g.status != "ok":
         return "generation_error", g.error, None
@@ -83,10 +127,13 @@ def sample_outcome(manifest: Manifest, g: GenerationRecord | None,
     if g is None or j is None:
         return "pending", None, None
     info = manifest.data.scenarios[g.scenario]
-    score = score_sample([j.verdicts[f"S{i}"].verdict for i in range(1, info.n_safety + 1)],
-                         [j.verdicts[f"B{i}"].verdict for i in range(1, info.n_behavioral + 1)],
-                         weights=info.behavioral_weights, alpha=manifest.alpha,
-                         na_policy=manifest.na_policy)  # type: ignore[arg-type]
+    score = score_sample(
+        [j.verdicts[f"S{i}"].verdict for i in range(1, info.n_safety + 1)],
+        [j.verdicts[f"B{i}"].verdict for i in range(1, info.n_behavioral + 1)],
+        weights=info.behavioral_weights,
+        alpha=manifest.alpha,
+        na_policy=manifest.na_policy,
+    )  # type: ignore[arg-type]
     return "scored", None, score
 
 
@@ -112,8 +159,9 @@ def _spec_texts(manifest: Manifest) -> dict[tuple[str, str], str]:
     return out
 
 
-def export_verdicts(run_dirs: list[str], path: str, fmt: ExportFormat | None = None, *, with_text: bool = False,
-                    raw_cells: bool = False) -> int:
+def export_verdicts(
+    run_dirs: list[str], path: str, fmt: ExportFormat | None = None, *, with_text: bool = False, raw_cells: bool = False
+) -> int:
     """Write the rows of ``run_dirs`` to ``path`` (format from the extension unless given); returns the row count.
 
     In CSV, a text cell a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab
@@ -137,12 +185,14 @@ def _check_not_a_run_file(target: Path, run_dirs: list[str]) -> None:
     for run_dir in run_dirs:
         d = Path(run_dir).resolve()
         if t == d or (t.parent == d and t.name in RUN_FILES):
-            raise ConfigError(f"{target} is a file of the run {run_dir} that is being exported: write elsewhere",
-                              field="--output")
+            raise ConfigError(
+                f"{target} is a file of the run {run_dir} that is being exported: write elsewhere", field="--output"
+            )
 
 
-def _write(f: Any, run_dirs: list[str], fmt: ExportFormat, columns: list[str], with_text: bool,
-           raw_cells: bool = False) -> int:
+def _write(
+    f: Any, run_dirs: list[str], fmt: ExportFormat, columns: list[str], with_text: bool, raw_cells: bool = False
+) -> int:
     n = 0
     writer = csv.DictWriter(f, fieldnames=columns) if fmt == "csv" else None
     if writer is not None:

@@ -93,8 +93,10 @@ class Manifest(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         """What readers index into: the judge's key, model and mode, the method's name, selected scenarios."""
-        for field, d, keys in (("judge", self.judge, {"key": str, "model": dict, "mode": str}),
-                               ("method", self.method, {"name": str})):
+        for field, d, keys in (
+            ("judge", self.judge, {"key": str, "model": dict, "mode": str}),
+            ("method", self.method, {"name": str}),
+        ):
             for key, kind in keys.items():
                 if not isinstance(d.get(key), kind):
                     raise ValueError(f"{field}.{key} must be a {kind.__name__}")

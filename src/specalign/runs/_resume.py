@@ -15,8 +15,7 @@ class ResumeState:
     """Per sample: finished (with its score, or None when unscored for good), a generation still to
     judge (the only whole records kept), or nothing usable (generate it)."""
 
-    def __init__(self, run: RunDir, judge_key: str, *, judge_again: Callable[[JudgmentRecord], bool],
-                 score: Scorer):
+    def __init__(self, run: RunDir, judge_key: str, *, judge_again: Callable[[JudgmentRecord], bool], score: Scorer):
         self.finished: dict[str, SampleScore | None] = {}
         self.to_judge: dict[str, GenerationRecord] = {}
         final: dict[str, SampleScore | None] = {}

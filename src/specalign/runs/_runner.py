@@ -18,7 +18,6 @@ from .. import __version__
 from ..benchmark import Benchmark, Prompt, Scenario, load_benchmark, select_prompts, select_scenarios
 from ..errors import ModelAccessError, ModelError, ModelOutage, RunDirError
 from ..judge import Judge, score_verdicts
-from ..scoring import SampleScore
 from ..methods import CandidateScorer, GenerationMethod, create_method, make_scorer
 from ..methods._scorers import load_function
 from ..models import (
@@ -32,6 +31,7 @@ from ..models import (
     local_parallelism,
     parse_model_spec,
 )
+from ..scoring import SampleScore
 from ._config import RunConfig
 from ._records import DataInfo, GenerationRecord, JudgmentRecord, Manifest, ScenarioInfo, Selection, Session, now
 from ._resume import ResumeState
@@ -85,7 +85,8 @@ class Evaluation:
         self.models_config = load_models_config(config.models_config)
         calls = {"calls_in_flight": config.concurrency}  # --concurrency: calls in flight, per model
         self.target_settings = _with_generation_defaults(
-            parse_model_spec(config.model, self.models_config).model_copy(update=calls))
+            parse_model_spec(config.model, self.models_config).model_copy(update=calls)
+        )
         self.judge_settings = parse_model_spec(config.judge, self.models_config).model_copy(update=calls)
         self.run_dir = RunDir(config.out_dir())
         self.stats = RunStats(total=len(self.samples))
@@ -100,23 +101,42 @@ class Evaluation:
         return CallCache.default()
 
     def _generation_key(self, target: Model, scorer: CandidateScorer | None) -> str:
-        parts = [self.bench.content_hash(), target.backend.identity(), target.settings.params,
-                 target.settings.extra_body, self.method.describe()]
+        parts = [
+            self.bench.content_hash(),
+            target.backend.identity(),
+            target.settings.params,
+            target.settings.extra_body,
+            self.method.describe(),
+        ]
         if scorer is not None:  # Best-of-N and TPO pick by the scorer: another judge, other answers
             parts.append(scorer.describe())
         blob = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _manifest(self, target: Model, judge: Judge, scorer: CandidateScorer | None) -> Manifest:
-        scen = {s.key: ScenarioInfo(name=s.name, n_safety=len(s.safety_specs), n_behavioral=len(s.behavioral_specs),
-                                    behavioral_weights=[b.weight for b in s.behavioral_specs]) for s in self.scenarios}
+        scen = {
+            s.key: ScenarioInfo(
+                name=s.name,
+                n_safety=len(s.safety_specs),
+                n_behavioral=len(s.behavioral_specs),
+                behavioral_weights=[b.weight for b in s.behavioral_specs],
+            )
+            for s in self.scenarios
+        }
         return Manifest(
-            specalign_version=__version__, generation_key=self._generation_key(target, scorer),
+            specalign_version=__version__,
+            generation_key=self._generation_key(target, scorer),
             data=DataInfo(source=self.bench.source, sha256=self.bench.content_hash(), scenarios=scen),
-            selection=Selection(scenarios=[s.key for s in self.scenarios], limit=self.limit, n_samples=len(self.samples)),
-            model=target.settings.public_dict(), model_identity=target.backend.identity(),
-            method=self.method.describe(), judge=judge.describe(), alpha=self.config.alpha,
-            na_policy=self.config.na_policy, environment=_environment(),
+            selection=Selection(
+                scenarios=[s.key for s in self.scenarios], limit=self.limit, n_samples=len(self.samples)
+            ),
+            model=target.settings.public_dict(),
+            model_identity=target.backend.identity(),
+            method=self.method.describe(),
+            judge=judge.describe(),
+            alpha=self.config.alpha,
+            na_policy=self.config.na_policy,
+            environment=_environment(),
         )
 
     def _reconcile(self, fresh: Manifest) -> Manifest:
@@ -125,7 +145,7 @@ class Evaluation:
             return fresh
         old = self.run_dir.read_manifest()
         if old.generation_key != fresh.generation_key:
-            scored = (" or another candidate scorer (judge, α, NA policy)" if self.method.uses_scorer else "")
+            scored = " or another candidate scorer (judge, α, NA policy)" if self.method.uses_scorer else ""
             raise RunDirError(
                 f"{self.run_dir.path} holds a run with other settings{scored} (model {old.model.get('key')!r}, method "
                 f"{old.method.get('name')!r}, data {old.data.sha256[:12]}); use a new --out to start another run"
@@ -134,8 +154,14 @@ class Evaluation:
         if old.judge["key"] != fresh.judge["key"] and all(p["key"] != old.judge["key"] for p in past):
             past.append(old.judge)
         scen = {**old.data.scenarios, **fresh.data.scenarios}
-        return fresh.model_copy(update={"created_at": old.created_at, "past_judges": past, "sessions": old.sessions,
-                                        "data": fresh.data.model_copy(update={"scenarios": scen})})
+        return fresh.model_copy(
+            update={
+                "created_at": old.created_at,
+                "past_judges": past,
+                "sessions": old.sessions,
+                "data": fresh.data.model_copy(update={"scenarios": scen}),
+            }
+        )
 
     def preflight(self) -> None:
         """Fail now, before any model call, if the run directory cannot take this run or the method cannot
@@ -177,7 +203,9 @@ class Evaluation:
 
     async def _run(self, cache: CallCache | None, t0: float, on_progress: ProgressCallback | None) -> RunResult:
         target = create_model(self.target_settings, cache)
-        judge_model = target if self.judge_settings == self.target_settings else create_model(self.judge_settings, cache)
+        judge_model = (
+            target if self.judge_settings == self.target_settings else create_model(self.judge_settings, cache)
+        )
         try:
             manifest = await self._process(target, judge_model, t0, on_progress)
         finally:
@@ -188,11 +216,17 @@ class Evaluation:
         self.run_dir.write_manifest(manifest)
         scores = compute_scores(self.run_dir, manifest)
         self.run_dir.write_json_atomic(SCORES, scores.model_dump(mode="json"))
-        return RunResult(out_dir=str(self.run_dir.path), scores=scores, stats=self.stats, limit=self.limit,
-                         n_available=self.n_available)
+        return RunResult(
+            out_dir=str(self.run_dir.path),
+            scores=scores,
+            stats=self.stats,
+            limit=self.limit,
+            n_available=self.n_available,
+        )
 
-    async def _process(self, target: Model, judge_model: Model, t0: float,
-                       on_progress: ProgressCallback | None) -> Manifest:
+    async def _process(
+        self, target: Model, judge_model: Model, t0: float, on_progress: ProgressCallback | None
+    ) -> Manifest:
         """Every selected sample generated and judged, or resumed; returns the manifest, sessions updated."""
         self.method.check(target)
         judge = Judge(judge_model, self.config.judge_mode, self.config.judge_attempts)
@@ -203,8 +237,12 @@ class Evaluation:
         manifest.sessions.append(session)
         self.run_dir.write_manifest(manifest)
         self.run_dir.write_selection([_sid(s, p) for s, p in self.samples])
-        done = ResumeState(self.run_dir, judge.key(), judge_again=lambda j: _judge_again(j, self.config.retry_unscored),
-                           score=self._score_record)
+        done = ResumeState(
+            self.run_dir,
+            judge.key(),
+            judge_again=lambda j: _judge_again(j, self.config.retry_unscored),
+            score=self._score_record,
+        )
         gen_w, judge_w = self.run_dir.open_writer(GENERATIONS), self.run_dir.open_writer(JUDGMENTS)
         try:
             await self._process_all(target, judge, scorer, done, gen_w, judge_w, on_progress)
@@ -265,8 +303,17 @@ class Evaluation:
 
         await run_all([worker() for _ in range(self.samples_in_flight())])
 
-    async def _one(self, target: Model, judge: Judge, scorer: CandidateScorer | None, scenario: Scenario,
-                   prompt: Prompt, done: ResumeState, gen_w, judge_w) -> None:
+    async def _one(
+        self,
+        target: Model,
+        judge: Judge,
+        scorer: CandidateScorer | None,
+        scenario: Scenario,
+        prompt: Prompt,
+        done: ResumeState,
+        gen_w,
+        judge_w,
+    ) -> None:
         sid = _sid(scenario, prompt)
         if sid in done.finished:
             self.stats.resumed += 1
@@ -298,8 +345,10 @@ class Evaluation:
         self._failures_in_a_row = self._failures_in_a_row + 1 if error else 0
         limit = self.config.stop_after_failures
         if error and limit and self._failures_in_a_row >= limit:
-            raise ModelOutage(f"stopped: the last {self._failures_in_a_row} samples all failed at the model "
-                              f"(last: {error}). Finished samples are saved; rerun the same command to resume")
+            raise ModelOutage(
+                f"stopped: the last {self._failures_in_a_row} samples all failed at the model "
+                f"(last: {error}). Finished samples are saved; rerun the same command to resume"
+            )
 
     def _count_new_work(self, g: GenerationRecord | None, j: JudgmentRecord | None) -> None:
         if g is not None:
@@ -310,31 +359,53 @@ class Evaluation:
             self.stats.judge_tokens += j.usage.total_tokens
             self.stats.model_calls += j.calls
 
-    async def _generate(self, target: Model, scorer: CandidateScorer | None, scenario: Scenario, prompt: Prompt,
-                        sid: str) -> GenerationRecord:
+    async def _generate(
+        self, target: Model, scorer: CandidateScorer | None, scenario: Scenario, prompt: Prompt, sid: str
+    ) -> GenerationRecord:
         t0 = time.perf_counter()
-        base = dict(sample_id=sid, scenario=scenario.key, prompt_id=prompt.id, label=prompt.label,
-                    prompt_sent=prompt.prompt)
+        base = dict(
+            sample_id=sid, scenario=scenario.key, prompt_id=prompt.id, label=prompt.label, prompt_sent=prompt.prompt
+        )
         try:
             out = await self.method.run(target, scenario, prompt, scorer=scorer)
         except ModelAccessError:
             raise
         except ModelError as e:
             return GenerationRecord(**base, status="error", error=str(e), elapsed_s=time.perf_counter() - t0)
-        return GenerationRecord(**base, status="ok", thought=out.thought, response=out.response, flags=out.flags,
-                                usage=out.usage, scorer_usage=out.scorer_usage, calls=out.calls,
-                                cached_calls=out.cached_calls, steps=out.steps, stats=out.stats,
-                                elapsed_s=time.perf_counter() - t0)
+        return GenerationRecord(
+            **base,
+            status="ok",
+            thought=out.thought,
+            response=out.response,
+            flags=out.flags,
+            usage=out.usage,
+            scorer_usage=out.scorer_usage,
+            calls=out.calls,
+            cached_calls=out.cached_calls,
+            steps=out.steps,
+            stats=out.stats,
+            elapsed_s=time.perf_counter() - t0,
+        )
 
     async def _judge(self, judge: Judge, scenario: Scenario, prompt: Prompt, g: GenerationRecord) -> JudgmentRecord:
         t0 = time.perf_counter()
         o = await judge.judge(scenario, prompt, g.response)
         return JudgmentRecord(
-            sample_id=g.sample_id, scenario=g.scenario, prompt_id=g.prompt_id, label=g.label, judge_key=judge.key(),
-            status=o.status, verdicts=o.verdicts, unscored_reason=o.unscored_reason, call_failed=o.call_failed,
+            sample_id=g.sample_id,
+            scenario=g.scenario,
+            prompt_id=g.prompt_id,
+            label=g.label,
+            judge_key=judge.key(),
+            status=o.status,
+            verdicts=o.verdicts,
+            unscored_reason=o.unscored_reason,
+            call_failed=o.call_failed,
             raw_outputs=o.raw_outputs,
-            attempts=o.attempts, usage={"prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens},
-            calls=o.calls, cached_calls=o.cached_calls, elapsed_s=time.perf_counter() - t0,
+            attempts=o.attempts,
+            usage={"prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens},
+            calls=o.calls,
+            cached_calls=o.cached_calls,
+            elapsed_s=time.perf_counter() - t0,
         )
 
     def _tally(self, score: SampleScore | None) -> None:

@@ -46,10 +46,14 @@ class ScoresReport(BaseModel):
     counts: dict[str, int]
     unscored_reasons: dict[str, int] = Field(default_factory=dict)
     flags: dict[str, int] = Field(default_factory=dict)
-    skipped_records: list[str] = Field(default_factory=list, description="broken records left out (file:line: why), "
-                                       "their samples counted as pending; a run redoes them")
-    empty_scenarios: list[str] = Field(default_factory=list, description="selected scenarios without any scored "
-                                       "sample: ``overall`` is the mean of the other scenarios only")
+    skipped_records: list[str] = Field(
+        default_factory=list,
+        description="broken records left out (file:line: why), their samples counted as pending; a run redoes them",
+    )
+    empty_scenarios: list[str] = Field(
+        default_factory=list,
+        description="selected scenarios without any scored sample: ``overall`` is the mean of the other scenarios only",
+    )
     overall_note: str | None = Field(None, description="why ``overall`` does not cover every selected scenario")
     _samples: dict[str, tuple[str, float]] = PrivateAttr(default_factory=dict)
     _selected: frozenset[str] = PrivateAttr(default_factory=frozenset)
@@ -146,8 +150,9 @@ def _judged_summary(j: JudgmentRecord, manifest: Manifest) -> _Judged:
     return _Judged(j.status == "scored", letters, j.unscored_reason, _tokens(j.usage), j.calls, j.cached_calls)
 
 
-def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = None,
-                   na_policy: NAPolicy | None = None) -> ScoresReport:
+def compute_scores(
+    run: RunDir, manifest: Manifest, *, alpha: float | None = None, na_policy: NAPolicy | None = None
+) -> ScoresReport:
     alpha = manifest.alpha if alpha is None else alpha
     na_policy = na_policy or manifest.na_policy  # type: ignore[assignment]
     judge_key = manifest.judge["key"]
@@ -183,14 +188,30 @@ def compute_scores(run: RunDir, manifest: Manifest, *, alpha: float | None = Non
     n_scored = sum(s.score is not None for s in samples)
     empty = [k for k, m in per_scenario.items() if m["full"].n_scored == 0]
     rep = ScoresReport(
-        alpha=alpha, na_policy=na_policy, model=manifest.model.get("key", ""), method=manifest.method["name"],
-        judge=manifest.judge["model"].get("key", ""), judge_key=judge_key, judge_mode=manifest.judge["mode"],
-        data_source=manifest.data.source, overall=macro_average(per_scenario), pooled=subset_metrics(samples),
-        scenarios=per_scenario, spec_violations=violations.rates(),
+        alpha=alpha,
+        na_policy=na_policy,
+        model=manifest.model.get("key", ""),
+        method=manifest.method["name"],
+        judge=manifest.judge["model"].get("key", ""),
+        judge_key=judge_key,
+        judge_mode=manifest.judge["mode"],
+        data_source=manifest.data.source,
+        overall=macro_average(per_scenario),
+        pooled=subset_metrics(samples),
+        scenarios=per_scenario,
+        spec_violations=violations.rates(),
         usage={"generation": gen_usage, "judge": judge_usage, "scorer": scorer_usage},
-        counts={"selected": len(selection), "scored": n_scored, "unscored": len(samples) - n_scored, "pending": pending},
-        unscored_reasons=dict(reasons.most_common()), flags=dict(flags), skipped_records=run.problem_lines()[:100],
-        empty_scenarios=empty, overall_note=overall_note(empty, len(per_scenario)),
+        counts={
+            "selected": len(selection),
+            "scored": n_scored,
+            "unscored": len(samples) - n_scored,
+            "pending": pending,
+        },
+        unscored_reasons=dict(reasons.most_common()),
+        flags=dict(flags),
+        skipped_records=run.problem_lines()[:100],
+        empty_scenarios=empty,
+        overall_note=overall_note(empty, len(per_scenario)),
     )
     rep._samples = {s.sid: (s.scenario, s.score.sar) for s in samples if s.score is not None}
     rep._selected = frozenset(selection)
@@ -202,12 +223,15 @@ def overall_note(empty: list[str], n_scenarios: int) -> str | None:
     if not empty:
         return None
     covered = n_scenarios - len(empty)
-    return (f"overall is the mean of {covered} of {n_scenarios} scenarios: "
-            f"{', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no scored sample")
+    return (
+        f"overall is the mean of {covered} of {n_scenarios} scenarios: "
+        f"{', '.join(empty)} {'has' if len(empty) == 1 else 'have'} no scored sample"
+    )
 
 
-def _scored(g: _Gen, j: _Judged | None, manifest: Manifest, alpha: float, na_policy: NAPolicy,
-            reasons: Counter[str]) -> _Sample:
+def _scored(
+    g: _Gen, j: _Judged | None, manifest: Manifest, alpha: float, na_policy: NAPolicy, reasons: Counter[str]
+) -> _Sample:
     if g.error is not None:
         reasons[_reason_kind(g.error)] += 1
         return _Sample(g.scenario, g.label)
@@ -216,7 +240,7 @@ def _scored(g: _Gen, j: _Judged | None, manifest: Manifest, alpha: float, na_pol
         return _Sample(g.scenario, g.label)
     info = manifest.data.scenarios[g.scenario]
     safety = [_VERDICT[x] for x in j.verdicts[: info.n_safety]]
-    behavioral = [_VERDICT[x] for x in j.verdicts[info.n_safety:]]
+    behavioral = [_VERDICT[x] for x in j.verdicts[info.n_safety :]]
     s = score_sample(safety, behavioral, weights=info.behavioral_weights, alpha=alpha, na_policy=na_policy)
     return _Sample(g.scenario, g.label, _Score(s.safety, s.behavioral, s.sar))
 
@@ -231,7 +255,7 @@ class _ViolationCounts:
     def add(self, scenario: str, manifest: Manifest, letters: str) -> None:
         per = self.counts.setdefault(scenario, [Counter() for _ in letters])
         self.n_safety[scenario] = manifest.data.scenarios[scenario].n_safety
-        for c, letter in zip(per, letters):
+        for c, letter in zip(per, letters, strict=False):
             c[letter] += 1
 
     def rates(self) -> dict[str, dict[str, dict[str, float | int]]]:
@@ -241,8 +265,13 @@ class _ViolationCounts:
             for i, c in enumerate(per):
                 spec_id = f"S{i + 1}" if i < n_s else f"B{i - n_s + 1}"
                 n = sum(c.values())
-                out.setdefault(scenario, {})[spec_id] = {"YES": c["Y"], "NO": c["N"], "NA": c["A"], "n": n,
-                                                         "violation_rate": c["N"] / n if n else 0.0}
+                out.setdefault(scenario, {})[spec_id] = {
+                    "YES": c["Y"],
+                    "NO": c["N"],
+                    "NA": c["A"],
+                    "n": n,
+                    "violation_rate": c["N"] / n if n else 0.0,
+                }
         return out
 
 

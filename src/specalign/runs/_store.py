@@ -88,8 +88,10 @@ class RunDir:
             raise RunDirError(f"cannot read run directory {self.path}: {_why(e)}") from None
         if others:
             shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-            raise RunDirError(f"{self.path} is not empty ({shown}) and is not a run directory (no {MANIFEST}): "
-                              "give a new or empty folder for the run")
+            raise RunDirError(
+                f"{self.path} is not empty ({shown}) and is not a run directory (no {MANIFEST}): "
+                "give a new or empty folder for the run"
+            )
 
     # -- the lock -------------------------------------------------------------------------
     def lock(self, purpose: str = "run") -> None:
@@ -131,8 +133,10 @@ class RunDir:
             os.close(fd)
 
     def _in_use(self, fd: int) -> RunDirError:
-        return RunDirError(f"{self.path} is in use by another specalign process ({_holder(fd)}): wait until it "
-                           "ends, or use another directory")
+        return RunDirError(
+            f"{self.path} is in use by another specalign process ({_holder(fd)}): wait until it "
+            "ends, or use another directory"
+        )
 
     def unlock(self) -> None:
         """Release the lock (the file stays: removing it would let two processes lock two different files)."""
@@ -158,8 +162,10 @@ class RunDir:
             raise RunDirError(f"{p}: not a JSON object")
         version = raw.get("format_version", FORMAT_VERSION)
         if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
-            raise RunDirError(f"{p}: format_version {version!r} is not one this specalign reads (it reads "
-                              f"{FORMAT_VERSION}): use the specalign version that wrote it")
+            raise RunDirError(
+                f"{p}: format_version {version!r} is not one this specalign reads (it reads "
+                f"{FORMAT_VERSION}): use the specalign version that wrote it"
+            )
         try:
             manifest = Manifest.model_validate(raw)
         except ValidationError as e:
@@ -194,8 +200,10 @@ class RunDir:
         for i, sid in enumerate(ids):
             scenario, sep, prompt_id = sid.partition("/")
             if not sep or not prompt_id or (scenarios is not None and scenario not in scenarios):
-                raise RunDirError(f"{p}: entry {i}: {sid[:80]!r} is not scenario/prompt_id of a selected scenario "
-                                  "(rerun `specalign run` to rewrite it)")
+                raise RunDirError(
+                    f"{p}: entry {i}: {sid[:80]!r} is not scenario/prompt_id of a selected scenario "
+                    "(rerun `specalign run` to rewrite it)"
+                )
             if sid in seen:
                 raise RunDirError(f"{p}: entry {i}: {sid[:80]!r} is listed twice (rerun `specalign run` to rewrite it)")
             seen.add(sid)
@@ -326,8 +334,10 @@ def _json_line(record: BaseModel) -> str:
     try:
         return record.model_dump_json() + "\n"
     except PydanticSerializationError:
-        log.warning("warning: a %s held invalid text (a lone surrogate): written with U+FFFD in its place",
-                    type(record).__name__)
+        log.warning(
+            "warning: a %s held invalid text (a lone surrogate): written with U+FFFD in its place",
+            type(record).__name__,
+        )
         return json.dumps(repair_json(record.model_dump(mode="json")), ensure_ascii=False) + "\n"
 
 
@@ -343,8 +353,13 @@ def check_runs(run_dirs: Iterable[str | Path]) -> list[RunDir]:
     return runs
 
 
-def check_output(output: str | Path, run_dirs: Iterable[str | Path], *, field: str = "--output",
-                 read_files: Iterable[str | Path] = ()) -> None:
+def check_output(
+    output: str | Path,
+    run_dirs: Iterable[str | Path],
+    *,
+    field: str = "--output",
+    read_files: Iterable[str | Path] = (),
+) -> None:
     """Refuse an output that would overwrite what a command reads: a path in (or at) an input run
     directory, or the same file, through a symbolic or hard link, as a file of those runs, of their data
     or of ``read_files``. Also refuses an existing directory. Checked before anything is written."""

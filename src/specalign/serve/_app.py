@@ -51,8 +51,9 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        err = GatewayError(e.status_code, f"{request.method} {clip(request.url.path)}: {e.detail}",
-                           code=codes.get(e.status_code))
+        err = GatewayError(
+            e.status_code, f"{request.method} {clip(request.url.path)}: {e.detail}", code=codes.get(e.status_code)
+        )
         gateway.metrics.rejected.inc(reason=codes.get(e.status_code, "http_error"))
         return JSONResponse(err.body(), status_code=e.status_code, headers=e.headers)
 
@@ -69,10 +70,19 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), gateway.token.encode()):
             gateway.metrics.rejected.inc(reason="auth")
-            what = ("no bearer token was sent" if not sent else "send one Authorization header" if len(sent) > 1
-                    else "the bearer token is not valid")
-            raise GatewayError(401, f"{what}: send the gateway's token as the API key", code="invalid_api_key",
-                               headers={"WWW-Authenticate": "Bearer"})
+            what = (
+                "no bearer token was sent"
+                if not sent
+                else "send one Authorization header"
+                if len(sent) > 1
+                else "the bearer token is not valid"
+            )
+            raise GatewayError(
+                401,
+                f"{what}: send the gateway's token as the API key",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -100,8 +110,13 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
             return _gone(request, "body", {"method": "", "scenario": ""})
         if gateway.in_flight >= config.max_concurrency:  # only requests whose body is in take a slot
             gateway.metrics.rejected.inc(reason="busy")
-            raise GatewayError(429, f"the gateway is answering {config.max_concurrency} requests, its limit; retry "
-                               "shortly", type="rate_limit_error", code="gateway_busy", headers={"Retry-After": "1"})
+            raise GatewayError(
+                429,
+                f"the gateway is answering {config.max_concurrency} requests, its limit; retry shortly",
+                type="rate_limit_error",
+                code="gateway_busy",
+                headers={"Retry-After": "1"},
+            )
         gateway.in_flight += 1
         labels = {"method": "", "scenario": ""}
         try:
@@ -117,8 +132,9 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
         except Exception:  # a bug: logged here, an OpenAI-shaped 500 for the client
             log.exception("chat request failed")
             gateway.metrics.requests.inc(code="500", **labels)
-            raise GatewayError(500, "the gateway failed to answer; see its log", type="server_error",
-                               code="internal_error") from None
+            raise GatewayError(
+                500, "the gateway failed to answer; see its log", type="server_error", code="internal_error"
+            ) from None
         finally:
             gateway.in_flight -= 1
         if answered is None:
@@ -130,8 +146,11 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
         row[0] += 1
         row[2] += reply.completion_tokens
         if stream:
-            return StreamingResponse(_events(reply, usage), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                _events(reply, usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         return Response(json.dumps(reply.completion(), ensure_ascii=False).encode(), media_type="application/json")
 
     def _json_content(request: Request) -> None:
@@ -140,15 +159,17 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
         if kind != "application/json":
             gateway.metrics.rejected.inc(reason="content_type")
             gateway.metrics.requests.inc(code="415", method="", scenario="")
-            raise GatewayError(415, f"the body must be sent as Content-Type: application/json, not "
-                               f"{clip(kind or 'none', 60)!r}", code="unsupported_media_type",
-                               headers={"Connection": "close"})
+            raise GatewayError(
+                415,
+                f"the body must be sent as Content-Type: application/json, not {clip(kind or 'none', 60)!r}",
+                code="unsupported_media_type",
+                headers={"Connection": "close"},
+            )
 
     async def _body(request: Request) -> bytes | None:
         """The body, or None when the client left (or the connection layer refused it) while sending it."""
         try:
-            return await read_body(request.receive, request.headers.get("content-length", ""),
-                                   config.max_request_bytes)
+            return await read_body(request.receive, request.headers.get("content-length", ""), config.max_request_bytes)
         except GatewayError as e:
             gateway.metrics.rejected.inc(reason="too_large")
             gateway.metrics.requests.inc(code=str(e.status), method="", scenario="")
@@ -164,8 +185,9 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
             gateway.metrics.disconnects.inc(stage=stage)
         return Response(status_code=499)
 
-    async def _answer(request: Request, raw: bytes, labels: dict[str, str],
-                      t0: float) -> tuple[Reply, bool, bool] | None:
+    async def _answer(
+        request: Request, raw: bytes, labels: dict[str, str], t0: float
+    ) -> tuple[Reply, bool, bool] | None:
         try:
             inp = parse_chat_request(raw, max_tokens_limit=config.max_tokens_limit)
             method, scenario = gateway.resolve(inp)
@@ -187,18 +209,27 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
     @app.get("/status")
     async def status(request: Request) -> HTMLResponse:
         authorize(request)
-        rows = [{"method": m, "scenario": s, "ok": v[0], "errors": v[1], "completion_tokens": v[2]}
-                for (m, s), v in sorted(traffic.items())]
+        rows = [
+            {"method": m, "scenario": s, "ok": v[0], "errors": v[1], "completion_tokens": v[2]}
+            for (m, s), v in sorted(traffic.items())
+        ]
         info = {**gateway.describe(), "started": gateway.started, "in_flight": gateway.in_flight}
         tables = recent = mon = None
         if monitor is not None:
             tables, recent = monitor.spec_table(), list(monitor.recent)
             dropped = sum(v for k, v in monitor.metrics_samples.values.items() if ("outcome", "dropped") in k)
-            mon = {"rate": config.monitor.rate, "judge": monitor.judge_settings.key, "window": config.monitor.window,
-                   "queue": monitor.queue.qsize(), "dropped": int(dropped)}
+            mon = {
+                "rate": config.monitor.rate,
+                "judge": monitor.judge_settings.key,
+                "window": config.monitor.window,
+                "queue": monitor.queue.qsize(),
+                "dropped": int(dropped),
+            }
         page = render_status(info, rows, tables, recent or [], mon)
-        return HTMLResponse(page, headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                                           "Cache-Control": "no-store"})
+        return HTMLResponse(
+            page,
+            headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
+        )
 
     return app
 
@@ -254,8 +285,12 @@ async def _disconnect(receive: Receive) -> None:
 
 
 def _too_large(limit: int) -> GatewayError:
-    return GatewayError(413, f"the request body is larger than this gateway's limit of {limit} bytes",
-                        code="request_too_large", headers={"Connection": "close"})
+    return GatewayError(
+        413,
+        f"the request body is larger than this gateway's limit of {limit} bytes",
+        code="request_too_large",
+        headers={"Connection": "close"},
+    )
 
 
 async def _events(reply: Reply, include_usage: bool) -> AsyncIterator[bytes]:

@@ -19,10 +19,14 @@ class MonitorConfig(BaseModel):
     rate: float = Field(default=0.0, ge=0, le=1, description="share of answers judged (0: off)")
     judge: str = Field(default="local", description="judge model spec, as in `specalign run --judge`")
     judge_mode: Literal["joint", "sequential"] = "joint"
-    window: int = Field(default=200, ge=1, le=1_000_000, description="judged answers per scenario in the sliding window")
+    window: int = Field(
+        default=200, ge=1, le=1_000_000, description="judged answers per scenario in the sliding window"
+    )
     out: str | None = Field(default=None, description="run directory root for judged samples (one folder per method)")
     workers: int = Field(default=2, ge=1, le=256, description="judge calls in flight")
-    queue: int = Field(default=1000, ge=1, le=1_000_000, description="answers waiting to be judged before new ones are dropped")
+    queue: int = Field(
+        default=1000, ge=1, le=1_000_000, description="answers waiting to be judged before new ones are dropped"
+    )
     drain_s: float = Field(default=30.0, ge=0, description="at shutdown, how long to finish waiting judgments")
     alpha: float = Field(default=DEFAULT_ALPHA, ge=0, le=1)
     na_policy: NAPolicy = "official"
@@ -37,27 +41,56 @@ class ServeConfig(BaseModel):
     """One gateway: the upstream model, the scenarios and methods it offers, its limits."""
 
     data: str = "bundled"
-    scenarios: list[str] = Field(min_length=1, description="scenario keys of `data`, or scenario folders; the first is the default")
-    methods: list[str] = Field(default_factory=lambda: ["align3"], min_length=1,
-                               description="methods clients may ask for; the first is the default")
+    scenarios: list[str] = Field(
+        min_length=1, description="scenario keys of `data`, or scenario folders; the first is the default"
+    )
+    methods: list[str] = Field(
+        default_factory=lambda: ["align3"],
+        min_length=1,
+        description="methods clients may ask for; the first is the default",
+    )
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     model: str = "local"
     models_config: list[str] = Field(default_factory=list, description="models config files, merged in order")
-    served_model_name: str | None = Field(default=None, description="the model id clients send (default: the upstream's)")
+    served_model_name: str | None = Field(
+        default=None, description="the model id clients send (default: the upstream's)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     token_env: str = DEFAULT_TOKEN_ENV
-    max_concurrency: int = Field(default=256, ge=1, le=100_000,
-                                 description="requests in flight (beyond: 429), and the upstream's calls in flight")
-    max_request_bytes: int = Field(default=1_000_000, ge=1024, le=1 << 30, description="largest request body (beyond: 413)")
-    max_header_bytes: int = Field(default=65_536, ge=1024, le=16 << 20,
-                                  description="largest request line and headers together (beyond: 431, connection closed)")
-    header_timeout_s: float = Field(default=10.0, gt=0, le=3600,
-                                    description="seconds a client has to send its request line and headers (beyond: 408)")
-    body_timeout_s: float = Field(default=30.0, gt=0, le=3600,
-                                  description="seconds a client has to send its whole body once the headers are in (beyond: 408)")
-    max_connections: int = Field(default=1024, ge=1, le=1_000_000,
-                                 description="open client connections (beyond: 503 and the new connection is closed)")
+    max_concurrency: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="requests in flight (beyond: 429), and the upstream's calls in flight",
+    )
+    max_request_bytes: int = Field(
+        default=1_000_000, ge=1024, le=1 << 30, description="largest request body (beyond: 413)"
+    )
+    max_header_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        le=16 << 20,
+        description="largest request line and headers together (beyond: 431, connection closed)",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="seconds a client has to send its request line and headers (beyond: 408)",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="seconds a client has to send its whole body once the headers are in (beyond: 408)",
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="open client connections (beyond: 503 and the new connection is closed)",
+    )
     max_tokens_limit: int = Field(default=8192, ge=1, description="the largest max_tokens a request may ask for")
     graceful_shutdown_s: float = Field(default=60.0, ge=0)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)

@@ -12,7 +12,15 @@ from .._secrets import header_value_problem
 from ..benchmark import Scenario, load_benchmark, select_scenarios
 from ..errors import ConfigError, ModelAccessError, ModelError, SpecalignError
 from ..methods import GenerationMethod, MethodOutput, create_method
-from ..models import EMBEDDED_MAX_TOKENS, LOCAL, Model, ModelSettings, create_model, load_models_config, parse_model_spec
+from ..models import (
+    EMBEDDED_MAX_TOKENS,
+    LOCAL,
+    Model,
+    ModelSettings,
+    create_model,
+    load_models_config,
+    parse_model_spec,
+)
 from ._config import ServeConfig
 from ._metrics import GatewayMetrics
 from ._protocol import ChatInput, GatewayError, Reply, clip
@@ -31,12 +39,17 @@ class Gateway:
         self.scenarios: dict[str, Scenario] = load_scenarios(config.data, config.scenarios)
         self.default_scenario = next(iter(self.scenarios))
         self.methods: dict[str, GenerationMethod] = {
-            name: create_method(name, config.method_params.get(name)) for name in config.methods}
+            name: create_method(name, config.method_params.get(name)) for name in config.methods
+        }
         unknown = sorted(set(config.method_params) - set(config.methods))
         if unknown:
-            raise ConfigError(f"parameters given for {unknown[0]!r}, which is not among --method", field="--method-param")
+            raise ConfigError(
+                f"parameters given for {unknown[0]!r}, which is not among --method", field="--method-param"
+            )
         self.default_method = config.methods[0]
-        self.settings = upstream_settings(parse_model_spec(config.model, load_models_config(config.models_config)), config)
+        self.settings = upstream_settings(
+            parse_model_spec(config.model, load_models_config(config.models_config)), config
+        )
         self.model_name = config.served_model_name or self.settings.model_name
         self.token = _token(config)
         self.model: Model = create_model(self.settings, None)
@@ -50,18 +63,30 @@ class Gateway:
     def resolve(self, inp: ChatInput) -> tuple[GenerationMethod, Scenario]:
         """The method and scenario a request gets: the defaults, or the allowed overrides it names."""
         if inp.model != self.model_name:
-            raise GatewayError(404, f"model {clip(inp.model)!r} is not served here; this gateway serves {self.model_name!r}",
-                               param="model", code="model_not_found")
+            raise GatewayError(
+                404,
+                f"model {clip(inp.model)!r} is not served here; this gateway serves {self.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
         method_name = inp.method or self.default_method
         method = self.methods.get(method_name)
         if method is None:
-            raise GatewayError(400, f"method {clip(method_name)!r} is not offered by this gateway (allowed: "
-                               f"{', '.join(self.methods)})", param="specalign.method", code="method_not_allowed")
+            raise GatewayError(
+                400,
+                f"method {clip(method_name)!r} is not offered by this gateway (allowed: {', '.join(self.methods)})",
+                param="specalign.method",
+                code="method_not_allowed",
+            )
         key = inp.scenario or self.default_scenario
         scenario = self.scenarios.get(key) or {k.lower(): s for k, s in self.scenarios.items()}.get(key.lower())
         if scenario is None:
-            raise GatewayError(400, f"scenario {clip(key)!r} is not offered by this gateway (allowed: "
-                               f"{', '.join(self.scenarios)})", param="specalign.scenario", code="scenario_not_allowed")
+            raise GatewayError(
+                400,
+                f"scenario {clip(key)!r} is not offered by this gateway (allowed: {', '.join(self.scenarios)})",
+                param="specalign.scenario",
+                code="scenario_not_allowed",
+            )
         return method, scenario
 
     async def answer(self, inp: ChatInput, method: GenerationMethod, scenario: Scenario) -> MethodOutput:
@@ -78,15 +103,27 @@ class Gateway:
         self._count(method.name, out)
         return out
 
-    def reply(self, inp: ChatInput, method: GenerationMethod, scenario: Scenario, out: MethodOutput,
-              monitored: bool) -> Reply:
+    def reply(
+        self, inp: ChatInput, method: GenerationMethod, scenario: Scenario, out: MethodOutput, monitored: bool
+    ) -> Reply:
         finish = "length" if "max_tokens_reached" in out.flags else "stop"
-        extension = {"method": method.name, "scenario": scenario.key, "upstream_calls": out.calls,
-                     "monitored": monitored, "flags": out.flags}
-        return Reply(id=inp.prompt.id, model=self.model_name, content=out.response,
-                     thought=out.thought if inp.include_thought else None, finish_reason=finish,
-                     prompt_tokens=out.usage.prompt_tokens, completion_tokens=out.usage.completion_tokens,
-                     extension=extension)
+        extension = {
+            "method": method.name,
+            "scenario": scenario.key,
+            "upstream_calls": out.calls,
+            "monitored": monitored,
+            "flags": out.flags,
+        }
+        return Reply(
+            id=inp.prompt.id,
+            model=self.model_name,
+            content=out.response,
+            thought=out.thought if inp.include_thought else None,
+            finish_reason=finish,
+            prompt_tokens=out.usage.prompt_tokens,
+            completion_tokens=out.usage.completion_tokens,
+            extension=extension,
+        )
 
     def _model_for(self, params: dict[str, Any]) -> Model:
         """The upstream model with this request's sampling parameters; it shares the one backend."""
@@ -105,8 +142,12 @@ class Gateway:
         await self.model.aclose()
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.model_name, "upstream": self.settings.key, "methods": list(self.methods),
-                "scenarios": {k: s.name for k, s in self.scenarios.items()}}
+        return {
+            "model": self.model_name,
+            "upstream": self.settings.key,
+            "methods": list(self.methods),
+            "scenarios": {k: s.name for k, s in self.scenarios.items()},
+        }
 
 
 def load_scenarios(data: str, items: list[str]) -> dict[str, Scenario]:
@@ -146,14 +187,21 @@ def upstream_settings(settings: ModelSettings, config: ServeConfig) -> ModelSett
 def _token(config: ServeConfig) -> str | None:
     token = os.environ.get(config.token_env, "").strip() or None
     if token is None and not config.binds_loopback():
-        raise ConfigError(f"binding {config.host} exposes the gateway to the network: set a bearer token in the "
-                          f"{config.token_env} environment variable (clients send it as their API key)", field="--host")
+        raise ConfigError(
+            f"binding {config.host} exposes the gateway to the network: set a bearer token in the "
+            f"{config.token_env} environment variable (clients send it as their API key)",
+            field="--host",
+        )
     if token is not None and (problem := header_value_problem(token)):
-        raise ConfigError(f"the token in {config.token_env} holds {problem}; clients could never send it in a "
-                          "header (use visible ASCII only)", field="--token-env")
+        raise ConfigError(
+            f"the token in {config.token_env} holds {problem}; clients could never send it in a "
+            "header (use visible ASCII only)",
+            field="--token-env",
+        )
     if token is not None and len(token) < 16:
-        raise ConfigError(f"the token in {config.token_env} is {len(token)} characters; use at least 16",
-                          field="--token-env")
+        raise ConfigError(
+            f"the token in {config.token_env} is {len(token)} characters; use at least 16", field="--token-env"
+        )
     return token
 
 
@@ -167,7 +215,9 @@ def upstream_error(e: ModelError) -> GatewayError:
     if e.kind == "timeout":
         return GatewayError(504, text, type="upstream_error", code="upstream_timeout")
     if e.status == 429:
-        return GatewayError(429, text, type="upstream_error", code="upstream_rate_limited", headers={"Retry-After": "1"})
+        return GatewayError(
+            429, text, type="upstream_error", code="upstream_rate_limited", headers={"Retry-After": "1"}
+        )
     if e.kind == "rejected":
         return GatewayError(400, text, code="upstream_rejected")
     return GatewayError(502, text, type="upstream_error", code="upstream_unavailable")

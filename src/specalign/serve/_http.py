@@ -39,16 +39,23 @@ class ConnectionLimits:
     max_body_wire_bytes: int = 2_000_000  # a body as sent (chunk framing and trailers included)
 
     def describe(self) -> str:
-        return (f"headers <= {self.max_header_bytes} bytes in {self.header_timeout_s:g} s, body in "
-                f"{self.body_timeout_s:g} s, <= {self.max_connections} connections")
+        return (
+            f"headers <= {self.max_header_bytes} bytes in {self.header_timeout_s:g} s, body in "
+            f"{self.body_timeout_s:g} s, <= {self.max_connections} connections"
+        )
 
 
 def error_response(status: int, message: str, code: str, extra: dict[str, str] | None = None) -> bytes:
     """A complete HTTP/1.1 response in OpenAI's error shape that closes the connection."""
     kind = "server_error" if status >= 500 else "invalid_request_error"
     body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
-    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json",
-            f"content-length: {len(body)}", "connection: close", *(f"{k}: {v}" for k, v in (extra or {}).items())]
+    head = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        *(f"{k}: {v}" for k, v in (extra or {}).items()),
+    ]
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
@@ -72,12 +79,28 @@ def stop_cleanly(app: ASGIApp) -> ASGIApp:
         except asyncio.CancelledError:
             if started:
                 raise
-            body = json.dumps({"error": {"message": "the gateway stopped before the answer was ready (its "
-                                         "shutdown timeout passed); retry", "type": "server_error", "param": None,
-                                         "code": "shutting_down"}}).encode()
-            await send({"type": "http.response.start", "status": 503, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close")]})
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": "the gateway stopped before the answer was ready (its "
+                        "shutdown timeout passed); retry",
+                        "type": "server_error",
+                        "param": None,
+                        "code": "shutting_down",
+                    }
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
 
     return guarded
@@ -96,8 +119,13 @@ def guarded_protocol(limits: ConnectionLimits, count: Callable[[str], None]) -> 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > limits.max_connections:
-                self._refuse(503, f"the gateway has {limits.max_connections} connections open, its limit; retry "
-                             "shortly", "too_many_connections", "connections", {"retry-after": "1"})
+                self._refuse(
+                    503,
+                    f"the gateway has {limits.max_connections} connections open, its limit; retry shortly",
+                    "too_many_connections",
+                    "connections",
+                    {"retry-after": "1"},
+                )
                 return
             self._arm_head_timer()
 
@@ -150,17 +178,27 @@ def guarded_protocol(limits: ConnectionLimits, count: Callable[[str], None]) -> 
         def shutdown(self) -> None:
             """At shutdown a request still sending its body gets a 503 now instead of holding the exit."""
             cycle = self.cycle
-            if (cycle is not None and cycle.more_body and not cycle.response_started and not self._in_head
-                    and not self.pipeline):  # (a pipelined request waits its turn: closing would cut the one before)
-                self._abort(503, "the gateway is shutting down; retry on another instance", "shutting_down",
-                            "shutting_down")
+            if (
+                cycle is not None
+                and cycle.more_body
+                and not cycle.response_started
+                and not self._in_head
+                and not self.pipeline
+            ):  # (a pipelined request waits its turn: closing would cut the one before)
+                self._abort(
+                    503, "the gateway is shutting down; retry on another instance", "shutting_down", "shutting_down"
+                )
                 return
             super().shutdown()
 
         # -- the limits ------------------------------------------------------------------------
         def _too_large(self) -> None:
-            self._refuse(431, f"the request line and headers pass this gateway's limit of {limits.max_header_bytes} "
-                         "bytes", "headers_too_large", "headers_too_large")
+            self._refuse(
+                431,
+                f"the request line and headers pass this gateway's limit of {limits.max_header_bytes} bytes",
+                "headers_too_large",
+                "headers_too_large",
+            )
 
         def _body_too_large(self) -> None:
             """Trailers or chunk framing beyond all measure: the app never sees these bytes as body."""
@@ -177,8 +215,12 @@ def guarded_protocol(limits: ConnectionLimits, count: Callable[[str], None]) -> 
         def _head_timeout(self) -> None:
             self._head_timer = None
             if self._in_head and not self.transport.is_closing():
-                self._refuse(408, f"the request line and headers did not arrive within "
-                             f"{limits.header_timeout_s:g} s", "header_timeout", "header_timeout")
+                self._refuse(
+                    408,
+                    f"the request line and headers did not arrive within {limits.header_timeout_s:g} s",
+                    "header_timeout",
+                    "header_timeout",
+                )
 
         def _body_timeout(self) -> None:
             self._body_timer = None
@@ -192,8 +234,12 @@ def guarded_protocol(limits: ConnectionLimits, count: Callable[[str], None]) -> 
                 count("body_timeout")
                 self.transport.close()
                 return
-            self._abort(408, f"the request body did not arrive within {limits.body_timeout_s:g} s", "body_timeout",
-                        "body_timeout")
+            self._abort(
+                408,
+                f"the request body did not arrive within {limits.body_timeout_s:g} s",
+                "body_timeout",
+                "body_timeout",
+            )
 
         def _abort(self, status: int, message: str, code: str, reason: str) -> None:
             """Answer the request whose body is being read, and tell the app the client is gone."""
@@ -203,8 +249,9 @@ def guarded_protocol(limits: ConnectionLimits, count: Callable[[str], None]) -> 
             cycle.message_event.set()
             self._refuse(status, message, code, reason)
 
-        def _refuse(self, status: int, message: str, code: str, reason: str,
-                    extra: dict[str, str] | None = None) -> None:
+        def _refuse(
+            self, status: int, message: str, code: str, reason: str, extra: dict[str, str] | None = None
+        ) -> None:
             if self.transport.is_closing():
                 return
             count(reason)

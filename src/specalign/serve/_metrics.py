@@ -96,7 +96,7 @@ class Histogram(_Metric):
         out = []
         for key, s in sorted(self.series.items()):
             running = 0.0
-            for bound, n in zip(self.bounds, s):
+            for bound, n in zip(self.bounds, s, strict=False):
                 running += n
                 le = 'le="' + _num(bound) + '"'
                 out.append(f"{self.name}_bucket{_labels(key, le)} {_num(running)}")
@@ -139,18 +139,30 @@ class GatewayMetrics:
 
     def __init__(self, in_flight: Callable[[], int]):
         r = self.registry = Registry()
-        self.requests = r.counter("specalign_requests_total", "Chat requests answered, by method, scenario and HTTP status.")
-        self.latency = r.histogram("specalign_request_duration_seconds",
-                                   "Time from a chat request's arrival to its answer, by method.")
-        self.tokens = r.counter("specalign_tokens_total", "Upstream tokens spent, by method and type (prompt, completion).")
-        self.upstream_calls = r.counter("specalign_upstream_calls_total", "Calls made to the upstream model, by method.")
-        self.upstream_errors = r.counter("specalign_upstream_errors_total",
-                                         "Requests that failed at the upstream model, by kind of failure.")
-        self.rejected = r.counter("specalign_requests_rejected_total",
-                                  "Requests refused before any model call, by reason (auth, too_large, busy, invalid, "
-                                  "headers_too_large, header_timeout, body_timeout, bad_http, connections, "
-                                  "shutting_down, ...).")
-        self.disconnects = r.counter("specalign_client_disconnects_total",
-                                     "Chat requests whose client hung up before its answer, by stage (body, answer); "
-                                     "their upstream calls are cancelled (counted as code 499 in requests_total).")
+        self.requests = r.counter(
+            "specalign_requests_total", "Chat requests answered, by method, scenario and HTTP status."
+        )
+        self.latency = r.histogram(
+            "specalign_request_duration_seconds", "Time from a chat request's arrival to its answer, by method."
+        )
+        self.tokens = r.counter(
+            "specalign_tokens_total", "Upstream tokens spent, by method and type (prompt, completion)."
+        )
+        self.upstream_calls = r.counter(
+            "specalign_upstream_calls_total", "Calls made to the upstream model, by method."
+        )
+        self.upstream_errors = r.counter(
+            "specalign_upstream_errors_total", "Requests that failed at the upstream model, by kind of failure."
+        )
+        self.rejected = r.counter(
+            "specalign_requests_rejected_total",
+            "Requests refused before any model call, by reason (auth, too_large, busy, invalid, "
+            "headers_too_large, header_timeout, body_timeout, bad_http, connections, "
+            "shutting_down, ...).",
+        )
+        self.disconnects = r.counter(
+            "specalign_client_disconnects_total",
+            "Chat requests whose client hung up before its answer, by stage (body, answer); "
+            "their upstream calls are cancelled (counted as code 499 in requests_total).",
+        )
         r.gauge("specalign_requests_in_flight", "Chat requests being answered now.", lambda: [({}, in_flight())])

@@ -76,8 +76,15 @@ class Window:
 class Monitor:
     """Samples answers, judges them with a bounded queue and worker pool, never delaying a reply."""
 
-    def __init__(self, config: MonitorConfig, scenarios: dict[str, Scenario], methods: dict[str, GenerationMethod],
-                 upstream: Model, metrics: GatewayMetrics, models_config: list[str] | None):
+    def __init__(
+        self,
+        config: MonitorConfig,
+        scenarios: dict[str, Scenario],
+        methods: dict[str, GenerationMethod],
+        upstream: Model,
+        metrics: GatewayMetrics,
+        models_config: list[str] | None,
+    ):
         self.config = config
         self.scenarios = scenarios
         self.methods = methods
@@ -86,7 +93,10 @@ class Monitor:
         judge = parse_model_spec(config.judge, load_models_config(models_config))
         self.judge_settings = judge.model_copy(update={"calls_in_flight": config.workers})  # one call per worker
         # keys show URLs redacted: two specs that differ only in credentials or query values share a key
-        same = (self.judge_settings.key, self.judge_settings.base_urls) == (upstream.settings.key, upstream.settings.base_urls)
+        same = (self.judge_settings.key, self.judge_settings.base_urls) == (
+            upstream.settings.key,
+            upstream.settings.base_urls,
+        )
         judge_model = Model(self.judge_settings, upstream.backend) if same else create_model(self.judge_settings, None)
         self.judge = Judge(judge_model, config.judge_mode)
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=config.queue)
@@ -133,8 +143,9 @@ class Monitor:
             await self.judge.model.aclose()
 
     # -- the request path: one cheap decision ---------------------------------------------------
-    def offer(self, method: GenerationMethod, scenario: Scenario, prompt: Prompt, output: MethodOutput,
-              elapsed_s: float) -> bool:
+    def offer(
+        self, method: GenerationMethod, scenario: Scenario, prompt: Prompt, output: MethodOutput, elapsed_s: float
+    ) -> bool:
         """Queue the answer for judging if it is sampled; True when queued. Never waits."""
         if self._random.random() >= self.config.rate:
             return False
@@ -171,20 +182,33 @@ class Monitor:
             log.warning("monitor: %s/%s left unscored: %s", item.scenario.key, item.prompt.id, outcome.unscored_reason)
         self._record(item, outcome, outcome.unscored_reason, time.perf_counter() - t0, call_failed=outcome.call_failed)
 
-    def _record(self, item: _Item, outcome: Any, reason: str | None, elapsed: float, *, call_failed: bool = False) -> None:
+    def _record(
+        self, item: _Item, outcome: Any, reason: str | None, elapsed: float, *, call_failed: bool = False
+    ) -> None:
         method, scenario = item.method.name, item.scenario.key
         scored = outcome is not None and outcome.status == "scored"
         letters = sar = None
         if scored:
             ids = scenario_ids(item.scenario)
-            letters = "".join(outcome.verdicts[k].verdict[0] if outcome.verdicts[k].verdict != "NA" else "A" for k in ids)
+            letters = "".join(
+                outcome.verdicts[k].verdict[0] if outcome.verdicts[k].verdict != "NA" else "A" for k in ids
+            )
             sar = self._sar(item.scenario, outcome.verdicts)
             for k in ids:
                 self.metrics_verdicts.inc(method=method, scenario=scenario, spec=k, verdict=outcome.verdicts[k].verdict)
             broken = [k for k in ids if outcome.verdicts[k].verdict == "NO"]
             if broken:
-                self.recent.appendleft(Violation(now(), method, scenario, f"{scenario}/{item.prompt.id}", broken,
-                                                 item.prompt.prompt, item.output.response))
+                self.recent.appendleft(
+                    Violation(
+                        now(),
+                        method,
+                        scenario,
+                        f"{scenario}/{item.prompt.id}",
+                        broken,
+                        item.prompt.prompt,
+                        item.output.response,
+                    )
+                )
         self.window(method, scenario).add(letters, sar)
         self.metrics_samples.inc(method=method, scenario=scenario, outcome="judged" if scored else "unscored")
         self._write(item, outcome, reason, elapsed, call_failed)
@@ -192,8 +216,13 @@ class Monitor:
     def _sar(self, scenario: Scenario, verdicts: dict) -> float:
         safety = [verdicts[f"S{i}"].verdict for i in range(1, len(scenario.safety_specs) + 1)]
         behavioral = [verdicts[f"B{i}"].verdict for i in range(1, len(scenario.behavioral_specs) + 1)]
-        return score_sample(safety, behavioral, weights=[b.weight for b in scenario.behavioral_specs],
-                            alpha=self.config.alpha, na_policy=self.config.na_policy).sar
+        return score_sample(
+            safety,
+            behavioral,
+            weights=[b.weight for b in scenario.behavioral_specs],
+            alpha=self.config.alpha,
+            na_policy=self.config.na_policy,
+        ).sar
 
     def window(self, method: str, scenario: str) -> Window:
         w = self.windows.get((method, scenario))
@@ -204,23 +233,33 @@ class Monitor:
     # -- the run directory ----------------------------------------------------------------------
     def _prepare_run_dirs(self, root: Path) -> None:
         """One run directory per method under ``root``, with the served scenarios beside them."""
-        from ..build._draft import write_scenario  # noqa: PLC0415
+        from ..authoring._draft import write_scenario  # noqa: PLC0415
 
         bare = [s.model_copy(update={"prompts": []}) for s in self.scenarios.values()]
-        data = DataInfo(source=str((root / SCENARIOS_DIR).resolve()), sha256=Benchmark(source="", scenarios=bare).content_hash(),
-                        scenarios={s.key: ScenarioInfo(name=s.name, n_safety=len(s.safety_specs),
-                                                       n_behavioral=len(s.behavioral_specs),
-                                                       behavioral_weights=[b.weight for b in s.behavioral_specs])
-                                   for s in bare})
+        data = DataInfo(
+            source=str((root / SCENARIOS_DIR).resolve()),
+            sha256=Benchmark(source="", scenarios=bare).content_hash(),
+            scenarios={
+                s.key: ScenarioInfo(
+                    name=s.name,
+                    n_safety=len(s.safety_specs),
+                    n_behavioral=len(s.behavioral_specs),
+                    behavioral_weights=[b.weight for b in s.behavioral_specs],
+                )
+                for s in bare
+            },
+        )
         fresh = {name: self._manifest(method, data) for name, method in self.methods.items()}
         for name, manifest in fresh.items():
             rd = RunDir(root / name)
             if rd.exists():
                 old = rd.read_manifest()
                 if old.generation_key != manifest.generation_key:
-                    raise RunDirError(f"{rd.path} holds live samples of another configuration (model "
-                                      f"{old.model.get('key')!r}, method {old.method.get('name')!r}, scenarios "
-                                      f"{', '.join(old.selection.scenarios)}); use another --monitor-out")
+                    raise RunDirError(
+                        f"{rd.path} holds live samples of another configuration (model "
+                        f"{old.model.get('key')!r}, method {old.method.get('name')!r}, scenarios "
+                        f"{', '.join(old.selection.scenarios)}); use another --monitor-out"
+                    )
                 manifest = manifest.model_copy(update={"created_at": old.created_at, "sessions": old.sessions})
             manifest.sessions.append(Session())
             rd.ensure_writable()
@@ -234,15 +273,27 @@ class Monitor:
 
     def _manifest(self, method: GenerationMethod, data: DataInfo) -> Manifest:
         upstream = self.upstream
-        parts = [data.sha256, upstream.backend.identity(), upstream.settings.params, upstream.settings.extra_body,
-                 method.describe(), "live"]
+        parts = [
+            data.sha256,
+            upstream.backend.identity(),
+            upstream.settings.params,
+            upstream.settings.extra_body,
+            method.describe(),
+            "live",
+        ]
         key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
         judge_desc = self.judge.describe()
         return Manifest(
-            specalign_version=__version__, generation_key=key, data=data,
+            specalign_version=__version__,
+            generation_key=key,
+            data=data,
             selection=Selection(scenarios=list(data.scenarios), limit=None, n_samples=0),
-            model=upstream.settings.public_dict(), model_identity=upstream.backend.identity(),
-            method=method.describe(), judge=judge_desc, alpha=self.config.alpha, na_policy=self.config.na_policy,
+            model=upstream.settings.public_dict(),
+            model_identity=upstream.backend.identity(),
+            method=method.describe(),
+            judge=judge_desc,
+            alpha=self.config.alpha,
+            na_policy=self.config.na_policy,
             environment=_environment(),
         )
 
@@ -254,17 +305,41 @@ class Monitor:
         p, out = item.prompt, item.output
         sid = f"{item.scenario.key}/{p.id}"
         base = dict(sample_id=sid, scenario=item.scenario.key, prompt_id=p.id, label="unlabeled")
-        gen = GenerationRecord(**base, status="ok", prompt_sent=conversation_text(p), thought=out.thought,
-                               response=out.response, flags=out.flags, usage=out.usage, scorer_usage=out.scorer_usage,
-                               calls=out.calls, cached_calls=out.cached_calls, steps=out.steps, stats=out.stats,
-                               elapsed_s=item.elapsed_s)
-        judged = JudgmentRecord(**base, judge_key=manifest.judge["key"], status="unscored", unscored_reason=reason,
-                                call_failed=call_failed, elapsed_s=elapsed)
+        gen = GenerationRecord(
+            **base,
+            status="ok",
+            prompt_sent=conversation_text(p),
+            thought=out.thought,
+            response=out.response,
+            flags=out.flags,
+            usage=out.usage,
+            scorer_usage=out.scorer_usage,
+            calls=out.calls,
+            cached_calls=out.cached_calls,
+            steps=out.steps,
+            stats=out.stats,
+            elapsed_s=item.elapsed_s,
+        )
+        judged = JudgmentRecord(
+            **base,
+            judge_key=manifest.judge["key"],
+            status="unscored",
+            unscored_reason=reason,
+            call_failed=call_failed,
+            elapsed_s=elapsed,
+        )
         if outcome is not None:
-            judged = judged.model_copy(update=dict(
-                status=outcome.status, verdicts=outcome.verdicts, raw_outputs=outcome.raw_outputs,
-                attempts=outcome.attempts, calls=outcome.calls, cached_calls=outcome.cached_calls,
-                usage=Usage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens)))
+            judged = judged.model_copy(
+                update=dict(
+                    status=outcome.status,
+                    verdicts=outcome.verdicts,
+                    raw_outputs=outcome.raw_outputs,
+                    attempts=outcome.attempts,
+                    calls=outcome.calls,
+                    cached_calls=outcome.cached_calls,
+                    usage=Usage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens),
+                )
+            )
         try:
             writers[0].append(gen)
             writers[1].append(judged)
@@ -276,18 +351,34 @@ class Monitor:
     # -- metrics and status ---------------------------------------------------------------------
     def _register_metrics(self) -> None:
         r = self.metrics.registry
-        self.metrics_samples = r.counter("specalign_monitor_samples_total",
-                                         "Sampled answers by outcome: judged, unscored (judge failed), dropped (queue full).")
-        self.metrics_verdicts = r.counter("specalign_spec_verdicts_total",
-                                          "Verdicts on judged answers, by method, scenario, spec and verdict (YES, NO, NA).")
+        self.metrics_samples = r.counter(
+            "specalign_monitor_samples_total",
+            "Sampled answers by outcome: judged, unscored (judge failed), dropped (queue full).",
+        )
+        self.metrics_verdicts = r.counter(
+            "specalign_spec_verdicts_total",
+            "Verdicts on judged answers, by method, scenario, spec and verdict (YES, NO, NA).",
+        )
         r.gauge("specalign_monitor_queue_depth", "Answers waiting for the judge.", lambda: [({}, self.queue.qsize())])
-        r.gauge("specalign_spec_violation_rate", "Share of scored answers in the sliding window that broke the spec.",
-                self._rates)
-        r.gauge("specalign_monitor_window_scored", "Scored answers in the sliding window.",
-                lambda: [({"method": m, "scenario": s}, len(w.scored())) for (m, s), w in sorted(self.windows.items())])
-        r.gauge("specalign_monitor_window_sar", "Mean SAR of the scored answers in the sliding window.",
-                lambda: [({"method": m, "scenario": s}, sum(x for _, x in w.scored()) / len(w.scored()))
-                         for (m, s), w in sorted(self.windows.items()) if w.scored()])
+        r.gauge(
+            "specalign_spec_violation_rate",
+            "Share of scored answers in the sliding window that broke the spec.",
+            self._rates,
+        )
+        r.gauge(
+            "specalign_monitor_window_scored",
+            "Scored answers in the sliding window.",
+            lambda: [({"method": m, "scenario": s}, len(w.scored())) for (m, s), w in sorted(self.windows.items())],
+        )
+        r.gauge(
+            "specalign_monitor_window_sar",
+            "Mean SAR of the scored answers in the sliding window.",
+            lambda: [
+                ({"method": m, "scenario": s}, sum(x for _, x in w.scored()) / len(w.scored()))
+                for (m, s), w in sorted(self.windows.items())
+                if w.scored()
+            ],
+        )
 
     def _rates(self) -> list[tuple[dict[str, str], float]]:
         out = []
@@ -308,20 +399,33 @@ class Monitor:
             scenario, scored = self.scenarios[key], w.scored()
             specs = []
             for i, spec in enumerate(scenario_ids(scenario)):
-                text = (scenario.safety_specs if spec.startswith("S") else scenario.behavioral_specs)[int(spec[1:]) - 1].text
+                text = (scenario.safety_specs if spec.startswith("S") else scenario.behavioral_specs)[
+                    int(spec[1:]) - 1
+                ].text
                 broken = sum(letters[i] == "N" for letters, _ in scored)
-                specs.append({"id": spec, "text": text, "violations": broken,
-                              "rate": broken / len(scored) if scored else None})
+                specs.append(
+                    {"id": spec, "text": text, "violations": broken, "rate": broken / len(scored) if scored else None}
+                )
             specs.sort(key=lambda s: -(s["rate"] or 0))  # the most violated first
-            tables.append({"method": method, "scenario": key, "name": scenario.name, "judged": len(w.items),
-                           "scored": len(scored), "sar": sum(s for _, s in scored) / len(scored) if scored else None,
-                           "violating": sum("N" in letters for letters, _ in scored), "specs": specs})
+            tables.append(
+                {
+                    "method": method,
+                    "scenario": key,
+                    "name": scenario.name,
+                    "judged": len(w.items),
+                    "scored": len(scored),
+                    "sar": sum(s for _, s in scored) / len(scored) if scored else None,
+                    "violating": sum("N" in letters for letters, _ in scored),
+                    "specs": specs,
+                }
+            )
         return tables
 
 
 def scenario_ids(scenario: Scenario) -> list[str]:
     return [f"S{i}" for i in range(1, len(scenario.safety_specs) + 1)] + [
-        f"B{i}" for i in range(1, len(scenario.behavioral_specs) + 1)]
+        f"B{i}" for i in range(1, len(scenario.behavioral_specs) + 1)
+    ]
 
 
 def conversation_text(prompt: Prompt) -> str:

@@ -13,16 +13,44 @@ from typing import Any
 from ..benchmark import Prompt, Turn
 
 #: sampling parameters passed to the upstream model (each call of the method)
-SAMPLING_PARAMS = frozenset({
-    "temperature", "top_p", "top_k", "min_p", "seed", "stop", "presence_penalty", "frequency_penalty",
-    "repetition_penalty", "max_tokens", "max_completion_tokens",
-})
+SAMPLING_PARAMS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "seed",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "repetition_penalty",
+        "max_tokens",
+        "max_completion_tokens",
+    }
+)
 #: accepted and ignored (bookkeeping fields of the OpenAI API), or checked for a value the gateway supports
-TOLERATED = frozenset({
-    "model", "messages", "stream", "stream_options", "user", "metadata", "store", "service_tier", "n",
-    "logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
-    "response_format", "specalign",
-})
+TOLERATED = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "n",
+        "logprobs",
+        "top_logprobs",
+        "tools",
+        "tool_choice",
+        "functions",
+        "function_call",
+        "parallel_tool_calls",
+        "response_format",
+        "specalign",
+    }
+)
 #: what a client may put under ``extra_body={"specalign": {...}}``
 EXTENSION_KEYS = frozenset({"method", "scenario", "include_thought"})
 #: the deepest nesting of arrays and objects a request body may have
@@ -35,8 +63,16 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 class GatewayError(Exception):
     """A request the gateway answers with an error: HTTP status and an OpenAI-shaped body."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",  # noqa: A002
-                 code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # noqa: A002
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -78,8 +114,9 @@ def parse_chat_request(raw: bytes, *, max_tokens_limit: int) -> ChatInput:
         raise bad_request("the body must be a JSON object")
     unknown = sorted(k for k in body if k not in TOLERATED and k not in SAMPLING_PARAMS)
     if unknown:
-        raise bad_request(f"unsupported parameter {clip(unknown[0], 60)!r}", param=clip(unknown[0], 60),
-                          code="unsupported_parameter")
+        raise bad_request(
+            f"unsupported parameter {clip(unknown[0], 60)!r}", param=clip(unknown[0], 60), code="unsupported_parameter"
+        )
     _check_unsupported(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -93,11 +130,25 @@ def parse_chat_request(raw: bytes, *, max_tokens_limit: int) -> ChatInput:
     if not isinstance(options, dict):
         raise bad_request("'stream_options' must be an object", param="stream_options")
     request_id = new_completion_id()
-    prompt = Prompt(id=request_id, label="unlabeled", prompt=last, original_prompt=last, source="live",
-                    system=system, history=history or None)
-    return ChatInput(model=model, prompt=prompt, params=_sampling(body, max_tokens_limit), stream=stream,
-                     include_usage=bool(options.get("include_usage")), include_thought=bool(ext.get("include_thought")),
-                     method=ext.get("method"), scenario=ext.get("scenario"))
+    prompt = Prompt(
+        id=request_id,
+        label="unlabeled",
+        prompt=last,
+        original_prompt=last,
+        source="live",
+        system=system,
+        history=history or None,
+    )
+    return ChatInput(
+        model=model,
+        prompt=prompt,
+        params=_sampling(body, max_tokens_limit),
+        stream=stream,
+        include_usage=bool(options.get("include_usage")),
+        include_thought=bool(ext.get("include_thought")),
+        method=ext.get("method"),
+        scenario=ext.get("scenario"),
+    )
 
 
 def load_json(raw: bytes) -> Any:
@@ -110,8 +161,9 @@ def load_json(raw: bytes) -> Any:
     try:
         value = json.loads(text)
     except RecursionError:
-        raise bad_request(f"the body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels",
-                          code="invalid_json") from None
+        raise bad_request(
+            f"the body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels", code="invalid_json"
+        ) from None
     except ValueError as e:
         raise bad_request(f"the body is not valid JSON: {clip(str(e))}", code="invalid_json") from None
     _check_json(value, strings=_SURROGATE_ESCAPE.search(raw) is not None)
@@ -128,16 +180,21 @@ def _check_json(value: Any, *, strings: bool) -> None:
         v, path, depth = stack.pop()
         if isinstance(v, float):
             if not math.isfinite(v):
-                raise _bad_value(path, "must be a finite number (NaN, Infinity and out-of-range numbers such as "
-                                 "1e999 are refused)", "invalid_number")
+                raise _bad_value(
+                    path,
+                    "must be a finite number (NaN, Infinity and out-of-range numbers such as 1e999 are refused)",
+                    "invalid_number",
+                )
         elif isinstance(v, str):
             if strings and _lone_surrogate(v):
-                raise _bad_value(path, "holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape)",
-                                 "invalid_string")
+                raise _bad_value(
+                    path, "holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape)", "invalid_string"
+                )
         elif isinstance(v, (dict, list)):
             if depth >= MAX_JSON_DEPTH:
-                raise _bad_value(_top(path), f"nests arrays or objects deeper than {MAX_JSON_DEPTH} levels",
-                                 "invalid_json")
+                raise _bad_value(
+                    _top(path), f"nests arrays or objects deeper than {MAX_JSON_DEPTH} levels", "invalid_json"
+                )
             items = v.items() if isinstance(v, dict) else enumerate(v)
             for k, x in items:
                 if strings and isinstance(k, str) and _lone_surrogate(k):
@@ -194,8 +251,9 @@ def _check_unsupported(body: dict[str, Any]) -> None:
             raise bad_request("the gateway does not support tool calling", param=name)
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise bad_request("the gateway answers in text only: 'response_format' must be {\"type\": \"text\"}",
-                          param="response_format")
+        raise bad_request(
+            'the gateway answers in text only: \'response_format\' must be {"type": "text"}', param="response_format"
+        )
 
 
 def _read_messages(messages: Any) -> tuple[str | None, list[Turn], str]:
@@ -217,8 +275,9 @@ def _read_messages(messages: Any) -> tuple[str | None, list[Turn], str]:
         elif role in ("user", "assistant"):
             turns.append(Turn(role=role, content=text))
         else:
-            raise bad_request(f"unknown role {clip(repr(role), 60)} (system, developer, user or assistant)",
-                              param=f"{where}.role")
+            raise bad_request(
+                f"unknown role {clip(repr(role), 60)} (system, developer, user or assistant)", param=f"{where}.role"
+            )
     if not turns or turns[-1].role != "user":
         raise bad_request("the last message must come from the user", param="messages")
     if not turns[-1].content.strip():
@@ -248,8 +307,10 @@ def _extension(ext: Any) -> dict[str, Any]:
         raise bad_request("'specalign' must be an object", param="specalign")
     unknown = sorted(set(ext) - EXTENSION_KEYS)
     if unknown:
-        raise bad_request(f"unknown key {clip(unknown[0], 60)!r} (have: {', '.join(sorted(EXTENSION_KEYS))})",
-                          param=f"specalign.{clip(unknown[0], 60)}")
+        raise bad_request(
+            f"unknown key {clip(unknown[0], 60)!r} (have: {', '.join(sorted(EXTENSION_KEYS))})",
+            param=f"specalign.{clip(unknown[0], 60)}",
+        )
     for key in ("method", "scenario"):
         if ext.get(key) is not None and not isinstance(ext[key], str):
             raise bad_request("must be a string", param=f"specalign.{key}")
@@ -266,8 +327,11 @@ def _sampling(body: dict[str, Any], limit: int) -> dict[str, Any]:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise bad_request("'max_tokens' must be a positive integer", param="max_tokens")
         if n > limit:
-            raise bad_request(f"'max_tokens' is {n}; this gateway allows at most {limit}", param="max_tokens",
-                              code="max_tokens_too_large")
+            raise bad_request(
+                f"'max_tokens' is {n}; this gateway allows at most {limit}",
+                param="max_tokens",
+                code="max_tokens_too_large",
+            )
     for name in NUMBER_PARAMS:
         v = params.get(name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -277,12 +341,15 @@ def _sampling(body: dict[str, Any], limit: int) -> dict[str, Any]:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
             raise bad_request(f"'{name}' must be an integer", param=name)
     stop = params.get("stop")
-    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
         raise bad_request("'stop' must be a string or a list of strings", param="stop")
     return params
 
 
 # -- answers ------------------------------------------------------------------------------------
+
 
 @dataclass
 class Reply:
@@ -299,17 +366,26 @@ class Reply:
     created: int = field(default_factory=lambda: int(time.time()))
 
     def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
 
     def completion(self) -> dict[str, Any]:
         """The ``chat.completion`` object."""
         message: dict[str, Any] = {"role": "assistant", "content": self.content}
         if self.thought is not None:
             message["reasoning_content"] = self.thought
-        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason, "logprobs": None}],
-                "usage": self.usage(), "specalign": self.extension}
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason, "logprobs": None}],
+            "usage": self.usage(),
+            "specalign": self.extension,
+        }
 
     def chunks(self, *, include_usage: bool, piece_chars: int = 48) -> list[dict[str, Any]]:
         """The ``chat.completion.chunk`` objects of a streamed answer: role, thought, text, finish, usage."""
@@ -326,8 +402,13 @@ class Reply:
         return out
 
     def _chunk(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
 
 
 def split_pieces(text: str, size: int) -> list[str]:

@@ -22,14 +22,18 @@ def build_gateway(config: ServeConfig) -> tuple[Gateway, Monitor | None]:
     gateway = Gateway(config)
     monitor = None
     if config.monitor.enabled:
-        monitor = Monitor(config.monitor, gateway.scenarios, gateway.methods, gateway.model, gateway.metrics,
-                          config.models_config)
+        monitor = Monitor(
+            config.monitor, gateway.scenarios, gateway.methods, gateway.model, gateway.metrics, config.models_config
+        )
     return gateway, monitor
 
 
 def _announce(url: str) -> None:
-    print(f"specalign gateway ready: {url}/v1 (status page {url}/status, metrics {url}/metrics)",
-          file=sys.stderr, flush=True)
+    print(
+        f"specalign gateway ready: {url}/v1 (status page {url}/status, metrics {url}/metrics)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = _announce) -> None:
@@ -58,9 +62,20 @@ async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = 
 
     limits = connection_limits(config)
     protocol = guarded_protocol(limits, lambda reason: gateway.metrics.rejected.inc(reason=reason))
-    server = Server(uvicorn.Config(
-        app, host=config.host, port=config.port, log_level="info", access_log=False, lifespan="on",
-        timeout_graceful_shutdown=config.graceful_shutdown_s, server_header=False, http=protocol, ws="none"))
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="info",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=config.graceful_shutdown_s,
+            server_header=False,
+            http=protocol,
+            ws="none",
+        )
+    )
 
     async def announce() -> None:
         while not server.started:
@@ -83,15 +98,21 @@ async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = 
 
 
 def connection_limits(config: ServeConfig) -> ConnectionLimits:
-    return ConnectionLimits(max_header_bytes=config.max_header_bytes, header_timeout_s=config.header_timeout_s,
-                            body_timeout_s=config.body_timeout_s, max_connections=config.max_connections,
-                            max_body_wire_bytes=2 * config.max_request_bytes + config.max_header_bytes)
+    return ConnectionLimits(
+        max_header_bytes=config.max_header_bytes,
+        header_timeout_s=config.header_timeout_s,
+        body_timeout_s=config.body_timeout_s,
+        max_connections=config.max_connections,
+        max_body_wire_bytes=2 * config.max_request_bytes + config.max_header_bytes,
+    )
 
 
 def describe_limits(config: ServeConfig) -> str:
     """The limits in effect, in one line (printed at start-up)."""
-    return (f"{config.max_concurrency} requests in flight, body <= {config.max_request_bytes} bytes, max_tokens <= "
-            f"{config.max_tokens_limit}, {connection_limits(config).describe()}")
+    return (
+        f"{config.max_concurrency} requests in flight, body <= {config.max_request_bytes} bytes, max_tokens <= "
+        f"{config.max_tokens_limit}, {connection_limits(config).describe()}"
+    )
 
 
 def _allow_open_files(wanted: int) -> None:

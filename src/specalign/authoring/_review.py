@@ -65,15 +65,22 @@ def reviewer_name(given: str | None = None) -> str:
 
 
 def review_items(scenario: Scenario) -> list[ReviewItem]:
-    items = [ReviewItem(key=f"spec:S{i}", kind="spec", label="safety", text=s.text)
-             for i, s in enumerate(scenario.safety_specs, 1)]
-    items += [ReviewItem(key=f"spec:B{i}", kind="spec", label="behavioral", text=s.text)
-              for i, s in enumerate(scenario.behavioral_specs, 1)]
+    items = [
+        ReviewItem(key=f"spec:S{i}", kind="spec", label="safety", text=s.text)
+        for i, s in enumerate(scenario.safety_specs, 1)
+    ]
+    items += [
+        ReviewItem(key=f"spec:B{i}", kind="spec", label="behavioral", text=s.text)
+        for i, s in enumerate(scenario.behavioral_specs, 1)
+    ]
     for p in scenario.prompts:
         items.append(ReviewItem(key=f"prompt:{p.id}", kind="prompt", label=p.label, text=p.original_prompt))
         if p.attack and p.prompt != p.original_prompt:
-            items.append(ReviewItem(key=f"attack:{p.id}", kind="attack", label=p.label, text=p.prompt,
-                                    original=p.original_prompt))
+            items.append(
+                ReviewItem(
+                    key=f"attack:{p.id}", kind="attack", label=p.label, text=p.prompt, original=p.original_prompt
+                )
+            )
     return items
 
 
@@ -107,8 +114,9 @@ class ReviewLog:
         append_line(self.path, decision.model_dump_json())
 
 
-def export_sheet(items: list[ReviewItem], decided: dict[str, ReviewDecision], path: str | Path, *,
-                 raw_cells: bool = False) -> int:
+def export_sheet(
+    items: list[ReviewItem], decided: dict[str, ReviewDecision], path: str | Path, *, raw_cells: bool = False
+) -> int:
     """A CSV sheet with one row per item and the decisions so far, to fill in and import back.
 
     Cells a spreadsheet would run as formulas get a leading ``'`` (see :mod:`specalign.benchmark._sheets`),
@@ -121,9 +129,16 @@ def export_sheet(items: list[ReviewItem], decided: dict[str, ReviewDecision], pa
             w.writeheader()
             for i in items:
                 d = decided.get(i.key)
-                row = {"item": i.key, "kind": i.kind, "label": i.label, "text": i.text,
-                       "original": i.original or "", "decision": d.decision if d else "",
-                       "edited_text": (d.edited_text or "") if d else "", "note": d.note if d else ""}
+                row = {
+                    "item": i.key,
+                    "kind": i.kind,
+                    "label": i.label,
+                    "text": i.text,
+                    "original": i.original or "",
+                    "decision": d.decision if d else "",
+                    "edited_text": (d.edited_text or "") if d else "",
+                    "note": d.note if d else "",
+                }
                 w.writerow({k: cell(v) for k, v in row.items()})
     except OSError as e:
         raise RunDirError(f"cannot write {path}: {e.strerror or e}") from None
@@ -147,15 +162,26 @@ def import_sheet(items: list[ReviewItem], path: str | Path, reviewer: str) -> li
         if item is None:
             raise DataError(f"no such item {row.get('item')!r} in this scenario", path=str(path), field=f"row {n}.item")
         if decision not in ("accept", "reject", "edit"):
-            raise DataError(f"expected accept, reject or edit, got {decision!r}", path=str(path), field=f"row {n}.decision")
+            raise DataError(
+                f"expected accept, reject or edit, got {decision!r}", path=str(path), field=f"row {n}.decision"
+            )
         edited = _same_text(row.get("edited_text") or "").strip() or None
         if decision == "edit" and not edited:
             raise DataError("an edit needs edited_text", path=str(path), field=f"row {n}.edited_text")
         if _same_text(item.text) != _same_text(row.get("text") or ""):
-            raise DataError("the text differs from the scenario's now: export a fresh sheet", path=str(path),
-                            field=f"row {n}.text")
-        out.append(ReviewDecision(item=item.key, decision=decision, text_sha=item.digest,  # type: ignore[arg-type]
-                                  edited_text=edited, note=(row.get("note") or "").strip(), reviewer=reviewer))
+            raise DataError(
+                "the text differs from the scenario's now: export a fresh sheet", path=str(path), field=f"row {n}.text"
+            )
+        out.append(
+            ReviewDecision(
+                item=item.key,
+                decision=decision,
+                text_sha=item.digest,  # type: ignore[arg-type]
+                edited_text=edited,
+                note=(row.get("note") or "").strip(),
+                reviewer=reviewer,
+            )
+        )
     return out
 
 
@@ -197,10 +223,12 @@ def final_scenario(scenario: Scenario, decided: dict[str, ReviewDecision]) -> tu
         else:
             prompts.append(p.model_copy(update={"prompt": original, "original_prompt": original, "attack": None}))
     if not safety or not behavioral:
-        raise DataError("the review kept no safety spec or no behavioral spec: nothing to evaluate against",
-                        path=str(REVIEW_FILE))
-    return scenario.model_copy(update={"safety_specs": safety, "behavioral_specs": behavioral,
-                                       "prompts": prompts}), counts
+        raise DataError(
+            "the review kept no safety spec or no behavioral spec: nothing to evaluate against", path=str(REVIEW_FILE)
+        )
+    return scenario.model_copy(
+        update={"safety_specs": safety, "behavioral_specs": behavioral, "prompts": prompts}
+    ), counts
 
 
 def decision_summary(items: list[ReviewItem], decided: dict[str, ReviewDecision]) -> dict[str, int]:

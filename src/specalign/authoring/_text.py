@@ -10,8 +10,10 @@ from typing import Any
 from .._unicode import repair_json
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset("a an the of to and or in on for with by from as at be is are any every all its it this that "
-                  "your you their them they which who".split())
+_STOP = frozenset(
+    "a an the of to and or in on for with by from as at be is are any every all its it this that "
+    "your you their them they which who".split()
+)
 
 
 def normalise(text: str) -> str:
@@ -46,7 +48,7 @@ def json_object(text: str) -> dict[str, Any] | None:
     """The JSON object in a model's answer (chatter around it and raw control characters tolerated), or None."""
     start, end = text.find("{"), text.rfind("}")
     try:
-        data = json.loads(text[start:end + 1], strict=False) if start >= 0 else None
+        data = json.loads(text[start : end + 1], strict=False) if start >= 0 else None
     except (ValueError, RecursionError):  # a model's answer can be nested deeper than Python recurses
         return None
     return repair_json(data) if isinstance(data, dict) else None

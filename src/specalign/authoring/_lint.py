@@ -17,13 +17,40 @@ from ._text import content_words, json_object, near_duplicate, normalise, simila
 FindingKind = Literal["duplicate", "near_duplicate", "vague", "conflict", "completeness_rule"]
 
 #: words that promise quality without saying what to check
-VAGUE_WORDS = ("appropriate", "appropriately", "properly", "proper", "good", "nice", "reasonable", "suitable",
-               "as needed", "when necessary", "be helpful", "be careful", "be responsible", "etc", "and so on",
-               "high quality", "best practices", "ethical", "correctly")
+VAGUE_WORDS = (
+    "appropriate",
+    "appropriately",
+    "properly",
+    "proper",
+    "good",
+    "nice",
+    "reasonable",
+    "suitable",
+    "as needed",
+    "when necessary",
+    "be helpful",
+    "be careful",
+    "be responsible",
+    "etc",
+    "and so on",
+    "high quality",
+    "best practices",
+    "ethical",
+    "correctly",
+)
 #: a behavioral spec with these overrides the safety specs outright
-OVERRIDE_PHRASES = ("never refuse", "always comply", "do not decline", "never decline", "answer every request",
-                    "regardless of", "no matter what", "without any restriction", "ignore any rule",
-                    "whatever the user asks")
+OVERRIDE_PHRASES = (
+    "never refuse",
+    "always comply",
+    "do not decline",
+    "never decline",
+    "answer every request",
+    "regardless of",
+    "no matter what",
+    "without any restriction",
+    "ignore any rule",
+    "whatever the user asks",
+)
 
 LINT_SYSTEM = "You review the specifications of an AI assistant's deployment. You answer with JSON only."
 CONFLICT_TASK = """Safety specifications (what the assistant must never do):
@@ -56,8 +83,9 @@ class LintReport(BaseModel):
 
 
 def _ids(scenario: Scenario) -> list[tuple[str, str]]:
-    return ([(f"S{i}", s.text) for i, s in enumerate(scenario.safety_specs, 1)]
-            + [(f"B{i}", s.text) for i, s in enumerate(scenario.behavioral_specs, 1)])
+    return [(f"S{i}", s.text) for i, s in enumerate(scenario.safety_specs, 1)] + [
+        (f"B{i}", s.text) for i, s in enumerate(scenario.behavioral_specs, 1)
+    ]
 
 
 def rule_findings(scenario: Scenario, *, threshold: float = 0.8) -> list[Finding]:
@@ -65,12 +93,17 @@ def rule_findings(scenario: Scenario, *, threshold: float = 0.8) -> list[Finding
     specs = _ids(scenario)
     found: list[Finding] = []
     for i, (a, ta) in enumerate(specs):
-        for b, tb in specs[i + 1:]:
+        for b, tb in specs[i + 1 :]:
             if normalise(ta) == normalise(tb):
                 found.append(Finding(kind="duplicate", specs=[a, b], message=f"{a} and {b} say the same thing"))
             elif near_duplicate(ta, tb, threshold):
-                found.append(Finding(kind="near_duplicate", specs=[a, b],
-                                     message=f"{a} and {b} are {100 * similarity(ta, tb):.0f}% alike; merge or tell them apart"))
+                found.append(
+                    Finding(
+                        kind="near_duplicate",
+                        specs=[a, b],
+                        message=f"{a} and {b} are {100 * similarity(ta, tb):.0f}% alike; merge or tell them apart",
+                    )
+                )
     for sid, text in specs:
         reason = vague_reason(text)
         if reason:
@@ -79,8 +112,9 @@ def rule_findings(scenario: Scenario, *, threshold: float = 0.8) -> list[Finding
         lowered = text.lower()
         hit = next((p for p in OVERRIDE_PHRASES if p in lowered), None)
         if sid.startswith("B") and hit and not is_completeness_rule(text):
-            found.append(Finding(kind="conflict", specs=[sid],
-                                 message=f"{sid} says {hit!r}, which overrides every safety spec"))
+            found.append(
+                Finding(kind="conflict", specs=[sid], message=f"{sid} says {hit!r}, which overrides every safety spec")
+            )
     found += _completeness(scenario)
     return found
 
@@ -104,19 +138,29 @@ def is_completeness_rule(text: str) -> bool:
     t = text.lower()
     return near_duplicate(text, COMPLETENESS_RULE, 0.9) or bool(
         re.search(r"without (violating|breaking|contradicting)", t)
-        and re.search(r"fully|thorough|greatest extent|completely|as much as possible", t))
+        and re.search(r"fully|thorough|greatest extent|completely|as much as possible", t)
+    )
 
 
 def _completeness(scenario: Scenario) -> list[Finding]:
     texts = [b.text for b in scenario.behavioral_specs]
     where = [i for i, t in enumerate(texts, 1) if is_completeness_rule(t)]
     if not where:
-        return [Finding(kind="completeness_rule", specs=[],
-                        message="no behavioral spec asks to answer as fully as possible; add it last: "
-                                f"{COMPLETENESS_RULE!r}")]
+        return [
+            Finding(
+                kind="completeness_rule",
+                specs=[],
+                message=f"no behavioral spec asks to answer as fully as possible; add it last: {COMPLETENESS_RULE!r}",
+            )
+        ]
     if where[-1] != len(texts):
-        return [Finding(kind="completeness_rule", specs=[f"B{where[-1]}"],
-                        message=f"the completeness rule is B{where[-1]}; put it last")]
+        return [
+            Finding(
+                kind="completeness_rule",
+                specs=[f"B{where[-1]}"],
+                message=f"the completeness rule is B{where[-1]}; put it last",
+            )
+        ]
     return []
 
 
@@ -124,22 +168,48 @@ async def model_conflicts(scenario: Scenario, model: Model) -> list[Finding]:
     """Conflicts between behavioral and safety specs, as a model sees them (ids checked)."""
     safety = "\n".join(f"S{i}. {s.text}" for i, s in enumerate(scenario.safety_specs, 1))
     behavioral = "\n".join(f"B{i}. {s.text}" for i, s in enumerate(scenario.behavioral_specs, 1))
-    schema = {"type": "object", "properties": {"conflicts": {"type": "array", "maxItems": 20, "items": {
-        "type": "object", "properties": {"behavioral": {"type": "string"}, "safety": {"type": "string"},
-                                         "why": {"type": "string", "maxLength": 200}},
-        "required": ["behavioral", "safety", "why"], "additionalProperties": False}}},
-        "required": ["conflicts"], "additionalProperties": False}
-    out = await model.generate([Message(role="system", content=LINT_SYSTEM),
-                                Message(role="user", content=CONFLICT_TASK.format(safety=safety, behavioral=behavioral))],
-                               params={"max_tokens": 800}, json_schema=schema)
+    schema = {
+        "type": "object",
+        "properties": {
+            "conflicts": {
+                "type": "array",
+                "maxItems": 20,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "behavioral": {"type": "string"},
+                        "safety": {"type": "string"},
+                        "why": {"type": "string", "maxLength": 200},
+                    },
+                    "required": ["behavioral", "safety", "why"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "required": ["conflicts"],
+        "additionalProperties": False,
+    }
+    out = await model.generate(
+        [
+            Message(role="system", content=LINT_SYSTEM),
+            Message(role="user", content=CONFLICT_TASK.format(safety=safety, behavioral=behavioral)),
+        ],
+        params={"max_tokens": 800},
+        json_schema=schema,
+    )
     items = _conflicts(out.text)
     n_s, n_b = len(scenario.safety_specs), len(scenario.behavioral_specs)
     found = []
     for item in items:
         b, s = _spec_id(item.get("behavioral")), _spec_id(item.get("safety"))
         if _valid(b, "B", n_b) and _valid(s, "S", n_s):
-            found.append(Finding(kind="conflict", specs=[b, s],
-                                 message=f"{b} may require what {s} forbids: {' '.join(str(item.get('why', '')).split())}"))
+            found.append(
+                Finding(
+                    kind="conflict",
+                    specs=[b, s],
+                    message=f"{b} may require what {s} forbids: {' '.join(str(item.get('why', '')).split())}",
+                )
+            )
     return found
 
 

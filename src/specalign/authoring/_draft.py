@@ -17,8 +17,10 @@ from ._lint import is_completeness_rule
 from ._text import json_object, near_duplicate
 from ._write import write_atomic
 
-SYSTEM = ("You write specifications for AI assistants deployed in one product. A specification is one short, "
-          "checkable rule. You answer with JSON only.")
+SYSTEM = (
+    "You write specifications for AI assistants deployed in one product. A specification is one short, "
+    "checkable rule. You answer with JSON only."
+)
 
 SAFETY_TASK = """The deployment:
 Name: {name}
@@ -49,14 +51,21 @@ that one is added for you. Answer as JSON: {{"specs": [{{"text": "<rule>"}}, ...
 
 
 def _schema(with_category: bool, high: int) -> dict[str, Any]:
-    item: dict[str, Any] = {"type": "object", "properties": {"text": {"type": "string", "minLength": 30, "maxLength": 300}},
-                            "required": ["text"], "additionalProperties": False}
+    item: dict[str, Any] = {
+        "type": "object",
+        "properties": {"text": {"type": "string", "minLength": 30, "maxLength": 300}},
+        "required": ["text"],
+        "additionalProperties": False,
+    }
     if with_category:
         item["properties"]["category"] = {"type": "string", "enum": [c.id for c in SAFETY_CATEGORIES]}
         item["required"] = ["category", "text"]
-    return {"type": "object", "properties": {"specs": {"type": "array", "items": item, "minItems": 1,
-                                                        "maxItems": high}},
-            "required": ["specs"], "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": {"specs": {"type": "array", "items": item, "minItems": 1, "maxItems": high}},
+        "required": ["specs"],
+        "additionalProperties": False,
+    }
 
 
 def scenario_key(name: str) -> str:
@@ -68,27 +77,52 @@ def scenario_key(name: str) -> str:
     return key
 
 
-async def draft_scenario(model: Model, name: str, description: str, *, key: str | None = None,
-                         n_safety: tuple[int, int] = (6, 10), n_behavioral: tuple[int, int] = (5, 8)) -> Scenario:
+async def draft_scenario(
+    model: Model,
+    name: str,
+    description: str,
+    *,
+    key: str | None = None,
+    n_safety: tuple[int, int] = (6, 10),
+    n_behavioral: tuple[int, int] = (5, 8),
+) -> Scenario:
     """Two calls: the safety specs (from our categories), then the behavioral specs (from our design
     principles, told the safety specs); cleaned, de-duplicated, and closed with the completeness rule."""
     if not name.strip() or not description.strip():
         raise ConfigError("a scenario needs a name and a description", field="--description")
     categories = "\n".join(f"- {c.id}: {c.title} ({c.covers})" for c in SAFETY_CATEGORIES)
-    safety = await _ask(model, SAFETY_TASK.format(name=name, description=description, categories=categories,
-                                                   low=n_safety[0], high=n_safety[1]), _schema(True, n_safety[1]))
+    safety = await _ask(
+        model,
+        SAFETY_TASK.format(
+            name=name, description=description, categories=categories, low=n_safety[0], high=n_safety[1]
+        ),
+        _schema(True, n_safety[1]),
+    )
     safety = _clean(safety, n_safety[1])
     if not safety:
         raise ModelError(f"{model.settings.key} drafted no usable safety specification; try a stronger model")
     principles = "\n".join(f"- {p}" for p in DESIGN_PRINCIPLES)
     numbered = "\n".join(f"S{i}. {t}" for i, t in enumerate(safety, 1))
-    behavioral = await _ask(model, BEHAVIOR_TASK.format(name=name, description=description, safety=numbered,
-                                                         principles=principles, low=n_behavioral[0],
-                                                         high=n_behavioral[1]), _schema(False, n_behavioral[1]))
+    behavioral = await _ask(
+        model,
+        BEHAVIOR_TASK.format(
+            name=name,
+            description=description,
+            safety=numbered,
+            principles=principles,
+            low=n_behavioral[0],
+            high=n_behavioral[1],
+        ),
+        _schema(False, n_behavioral[1]),
+    )
     behavioral = [t for t in _clean(behavioral, n_behavioral[1]) if not is_completeness_rule(t)]
-    return Scenario(key=key or scenario_key(name), name=name.strip(), description=description.strip(),
-                    safety_specs=[Spec(text=t) for t in safety],
-                    behavioral_specs=[Spec(text=t) for t in [*behavioral, COMPLETENESS_RULE]])
+    return Scenario(
+        key=key or scenario_key(name),
+        name=name.strip(),
+        description=description.strip(),
+        safety_specs=[Spec(text=t) for t in safety],
+        behavioral_specs=[Spec(text=t) for t in [*behavioral, COMPLETENESS_RULE]],
+    )
 
 
 async def _ask(model: Model, task: str, schema: dict[str, Any]) -> list[str]:
@@ -131,9 +165,13 @@ def write_scenario(scenario: Scenario, out_dir: str | Path, *, overwrite: bool =
     target = folder / "scenario.yaml"
     if (target.exists() or target.is_symlink()) and not overwrite:
         raise RunDirError(f"{target} exists; pass --force to replace it")
-    doc = {"key": scenario.key, "name": scenario.name, "description": scenario.description,
-           "safety_specs": [normalise_spec(s) for s in scenario.safety_specs],
-           "behavioral_specs": [normalise_spec(s) for s in scenario.behavioral_specs]}
+    doc = {
+        "key": scenario.key,
+        "name": scenario.name,
+        "description": scenario.description,
+        "safety_specs": [normalise_spec(s) for s in scenario.safety_specs],
+        "behavioral_specs": [normalise_spec(s) for s in scenario.behavioral_specs],
+    }
     write_atomic(target, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100))
     if not (folder / "prompts.yaml").exists():
         write_atomic(folder / "prompts.yaml", "[]\n")
@@ -142,4 +180,3 @@ def write_scenario(scenario: Scenario, out_dir: str | Path, *, overwrite: bool =
 
 def normalise_spec(spec: Spec) -> str | dict[str, Any]:
     return spec.text if spec.weight == 1.0 else {"text": spec.text, "weight": spec.weight}
-
