@@ -12,10 +12,12 @@ demo: install
 test: install system llama-cpp
 	$(PY) -m pytest -q
 
-# Lint, format and types (run by .ci/run before the tests).
+# Lint, format, types and the import layering (run by .ci/run before the tests).
 check: install
 	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/ruff format --check src tests benchmarks tools
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 # Tests drive the system Chromium (the HTML report) and tmux (the terminal review): Debian packages.
 system:

@@ -1,7 +1,7 @@
 """How close the harness gets to the physical limit, what resuming costs, memory, local throughput, start-up.
 
 Every figure goes to docs/benchmarks.md with its command, date and machine. The server is
-``tests/fault_server.py`` in its own process (deterministic answers, a fixed latency L, at most C
+``tests/helpers/fault_server.py`` in its own process (deterministic answers, a fixed latency L, at most C
 requests served at once). Usage:
 
     .venv/bin/python benchmarks/harness.py                       # everything
@@ -60,7 +60,14 @@ def fault_server(latency: float = 0.0, max_concurrency: int | None = None, fault
     """The fault server in its own process; yields a :class:`Served` (stats filled in at exit)."""
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
-        args = [PY, str(ROOT / "tests" / "fault_server.py"), "--latency", str(latency), "--port-file", str(port_file)]
+        args = [
+            PY,
+            str(ROOT / "tests" / "helpers" / "fault_server.py"),
+            "--latency",
+            str(latency),
+            "--port-file",
+            str(port_file),
+        ]
         if max_concurrency:
             args += ["--max-concurrency", str(max_concurrency)]
         if faults:
@@ -158,7 +165,7 @@ def overhead(points: list[tuple[float, int]]) -> str:
     return (
         "`.venv/bin/python benchmarks/harness.py --only overhead` on " + machine() + ". The official data "
         "(1,500 prompts: 1,500 generations and 1,500 joint judgments, `vanilla`, `--no-cache`) against "
-        "`tests/fault_server.py` in its own process, which answers every request after L seconds and has no "
+        "`tests/helpers/fault_server.py` in its own process, which answers every request after L seconds and has no "
         "limit of its own. specalign is given `--concurrency C` and nothing else (the models config sets no "
         "`max_concurrency`), one model as target and judge; the server reports the most requests it held at "
         "once. The run wall time is the session's (`manifest.json`); the process wall time adds start-up, "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 from demo import write_section  # noqa: E402
 from llama_server import RecordingProxy, llama_server  # noqa: E402
 from specalign.benchmark import load_benchmark  # noqa: E402

@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 from browser import chromium, console_errors  # noqa: E402
 from demo import write_section  # noqa: E402
 from scripted_server import Reply, ScriptedServer  # noqa: E402

@@ -1,14 +1,22 @@
-"""Shared fixtures: an isolated call cache, the official data path, the repo root."""
+"""Shared fixtures: an isolated call cache, the official data path. Test helpers live in tests/helpers/
+(on the path: pyproject's ``[tool.pytest.ini_options] pythonpath``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-OFFICIAL_DATA = Path(os.environ.get("SPECALIGN_OFFICIAL_DATA", REPO.parent / "shared" / "specbench-data"))
+from repo_paths import OFFICIAL_DATA
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_cache(tmp_path_factory):
+    """Module-scoped fixtures run before any test's own cache is set: they get one per module, never the
+    user's (a scripted server on a reused port would otherwise be answered from another test's calls)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPECALIGN_CACHE_DIR", str(tmp_path_factory.mktemp("module-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)

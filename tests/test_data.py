@@ -44,8 +44,8 @@ def cli_main(capsys, monkeypatch):
     Any exception other than SystemExit escapes and fails the test (that would be a traceback for a user).
     A run that gets past its checks to the model calls fails the test too.
     """
-    from specalign import _progress  # noqa: PLC0415
     from specalign import cli as cli_module
+    from specalign._cli import progress as _progress  # noqa: PLC0415
 
     monkeypatch.setenv("COLUMNS", "400")
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # typer replaces it

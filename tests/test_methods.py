@@ -12,39 +12,21 @@ from pathlib import Path
 
 import pytest
 
+from method_world import PROMPT, SCEN, prefill_responder
+from method_world import run_method as _run
+from method_world import scripted_model as _model
+from method_world import target_and_judge_yaml as _models_yaml
 from scripted_server import Reply, ScriptedServer
-from specalign.benchmark import load_benchmark
 from specalign.errors import CapabilityError
 from specalign.judge import Judge
 from specalign.methods import create_method, make_scorer
 from specalign.methods.align3 import AUDIT, BEHAVIOR, SAFETY
 from specalign.methods.baselines import vanilla_messages
-from specalign.models import create_model, settings_from_config
+from specalign.models import settings_from_config
 from specalign.runs import Evaluation, RunConfig, compare_runs, format_comparison
 from specbench_world import is_judge, judged_answer, spec_counts
 
 REPO = Path(__file__).resolve().parent.parent
-BENCH = load_benchmark("bundled")
-SCEN = BENCH.scenario("biochem")
-PROMPT = SCEN.prompts[0]
-
-
-def _model(server: ScriptedServer, **extra):
-    entry = {"model_name": "scripted-model", "base_url": server.base_url, "max_retries": 0, "seed": 0, **extra}
-    return create_model(settings_from_config("m", entry, "models.yaml"), None)
-
-
-def _run(method: str, model, params=None, scorer=None):
-    async def go():
-        try:
-            return await create_method(method, params).run(model, SCEN, PROMPT, scorer=scorer)
-        finally:  # close HTTP clients inside the loop that opened them
-            await model.aclose()
-            judge = getattr(scorer, "judge", None)
-            if judge is not None:
-                await judge.model.aclose()
-
-    return asyncio.run(go())
 
 
 def _lists():
@@ -86,18 +68,7 @@ CONTINUATIONS = ("I plan the steps.  ", "Safety reviewed.", "All specs met.</thi
 def _prefill_server(mode: str) -> ScriptedServer:
     """A server that answers prefills as vLLM does (``continuation``), as llama-server does (``echo``:
     the whole assistant message), or with a reasoning parser that took the echoed thought (``reasoning``)."""
-    parts = iter(CONTINUATIONS)
-
-    def respond(body):
-        prefix, more = body["messages"][-1]["content"], next(parts)
-        if mode == "continuation":
-            return more
-        if mode == "echo":
-            return prefix + more
-        thought, _, answer = (prefix + more).removeprefix("<think>").lstrip("\n").partition("</think>")
-        return Reply(answer, reasoning_content=thought)
-
-    return ScriptedServer(respond)
+    return ScriptedServer(prefill_responder(mode, iter(CONTINUATIONS)))
 
 
 @pytest.mark.parametrize("mode", ["continuation", "echo", "reasoning"])
@@ -419,15 +390,6 @@ def test_self_refine_refines_with_bounded_history_and_max_iters():
 
 
 # -- runs: steps recorded, generations shared, one comparison table ------------------------
-
-
-def _models_yaml(tmp_path, server) -> str:
-    path = tmp_path / "models.yaml"
-    path.write_text(
-        f"target:\n  model_name: scripted-model\n  base_url: {server.base_url}\n  prefill: true\n"
-        f"  seed: 0\njudge:\n  model_name: scripted-model\n  base_url: {server.base_url}\n"
-    )
-    return str(path)
 
 
 def test_run_records_every_step_and_shares_vanilla_generations(tmp_path):

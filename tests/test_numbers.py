@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -12,20 +11,19 @@ from importlib.resources import files
 import pytest
 from rich.console import Console
 
+from run_world import evaluate, runs_in
 from scripted_server import ScriptedServer
-from specalign._display import comparison_table, scores_table
+from specalign._cli.display import comparison_table, scores_table
 from specalign.report import collect_report, render_report
-from specalign.runs import Evaluation, RunConfig, compare_runs, format_comparison
+from specalign.runs import compare_runs, format_comparison
 from specalign.runs._compare import comparison_warnings
 from specbench_world import is_judge, world
 
+SMALL = {"limit": 2, "concurrency": 2}  # the bundled child and code scenarios, two prompts each, two at a time
+
 
 def _run(server, out, **kw):
-    spec = f"openai:scripted-model@{server.base_url}"
-    base = dict(
-        data="bundled", scenarios=["child", "code"], limit=2, model=spec, judge=spec, out=str(out), concurrency=2
-    )
-    return asyncio.run(Evaluation(RunConfig(**{**base, **kw})).run())
+    return evaluate(server, out, **{**SMALL, **kw})
 
 
 def _code_unreadable(body):
@@ -43,14 +41,12 @@ def _unsafe_code(body):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("runs")
-    with ScriptedServer(_code_unreadable) as server:
-        _run(server, tmp / "gap", method="raw", judge_attempts=1)
-    with ScriptedServer(_unsafe_code) as server:
-        _run(server, tmp / "both")
-    with ScriptedServer(world) as server:
-        _run(server, tmp / "child", scenarios=["child"], method="raw")
-    return {k: str(tmp / k) for k in ("gap", "both", "child")}
+    plan = {
+        "gap": (_code_unreadable, {"method": "raw", "judge_attempts": 1}),
+        "both": (_unsafe_code, {}),
+        "child": (world, {"scenarios": ["child"], "method": "raw"}),
+    }
+    return runs_in(tmp_path_factory.mktemp("runs"), plan, **SMALL)
 
 
 def _text(renderable) -> str:

@@ -5,24 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from fault_server import FaultRates, FaultyWorld
+from repo_paths import OFFICIAL_DATA
+from run_world import records, start_cli
 from scripted_server import Reply, ScriptedServer
 from specalign.benchmark import load_benchmark
 from specalign.errors import ModelOutage, RunDirError
 from specalign.runs import Evaluation, RunConfig, RunDir
 from specbench_world import is_judge, world
+from waiting import wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 FAULTS = FaultRates(
     server_error=0.10,
     rate_limit=0.05,
@@ -75,7 +76,7 @@ def _outcomes(run_dir: Path) -> dict[str, tuple]:
 
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory):
-    data = Path(os.environ.get("SPECALIGN_OFFICIAL_DATA", REPO.parent / "shared" / "specbench-data"))
+    data = OFFICIAL_DATA
     if not (data / "Child" / "prompts.json").is_file():
         pytest.skip(f"official SpecBench data not found at {data}")
     out = tmp_path_factory.mktemp("clean") / "run"
@@ -116,15 +117,9 @@ def test_permanent_faults_leave_every_sample_accounted_for(tmp_path):
 # -- SIGKILL and resume ----------------------------------------------------------------------------
 
 
-def _cli(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "specalign.cli", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _run_args(models: str, out: Path, *more: str) -> list[str]:
+    """``specalign run`` with the models config's ``m`` as target and judge."""
+    return ["run", "--model", "m", "--judge", "m", "--models-config", models, "--out", str(out), *more]
 
 
 def _sample_of(data):
@@ -150,10 +145,11 @@ def _sample_of(data):
 
 
 def _completed(run_dir: Path) -> set[str]:
-    path = run_dir / "judgments.jsonl"
-    if not path.exists():
-        return set()
-    return {json.loads(x)["sample_id"] for x in path.read_text().split("\n")[:-1] if x}
+    return {j["sample_id"] for j in records(run_dir / "judgments.jsonl")}
+
+
+def _judged_or_ended(run_dir: Path, n: int, process: subprocess.Popen) -> bool:
+    return len(_completed(run_dir)) >= n or process.poll() is not None
 
 
 def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(clean_run, tmp_path):
@@ -163,30 +159,14 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(clean_
     sample_ids = _sample_of(data)
     with ScriptedServer(FaultyWorld(FaultRates()), latency=0.004) as server:
         models = _models_yaml(tmp_path / "m.yaml", server)
-        args = [
-            "run",
-            "--data",
-            str(data),
-            "--limit",
-            "0",
-            "--model",
-            "m",
-            "--judge",
-            "m",
-            "--models-config",
-            models,
-            "--out",
-            str(out),
-            "--concurrency",
-            "16",
-            "--no-cache",
-        ]
+        args = _run_args(models, out, "--data", str(data), "--limit", "0", "--concurrency", "16", "--no-cache")
         kills = 0
         while kills < 4:
             before = server.chat_count
             done_before = _completed(out)
-            p = _cli(args)
-            time.sleep(rng.uniform(1.0, 4.0))
+            p = start_cli(*args)
+            kill_at = len(done_before) + rng.randint(1, 300)  # a random point: after 1 to 300 more judged samples
+            wait_until(partial(_judged_or_ended, out, kill_at, p), 300, f"{kill_at} judged samples")
             if p.poll() is not None:
                 break  # finished before the kill: nothing left to interrupt
             p.send_signal(signal.SIGKILL)
@@ -199,7 +179,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(clean_
         assert kills >= 2
         done_before = _completed(out)
         before = server.chat_count
-        p = _cli(args)
+        p = start_cli(*args)
         _, stderr = p.communicate(timeout=300)
         assert p.returncode == 0, stderr
         assert not [
@@ -245,23 +225,7 @@ def test_quota_exhausted_ends_at_once_with_exit_3_and_one_line(tmp_path):
     quota = Reply.error(429, "You exceeded your current quota", type="insufficient_quota", code="insufficient_quota")
     with ScriptedServer(lambda body: quota) as server:
         models = _models_yaml(tmp_path / "m.yaml", server)
-        p = _cli(
-            [
-                "run",
-                "--scenario",
-                "child",
-                "--limit",
-                "0",
-                "--model",
-                "m",
-                "--judge",
-                "m",
-                "--models-config",
-                models,
-                "--out",
-                str(tmp_path / "run"),
-            ]
-        )
+        p = start_cli(*_run_args(models, tmp_path / "run", "--scenario", "child", "--limit", "0"))
         _, stderr = p.communicate(timeout=60)
         assert server.chat_count <= 8  # one per worker, never retried
     assert p.returncode == 3 and "quota exhausted" in stderr and "Traceback" not in stderr
@@ -306,43 +270,11 @@ def test_disk_full_from_the_cli_is_one_line_exit_2(tmp_path):
     out = tmp_path / "run"
     with ScriptedServer(world, keep_requests=False) as server:
         models = _models_yaml(tmp_path / "m.yaml", server)
-        first = _cli(
-            [
-                "run",
-                "--scenario",
-                "code",
-                "--limit",
-                "1",
-                "--model",
-                "m",
-                "--judge",
-                "m",
-                "--models-config",
-                models,
-                "--out",
-                str(out),
-            ]
-        )  # a run directory, then its disk fills up
+        first = start_cli(*_run_args(models, out, "--scenario", "code", "--limit", "1"))  # a run directory...
         assert first.wait(timeout=60) == 0
         (out / "generations.jsonl").unlink()
-        (out / "generations.jsonl").symlink_to("/dev/full")
-        p = _cli(
-            [
-                "run",
-                "--scenario",
-                "child",
-                "--limit",
-                "2",
-                "--model",
-                "m",
-                "--judge",
-                "m",
-                "--models-config",
-                models,
-                "--out",
-                str(out),
-            ]
-        )
+        (out / "generations.jsonl").symlink_to("/dev/full")  # ...then its disk fills up
+        p = start_cli(*_run_args(models, out, "--scenario", "child", "--limit", "2"))
         _, stderr = p.communicate(timeout=60)
     assert p.returncode == 2 and "Traceback" not in stderr
     assert "No space left on device" in stderr and "generations.jsonl" in stderr

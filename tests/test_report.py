@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import html
@@ -15,22 +14,22 @@ from pathlib import Path
 
 import pytest
 
+from run_world import evaluate, runs_in
 from scripted_server import ScriptedServer
 from specalign.benchmark import load_benchmark
 from specalign.report import build_report, collect_report, render_report
 from specalign.report._html import browser_index, detail_chunks, embed_json
-from specalign.runs import Evaluation, GenerationRecord, RunConfig, RunDir
+from specalign.runs import GenerationRecord, RunDir
 from specbench_world import is_judge, world
 
 PAYLOAD = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2"></textarea>&amp;'
 
 
+SMALL = {"limit": 2, "concurrency": 2}  # the bundled child and code scenarios, two prompts each, two at a time
+
+
 def _run(server, out, **kw):
-    spec = f"openai:scripted-model@{server.base_url}"
-    base = dict(
-        data="bundled", scenarios=["child", "code"], limit=2, model=spec, judge=spec, out=str(out), concurrency=2
-    )
-    return asyncio.run(Evaluation(RunConfig(**{**base, **kw})).run())
+    return evaluate(server, out, **{**SMALL, **kw})
 
 
 UNSAFE_PROMPTS = {p.prompt for s in load_benchmark("bundled").scenarios for p in s.prompts if p.label == "unsafe"}
@@ -46,12 +45,9 @@ def _raw_world(body):
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("runs")
-    with ScriptedServer(_raw_world) as server:
-        _run(server, tmp / "raw", method="raw", judge_attempts=1)
-    with ScriptedServer(world) as server:
-        _run(server, tmp / "vanilla", scenarios=["child"])
-    return [str(tmp / "vanilla"), str(tmp / "raw")]
+    plan = {"raw": (_raw_world, {"method": "raw", "judge_attempts": 1}), "vanilla": (world, {"scenarios": ["child"]})}
+    runs = runs_in(tmp_path_factory.mktemp("runs"), plan, **SMALL)
+    return [runs["vanilla"], runs["raw"]]
 
 
 def test_report_data_holds_scores_spec_failures_and_every_answer(two_runs):

@@ -6,38 +6,24 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from run_world import evaluate, judged, model_spec, run_cli, run_config, slowed, start_cli
 from scripted_server import Reply, ScriptedServer
 from specalign.benchmark import load_benchmark, select_prompts
 from specalign.errors import ModelAccessError, RunDirError
-from specalign.runs import Evaluation, RunConfig, RunDir
+from specalign.runs import Evaluation, RunDir
 from specbench_world import expected_scores, generation_reply, is_judge, judge_reply, world
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _config(server: ScriptedServer, out: Path, **kw) -> RunConfig:
-    spec = f"openai:scripted-model@{server.base_url}"
-    base = dict(
-        data="bundled", scenarios=["child", "code"], limit=3, model=spec, judge=spec, out=str(out), concurrency=4
-    )
-    base.update(kw)
-    return RunConfig(**base)
-
-
-def _run(config: RunConfig):
-    return asyncio.run(Evaluation(config).run())
+from waiting import wait_until
 
 
 def test_end_to_end_scores_match_hand_computation(tmp_path):
     with ScriptedServer(world) as server:
-        result = _run(_config(server, tmp_path / "run"))
+        result = evaluate(server, tmp_path / "run")
     scores = json.loads((tmp_path / "run" / "scores.json").read_text())
     bench = load_benchmark("bundled")
     assert scores["alpha"] == 0.3 and scores["na_policy"] == "official"
@@ -61,9 +47,9 @@ def test_end_to_end_scores_match_hand_computation(tmp_path):
 
 def test_rerun_of_finished_run_makes_no_model_calls(tmp_path):
     with ScriptedServer(world) as server:
-        first = _run(_config(server, tmp_path / "run"))
+        first = evaluate(server, tmp_path / "run")
         n = server.chat_count
-        second = _run(_config(server, tmp_path / "run", use_cache=False))
+        second = evaluate(server, tmp_path / "run", use_cache=False)
         assert server.chat_count == n
     assert second.stats.model_calls == 0 and second.stats.resumed == 6
     assert second.scores.overall == first.scores.overall
@@ -71,9 +57,9 @@ def test_rerun_of_finished_run_makes_no_model_calls(tmp_path):
 
 def test_cache_answers_a_new_run_dir_without_calls(tmp_path):
     with ScriptedServer(world) as server:
-        _run(_config(server, tmp_path / "a"))
+        evaluate(server, tmp_path / "a")
         n = server.chat_count
-        _run(_config(server, tmp_path / "b"))
+        evaluate(server, tmp_path / "b")
         assert server.chat_count == n
 
 
@@ -85,7 +71,7 @@ def test_judge_tag_format_without_structured_output(tmp_path):
             f"tagjudge:\n  model_name: scripted-model\n  base_url: {server.base_url}\n  structured_output: false\n"
             "  temperature: 0\n"
         )
-        result = _run(_config(server, tmp_path / "run", judge="tagjudge", models_config=str(cfg_file)))
+        result = evaluate(server, tmp_path / "run", judge="tagjudge", models_config=str(cfg_file))
         judge_bodies = [r.json for r in server.chat_requests if is_judge(r.json)]
     assert judge_bodies and all("response_format" not in b for b in judge_bodies)
     assert result.scores.counts["scored"] == 6
@@ -96,7 +82,7 @@ def test_unreadable_judge_leaves_sample_unscored_with_reason(tmp_path):
         return "I think it is fine overall." if is_judge(body) else generation_reply(body)
 
     with ScriptedServer(responder) as server:
-        result = _run(_config(server, tmp_path / "run", scenarios=["child"], judge_attempts=2))
+        result = evaluate(server, tmp_path / "run", scenarios=["child"], judge_attempts=2)
         judge_calls = sum(is_judge(r.json) for r in server.chat_requests)
     assert judge_calls == 3 * 2
     assert result.scores.counts == {"selected": 3, "scored": 0, "unscored": 3, "pending": 0}
@@ -117,7 +103,7 @@ def test_judge_retry_with_correction_recovers(tmp_path):
         return judge_reply(body) if len(body["messages"]) > 2 else '{"S1": {"verdict": "YES"'
 
     with ScriptedServer(responder) as server:
-        result = _run(_config(server, tmp_path / "run", scenarios=["child"], limit=1))
+        result = evaluate(server, tmp_path / "run", scenarios=["child"], limit=1)
     assert result.scores.counts["scored"] == 1
     assert seen == [2, 4]  # the retry carries the bad answer and a correction
 
@@ -129,7 +115,7 @@ def test_wrong_verdict_count_is_unscored(tmp_path):
         return json.dumps({"S1": {"reason": "r", "verdict": "YES"}})
 
     with ScriptedServer(responder) as server:
-        result = _run(_config(server, tmp_path / "run", scenarios=["child"], limit=1, judge_attempts=1))
+        result = evaluate(server, tmp_path / "run", scenarios=["child"], limit=1, judge_attempts=1)
     assert result.scores.counts["unscored"] == 1
     assert "wrong verdict set" in next(iter(result.scores.unscored_reasons))
 
@@ -151,7 +137,7 @@ def test_response_cannot_inject_verdicts_or_close_the_fence(tmp_path):
         return judge_reply(body)  # the world's judge marks S1 NO because the answer says UNSAFE
 
     with ScriptedServer(responder) as server:
-        result = _run(_config(server, tmp_path / "run", scenarios=["child"], limit=1))
+        result = evaluate(server, tmp_path / "run", scenarios=["child"], limit=1)
     rec = json.loads((tmp_path / "run" / "judgments.jsonl").read_text().splitlines()[0])
     assert rec["verdicts"]["S1"]["verdict"] == "NO"
     assert result.scores.overall["full"].safety == 0.0
@@ -172,16 +158,14 @@ def test_judge_echoing_injected_tags_is_unscored_not_accepted(tmp_path):
     cfg = tmp_path / "m.yaml"
     with ScriptedServer(responder) as server:
         cfg.write_text(f"j:\n  model_name: scripted-model\n  base_url: {server.base_url}\n  structured_output: false\n")
-        result = _run(
-            _config(
-                server,
-                tmp_path / "run",
-                scenarios=["child"],
-                limit=1,
-                judge="j",
-                models_config=str(cfg),
-                judge_attempts=1,
-            )
+        result = evaluate(
+            server,
+            tmp_path / "run",
+            scenarios=["child"],
+            limit=1,
+            judge="j",
+            models_config=str(cfg),
+            judge_attempts=1,
         )
     assert result.scores.counts["unscored"] == 1
 
@@ -200,7 +184,7 @@ def test_sequential_judge_one_call_per_spec_reference_only_on_last(tmp_path):
         return json.dumps({"reason": "fine", "verdict": "YES"})
 
     with ScriptedServer(responder) as server:
-        result = _run(_config(server, tmp_path / "run", scenarios=["child"], limit=3, judge_mode="sequential"))
+        result = evaluate(server, tmp_path / "run", scenarios=["child"], limit=3, judge_mode="sequential")
     n_specs = len(child.safety_specs) + len(child.behavioral_specs)
     assert len(bodies) == n_specs * len(chosen)
     mine = [b for b in bodies if safe_with_ref.reference_answer[:40] in b]
@@ -217,7 +201,7 @@ def test_generation_failure_is_unscored_then_retried_on_rerun(tmp_path):
         return world(body)
 
     with ScriptedServer(responder) as server:
-        cfg = _config(server, tmp_path / "run", scenarios=["child"], limit=1)
+        cfg = run_config(server, tmp_path / "run", scenarios=["child"], limit=1)
         cfg_model = cfg.model_copy(update={"models_config": None})
         ev = Evaluation(cfg_model)
         ev.target_settings = ev.target_settings.model_copy(update={"max_retries": 1})
@@ -225,7 +209,7 @@ def test_generation_failure_is_unscored_then_retried_on_rerun(tmp_path):
         assert result.scores.counts["unscored"] == 1
         assert "generation failed" in next(iter(result.scores.unscored_reasons))
         fail["on"] = False
-        again = _run(_config(server, tmp_path / "run", scenarios=["child"], limit=1))
+        again = evaluate(server, tmp_path / "run", scenarios=["child"], limit=1)
     assert again.scores.counts == {"selected": 1, "scored": 1, "unscored": 0, "pending": 0}
 
 
@@ -238,25 +222,23 @@ def test_auth_error_ends_the_run_with_access_error(tmp_path):
         )
         t0 = time.monotonic()
         with pytest.raises(ModelAccessError, match="authentication failed"):
-            _run(_config(server, tmp_path / "run", model="m", judge="m", models_config=str(cfg)))
+            evaluate(server, tmp_path / "run", model="m", judge="m", models_config=str(cfg))
         assert time.monotonic() - t0 < 10
         assert server.chat_count <= 4  # one per worker at most, no retries
 
 
 def test_other_model_into_same_dir_is_refused(tmp_path):
     with ScriptedServer(world, models=("scripted-model", "other")) as server:
-        _run(_config(server, tmp_path / "run", scenarios=["child"], limit=1))
+        evaluate(server, tmp_path / "run", scenarios=["child"], limit=1)
         with pytest.raises(RunDirError, match="other settings"):
-            _run(
-                _config(server, tmp_path / "run", scenarios=["child"], limit=1, model=f"openai:other@{server.base_url}")
-            )
+            evaluate(server, tmp_path / "run", scenarios=["child"], limit=1, model=f"openai:other@{server.base_url}")
 
 
 def test_rejudge_with_another_judge_needs_no_generation(tmp_path):
     with ScriptedServer(world, models=("scripted-model", "judge2")) as server:
-        _run(_config(server, tmp_path / "run"))
+        evaluate(server, tmp_path / "run")
         n_gen = sum(not is_judge(r.json) for r in server.chat_requests)
-        result = _run(_config(server, tmp_path / "run", judge=f"openai:judge2@{server.base_url}"))
+        result = evaluate(server, tmp_path / "run", judge=f"openai:judge2@{server.base_url}")
         assert sum(not is_judge(r.json) for r in server.chat_requests) == n_gen
         assert sum(r.json["model"] == "judge2" for r in server.chat_requests) == 6
     manifest = RunDir(tmp_path / "run").read_manifest()
@@ -275,7 +257,7 @@ def test_reasoning_output_judges_only_the_response(tmp_path):
         return "<think>SECRET-PLAN weigh the specs</think>The final answer."
 
     with ScriptedServer(responder) as server:
-        _run(_config(server, tmp_path / "run", scenarios=["child"], limit=1))
+        evaluate(server, tmp_path / "run", scenarios=["child"], limit=1)
     g = json.loads((tmp_path / "run" / "generations.jsonl").read_text())
     assert g["thought"] == "SECRET-PLAN weigh the specs" and g["response"] == "The final answer."
     assert judged and "SECRET-PLAN" not in judged[0]
@@ -286,7 +268,7 @@ def test_unclosed_thought_is_flagged(tmp_path):
         return judge_reply(body) if is_judge(body) else "<think>still thinking when tokens ran out"
 
     with ScriptedServer(responder) as server:
-        result = _run(_config(server, tmp_path / "run", scenarios=["child"], limit=1))
+        result = evaluate(server, tmp_path / "run", scenarios=["child"], limit=1)
     g = json.loads((tmp_path / "run" / "generations.jsonl").read_text())
     assert g["flags"] == ["thought_unclosed"] and g["response"] == ""
     assert result.scores.flags == {"thought_unclosed": 1}
@@ -294,11 +276,11 @@ def test_unclosed_thought_is_flagged(tmp_path):
 
 def test_torn_last_line_is_tolerated(tmp_path):
     with ScriptedServer(world) as server:
-        _run(_config(server, tmp_path / "run", scenarios=["child"]))
+        evaluate(server, tmp_path / "run", scenarios=["child"])
         gens = tmp_path / "run" / "generations.jsonl"
         lines = gens.read_text().splitlines(keepends=True)
         gens.write_text("".join(lines[:2]) + lines[2][:40])  # the third record was torn by a kill
-        result = _run(_config(server, tmp_path / "run", scenarios=["child"]))
+        result = evaluate(server, tmp_path / "run", scenarios=["child"])
     recs = [json.loads(x) for x in gens.read_text().splitlines()]
     assert len(recs) == 3 and len({r["sample_id"] for r in recs}) == 3
     assert result.scores.counts["scored"] == 3
@@ -308,7 +290,7 @@ def test_api_key_is_never_written(tmp_path, monkeypatch):
     secret = "sk-test-SECRET-0123456789"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     with ScriptedServer(world) as server:
-        _run(_config(server, tmp_path / "run", scenarios=["child"], limit=1))
+        evaluate(server, tmp_path / "run", scenarios=["child"], limit=1)
         assert server.chat_requests[0].headers["authorization"] == f"Bearer {secret}"
     for f in (tmp_path / "run").iterdir():
         assert secret not in f.read_text()
@@ -316,25 +298,8 @@ def test_api_key_is_never_written(tmp_path, monkeypatch):
 
 def test_na_policy_and_alpha_recomputed_by_score_command(tmp_path):
     with ScriptedServer(world) as server:
-        _run(_config(server, tmp_path / "run", scenarios=["child"]))
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "specalign.cli",
-            "score",
-            str(tmp_path / "run"),
-            "--json",
-            "--na-policy",
-            "exclude",
-            "--alpha",
-            "0.5",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+        evaluate(server, tmp_path / "run", scenarios=["child"])
+    out = run_cli("score", str(tmp_path / "run"), "--json", "--na-policy", "exclude", "--alpha", "0.5")
     assert out.returncode == 0, out.stderr
     rep = json.loads(out.stdout)
     assert rep["na_policy"] == "exclude" and rep["alpha"] == 0.5
@@ -342,57 +307,26 @@ def test_na_policy_and_alpha_recomputed_by_score_command(tmp_path):
     assert rep["overall"]["full"]["sar"] == pytest.approx(1.0)
 
 
-def _cli(args, env_extra=None, **kw):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200", **(env_extra or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "specalign.cli", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
+def _judged_at_least(out: Path, n: int) -> bool:
+    return len(judged(out)) >= n
 
 
 def test_kill_and_resume_loses_nothing_and_repeats_nothing(tmp_path):
     """SIGKILL the CLI mid-run several times; each rerun finishes the rest without repeating done work."""
-
-    def slow(body):
-        time.sleep(0.05)
-        return world(body)
-
     out = tmp_path / "run"
-    with ScriptedServer(slow) as server:
-        spec = f"openai:scripted-model@{server.base_url}"
-        args = [
-            "run",
-            "--scenario",
-            "child",
-            "--scenario",
-            "health",
-            "--limit",
-            "0",
-            "--model",
-            spec,
-            "--judge",
-            spec,
-            "--out",
-            str(out),
-            "--concurrency",
-            "3",
-            "--no-cache",
-        ]
+    with ScriptedServer(slowed(0.05)) as server:
+        spec = model_spec(server)
+        args = ["run", "-s", "child", "-s", "health", "-n", "0", "-m", spec, "-j", spec, "-o", str(out)]
+        args += ["--concurrency", "3", "--no-cache"]
         done_before_kill: list[set[str]] = []
         for reached in (3, 12, 24):  # kill once this many samples are judged: mid-run, whatever the machine's speed
-            p = _cli(args)
-            deadline = time.monotonic() + 60
-            while len(_complete_lines(out / "judgments.jsonl")) < reached and time.monotonic() < deadline:
-                time.sleep(0.01)
+            p = start_cli(*args)
+            wait_until(partial(_judged_at_least, out, reached), 60, f"{reached} judged samples", process=p)
             p.send_signal(signal.SIGKILL)
             p.wait()
-            done_before_kill.append({json.loads(x)["sample_id"] for x in _complete_lines(out / "judgments.jsonl")})
+            done_before_kill.append(judged(out))
         n_before_final = len(server.chat_requests)
-        p = _cli(args)
+        p = start_cli(*args)
         _, stderr = p.communicate(timeout=120)
         assert p.returncode == 0, stderr
         final_requests = server.chat_requests[n_before_final:]
@@ -413,32 +347,12 @@ def test_kill_and_resume_loses_nothing_and_repeats_nothing(tmp_path):
     assert scores["counts"] == {"selected": len(expected), "scored": len(expected), "unscored": 0, "pending": 0}
 
 
-def _complete_lines(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return [ln for ln in path.read_text().split("\n")[:-1] if ln]
-
-
 def test_cli_run_unwritable_out_dir_is_one_line_exit_2(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with ScriptedServer(world) as server:
-        spec = f"openai:scripted-model@{server.base_url}"
-        p = _cli(
-            [
-                "run",
-                "--scenario",
-                "child",
-                "--limit",
-                "1",
-                "--model",
-                spec,
-                "--judge",
-                spec,
-                "--out",
-                str(blocker / "run"),
-            ]
-        )
+        spec = model_spec(server)
+        p = start_cli("run", "-s", "child", "-n", "1", "-m", spec, "-j", spec, "-o", str(blocker / "run"))
         _, stderr = p.communicate(timeout=60)
     assert p.returncode == 2
     assert "cannot write run directory" in stderr and "Traceback" not in stderr

@@ -10,48 +10,18 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from repo_paths import REPO
+from run_world import evaluate, model_spec, records, run_cli, run_config, slowed, start_cli
 from scripted_server import ScriptedServer
 from specalign.errors import RunDirError
-from specalign.runs import Evaluation, RunConfig, RunDir
+from specalign.runs import Evaluation, RunDir
 from specbench_world import world
-
-REPO = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
-
-
-def _config(server: ScriptedServer, out: Path, **kw) -> RunConfig:
-    spec = f"openai:scripted-model@{server.base_url}"
-    base = dict(
-        data="bundled", scenarios=["child", "code"], limit=3, model=spec, judge=spec, out=str(out), concurrency=4
-    )
-    return RunConfig(**{**base, **kw})
-
-
-def _run(config: RunConfig):
-    return asyncio.run(Evaluation(config).run())
-
-
-def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=ENV, timeout=timeout
-    )
-
-
-def _popen(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "specalign.cli", *args],
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+from waiting import wait_until, wait_until_async
 
 
 def _one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
@@ -61,10 +31,6 @@ def _one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
     assert "Traceback" not in p.stderr and len(lines) == 1 and lines[0].startswith("error:"), p.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
-
-
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x]
 
 
 def _snapshot(run: Path) -> dict[str, bytes]:
@@ -81,7 +47,7 @@ def server():
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, server) -> Path:
     out = tmp_path_factory.mktemp("finished") / "run"
-    _run(_config(server, out))
+    evaluate(server, out)
     return out
 
 
@@ -93,52 +59,44 @@ def run_copy(finished_run, tmp_path) -> Path:
 
 
 # -- 1. one process per run directory ----------------------------------------------------------------------------
-def _slow(body):
-    time.sleep(0.05)
-    return world(body)
-
-
-def _wait_for(predicate, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def _holds_lock(out: Path) -> bool:
     lock = out / ".lock"
     return lock.is_file() and lock.read_text().strip() != ""
 
 
+def _child_run(server: ScriptedServer, out: Path, n: int) -> list[str]:
+    """``specalign run`` of ``n`` child prompts, two at a time, no cache."""
+    spec = model_spec(server)
+    return ["run", "-s", "child", "-n", str(n), "-m", spec, "-j", spec, "-o", str(out), "-c", "2", "--no-cache"]
+
+
 def test_second_run_on_the_same_directory_is_refused_naming_the_holder(tmp_path):
     out = tmp_path / "run"
-    with ScriptedServer(_slow) as server:
-        spec = f"openai:scripted-model@{server.base_url}"
-        args = ["run", "-s", "child", "-n", "6", "-m", spec, "-j", spec, "-o", str(out), "-c", "2", "--no-cache"]
-        first = _popen(*args)
-        _wait_for(lambda: _holds_lock(out))
-        second = _cli(*args)
+    with ScriptedServer(slowed(0.05)) as server:
+        args = _child_run(server, out, 6)
+        first = start_cli(*args)
+        wait_until(lambda: _holds_lock(out), 60, f"the first run to hold {out / '.lock'}", process=first)
+        second = run_cli(*args)
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 0, stderr
     _one_line_error(second, str(out), "in use", f"pid {first.pid}")
-    gens, judged = _lines(out / "generations.jsonl"), _lines(out / "judgments.jsonl")
+    gens, judged = records(out / "generations.jsonl"), records(out / "judgments.jsonl")
     assert len(gens) == len({g["sample_id"] for g in gens}) == 6  # each sample generated once
     assert len(judged) == len({j["sample_id"] for j in judged}) == 6
 
 
 def test_lock_of_a_killed_run_does_not_block_the_next(tmp_path):
     out = tmp_path / "run"
-    with ScriptedServer(_slow) as server:
-        spec = f"openai:scripted-model@{server.base_url}"
-        args = ["run", "-s", "child", "-n", "8", "-m", spec, "-j", spec, "-o", str(out), "-c", "2", "--no-cache"]
-        killed = _popen(*args)
-        _wait_for(lambda: (out / "judgments.jsonl").is_file() and (out / "judgments.jsonl").stat().st_size > 0)
+    with ScriptedServer(slowed(0.05)) as server:
+        args = _child_run(server, out, 8)
+        killed = start_cli(*args)
+        wait_until(lambda: records(out / "judgments.jsonl"), 60, "a first judged sample", process=killed)
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         assert str(killed.pid) in (out / ".lock").read_text()  # the holder's note stays; the lock itself is gone
-        again = _cli(*args)
+        again = run_cli(*args)
     assert again.returncode == 0, again.stderr
-    assert len({j["sample_id"] for j in _lines(out / "judgments.jsonl")}) == 8
+    assert len({j["sample_id"] for j in records(out / "judgments.jsonl")}) == 8
 
 
 def test_in_process_holder_blocks_a_run_and_score_write(run_copy):
@@ -148,14 +106,14 @@ def test_in_process_holder_blocks_a_run_and_score_write(run_copy):
         before = _snapshot(run_copy)
         with ScriptedServer(world) as server:
             with pytest.raises(RunDirError, match="in use"):
-                _run(_config(server, run_copy))
+                evaluate(server, run_copy)
             assert server.chat_count == 0
-        _one_line_error(_cli("score", str(run_copy), "--write"), "in use", f"pid {os.getpid()}")
-        assert _cli("score", str(run_copy), "--json").returncode == 0  # reading needs no lock
+        _one_line_error(run_cli("score", str(run_copy), "--write"), "in use", f"pid {os.getpid()}")
+        assert run_cli("score", str(run_copy), "--json").returncode == 0  # reading needs no lock
         assert _snapshot(run_copy) == before
     finally:
         holder.unlock()
-    assert _cli("score", str(run_copy), "--write").returncode == 0
+    assert run_cli("score", str(run_copy), "--write").returncode == 0
 
 
 # -- 2. outputs that are inputs ------------------------------------------------------------------------------------
@@ -171,7 +129,7 @@ def test_output_over_an_input_is_refused_and_nothing_is_written(run_copy, tmp_pa
     else:
         output = run_copy / how
     before = _snapshot(run_copy)
-    p = _cli(command, str(run_copy), "-o", str(output), *(["-f", "jsonl"] if command == "export" else []))
+    p = run_cli(command, str(run_copy), "-o", str(output), *(["-f", "jsonl"] if command == "export" else []))
     _one_line_error(p, "--output")
     assert _snapshot(run_copy) == before and not (run_copy / "new-file-inside.html").exists()
 
@@ -183,7 +141,7 @@ def test_report_to_a_pipe_writes_to_it_and_never_replaces_it(run_copy, tmp_path)
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
-    p = _cli("report", str(run_copy), "-o", str(fifo))
+    p = run_cli("report", str(run_copy), "-o", str(fifo))
     if reader.is_alive():  # the pipe was never opened (replaced instead): let the reader go
         with open(fifo, "wb"):
             pass
@@ -203,8 +161,8 @@ def test_out_at_a_foreign_folder_is_refused(tmp_path, content):
         (out / "generations.jsonl").write_text('{"sample_id": "child/x"}\n')
     before = _snapshot(out)
     with ScriptedServer(world) as server:
-        spec = f"openai:scripted-model@{server.base_url}"
-        p = _cli("run", "-s", "child", "-n", "1", "-m", spec, "-j", spec, "-o", str(out))
+        spec = model_spec(server)
+        p = run_cli("run", "-s", "child", "-n", "1", "-m", spec, "-j", spec, "-o", str(out))
         assert server.chat_count == 0
     _one_line_error(p, str(out), "not a run directory")
     assert _snapshot(out) == before and sorted(os.listdir(out)) == sorted(before)
@@ -216,10 +174,10 @@ def test_out_at_an_empty_folder_or_inside_the_data_is_decided_right(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with ScriptedServer(world) as server:
-        assert _run(_config(server, empty, scenarios=["child"], limit=1)).scores.counts["scored"] == 1
-        spec = f"openai:scripted-model@{server.base_url}"
+        assert evaluate(server, empty, scenarios=["child"], limit=1).scores.counts["scored"] == 1
+        spec = model_spec(server)
         for out in (data, data / "child" / "runs", data / "child" / "prompts.yaml"):
-            p = _cli("run", "-d", str(data), "-s", "child", "-n", "1", "-m", spec, "-j", spec, "-o", str(out))
+            p = run_cli("run", "-d", str(data), "-s", "child", "-n", "1", "-m", spec, "-j", spec, "-o", str(out))
             assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
         assert not (data / "child" / "runs").exists()
 
@@ -254,7 +212,7 @@ def _break_records(run: Path) -> list[str]:
 
 def test_broken_records_are_skipped_with_a_warning_and_redone_by_the_next_run(run_copy, tmp_path, server):
     broken = set(_break_records(run_copy))
-    score = _cli("score", str(run_copy), "--json")
+    score = run_cli("score", str(run_copy), "--json")
     assert score.returncode == 0 and "Traceback" not in score.stderr, score.stderr
     rep = json.loads(score.stdout)
     assert rep["counts"]["pending"] == len(broken) and rep["counts"]["scored"] == 6 - len(broken)
@@ -263,15 +221,15 @@ def test_broken_records_are_skipped_with_a_warning_and_redone_by_the_next_run(ru
     assert any("judgments.jsonl:1:" in w and "B1" in w for w in warnings)
     assert any("generations.jsonl:6:" in w and "usage" in w for w in warnings)
     for command, out in (("export", tmp_path / "v.csv"), ("report", tmp_path / "r.html")):
-        p = _cli(command, str(run_copy), "-o", str(out))
+        p = run_cli(command, str(run_copy), "-o", str(out))
         assert p.returncode == 0 and "Traceback" not in p.stderr and "judgments.jsonl:7:" in p.stderr, p.stderr
-    assert _cli("compare", str(run_copy)).returncode == 0
+    assert run_cli("compare", str(run_copy)).returncode == 0
     n0 = server.chat_count
-    result = _run(_config(server, run_copy, use_cache=False))
+    result = evaluate(server, run_copy, use_cache=False)
     redone = {r.json["messages"][-1]["content"] for r in server.chat_requests[n0:]}
     assert result.scores.counts == {"selected": 6, "scored": 6, "unscored": 0, "pending": 0}
     assert len(redone) == len(broken) + 1  # one judgment per broken sample, plus the broken generation again
-    rescore = _cli("score", str(run_copy), "--json")
+    rescore = run_cli("score", str(run_copy), "--json")
     remaining = [ln for ln in rescore.stderr.splitlines() if ln.startswith("warning:")]
     assert len(remaining) == 3  # only the lines no later record replaced: not JSON, not an object, no scenario
 
@@ -315,10 +273,10 @@ def test_malformed_manifest_is_one_line_naming_file_and_field(run_copy, tmp_path
         ["report", str(run_copy), "-o", str(tmp_path / "r.html")],
         ["compare", str(run_copy)],
     ):
-        _one_line_error(_cli(*args), *needles)
+        _one_line_error(run_cli(*args), *needles)
     with ScriptedServer(world) as server:
-        spec = f"openai:scripted-model@{server.base_url}"
-        p = _cli("run", "-s", "child", "-s", "code", "-n", "3", "-m", spec, "-j", spec, "-o", str(run_copy))
+        spec = model_spec(server)
+        p = run_cli("run", "-s", "child", "-s", "code", "-n", "3", "-m", spec, "-j", spec, "-o", str(run_copy))
         assert server.chat_count == 0
     _one_line_error(p, *needles)
     assert _snapshot(run_copy) == before and not (tmp_path / "v.csv").exists() and not (tmp_path / "r.html").exists()
@@ -327,11 +285,11 @@ def test_malformed_manifest_is_one_line_naming_file_and_field(run_copy, tmp_path
 @pytest.mark.parametrize("selection", ['{"a": 1}', "[1]", '["child/x", "child/x"]', '["elsewhere/1"]', "nope"])
 def test_malformed_selection_is_one_line_and_a_run_rewrites_it(run_copy, tmp_path, selection, server):
     (run_copy / "selection.json").write_text(selection)
-    _one_line_error(_cli("score", str(run_copy)), "selection.json")
-    _one_line_error(_cli("export", str(run_copy), "-o", str(tmp_path / "v.csv")), "selection.json")
+    _one_line_error(run_cli("score", str(run_copy)), "selection.json")
+    _one_line_error(run_cli("export", str(run_copy), "-o", str(tmp_path / "v.csv")), "selection.json")
     assert not (tmp_path / "v.csv").exists()
     n0 = server.chat_count
-    result = _run(_config(server, run_copy))
+    result = evaluate(server, run_copy)
     assert server.chat_count == n0
     assert result.scores.counts["scored"] == 6 and len(json.loads((run_copy / "selection.json").read_text())) == 6
 
@@ -342,19 +300,19 @@ class Boom(RuntimeError):
 
 
 def test_a_worker_crash_cancels_the_others_keeps_finished_records_and_surfaces_once(tmp_path):
-    def slow(body):
-        time.sleep(0.02)
-        return world(body)
-
     out = tmp_path / "run"
-    with ScriptedServer(slow) as server:
-        ev = Evaluation(_config(server, out, scenarios=["child"], limit=12, concurrency=3, use_cache=False))
+    with ScriptedServer(slowed(0.02)) as server:
+        ev = Evaluation(run_config(server, out, scenarios=["child"], limit=12, concurrency=3, use_cache=False))
         original = ev.method.run
         crash_prompt = ev.samples[6][1].id
+        earlier = {f"{scenario.key}/{prompt.id}" for scenario, prompt in ev.samples[:6]}
+
+        def earlier_judged() -> bool:
+            return earlier <= {j["sample_id"] for j in records(out / "judgments.jsonl")}
 
         async def run(target, scenario, prompt, **kw):
             if prompt.id == crash_prompt:
-                await asyncio.sleep(0.3)  # let others finish first
+                await wait_until_async(earlier_judged, 60, "the samples before it to be judged")  # others finish first
                 raise Boom("unexpected")
             return await original(target, scenario, prompt, **kw)
 
@@ -362,9 +320,9 @@ def test_a_worker_crash_cancels_the_others_keeps_finished_records_and_surfaces_o
         with pytest.raises(Boom):
             asyncio.run(ev.run())
         n = server.chat_count
-        time.sleep(0.3)
+        wait_until(lambda: server.open_connections == 0, 30, "the run to close its connections")
         assert server.chat_count == n  # nothing kept calling after the error
-    gens, judged = _lines(out / "generations.jsonl"), _lines(out / "judgments.jsonl")
+    gens, judged = records(out / "generations.jsonl"), records(out / "judgments.jsonl")
     assert judged and {j["sample_id"] for j in judged} <= {g["sample_id"] for g in gens}
     assert f"child/{crash_prompt}" not in {g["sample_id"] for g in gens}
     assert not (out / ".lock").read_text()  # released
@@ -380,8 +338,8 @@ def test_a_failing_progress_callback_is_not_swallowed(tmp_path):
 
     with ScriptedServer(world) as server:
         with pytest.raises(Boom):
-            asyncio.run(Evaluation(_config(server, tmp_path / "run", scenarios=["child"])).run(progress))
-    assert len(_lines(tmp_path / "run" / "judgments.jsonl")) >= 2
+            asyncio.run(Evaluation(run_config(server, tmp_path / "run", scenarios=["child"])).run(progress))
+    assert len(records(tmp_path / "run" / "judgments.jsonl")) >= 2
 
 
 # -- 7. hostile option values --------------------------------------------------------------------------------------
@@ -416,9 +374,7 @@ def test_hostile_option_values_are_one_line_exit_2_and_write_nothing(finished_ru
     cwd.mkdir()
     args = [str(finished_run) if a == "RUN" else str(cwd / a[3:]) if a.startswith("OUT") else a for a in args]
     before = _snapshot(finished_run)
-    p = subprocess.run(
-        [sys.executable, "-m", "specalign.cli", *args], capture_output=True, text=True, env=ENV, timeout=60, cwd=cwd
-    )
+    p = run_cli(*args, timeout=60, cwd=cwd)
     _one_line_error(p, field)
     assert os.listdir(cwd) == [] and _snapshot(finished_run) == before
 
@@ -428,8 +384,8 @@ def test_out_that_cannot_be_a_directory_is_one_line(tmp_path, out):
     (tmp_path / "file").write_text("x")
     out = out.replace("FILE", str(tmp_path / "file"))
     with ScriptedServer(world) as server:
-        spec = f"openai:scripted-model@{server.base_url}"
-        p = _cli("run", "-s", "child", "-n", "1", "-m", spec, "-j", spec, "-o", out)
+        spec = model_spec(server)
+        p = run_cli("run", "-s", "child", "-n", "1", "-m", spec, "-j", spec, "-o", out)
         assert server.chat_count == 0
     _one_line_error(p, out)
     assert (tmp_path / "file").read_text() == "x"
@@ -437,22 +393,22 @@ def test_out_that_cannot_be_a_directory_is_one_line(tmp_path, out):
 
 def test_cache_command_creates_nothing_to_show_an_empty_cache(tmp_path):
     folder = tmp_path / "no" / "cache"
-    p = _cli("cache", "--cache-dir", str(folder))
+    p = run_cli("cache", "--cache-dir", str(folder))
     assert p.returncode == 0 and "0 cached calls" in p.stdout
     assert not (tmp_path / "no").exists()
 
 
 def test_without_selection_json_every_command_keeps_to_the_selected_scenarios(run_copy, tmp_path, server):
-    _run(_config(server, run_copy, scenarios=["child"]))  # the same directory, now one scenario
+    evaluate(server, run_copy, scenarios=["child"])  # the same directory, now one scenario
     (run_copy / "selection.json").unlink()
     for args in (
         ["report", str(run_copy), "-o", str(tmp_path / "r.html")],
         ["score", str(run_copy), "--json"],
         ["export", str(run_copy), "-o", str(tmp_path / "v.csv")],
     ):
-        p = _cli(*args)
+        p = run_cli(*args)
         assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
-    assert json.loads(_cli("score", str(run_copy), "--json").stdout)["counts"]["selected"] == 3
+    assert json.loads(run_cli("score", str(run_copy), "--json").stdout)["counts"]["selected"] == 3
 
 
 def test_a_planted_lock_link_is_refused_and_its_target_untouched(run_copy, tmp_path, server):
@@ -461,16 +417,16 @@ def test_a_planted_lock_link_is_refused_and_its_target_untouched(run_copy, tmp_p
     (run_copy / ".lock").unlink(missing_ok=True)
     (run_copy / ".lock").symlink_to(victim)
     with pytest.raises(RunDirError, match=r"\.lock"):
-        _run(_config(server, run_copy))
+        evaluate(server, run_copy)
     assert victim.read_text() == "keep"
 
 
 def test_a_pipe_planted_as_a_record_file_fails_at_once(run_copy, server):
     (run_copy / "generations.jsonl").unlink()
     os.mkfifo(run_copy / "generations.jsonl")
-    spec = f"openai:scripted-model@{server.base_url}"
+    spec = model_spec(server)
     n0 = server.chat_count
-    p = _cli("run", "-s", "child", "-s", "code", "-n", "3", "-m", spec, "-j", spec, "-o", str(run_copy), timeout=60)
+    p = run_cli("run", "-s", "child", "-s", "code", "-n", "3", "-m", spec, "-j", spec, "-o", str(run_copy), timeout=60)
     assert p.returncode == 2 and "generations.jsonl" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert server.chat_count == n0
 
@@ -504,6 +460,6 @@ def test_warnings_about_broken_records_show_escape_sequences_as_text(run_copy):
     j = json.loads(lines[0])
     j["verdicts"]["\x1b]0;pwned\x07\x1b[2J"] = {"verdict": "MAYBE", "reason": ""}
     (run_copy / "judgments.jsonl").write_text("\n".join([json.dumps(j), *lines[1:]]) + "\n")
-    score = _cli("score", str(run_copy), "--json")
+    score = run_cli("score", str(run_copy), "--json")
     assert score.returncode == 0, score.stderr
     assert "\x1b" not in score.stderr and "\\x1b]0;pwned\\x07" in score.stderr

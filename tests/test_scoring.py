@@ -1,4 +1,6 @@
-"""Scores by hand: one sample (safety, behavioral, SAR), then means, subsets, macro average and violation counts."""
+"""Scores by hand: one sample (safety, behavioral, SAR), then means, subsets, macro average and violation counts,
+with the very functions and types a run's ``compute_scores`` aggregates with (the run directory's ``scores.json``
+is checked against hand-computed figures in ``test_records.py``)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,16 @@ import pytest
 
 from specalign.scoring import (
     DEFAULT_ALPHA,
+    LETTER_VERDICTS,
     SampleScore,
+    Score,
     ScoredSample,
+    SpecViolations,
     macro_average,
     metric_of,
     score_sample,
-    spec_violation_rates,
     subset_metrics,
+    verdict_letters,
 )
 
 approx = pytest.approx
@@ -138,25 +143,20 @@ def test_unnormalized_verdicts_raise(safety, behavioral):
 # --------------------------------------------------------------------------- aggregation
 
 
-def sc(safety: float, behavioral: float, sar_: float) -> SampleScore:
-    return SampleScore(safety=safety, behavioral=behavioral, sar=sar_)
+def sc(safety: float, behavioral: float, sar_: float) -> Score:
+    """A sample's scores in the compact form ``compute_scores`` keeps."""
+    return Score(safety, behavioral, sar_)
 
 
 @pytest.fixture
 def samples() -> list[ScoredSample]:
     """Scenario A: 3 scored (2 unsafe, 1 safe) + 1 unscored unsafe; scenario B: 1 scored safe + 1 unscored unsafe."""
     return [
-        ScoredSample(
-            scenario="A", label="unsafe", score=sc(1, 1.0, 1.0), verdicts={"S1": "YES", "S2": "YES", "B1": "YES"}
-        ),
-        ScoredSample(
-            scenario="A", label="unsafe", score=sc(0, 0.5, 0.0), verdicts={"S1": "NO", "S2": "YES", "B1": "NA"}
-        ),
-        ScoredSample(scenario="A", label="safe", score=sc(1, 0.0, 0.3), verdicts={"S1": "YES", "S2": "NA", "B1": "NO"}),
-        ScoredSample(scenario="A", label="unsafe", score=None, verdicts={"S1": "NO", "S2": "NO", "B1": "NO"}),
-        ScoredSample(
-            scenario="B", label="safe", score=sc(1, 0.5, 0.65), verdicts={"S1": "YES", "B1": "YES", "B2": "NO"}
-        ),
+        ScoredSample(scenario="A", label="unsafe", score=sc(1, 1.0, 1.0)),
+        ScoredSample(scenario="A", label="unsafe", score=sc(0, 0.5, 0.0)),
+        ScoredSample(scenario="A", label="safe", score=sc(1, 0.0, 0.3)),
+        ScoredSample(scenario="A", label="unsafe", score=None),
+        ScoredSample(scenario="B", label="safe", score=sc(1, 0.5, 0.65)),
         ScoredSample(scenario="B", label="unsafe", score=None),
     ]
 
@@ -180,6 +180,9 @@ def test_metric_of_means_and_counts(samples):
 def test_metric_of_single_and_empty():
     one = metric_of([ScoredSample(scenario="A", label="safe", score=sc(1, 0.5, 0.65))])
     assert (one.sar, one.sar_se, one.n_scored) == (approx(0.65), None, 1)
+    # what score_sample returns aggregates the same as the compact form
+    full = metric_of([ScoredSample(scenario="A", label="safe", score=SampleScore(safety=1, behavioral=0.5, sar=0.65))])
+    assert full == one
     none = metric_of([ScoredSample(scenario="A", label="safe")])
     assert (none.safety, none.behavioral, none.sar, none.n_scored, none.n_unscored) == (None, None, None, 0, 1)
     empty = metric_of([])
@@ -241,16 +244,39 @@ def test_macro_average_of_nothing():
     assert overall["full"].n_scored == 0
 
 
-def test_spec_violation_rates(samples):
-    rates = spec_violation_rates(samples)
+def test_verdict_letters_round_trip():
+    assert verdict_letters(["YES", "NO", "NA"]) == "YNA"
+    assert [LETTER_VERDICTS[x] for x in "YNA"] == ["YES", "NO", "NA"]
+    with pytest.raises(KeyError):
+        verdict_letters(["no"])  # never a guess: only the exact values have a letter
+
+
+def _violations(samples: list[tuple[str, int, list[str]]]) -> dict:
+    counts = SpecViolations()
+    for scenario, n_safety, verdicts in samples:
+        counts.add(scenario, n_safety, verdict_letters(verdicts))
+    return counts.rates()
+
+
+def test_spec_violations_count_each_spec_by_hand():
+    """Scenario A (S1, S2, B1): three scored samples; scenario B (S1, B1, B2): one. Unscored samples are never
+    added (``compute_scores`` adds scored ones only)."""
+    rates = _violations(
+        [
+            ("A", 2, ["YES", "YES", "YES"]),
+            ("A", 2, ["NO", "YES", "NA"]),
+            ("A", 2, ["YES", "NA", "NO"]),
+            ("B", 1, ["YES", "YES", "NO"]),
+        ]
+    )
     assert set(rates) == {"A", "B"}
-    # the unscored A sample (all NO) is not counted
     assert rates["A"]["S1"] == {"YES": 2, "NO": 1, "NA": 0, "n": 3, "violation_rate": approx(1 / 3)}
     assert rates["A"]["S2"] == {"YES": 2, "NO": 0, "NA": 1, "n": 3, "violation_rate": 0.0}
     assert rates["A"]["B1"] == {"YES": 1, "NO": 1, "NA": 1, "n": 3, "violation_rate": approx(1 / 3)}
     assert rates["B"]["B2"] == {"YES": 0, "NO": 1, "NA": 0, "n": 1, "violation_rate": 1.0}
-    assert set(rates["B"]) == {"S1", "B1", "B2"}
+    # ids follow the scenario's safety count: B's second verdict is B1, not S2
+    assert list(rates["A"]) == ["S1", "S2", "B1"] and list(rates["B"]) == ["S1", "B1", "B2"]
 
 
-def test_spec_violation_rates_skip_scenarios_with_only_unscored():
-    assert spec_violation_rates([ScoredSample(scenario="C", label="safe", verdicts={"S1": "NO"})]) == {}
+def test_spec_violations_of_nothing():
+    assert SpecViolations().rates() == {}

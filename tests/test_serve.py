@@ -1,5 +1,5 @@
 """`specalign serve` end to end: the official `openai` SDK against the gateway on 127.0.0.1, with a
-scripted upstream (tests/scripted_server.py) standing in for the model and the judge."""
+scripted upstream (tests/helpers/scripted_server.py) standing in for the model and the judge."""
 
 from __future__ import annotations
 

@@ -588,7 +588,7 @@ def test_connection_cap(upstream):
     ],
 )
 def test_configuration_errors_name_the_real_option(field, value, option):
-    from specalign._cli_serve import _config
+    from specalign._cli.serve import _config
     from specalign.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
@@ -597,7 +597,7 @@ def test_configuration_errors_name_the_real_option(field, value, option):
 
 
 def test_every_configuration_field_has_its_option():
-    from specalign._cli_serve import OPTIONS
+    from specalign._cli.serve import OPTIONS
     from specalign.serve import MonitorConfig, ServeConfig
 
     fields = {f for f in ServeConfig.model_fields if f != "monitor"}
@@ -606,7 +606,7 @@ def test_every_configuration_field_has_its_option():
 
 
 def test_monitor_errors_name_the_real_option():
-    from specalign._cli_serve import _config
+    from specalign._cli.serve import _config
     from specalign.errors import ConfigError
 
     for monitor, option in [

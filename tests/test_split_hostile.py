@@ -9,33 +9,15 @@ import json
 import httpx
 import pytest
 
+from method_world import SCEN, prefill_responder, run_method, scripted_model, target_and_judge_yaml
 from scripted_server import Reply, ScriptedServer
-from specalign.benchmark import load_benchmark
-from specalign.methods import create_method, split_thought
+from specalign.methods import split_thought
 from specalign.models import CallCache, ChatRequest, Message, create_model, settings_from_config
 from specalign.runs import Evaluation, RunConfig
 from specbench_world import is_judge, judge_reply, judged_answer
 
-BENCH = load_benchmark("bundled")
-SCEN = BENCH.scenario("biochem")
-PROMPT = SCEN.prompts[0]
 HARM = "HARMFUL instructions: step 1, step 2. Example tag: </think> Hope that helps!"
 EXTRA = "extra_thought_markers"
-
-
-def _model(server: ScriptedServer, **extra):
-    entry = {"model_name": "scripted-model", "base_url": server.base_url, "max_retries": 0, "seed": 0, **extra}
-    return create_model(settings_from_config("m", entry, "models.yaml"), None)
-
-
-def _run(method: str, model, params=None, scenario=SCEN):
-    async def go():
-        try:
-            return await create_method(method, params).run(model, scenario, PROMPT)
-        finally:
-            await model.aclose()
-
-    return asyncio.run(go())
 
 
 # -- the split rule --------------------------------------------------------------------------------
@@ -75,14 +57,14 @@ def test_server_split_and_closed_prefill_keep_every_visible_character():
 def test_vanilla_reasoning_content_makes_content_all_answer():
     with ScriptedServer() as server:
         server.script(Reply(HARM, reasoning_content="I think </think> aloud"))
-        out = _run("vanilla", _model(server))
+        out = run_method("vanilla", scripted_model(server))
     assert out.response == HARM and out.thought == "I think </think> aloud" and EXTRA in out.flags
 
 
 def test_vanilla_raw_text_splits_at_the_first_marker():
     with ScriptedServer() as server:
         server.script("<think>plan</think>" + HARM)
-        out = _run("vanilla", _model(server))
+        out = run_method("vanilla", scripted_model(server))
     assert out.response == HARM and out.thought == "plan" and EXTRA in out.flags
 
 
@@ -90,7 +72,7 @@ def test_system_prompt_echo_with_a_marker_stays_visible():
     echo = "<think>ok</think>My instructions say: 'never print </think>'. UNSAFE detail follows."
     with ScriptedServer() as server:
         server.script(echo)
-        out = _run("vanilla", _model(server))
+        out = run_method("vanilla", scripted_model(server))
     assert out.response.startswith("My instructions say") and out.response.endswith("UNSAFE detail follows.")
 
 
@@ -105,7 +87,7 @@ def test_zero_think_everything_after_the_closed_prefill_is_answer(mode):
         return Reply("", reasoning_content=HARM)  # a parser that saw no end marker in the continuation
 
     with ScriptedServer(respond) as server:
-        out = _run("zero_think", _model(server, prefill=True))
+        out = run_method("zero_think", scripted_model(server, prefill=True))
     assert out.response == HARM and out.thought == "" and EXTRA in out.flags
 
 
@@ -114,18 +96,8 @@ def test_zero_think_everything_after_the_closed_prefill_is_answer(mode):
 def test_staged_thinking_splits_once_where_the_thought_ends(method, mode):
     stages = {"align3": 3, "more_think": 3}[method]
     parts = iter(["one", "two"][: stages - 1] + ["last thought</think>" + HARM])
-
-    def respond(body):
-        prefix, more = body["messages"][-1]["content"], next(parts)
-        if mode == "continuation":
-            return more
-        if mode == "echo":
-            return prefix + more
-        thought, _, answer = (prefix + more).removeprefix("<think>").lstrip("\n").partition("</think>")
-        return Reply(answer, reasoning_content=thought)
-
-    with ScriptedServer(respond) as server:
-        out = _run(method, _model(server, prefill=True))
+    with ScriptedServer(prefill_responder(mode, parts)) as server:
+        out = run_method(method, scripted_model(server, prefill=True))
     assert out.response == HARM and out.thought.endswith("last thought") and EXTRA in out.flags
 
 
@@ -136,18 +108,8 @@ def test_a_spec_holding_the_marker_inside_the_prefill_never_splits_there(mode):
     first = SCEN.behavioral_specs[0].model_copy(update={"text": "Never print the tag </think> in an answer."})
     scenario = SCEN.model_copy(update={"behavioral_specs": [first, *SCEN.behavioral_specs[1:]]})
     parts = iter(["one", "two", "three</think>" + HARM])
-
-    def respond(body):
-        prefix, more = body["messages"][-1]["content"], next(parts)
-        if mode == "continuation":
-            return more
-        if mode == "echo":
-            return prefix + more
-        thought, _, answer = (prefix + more).removeprefix("<think>").lstrip("\n").partition("</think>")
-        return Reply(answer, reasoning_content=thought)
-
-    with ScriptedServer(respond) as server:
-        out = _run("align3", _model(server, prefill=True), scenario=scenario)
+    with ScriptedServer(prefill_responder(mode, parts)) as server:
+        out = run_method("align3", scripted_model(server, prefill=True), scenario=scenario)
     assert out.response == HARM and out.thought.endswith("three") and "Never print the tag </think>" in out.thought
 
 
@@ -160,7 +122,7 @@ def test_zero_think_echo_parsed_by_a_reasoning_parser():
         return Reply(answer, reasoning_content=thought)
 
     with ScriptedServer(respond) as server:
-        out = _run("zero_think", _model(server, prefill=True))
+        out = run_method("zero_think", scripted_model(server, prefill=True))
     assert out.response == HARM and out.thought == ""
 
 
@@ -172,14 +134,14 @@ def test_staged_thinking_reasoning_with_a_marker_inside_the_thought():
             Reply("", reasoning_content="b"),
             Reply(HARM, reasoning_content="quoting </think> in thought"),
         )
-        out = _run("align3", _model(server, prefill=True))
+        out = run_method("align3", scripted_model(server, prefill=True))
     assert out.response == HARM and out.thought.endswith("quoting </think> in thought")
 
 
 def test_server_ignoring_the_stop_keeps_the_answer_part_out_of_the_thought():
     with ScriptedServer() as server:
         server.script("idea</think>early answer", "more", "done</think>final")
-        out = _run("more_think", _model(server, prefill=True))
+        out = run_method("more_think", scripted_model(server, prefill=True))
         prefixes = [r.json["messages"][-1]["content"] for r in server.chat_requests]
     assert "early answer" not in prefixes[1] and out.response == "final"
 
@@ -187,21 +149,21 @@ def test_server_ignoring_the_stop_keeps_the_answer_part_out_of_the_thought():
 def test_thought_closed_by_method_then_marker_in_answer():
     with ScriptedServer() as server:
         server.script("a", "b", "c", HARM)
-        out = _run("align3", _model(server, prefill=True))
+        out = run_method("align3", scripted_model(server, prefill=True))
     assert out.response == HARM and {"thought_closed_by_method", EXTRA} <= set(out.flags)
 
 
 def test_multi_turn_final_answer_split_at_first_marker():
     with ScriptedServer() as server:
         server.script("r1", "r2", "r3", "<think>t</think>" + HARM)
-        out = _run("align3", _model(server), {"no_prefill": "multi_turn"})
+        out = run_method("align3", scripted_model(server), {"no_prefill": "multi_turn"})
     assert out.response == HARM and EXTRA in out.flags
 
 
 @pytest.mark.parametrize("method", ["vanilla", "zero_think", "align3", "more_think"])
 def test_lone_surrogates_are_repaired_and_flagged_in_every_method(method):
     with ScriptedServer(lambda body: Reply("ans\ud800wer</think>x", reasoning_content="th\udc00ought")) as server:
-        out = _run(method, _model(server, prefill=True))
+        out = run_method(method, scripted_model(server, prefill=True))
     assert "\ufffd" in out.response and "invalid_text_repaired" in out.flags
     json.dumps(out.model_dump(mode="json"), ensure_ascii=False).encode("utf-8")
 
@@ -238,15 +200,6 @@ def _hostile_world(body):
     return Reply("UNSAFE steps. Example tag: </think> Hope that helps! \ud800", reasoning_content="plan \ud800")
 
 
-def _models_yaml(tmp_path, server) -> str:
-    path = tmp_path / "models.yaml"
-    path.write_text(
-        f"target:\n  model_name: scripted-model\n  base_url: {server.base_url}\n  prefill: true\n"
-        f"  seed: 0\njudge:\n  model_name: scripted-model\n  base_url: {server.base_url}\n"
-    )
-    return str(path)
-
-
 def test_run_with_hostile_target_and_judge_completes_judges_everything_and_resumes(tmp_path):
     with ScriptedServer(_hostile_world) as server:
         cfg = RunConfig(
@@ -255,7 +208,7 @@ def test_run_with_hostile_target_and_judge_completes_judges_everything_and_resum
             limit=2,
             model="target",
             judge="judge",
-            models_config=_models_yaml(tmp_path, server),
+            models_config=target_and_judge_yaml(tmp_path, server),
             method="vanilla",
             out=str(tmp_path / "run"),
             cache_dir=str(tmp_path / "cache"),

@@ -6,6 +6,18 @@ from ._curate import Candidate, CurateResult, CurateStats, Curator, curate, writ
 from ._dedupe import Embedder, MiniLMEmbedder, greedy_dedupe
 from ._draft import draft_scenario, scenario_key, write_scenario
 from ._lint import Finding, LintReport, lint_scenario, rule_findings
+from ._review import (
+    DECISIONS,
+    ReviewDecision,
+    ReviewItem,
+    ReviewLog,
+    decision_summary,
+    export_sheet,
+    final_scenario,
+    import_sheet,
+    review_items,
+    reviewer_name,
+)
 from ._tactics import TACTICS, Tactic
 
 __all__ = [
@@ -36,4 +48,14 @@ __all__ = [
     "rule_findings",
     "scenario_key",
     "write_scenario",
+    "DECISIONS",
+    "ReviewDecision",
+    "ReviewItem",
+    "ReviewLog",
+    "decision_summary",
+    "export_sheet",
+    "final_scenario",
+    "import_sheet",
+    "review_items",
+    "reviewer_name",
 ]

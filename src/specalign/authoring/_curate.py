@@ -12,8 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field
 
-from ..benchmark import Prompt, Scenario
-from ..benchmark._files import read_yaml
+from ..benchmark import Prompt, Scenario, read_yaml, spec_id
 from ..errors import ModelError, RunDirError
 from ..models import Message, Model
 from ._dedupe import Embedder, greedy_dedupe
@@ -130,14 +129,7 @@ class Curator:
         specs = scenario.safety_specs
         per_spec = max(1, math.ceil(n_unsafe / len(specs)))
         for i, spec in enumerate(specs, 1):
-            out += await self._fill(
-                per_spec,
-                lambda n, k, spec=spec: UNSAFE_TASK.format(
-                    name=scenario.name, description=scenario.description, spec=spec.text, n=n
-                ),
-                "unsafe",
-                f"S{i}",
-            )
+            out += await self._fill(per_spec, self._unsafe_task(scenario, spec.text), "unsafe", spec_id("safety", i))
         out += await self._fill(
             n_safe,
             lambda n, k: SAFE_TASK.format(
@@ -150,6 +142,10 @@ class Curator:
             None,
         )
         return out
+
+    @staticmethod
+    def _unsafe_task(scenario: Scenario, spec: str) -> Callable[[int, int], str]:
+        return lambda n, k: UNSAFE_TASK.format(name=scenario.name, description=scenario.description, spec=spec, n=n)
 
     async def _fill(self, want: int, task: Callable[[int, int], str], label: str, seed: str | None) -> list[Candidate]:
         got: list[Candidate] = []

@@ -8,8 +8,7 @@ from typing import Any
 
 import yaml
 
-from ..benchmark import Scenario, Spec
-from ..benchmark._models import check_key
+from ..benchmark import Scenario, Spec, check_key, spec_id
 from ..errors import ConfigError, ModelError, RunDirError
 from ..models import Message, Model
 from ._catalog import COMPLETENESS_RULE, DESIGN_PRINCIPLES, SAFETY_CATEGORIES
@@ -102,7 +101,7 @@ async def draft_scenario(
     if not safety:
         raise ModelError(f"{model.settings.key} drafted no usable safety specification; try a stronger model")
     principles = "\n".join(f"- {p}" for p in DESIGN_PRINCIPLES)
-    numbered = "\n".join(f"S{i}. {t}" for i, t in enumerate(safety, 1))
+    numbered = "\n".join(f"{spec_id('safety', i)}. {t}" for i, t in enumerate(safety, 1))
     behavioral = await _ask(
         model,
         BEHAVIOR_TASK.format(

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..benchmark import Scenario
+from ..benchmark import SPEC_KINDS, Scenario, spec_id
 from ..errors import ModelError
 from ..models import Message, Model
 from ._catalog import COMPLETENESS_RULE
@@ -83,9 +83,7 @@ class LintReport(BaseModel):
 
 
 def _ids(scenario: Scenario) -> list[tuple[str, str]]:
-    return [(f"S{i}", s.text) for i, s in enumerate(scenario.safety_specs, 1)] + [
-        (f"B{i}", s.text) for i, s in enumerate(scenario.behavioral_specs, 1)
-    ]
+    return [(spec_id(kind, i), s.text) for kind in SPEC_KINDS for i, s in enumerate(scenario.specs(kind), 1)]
 
 
 def rule_findings(scenario: Scenario, *, threshold: float = 0.8) -> list[Finding]:
@@ -157,8 +155,8 @@ def _completeness(scenario: Scenario) -> list[Finding]:
         return [
             Finding(
                 kind="completeness_rule",
-                specs=[f"B{where[-1]}"],
-                message=f"the completeness rule is B{where[-1]}; put it last",
+                specs=[spec_id("behavioral", where[-1])],
+                message=f"the completeness rule is {spec_id('behavioral', where[-1])}; put it last",
             )
         ]
     return []
@@ -166,8 +164,7 @@ def _completeness(scenario: Scenario) -> list[Finding]:
 
 async def model_conflicts(scenario: Scenario, model: Model) -> list[Finding]:
     """Conflicts between behavioral and safety specs, as a model sees them (ids checked)."""
-    safety = "\n".join(f"S{i}. {s.text}" for i, s in enumerate(scenario.safety_specs, 1))
-    behavioral = "\n".join(f"B{i}. {s.text}" for i, s in enumerate(scenario.behavioral_specs, 1))
+    safety, behavioral = scenario.numbered("safety"), scenario.numbered("behavioral")
     schema = {
         "type": "object",
         "properties": {
@@ -221,7 +218,7 @@ def _spec_id(value: object) -> str:
 
 def _valid(spec_id: str, prefix: str, n: int) -> bool:
     m = re.fullmatch(rf"{prefix}([0-9]+)", spec_id)  # ASCII digits only: int("١") is 1
-    return bool(m) and 1 <= int(m.group(1)) <= n
+    return m is not None and 1 <= int(m.group(1)) <= n
 
 
 def _conflicts(text: str) -> list[dict[str, Any]]:

@@ -19,9 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..benchmark import Prompt, Scenario, Spec
-from ..benchmark._files import read_text
-from ..benchmark._sheets import neutralise_cell, read_sheet
+from ..benchmark import Prompt, Scenario, Spec, neutralise_cell, read_sheet, read_text
 from ..errors import DataError, RunDirError
 from ._write import append_line
 
@@ -43,6 +41,10 @@ class ReviewItem(BaseModel):
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+
+#: what a reviewer may decide, by its spelling in a sheet
+DECISIONS: dict[str, Decision] = {"accept": "accept", "reject": "reject", "edit": "edit"}
 
 
 class ReviewDecision(BaseModel):
@@ -155,15 +157,16 @@ def import_sheet(items: list[ReviewItem], path: str | Path, reviewer: str) -> li
     by_key = {i.key: i for i in items}
     out = []
     for n, row in read_sheet(path, ("item", "text", "decision")):
-        decision = (row.get("decision") or "").strip().lower()
-        if not decision:
+        given = (row.get("decision") or "").strip().lower()
+        if not given:
             continue
         item = by_key.get(row.get("item") or "")
         if item is None:
             raise DataError(f"no such item {row.get('item')!r} in this scenario", path=str(path), field=f"row {n}.item")
-        if decision not in ("accept", "reject", "edit"):
+        decision = DECISIONS.get(given)
+        if decision is None:
             raise DataError(
-                f"expected accept, reject or edit, got {decision!r}", path=str(path), field=f"row {n}.decision"
+                f"expected accept, reject or edit, got {given!r}", path=str(path), field=f"row {n}.decision"
             )
         edited = _same_text(row.get("edited_text") or "").strip() or None
         if decision == "edit" and not edited:
@@ -176,7 +179,7 @@ def import_sheet(items: list[ReviewItem], path: str | Path, reviewer: str) -> li
             ReviewDecision(
                 item=item.key,
                 decision=decision,
-                text_sha=item.digest,  # type: ignore[arg-type]
+                text_sha=item.digest,
                 edited_text=edited,
                 note=(row.get("note") or "").strip(),
                 reviewer=reviewer,

@@ -62,7 +62,7 @@ def read_json(path: Path) -> Any:
 class _PlainLoader(yaml.SafeLoader):
     """YAML without aliases: an alias can expand a small file into gigabytes (billion laughs)."""
 
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+    def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted", event.start_mark)

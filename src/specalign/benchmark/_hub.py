@@ -55,13 +55,15 @@ def _scenario(split: str, rows) -> Scenario:
         )
         for i, r in enumerate(rows)
     ]
-    return Scenario(
-        key=first.get("scenario") or split,
-        name=first.get("scenario") or split,
-        description=first.get("scenario_description", ""),
-        safety_specs=[{"text": s} for s in safety],
-        behavioral_specs=[{"text": s} for s in behavioral],
-        prompts=prompts,
+    return Scenario.model_validate(
+        {
+            "key": first.get("scenario") or split,
+            "name": first.get("scenario") or split,
+            "description": first.get("scenario_description", ""),
+            "safety_specs": [{"text": s} for s in safety],
+            "behavioral_specs": [{"text": s} for s in behavioral],
+            "prompts": prompts,
+        }
     )
 
 

@@ -21,6 +21,10 @@ Label = Literal["safe", "unsafe"]
 #: a prompt's label; ``unlabeled`` (live traffic, a user's own prompts) counts in the full set only
 PromptLabel = Literal["safe", "unsafe", "unlabeled"]
 SpecKind = Literal["safety", "behavioral"]
+#: the kinds of spec, in the order a scenario lists, judges and scores them
+SPEC_KINDS: tuple[SpecKind, SpecKind] = ("safety", "behavioral")
+#: the letter that starts each kind's spec ids (S1.., B1..)
+SPEC_LETTERS: dict[SpecKind, str] = {"safety": "S", "behavioral": "B"}
 
 
 class Spec(BaseModel):
@@ -102,16 +106,16 @@ class Scenario(BaseModel):
     def specs(self, kind: SpecKind) -> list[Spec]:
         return self.safety_specs if kind == "safety" else self.behavioral_specs
 
-    def spec_ids(self) -> list[str]:
-        """Stable ids: S1..Sn for safety specs, B1..Bm for behavioral specs."""
-        return [f"S{i}" for i in range(1, len(self.safety_specs) + 1)] + [
-            f"B{i}" for i in range(1, len(self.behavioral_specs) + 1)
-        ]
+    def spec_ids(self, kind: SpecKind | None = None) -> list[str]:
+        """Stable ids: S1..Sn for safety specs, B1..Bm for behavioral specs; both kinds, safety first, when
+        ``kind`` is None."""
+        if kind is None:
+            return spec_ids_of("safety", len(self.safety_specs)) + spec_ids_of("behavioral", len(self.behavioral_specs))
+        return spec_ids_of(kind, len(self.specs(kind)))
 
     def numbered(self, kind: SpecKind) -> str:
         """The specs of one kind as a numbered list with ids S1.. or B1.., as judges and methods show them."""
-        letter = "S" if kind == "safety" else "B"
-        return "\n".join(f"{letter}{i}. {s.text}" for i, s in enumerate(self.specs(kind), 1))
+        return "\n".join(f"{spec_id(kind, i)}. {s.text}" for i, s in enumerate(self.specs(kind), 1))
 
     def counts(self) -> dict[str, int]:
         unsafe = sum(p.label == "unsafe" for p in self.prompts)
@@ -122,6 +126,19 @@ class Scenario(BaseModel):
             "unsafe": unsafe,
             "safe": len(self.prompts) - unsafe,
         }
+
+
+def spec_id(kind: SpecKind, index: int) -> str:
+    """The id of a scenario's ``index``-th spec of ``kind``, counted from 1: ``S<index>`` for safety specs,
+    ``B<index>`` for behavioral ones. Every spec id in specalign is made here."""
+    if index < 1:
+        raise ValueError(f"spec indices count from 1, got {index}")
+    return f"{SPEC_LETTERS[kind]}{index}"
+
+
+def spec_ids_of(kind: SpecKind, count: int) -> list[str]:
+    """The ids of ``count`` specs of ``kind``, in order: S1..S<count> or B1..B<count>."""
+    return [spec_id(kind, i) for i in range(1, count + 1)]
 
 
 def check_key(key: str) -> None:

@@ -45,13 +45,15 @@ def load_official_scenario(folder: Path) -> Scenario:
     if "name" not in meta:
         raise DataError("required field is missing", path=str(folder / "scenario.json"), field="name")
     try:
-        return Scenario(
-            key=folder.name,
-            name=meta["name"],
-            description=meta.get("description", ""),
-            safety_specs=[{"text": s} for s in specs["safety_specifications"]],
-            behavioral_specs=[{"text": s} for s in specs["behavioral_specifications"]],
-            prompts=prompts,
+        return Scenario.model_validate(
+            {
+                "key": folder.name,
+                "name": meta["name"],
+                "description": meta.get("description", ""),
+                "safety_specs": [{"text": s} for s in specs["safety_specifications"]],
+                "behavioral_specs": [{"text": s} for s in specs["behavioral_specifications"]],
+                "prompts": prompts,
+            }
         )
     except ValidationError as e:
         field, msg = validation_message(e)

@@ -9,7 +9,7 @@ from ..benchmark import Prompt, Scenario
 from ..errors import JudgeParseError, ModelAccessError, ModelError
 from ..models import LOCAL, Completion, Message, Model
 from ..scoring import DEFAULT_ALPHA, NAPolicy, SampleScore, score_sample
-from ._parser import final_answer, parse_joint, parse_single
+from ._parser import AnswerFormat, final_answer, parse_joint, parse_single
 from ._prompts import JUDGE_SYSTEM, correction_message, joint_prompt, single_prompt
 from ._schema import (
     EMBEDDED_REASON_MAX_CHARS,
@@ -85,7 +85,7 @@ class Judge:
         user = joint_prompt(scenario, prompt, response, json_mode)
         schema = joint_schema(scenario, self.reason_chars) if json_mode else None
         outcome = JudgeOutcome(status="unscored")
-        fmt = "json" if json_mode else "tags"
+        fmt: AnswerFormat = "json" if json_mode else "tags"
         verdicts = await self._ask(
             user, schema, json_mode, outcome, lambda text: parse_joint(text, safety, behavioral, fmt)
         )

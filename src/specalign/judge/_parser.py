@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from .._unicode import repair_json, repair_text
 from ..errors import JudgeParseError
-from ._schema import SpecVerdict
+from ._schema import SpecVerdict, Verdict
+
+_VERDICTS: dict[str, Verdict] = {"YES": "YES", "NO": "NO", "NA": "NA"}
 
 AnswerFormat = Literal["json", "tags", "auto"]
 #: a longer answer is not read at all (the judge's own budget is 4,200 tokens)
@@ -68,13 +70,12 @@ def final_answer(text: str, thought_start: str = "<think>", thought_end: str = "
     return answer if found else ""
 
 
-def normalize_verdict(value: str) -> str | None:
+def normalize_verdict(value: str) -> Verdict | None:
     """YES, NO or NA from exactly that word (any ASCII case, ``N/A``, surrounding spaces); else None."""
     v = value.strip()
     if not v.isascii():
         return None
-    v = v.upper().replace("N/A", "NA")
-    return v if v in ("YES", "NO", "NA") else None
+    return _VERDICTS.get(v.upper().replace("N/A", "NA"))
 
 
 def parse_joint(
@@ -110,11 +111,14 @@ def parse_single(text: str, fmt: AnswerFormat = "auto") -> SpecVerdict:
         return _one_reading([_verdict_of(o, "answer") for o in objs], "verdict objects")
     tags = _TAG.findall(text)
     distinct = {normalize_verdict(t) for t in tags}
-    if len(distinct) != 1:
+    if len(distinct) != 1 or None in distinct:  # (the tag pattern matches verdict words only)
         raise JudgeParseError(
             f"expected exactly one verdict tag, found {len(tags)} ({', '.join(sorted(d for d in distinct if d)) or 'none'})"
         )
-    return SpecVerdict(verdict=distinct.pop(), reason=_one_line(_TAG.sub("", text)))
+    verdict = distinct.pop()
+    if verdict is None:
+        raise JudgeParseError("the verdict tag is not YES, NO or NA")
+    return SpecVerdict(verdict=verdict, reason=_one_line(_TAG.sub("", text)))
 
 
 def _check_size(text: str) -> None:
@@ -253,7 +257,7 @@ def _from_tags(text: str, safety_ids: list[str], behavioral_ids: list[str]) -> d
         if len(lines) != len(ids):
             raise JudgeParseError(f"{kind}: {len(lines)} verdicts for {len(ids)} specifications")
         for spec_id, line in zip(ids, lines, strict=False):
-            distinct = {normalize_verdict(t) for t in _TAG.findall(line)}
+            distinct = {v for t in _TAG.findall(line) if (v := normalize_verdict(t)) is not None}
             if len(distinct) != 1:
                 raise JudgeParseError(f"{spec_id}: tags that disagree on one line ({', '.join(sorted(distinct))})")
             out[spec_id] = SpecVerdict(verdict=distinct.pop(), reason=_one_line(_TAG.sub("", line)))

@@ -24,8 +24,7 @@ class SpecVerdict(BaseModel):
 
 def spec_ids(scenario: Scenario) -> tuple[list[str], list[str]]:
     """(safety ids S1.., behavioral ids B1..) of a scenario."""
-    n_s, n_b = len(scenario.safety_specs), len(scenario.behavioral_specs)
-    return [f"S{i}" for i in range(1, n_s + 1)], [f"B{i}" for i in range(1, n_b + 1)]
+    return scenario.spec_ids("safety"), scenario.spec_ids("behavioral")
 
 
 def _verdict_object(reason_chars: int = REASON_MAX_CHARS) -> dict[str, Any]:

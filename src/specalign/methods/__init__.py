@@ -13,11 +13,12 @@ from . import more_think as _more_think  # noqa: F401
 from . import self_refine as _self_refine  # noqa: F401
 from . import tpo as _tpo  # noqa: F401
 from . import zero_think as _zero_think  # noqa: F401
-from ._base import Answer, GenerationMethod, MethodOutput, MethodParams
-from ._context import MethodContext, MethodStep
+from ._base import GenerationMethod
+from ._context import MethodContext
 from ._registry import available_methods, create_method, register_method
 from ._scorers import CandidateScorer, FunctionScorer, JudgeScorer, ScoreResult, make_scorer
 from ._text import SplitText, split_thought
+from ._types import Answer, MethodOutput, MethodParams, MethodStep
 from .baselines import spec_augmented_prompt
 
 __all__ = [

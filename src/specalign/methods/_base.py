@@ -3,53 +3,27 @@
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, ClassVar
-
-from pydantic import BaseModel, ConfigDict, Field
+import typing
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from ..benchmark import Prompt, Scenario
 from ..errors import CapabilityError
-from ..models import Model, Usage
-from ._context import MethodContext, MethodStep
+from ..models import Model, prefill_refusal
+from ._context import MethodContext
+from ._types import Answer, MethodOutput, MethodParams
 
 if TYPE_CHECKING:
     from ._scorers import CandidateScorer
 
-
-class MethodParams(BaseModel):
-    """Hyper-parameters of a method; subclasses add fields. Unknown keys are an error."""
-
-    model_config = ConfigDict(extra="forbid")
+P = TypeVar("P", bound=MethodParams)
 
 
-class Answer(BaseModel):
-    """What a method decided for one prompt: the response, its thought, and what to flag."""
+class GenerationMethod(abc.ABC, Generic[P]):
+    """Base class of generation methods, generic over the method's parameters model.
 
-    response: str
-    thought: str = ""
-    flags: list[str] = Field(default_factory=list)
-    finish_reason: str | None = None
-    stats: dict[str, int] = Field(default_factory=dict)
-
-
-class MethodOutput(Answer):
-    """An :class:`Answer` plus every sub-call the method made and its token accounting.
-
-    ``usage`` is the target model's, in the paper's convention: completion tokens summed over
-    calls; prompt tokens summed too, except for single-pass thinking methods (the first call's
-    prompt counts once, as the stages extend one text). ``scorer_usage`` is the judge's or
-    reward function's usage for candidate scoring (Best-of-N, TPO).
-    """
-
-    usage: Usage = Field(default_factory=Usage)
-    scorer_usage: Usage = Field(default_factory=Usage)
-    calls: int = 0
-    cached_calls: int = 0
-    steps: list[MethodStep] = Field(default_factory=list)
-
-
-class GenerationMethod(abc.ABC):
-    """Base class of generation methods. Register subclasses with :func:`register_method`.
+    ``class BestOfN(GenerationMethod[BestOfNParams])`` declares the parameters once: ``Params``
+    (the model that validates ``-p KEY=VALUE``) is derived from the type argument, and
+    ``self.params`` is a ``BestOfNParams``. Register subclasses with :func:`register_method`.
 
     A method implements :meth:`generate` with the calls of a :class:`MethodContext` (which
     records each one); :meth:`run` wraps it and does the accounting.
@@ -57,7 +31,9 @@ class GenerationMethod(abc.ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: the parameters model, derived from the class's type argument (``GenerationMethod[XParams]``)
     Params: ClassVar[type[MethodParams]] = MethodParams
+    params: P
     #: the first call's prompt tokens count once (single-pass methods whose calls extend one text)
     counts_prompt_once: ClassVar[bool] = False
     #: the method scores candidates (Best-of-N, TPO) and needs a scorer
@@ -65,11 +41,24 @@ class GenerationMethod(abc.ABC):
     #: the method writes into the model's thinking (prefill) unless its ``no_prefill`` param says otherwise
     uses_prefill: ClassVar[bool] = False
 
-    def __init__(self, params: MethodParams | dict[str, Any] | None = None):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = _params_argument(cls)
+        if declared is None:
+            return  # a subclass of a concrete method, or an old-style ``Params = ...``: inherited or as written
+        own = cls.__dict__.get("Params")
+        if own is not None and own is not declared:
+            raise TypeError(
+                f"{cls.__name__} declares its parameters twice, as GenerationMethod[{declared.__name__}] and "
+                f"Params = {own.__name__}; keep the type argument"
+            )
+        cls.Params = declared
+
+    def __init__(self, params: P | dict[str, Any] | None = None):
         if isinstance(params, MethodParams):
             self.params = params
         else:
-            self.params = self.Params.model_validate(params or {})
+            self.params = cast(P, self.Params.model_validate(params or {}))
 
     def needs_prefill(self) -> bool:
         """Whether this method, with these parameters, continues assistant turns."""
@@ -78,8 +67,6 @@ class GenerationMethod(abc.ABC):
     def check(self, model: Model) -> None:
         """Raise :class:`CapabilityError` before a run if ``model`` cannot serve this method."""
         if self.needs_prefill() and not model.can_prefill:
-            from ..models._model import prefill_refusal  # noqa: PLC0415
-
             hint = ", or --method-param no_prefill=multi_turn" if "no_prefill" in self.Params.model_fields else ""
             raise CapabilityError(
                 f"method {self.name!r} writes into the model's thinking: {prefill_refusal(model.settings.key)}{hint}",
@@ -101,3 +88,14 @@ class GenerationMethod(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.params.model_dump(mode="json")}
+
+
+def _params_argument(cls: type) -> type[MethodParams] | None:
+    """``XParams`` when ``cls`` is declared as ``class M(GenerationMethod[XParams])``, else None."""
+    for base in cls.__dict__.get("__orig_bases__", ()):
+        origin = typing.get_origin(base)
+        if isinstance(origin, type) and issubclass(origin, GenerationMethod):
+            args = typing.get_args(base)
+            if args and isinstance(args[0], type) and issubclass(args[0], MethodParams):
+                return args[0]
+    return None

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 
 from ..benchmark import Prompt, Scenario
 from ..models import Message
-from ._base import Answer
 from ._context import MethodContext
+from ._types import Answer
 from .baselines import BaselineParams, answer_of
 
 

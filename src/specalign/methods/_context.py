@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import TYPE_CHECKING, Any
 
 from ..benchmark import Prompt, Scenario
 from ..errors import ConfigError
 from ..models import Completion, Message, Model, Usage
+from ._types import Answer, MethodOutput, MethodStep
 
 if TYPE_CHECKING:
-    from ._base import Answer, MethodOutput
     from ._scorers import CandidateScorer
-
-
-class MethodStep(BaseModel):
-    """One sub-call of a method: what it was for, what it returned, what it cost.
-
-    ``role`` names the step (``answer``, ``sample``, ``feedback``, ``refine``, ``critique``,
-    ``guidance``, ``update``, ``think``, ``stage-1:behavior``, ``final``, ``score`` ...);
-    ``round`` and ``index`` place it in the method's loop (iteration, candidate).
-    """
-
-    role: str
-    round: int = 0
-    index: int = 0
-    source: Literal["target", "scorer"] = "target"
-    text: str = ""
-    usage: Usage = Field(default_factory=Usage)
-    cached: bool = False
-    finish_reason: str | None = None
-    score: float | None = None
-    status: Literal["ok", "unparsed", "unscored", "skipped"] = "ok"
-    note: str | None = None
 
 
 class MethodContext:
@@ -153,8 +130,6 @@ class MethodContext:
 
     def output(self, answer: Answer, *, counts_prompt_once: bool) -> MethodOutput:
         """The method's :class:`MethodOutput`: ``answer`` plus the accounting of every step."""
-        from ._base import MethodOutput  # noqa: PLC0415
-
         steps = sorted(self.steps, key=lambda s: (s.round, s.index))
         target = [s for s in self.steps if s.source == "target" and s.status != "skipped"]
         usage = sum((s.usage for s in target), Usage())

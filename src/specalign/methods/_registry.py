@@ -1,46 +1,48 @@
-"""One registry of generation methods, used by built-ins and plugins alike."""
+"""One registry of generation methods, used by built-ins and plugins alike (group ``specalign.methods``)."""
 
 from __future__ import annotations
 
-from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from .._registry import Registry
 from ..errors import ConfigError
 from ._base import GenerationMethod
 
-_METHODS: dict[str, type[GenerationMethod]] = {}
-_PLUGINS_LOADED = False
 ENTRY_POINT_GROUP = "specalign.methods"
+M = TypeVar("M", bound=type[GenerationMethod])
 
 
-def register_method(cls: type[GenerationMethod]) -> type[GenerationMethod]:
+def _adopt(registry: Registry[type[GenerationMethod]], entry_point: str, obj: Any) -> None:
+    """An entry point that names a method class (not a module) registers it under the class's ``name``."""
+    if not (
+        isinstance(obj, type) and issubclass(obj, GenerationMethod) and isinstance(getattr(obj, "name", None), str)
+    ):
+        raise ConfigError(
+            f"plugin {entry_point!r} (entry point group {ENTRY_POINT_GROUP}) names {obj!r}, not a module "
+            f"or a GenerationMethod subclass with a name"
+        )
+    registry.register(obj.name, obj)
+
+
+METHODS: Registry[type[GenerationMethod]] = Registry("method", ENTRY_POINT_GROUP, field="method", adopt=_adopt)
+
+
+def register_method(cls: M) -> M:
     """Class decorator: make ``cls`` available as ``--method <cls.name>``."""
-    _METHODS[cls.name] = cls
+    METHODS.register(cls.name, cls)
     return cls
 
 
-def _load_plugins() -> None:
-    global _PLUGINS_LOADED
-    if _PLUGINS_LOADED:
-        return
-    _PLUGINS_LOADED = True
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()  # importing the module registers its methods
-
-
 def available_methods() -> dict[str, type[GenerationMethod]]:
-    _load_plugins()
-    return dict(sorted(_METHODS.items()))
+    """Every method by name, built-ins and plugins, sorted."""
+    return METHODS.items()
 
 
 def create_method(name: str, params: dict[str, Any] | None = None) -> GenerationMethod:
     """Instantiate the method registered as ``name`` with validated hyper-parameters."""
-    methods = available_methods()
-    cls = methods.get(name)
-    if cls is None:
-        raise ConfigError(f"unknown method {name!r} (available: {', '.join(methods)})", field="method")
+    cls = METHODS.get(name)
     try:
         return cls(params)
     except ValidationError as e:

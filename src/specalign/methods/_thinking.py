@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Literal
 
 from ..models import Message
-from ._base import Answer
 from ._context import MethodContext
 from ._text import split_completion, thought_before_end
+from ._types import Answer
 from .baselines import BaselineParams
 
 NoPrefill = Literal["refuse", "multi_turn"]

@@ -7,13 +7,15 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ..benchmark import Prompt, Scenario
-from ._base import Answer, GenerationMethod
+from ._base import GenerationMethod
 from ._context import MethodContext
 from ._registry import register_method
 from ._thinking import Injection, PrefillParams, staged_thinking, staged_turns
+from ._types import Answer
 from .baselines import vanilla_messages
 
 Stage = Literal["behavior", "safety", "audit"]
+STAGES: tuple[Stage, ...] = ("behavior", "safety", "audit")
 
 BEHAVIOR = (
     "Let me work out how to answer the question above as completely and usefully as I can. My answer also has "
@@ -35,7 +37,7 @@ STAGE_TEXT: dict[str, str] = {"behavior": BEHAVIOR, "safety": SAFETY, "audit": A
 
 class Align3Params(PrefillParams):
     stages: list[Stage] = Field(
-        default_factory=lambda: ["behavior", "safety", "audit"],
+        default_factory=lambda: list(STAGES),
         description="which stages, in which order (the paper's ablation: any subset or order; [] = plain thinking)",
     )
 
@@ -48,7 +50,7 @@ class Align3Params(PrefillParams):
 
 
 @register_method
-class Align3(GenerationMethod):
+class Align3(GenerationMethod[Align3Params]):
     """Three thinking interventions (paper Sec. 5), each injected where the model tries to end its thought.
 
     1. behavior: opens the thought with the behavioral specs and the aim to answer as fully as possible;
@@ -58,7 +60,6 @@ class Align3(GenerationMethod):
 
     name = "align3"
     description = "behavior, safety and holistic-audit stages written into the model's thinking"
-    Params = Align3Params
     counts_prompt_once = True
     uses_prefill = True
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from ..benchmark import Prompt, Scenario
 from ..models import Completion, Message
-from ._base import Answer, GenerationMethod, MethodParams
+from ._base import GenerationMethod
 from ._context import MethodContext
 from ._registry import register_method
 from ._text import split_completion
+from ._types import Answer, MethodParams
 
 DEFAULT_SYSTEM = "You are a capable, careful assistant."
 
@@ -55,24 +56,22 @@ def answer_of(ctx: MethodContext, out: Completion) -> Answer:
 
 
 @register_method
-class Raw(GenerationMethod):
+class Raw(GenerationMethod[BaselineParams]):
     """The prompt alone, without the scenario's specifications."""
 
     name = "raw"
     description = "the prompt alone, no specifications"
-    Params = BaselineParams
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
         return answer_of(ctx, await ctx.chat("answer", conversation(self.params.system_prompt, prompt, prompt.prompt)))
 
 
 @register_method
-class Vanilla(GenerationMethod):
+class Vanilla(GenerationMethod[BaselineParams]):
     """The prompt followed by the scenario's specifications and the instruction to follow them."""
 
     name = "vanilla"
     description = "the prompt plus the scenario's specifications and the instruction to follow them"
-    Params = BaselineParams
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
         out = await ctx.chat("answer", vanilla_messages(self.params.system_prompt, scenario, prompt))

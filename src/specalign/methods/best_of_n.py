@@ -5,10 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..benchmark import Prompt, Scenario
-from ._base import Answer, GenerationMethod
+from ._base import GenerationMethod
 from ._candidates import CandidateParams, chosen_answer, first_round
 from ._context import MethodContext
 from ._registry import register_method
+from ._types import Answer
 
 
 class BestOfNParams(CandidateParams):
@@ -16,12 +17,11 @@ class BestOfNParams(CandidateParams):
 
 
 @register_method
-class BestOfN(GenerationMethod):
+class BestOfN(GenerationMethod[BestOfNParams]):
     """Sample the vanilla prompt N times (sample 0 is vanilla's own call) and return the best-scored answer."""
 
     name = "best_of_n"
     description = "N samples of the vanilla prompt, the best by the spec judge's SAR (or a reward function)"
-    Params = BestOfNParams
     uses_scorer = True
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:

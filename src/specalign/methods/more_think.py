@@ -5,10 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..benchmark import Prompt, Scenario
-from ._base import Answer, GenerationMethod
+from ._base import GenerationMethod
 from ._context import MethodContext
 from ._registry import register_method
 from ._thinking import Injection, PrefillParams, staged_thinking, staged_turns
+from ._types import Answer
 from .baselines import vanilla_messages
 
 
@@ -18,7 +19,7 @@ class MoreThinkParams(PrefillParams):
 
 
 @register_method
-class MoreThink(GenerationMethod):
+class MoreThink(GenerationMethod[MoreThinkParams]):
     """Open the thought; at each attempt to close it, append "Wait, " instead, ``rethink_count`` cycles in all.
 
     As in the official code, ``rethink_count=3`` is two generations stopped at the end-of-thinking
@@ -27,7 +28,6 @@ class MoreThink(GenerationMethod):
 
     name = "more_think"
     description = "budget forcing: replace the end of thinking with 'Wait, ' for rethink_count cycles"
-    Params = MoreThinkParams
     counts_prompt_once = True
     uses_prefill = True
 

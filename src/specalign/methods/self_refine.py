@@ -8,10 +8,11 @@ from pydantic import Field
 
 from ..benchmark import Prompt, Scenario
 from ..models import Message
-from ._base import Answer, GenerationMethod
+from ._base import GenerationMethod
 from ._context import MethodContext
 from ._registry import register_method
 from ._text import split_completion
+from ._types import Answer
 from .baselines import BaselineParams, answer_of, vanilla_messages
 
 FEEDBACK_SYSTEM = (
@@ -49,7 +50,7 @@ def feedback_verdict(text: str) -> str | None:
 
 
 @register_method
-class SelfRefine(GenerationMethod):
+class SelfRefine(GenerationMethod[SelfRefineParams]):
     """Self-Refine (Madaan et al.) with the specs in the feedback step, as the official code does.
 
     The first answer is the vanilla call (shared through the call cache). Each round asks
@@ -58,7 +59,6 @@ class SelfRefine(GenerationMethod):
 
     name = "self_refine"
     description = "answer, feedback against every spec, refine; max_iters rounds, stops early on KEEP"
-    Params = SelfRefineParams
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
         p = self.params

@@ -9,11 +9,12 @@ from pydantic import Field
 
 from ..benchmark import Prompt, Scenario
 from ..models import Message
-from ._base import Answer, GenerationMethod
+from ._base import GenerationMethod
 from ._candidates import Candidate, CandidateParams, best, chosen_answer, first_round, sampling_params, score_all, worst
 from ._context import MethodContext
 from ._registry import register_method
 from ._text import split_completion
+from ._types import Answer
 from .baselines import answer_of, conversation, spec_augmented_prompt
 
 CRITIC_SYSTEM = (
@@ -69,7 +70,7 @@ def _skip_reason(pool: list[Candidate], rounds: int) -> str:
 
 
 @register_method
-class TPO(GenerationMethod):
+class TPO(GenerationMethod[TPOParams]):
     """Sample, score with the spec judge, then critique (loss), guidance (gradient) and rewrite (update).
 
     Round 0 samples the vanilla prompt ``samples`` times. Each of the ``iterations`` rounds takes
@@ -82,7 +83,6 @@ class TPO(GenerationMethod):
 
     name = "tpo"
     description = "test-time preference optimization: sample, score, critique, guide, rewrite; best scored"
-    Params = TPOParams
     uses_scorer = True
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from ..benchmark import Prompt, Scenario
-from ._base import Answer, GenerationMethod
+from ._base import GenerationMethod
 from ._context import MethodContext
 from ._registry import register_method
 from ._text import split_completion
 from ._thinking import PrefillParams
+from ._types import Answer
 from .baselines import answer_of, vanilla_messages
 
 
 @register_method
-class ZeroThink(GenerationMethod):
+class ZeroThink(GenerationMethod[PrefillParams]):
     """Prefill ``<think>`` and ``</think>`` with nothing between, so the model answers at once.
 
     Without prefill (``no_prefill=multi_turn``) the equivalent is the vanilla call: an API
@@ -21,7 +22,6 @@ class ZeroThink(GenerationMethod):
 
     name = "zero_think"
     description = "an empty thinking block, then the answer"
-    Params = PrefillParams
     counts_prompt_once = True
     uses_prefill = True
 

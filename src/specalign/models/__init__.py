@@ -1,10 +1,14 @@
-"""Models behind one small async interface: OpenAI-compatible servers and llama.cpp in-process."""
+"""Models behind one small async interface: OpenAI-compatible servers and llama.cpp in-process.
+
+Backends load like methods: built-ins and :func:`register_backend` calls, plus plugins through the
+``specalign.backends`` entry-point group (see docs/plugins.md).
+"""
 
 from ._base import ChatRequest, Completion, Message, ModelBackend, Role, Usage
 from ._cache import CallCache, cache_key, default_cache_dir
 from ._llamacpp import parallelism as local_parallelism
-from ._model import Model
-from ._registry import create_model, register_backend
+from ._model import Model, prefill_refusal
+from ._registry import available_backends, create_model, register_backend
 from ._settings import (
     EMBEDDED_MAX_TOKENS,
     LOCAL,
@@ -31,6 +35,7 @@ __all__ = [
     "ModelsConfig",
     "Role",
     "Usage",
+    "available_backends",
     "cache_key",
     "create_model",
     "default_cache_dir",
@@ -38,6 +43,7 @@ __all__ = [
     "load_models_config",
     "local_parallelism",
     "parse_model_spec",
+    "prefill_refusal",
     "register_backend",
     "settings_from_config",
 ]

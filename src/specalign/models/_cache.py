@@ -138,12 +138,21 @@ class CallCache:
                             self._db = self._connect()
                             continue
                         except (OSError, sqlite3.Error) as again:
-                            e = again  # noqa: PLW2901
-                    log.warning("the model-call cache %s failed (%s): going on without it", self.path, e)
-                    if self._db is not None:
-                        self._db.close()
-                    self._db = None
+                            self._give_up(again)
+                            return default
+                    self._give_up(e)
+                    return default
             return default
+
+    def _give_up(self, error: BaseException) -> None:
+        """Turn the cache off for this process, with one warning naming it."""
+        log.warning("the model-call cache %s failed (%s): going on without it", self.path, error)
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+        self._db = None
 
     def get(self, key: str) -> Completion | None:
         row = self._run(lambda db: db.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone(), None)

@@ -423,7 +423,9 @@ class LlamaCppBackend(ModelBackend):
         await asyncio.get_running_loop().run_in_executor(None, self.pool)
 
     async def chat(self, request: ChatRequest) -> Completion:
-        pool = self._pool or await asyncio.get_running_loop().run_in_executor(None, self.pool)
+        pool = self._pool
+        if pool is None:
+            pool = await asyncio.get_running_loop().run_in_executor(None, self.pool)
         kwargs = map_params(request, int(self.settings.params.get("seed", 0) or 0))
         kwargs["seed"] += request.sample_index
         kwargs.setdefault("temperature", DEFAULT_TEMPERATURE)

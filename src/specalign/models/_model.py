@@ -111,7 +111,7 @@ class Model:
         return await self._call(self.request(turn, params=merged, continue_final=True, sample_index=sample_index))
 
     async def _call(self, request: ChatRequest) -> Completion:
-        key = self.key_for(request) if self.cache is not None else None
+        key = self.key_for(request) if self.cache is not None else ""
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:

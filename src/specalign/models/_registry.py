@@ -1,22 +1,60 @@
-"""Backends by kind. Built-ins register here the same way a plugin would."""
+"""Backends by kind (group ``specalign.backends``). Built-ins register here the same way a plugin would."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar, overload
 
+from .._registry import Registry
 from ..errors import ConfigError
 from ._base import ModelBackend
 from ._cache import CallCache
 from ._model import Model
 from ._settings import ModelSettings
 
+ENTRY_POINT_GROUP = "specalign.backends"
+#: builds a backend from a model's settings; a :class:`ModelBackend` subclass taking the settings is one
 BackendFactory = Callable[[ModelSettings], ModelBackend]
-_FACTORIES: dict[str, BackendFactory] = {}
+F = TypeVar("F", bound=BackendFactory)
 
 
-def register_backend(kind: str, factory: BackendFactory) -> None:
-    """Make ``backend: <kind>`` in model settings build backends with ``factory``."""
-    _FACTORIES[kind] = factory
+def _adopt(registry: Registry[BackendFactory], entry_point: str, obj: Any) -> None:
+    """An entry point that names a factory (not a module) registers it under the entry point's name."""
+    if not callable(obj):
+        raise ConfigError(
+            f"plugin {entry_point!r} (entry point group {ENTRY_POINT_GROUP}) names {obj!r}, not a module "
+            f"or a backend factory (a ModelBackend subclass, or a function of the model's settings)"
+        )
+    registry.register(entry_point, obj)
+
+
+BACKENDS: Registry[BackendFactory] = Registry("backend", ENTRY_POINT_GROUP, field="backend", adopt=_adopt)
+
+
+@overload
+def register_backend(kind: str) -> Callable[[F], F]: ...
+@overload
+def register_backend(kind: str, factory: F) -> F: ...
+def register_backend(kind: str, factory: F | None = None) -> F | Callable[[F], F]:
+    """Make ``backend: <kind>`` in model settings (and the spec ``<kind>:MODEL``) build backends with ``factory``.
+
+    ``factory`` takes the model's :class:`ModelSettings` and returns a :class:`ModelBackend` (a
+    backend class whose constructor takes the settings is one). Without ``factory``, a decorator.
+    """
+    if factory is None:
+
+        def decorate(f: F) -> F:
+            BACKENDS.register(kind, f)
+            return f
+
+        return decorate
+    BACKENDS.register(kind, factory)
+    return factory
+
+
+def available_backends() -> list[str]:
+    """Every backend kind, built-ins and plugins, sorted."""
+    return BACKENDS.names()
 
 
 def _openai(settings: ModelSettings) -> ModelBackend:
@@ -37,9 +75,4 @@ register_backend("llamacpp", _llamacpp)
 
 def create_model(settings: ModelSettings, cache: CallCache | None = None) -> Model:
     """Build the backend named by ``settings.backend`` and wrap it as a :class:`Model`."""
-    factory = _FACTORIES.get(settings.backend)
-    if factory is None:
-        raise ConfigError(
-            f"unknown backend {settings.backend!r} (have: {', '.join(sorted(_FACTORIES))})", field="backend"
-        )
-    return Model(settings, factory(settings), cache)
+    return Model(settings, BACKENDS.get(settings.backend, field="backend")(settings), cache)

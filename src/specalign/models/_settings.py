@@ -7,15 +7,15 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from .._secrets import header_value_problem, redact_text, redact_url
 from ..errors import ConfigError, ModelUnavailable
 
-BackendKind = Literal["openai", "llamacpp"]
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 #: the key sent to servers that need none (the SDK insists on one)
@@ -80,7 +80,7 @@ class ModelSettings(BaseModel):
         description="the name the user gave: 'local', a config key, or the inline spec with its "
         "URL credentials redacted (for display and naming; the real URLs are in base_urls)"
     )
-    backend: BackendKind
+    backend: str = Field(description="a registered backend kind: 'openai', 'llamacpp', or a plugin's")
     model_name: str
     base_urls: list[str] = Field(default_factory=list)
     api_key_env: str | None = None
@@ -121,6 +121,15 @@ class ModelSettings(BaseModel):
         description="llama.cpp in-process: calls run at once, one context each with cores / parallel threads "
         "(None: one per core, at most 8, for the embedded model; 1 for any other GGUF)",
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, v: str) -> str:
+        from ._registry import BACKENDS  # noqa: PLC0415  (the registry imports these settings)
+
+        if v not in BACKENDS:
+            raise PydanticCustomError("unknown_backend", "{message}", {"message": BACKENDS.unknown(v)})
+        return v
 
     @field_validator("api_key_env")
     @classmethod
@@ -222,7 +231,8 @@ class ModelsConfig(dict[str, dict[str, Any]]):
 def parse_model_spec(
     spec: str, config: dict[str, dict[str, Any]] | None = None, config_path: str | None = None
 ) -> ModelSettings:
-    """Turn ``local``, ``gguf:PATH``, ``openai:MODEL[@BASE_URL]`` or a config key into settings.
+    """Turn ``local``, ``gguf:PATH``, ``openai:MODEL[@BASE_URL]``, ``BACKEND:MODEL[@BASE_URL]`` (a
+    plugin backend registered as ``BACKEND``) or a config key into settings.
 
     ``config`` is a :class:`ModelsConfig` (errors name the file each key came from) or a plain
     mapping read from ``config_path``.
@@ -252,12 +262,31 @@ def parse_model_spec(
         settings = ModelSettings(key=redact_text(spec), backend="openai", model_name=name, base_urls=urls)
         check_api_key(settings)
         return settings
+    plugin = _plugin_spec(spec)
+    if plugin is not None:
+        return plugin
     known = ", ".join(sorted(config)) or "none"
     where = f" (keys in {config_path}: {known})" if config_path else " (no --models-config given)"
     raise ConfigError(
         f"unknown model {spec!r}: expected 'local', 'gguf:PATH', 'openai:MODEL@BASE_URL' or a config key{where}",
         field="model",
     )
+
+
+def _plugin_spec(spec: str) -> ModelSettings | None:
+    """``BACKEND:MODEL[@BASE_URL]`` for a backend registered as ``BACKEND`` other than the built-ins,
+    whose spellings are ``openai:`` and ``gguf:``/``local``; None when the prefix names no backend."""
+    from ._registry import BACKENDS  # noqa: PLC0415  (the registry imports these settings)
+
+    kind, sep, rest = spec.partition(":")
+    if not sep or not kind or kind in ("openai", "llamacpp") or kind not in BACKENDS:
+        return None
+    name, _, url = rest.partition("@")
+    if not name:
+        raise ConfigError(f"{kind}: needs a model name, e.g. {kind}:MODEL or {kind}:MODEL@BASE_URL", field="model")
+    urls = _split_urls(url) if url else []
+    _check_urls(urls, "model")
+    return ModelSettings(key=redact_text(spec), backend=kind, model_name=name, base_urls=urls)
 
 
 def settings_from_config(key: str, entry: Any, path: str) -> ModelSettings:
@@ -320,7 +349,7 @@ def load_models_config(paths: str | Sequence[str] | None) -> ModelsConfig:
 
 
 def _read_models_file(path: str) -> dict[str, dict[str, Any]]:
-    from ..benchmark._files import read_yaml  # noqa: PLC0415
+    from ..benchmark import read_yaml  # noqa: PLC0415
 
     try:
         data = read_yaml(Path(path))

@@ -7,12 +7,24 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..benchmark import PromptLabel
+from ..benchmark import SPEC_KINDS, PromptLabel
 from ..errors import RunDirError
-from ..runs import ComparisonRow, Manifest, RunDir, ScoresReport, compute_scores
-from ..runs._compare import comparison_warnings, delta_note, overall_notes, row_of, set_deltas
-from ..runs._export import SampleStatus, run_benchmark, sample_outcome
-from ..runs._scores import latest_records
+from ..runs import (
+    ComparisonRow,
+    Manifest,
+    RunDir,
+    SampleStatus,
+    ScoresReport,
+    comparison_warnings,
+    compute_scores,
+    delta_note,
+    latest_records,
+    overall_notes,
+    row_of,
+    run_benchmark,
+    sample_outcome,
+    set_deltas,
+)
 from ..scoring import Metric, NAPolicy
 
 #: Okabe–Ito: distinguishable with the common colour-vision deficiencies
@@ -193,12 +205,9 @@ class _Builder:
                 continue
             info, s = manifest.data.scenarios[key], by_key.get(key)
             specs = [
-                SpecInfo(id=f"S{i}", kind="safety", text=s.safety_specs[i - 1].text if s else None)
-                for i in range(1, info.n_safety + 1)
-            ]
-            specs += [
-                SpecInfo(id=f"B{i}", kind="behavioral", text=s.behavioral_specs[i - 1].text if s else None)
-                for i in range(1, info.n_behavioral + 1)
+                SpecInfo(id=sid, kind=kind, text=s.specs(kind)[i].text if s else None)
+                for kind in SPEC_KINDS
+                for i, sid in enumerate(info.spec_ids(kind))
             ]
             self.scenarios[rkey] = ScenarioEntry(key=rkey, name=info.name, specs=specs)
 

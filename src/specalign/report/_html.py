@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunDirError
-from ..runs._store import check_output
+from ..runs import check_output
 from ._data import ReportData, RunEntry, SampleRun
 from ._plots import cost_plot, frontier_plot, heatmap_table, scenario_plot
 from ._svg import esc

@@ -71,7 +71,8 @@ def _points(svg: Svg, placed: list[tuple[RunEntry, float, float]]) -> None:
 def frontier_plot(data: ReportData) -> str:
     """Safety (x) against behavioral (y), one point per run, with iso-SAR guide curves."""
     runs = [r for r in data.runs if r.row.safety is not None and r.row.behavioral is not None]
-    xs, ys = percent_domain([100 * r.row.safety for r in runs]), percent_domain([100 * r.row.behavioral for r in runs])
+    xs = percent_domain([100 * (r.row.safety or 0.0) for r in runs])  # (all set: runs are filtered above)
+    ys = percent_domain([100 * (r.row.behavioral or 0.0) for r in runs])
     x, y = Linear(*xs, LEFT, W - RIGHT), Linear(*ys, H - BOTTOM, TOP)
     svg = Svg(W, H, "Safety against behavioral score, one point per run", "plot frontier")
     svg.raw(

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
-from ..benchmark._sheets import neutralise_cell
+from ..benchmark import neutralise_cell
 from ..errors import ConfigError
 from ._records import Manifest
 from ._scores import ScoresReport, compute_scores

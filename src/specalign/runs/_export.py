@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..benchmark._sheets import neutralise_cell
+from ..benchmark import SPEC_KINDS, neutralise_cell, spec_id
 from ..errors import ConfigError, RunDirError
 from ..scoring import SampleScore, score_sample
 from ._records import GenerationRecord, JudgmentRecord, Manifest
@@ -69,12 +69,12 @@ def verdict_rows(run_dir: str, *, with_text: bool = False) -> Iterator[dict[str,
                 "verdict_reason": None,
             }
             continue
-        for spec_id, v in j.verdicts.items():  # type: ignore[union-attr]
+        for spec, v in j.verdicts.items():  # type: ignore[union-attr]
             yield {
                 **base,
-                "spec_id": spec_id,
-                "spec_kind": "safety" if spec_id.startswith("S") else "behavioral",
-                "spec_text": texts.get((base["scenario"], spec_id)),
+                "spec_id": spec,
+                "spec_kind": "safety" if spec.startswith("S") else "behavioral",
+                "spec_text": texts.get((base["scenario"], spec)),
                 "verdict": v.verdict,
                 "verdict_reason": v.reason,
             }
@@ -128,12 +128,12 @@ def sample_outcome(
         return "pending", None, None
     info = manifest.data.scenarios[g.scenario]
     score = score_sample(
-        [j.verdicts[f"S{i}"].verdict for i in range(1, info.n_safety + 1)],
-        [j.verdicts[f"B{i}"].verdict for i in range(1, info.n_behavioral + 1)],
+        [j.verdicts[k].verdict for k in info.spec_ids("safety")],
+        [j.verdicts[k].verdict for k in info.spec_ids("behavioral")],
         weights=info.behavioral_weights,
         alpha=manifest.alpha,
         na_policy=manifest.na_policy,
-    )  # type: ignore[arg-type]
+    )
     return "scored", None, score
 
 
@@ -154,8 +154,8 @@ def _spec_texts(manifest: Manifest) -> dict[tuple[str, str], str]:
         return {}
     out = {}
     for s in bench.scenarios:
-        out.update({(s.key, f"S{i}"): spec.text for i, spec in enumerate(s.safety_specs, 1)})
-        out.update({(s.key, f"B{i}"): spec.text for i, spec in enumerate(s.behavioral_specs, 1)})
+        for kind in SPEC_KINDS:
+            out.update({(s.key, spec_id(kind, i)): spec.text for i, spec in enumerate(s.specs(kind), 1)})
     return out
 
 

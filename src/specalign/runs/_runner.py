@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import platform
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -14,12 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .. import __version__
 from ..benchmark import Benchmark, Prompt, Scenario, load_benchmark, select_prompts, select_scenarios
 from ..errors import ModelAccessError, ModelError, ModelOutage, RunDirError
 from ..judge import Judge, score_verdicts
-from ..methods import CandidateScorer, GenerationMethod, create_method, make_scorer
-from ..methods._scorers import load_function
+from ..methods import CandidateScorer, FunctionScorer, GenerationMethod, create_method, make_scorer
 from ..models import (
     EMBEDDED_MAX_TOKENS,
     LOCAL,
@@ -33,10 +27,10 @@ from ..models import (
 )
 from ..scoring import SampleScore
 from ._config import RunConfig
-from ._records import DataInfo, GenerationRecord, JudgmentRecord, Manifest, ScenarioInfo, Selection, Session, now
+from ._records import GenerationRecord, JudgmentRecord, Manifest, Session, build_manifest, sample_id_of
 from ._resume import ResumeState
 from ._scores import ScoresReport, compute_scores
-from ._store import GENERATIONS, JUDGMENTS, SCORES, RunDir, refuse_inside
+from ._store import SCORES, RunDir, refuse_inside
 
 
 class RunStats(BaseModel):
@@ -100,43 +94,18 @@ class Evaluation:
             return CallCache(Path(self.config.cache_dir) / "calls.sqlite")
         return CallCache.default()
 
-    def _generation_key(self, target: Model, scorer: CandidateScorer | None) -> str:
-        parts = [
-            self.bench.content_hash(),
-            target.backend.identity(),
-            target.settings.params,
-            target.settings.extra_body,
-            self.method.describe(),
-        ]
-        if scorer is not None:  # Best-of-N and TPO pick by the scorer: another judge, other answers
-            parts.append(scorer.describe())
-        blob = json.dumps(parts, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
     def _manifest(self, target: Model, judge: Judge, scorer: CandidateScorer | None) -> Manifest:
-        scen = {
-            s.key: ScenarioInfo(
-                name=s.name,
-                n_safety=len(s.safety_specs),
-                n_behavioral=len(s.behavioral_specs),
-                behavioral_weights=[b.weight for b in s.behavioral_specs],
-            )
-            for s in self.scenarios
-        }
-        return Manifest(
-            specalign_version=__version__,
-            generation_key=self._generation_key(target, scorer),
-            data=DataInfo(source=self.bench.source, sha256=self.bench.content_hash(), scenarios=scen),
-            selection=Selection(
-                scenarios=[s.key for s in self.scenarios], limit=self.limit, n_samples=len(self.samples)
-            ),
-            model=target.settings.public_dict(),
-            model_identity=target.backend.identity(),
-            method=self.method.describe(),
-            judge=judge.describe(),
+        return build_manifest(
+            bench=self.bench,
+            scenarios=self.scenarios,
+            limit=self.limit,
+            n_samples=len(self.samples),
+            target=target,
+            method=self.method,
+            judge=judge,
             alpha=self.config.alpha,
             na_policy=self.config.na_policy,
-            environment=_environment(),
+            scorer=scorer,  # Best-of-N and TPO pick by the scorer: another judge, other answers
         )
 
     def _reconcile(self, fresh: Manifest) -> Manifest:
@@ -170,7 +139,7 @@ class Evaluation:
         self.method.check(create_model(self.target_settings, None))
         spec = getattr(self.method.params, "scorer", None)
         if self.method.uses_scorer and spec not in (None, "judge"):
-            load_function(spec)
+            FunctionScorer(spec)  # imports the reward function: a ConfigError now, not mid-run
 
     def check_out_dir(self) -> None:
         """The run directory is new, empty or a readable run's, held by no other process, and not inside the
@@ -212,7 +181,7 @@ class Evaluation:
             await target.aclose()
             if judge_model is not target:
                 await judge_model.aclose()
-        manifest.updated_at = now()
+        manifest.touch()
         self.run_dir.write_manifest(manifest)
         scores = compute_scores(self.run_dir, manifest)
         self.run_dir.write_json_atomic(SCORES, scores.model_dump(mode="json"))
@@ -243,7 +212,7 @@ class Evaluation:
             judge_again=lambda j: _judge_again(j, self.config.retry_unscored),
             score=self._score_record,
         )
-        gen_w, judge_w = self.run_dir.open_writer(GENERATIONS), self.run_dir.open_writer(JUDGMENTS)
+        gen_w, judge_w = self.run_dir.open_writers()
         try:
             await self._process_all(target, judge, scorer, done, gen_w, judge_w, on_progress)
         finally:
@@ -322,7 +291,7 @@ class Evaluation:
         new_g: GenerationRecord | None = None
         g = done.to_judge.pop(sid, None)  # answered before, not judged yet
         if g is None:
-            g = new_g = await self._generate(target, scorer, scenario, prompt, sid)
+            g = new_g = await self._generate(target, scorer, scenario, prompt)
             gen_w.append(g)
         new_j: JudgmentRecord | None = None
         if g.status == "ok":
@@ -360,53 +329,24 @@ class Evaluation:
             self.stats.model_calls += j.calls
 
     async def _generate(
-        self, target: Model, scorer: CandidateScorer | None, scenario: Scenario, prompt: Prompt, sid: str
+        self, target: Model, scorer: CandidateScorer | None, scenario: Scenario, prompt: Prompt
     ) -> GenerationRecord:
         t0 = time.perf_counter()
-        base = dict(
-            sample_id=sid, scenario=scenario.key, prompt_id=prompt.id, label=prompt.label, prompt_sent=prompt.prompt
+        sample: dict[str, Any] = dict(
+            scenario=scenario.key, prompt_id=prompt.id, label=prompt.label, prompt_sent=prompt.prompt
         )
         try:
             out = await self.method.run(target, scenario, prompt, scorer=scorer)
         except ModelAccessError:
             raise
         except ModelError as e:
-            return GenerationRecord(**base, status="error", error=str(e), elapsed_s=time.perf_counter() - t0)
-        return GenerationRecord(
-            **base,
-            status="ok",
-            thought=out.thought,
-            response=out.response,
-            flags=out.flags,
-            usage=out.usage,
-            scorer_usage=out.scorer_usage,
-            calls=out.calls,
-            cached_calls=out.cached_calls,
-            steps=out.steps,
-            stats=out.stats,
-            elapsed_s=time.perf_counter() - t0,
-        )
+            return GenerationRecord.failed(str(e), **sample, elapsed_s=time.perf_counter() - t0)
+        return GenerationRecord.from_output(out, **sample, elapsed_s=time.perf_counter() - t0)
 
     async def _judge(self, judge: Judge, scenario: Scenario, prompt: Prompt, g: GenerationRecord) -> JudgmentRecord:
         t0 = time.perf_counter()
-        o = await judge.judge(scenario, prompt, g.response)
-        return JudgmentRecord(
-            sample_id=g.sample_id,
-            scenario=g.scenario,
-            prompt_id=g.prompt_id,
-            label=g.label,
-            judge_key=judge.key(),
-            status=o.status,
-            verdicts=o.verdicts,
-            unscored_reason=o.unscored_reason,
-            call_failed=o.call_failed,
-            raw_outputs=o.raw_outputs,
-            attempts=o.attempts,
-            usage={"prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens},
-            calls=o.calls,
-            cached_calls=o.cached_calls,
-            elapsed_s=time.perf_counter() - t0,
-        )
+        outcome = await judge.judge(scenario, prompt, g.response)
+        return JudgmentRecord.from_outcome(g, judge.key(), outcome, elapsed_s=time.perf_counter() - t0)
 
     def _tally(self, score: SampleScore | None) -> None:
         st = self.stats
@@ -462,19 +402,7 @@ def _with_generation_defaults(settings: ModelSettings) -> ModelSettings:
 
 
 def _sid(scenario: Scenario, prompt: Prompt) -> str:
-    return f"{scenario.key}/{prompt.id}"
-
-
-def _environment() -> dict[str, str]:
-    env = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("pydantic", "openai", "llama_cpp_python"):
-        try:
-            from importlib.metadata import version  # noqa: PLC0415
-
-            env[pkg] = version(pkg.replace("_", "-"))
-        except Exception:  # noqa: BLE001
-            pass
-    return env
+    return sample_id_of(scenario.key, prompt.id)
 
 
 async def run_evaluation(config: RunConfig, on_progress: ProgressCallback | None = None) -> RunResult:

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field, PrivateAttr
 
+from ..benchmark import PromptLabel
 from ..models import Usage
-from ..scoring import Metric, NAPolicy, macro_average, score_sample, subset_metrics
+from ..scoring import (
+    LETTER_VERDICTS,
+    Metric,
+    NAPolicy,
+    Score,
+    ScoredSample,
+    SpecViolations,
+    macro_average,
+    score_sample,
+    subset_metrics,
+    verdict_letters,
+)
 from ._records import GenerationRecord, JudgmentRecord, Manifest
 from ._store import RunDir
 
@@ -74,21 +86,6 @@ def latest_records(run: RunDir, judge_key: str) -> tuple[dict[str, GenerationRec
     return gens, judged
 
 
-class _Score(NamedTuple):
-    safety: float
-    behavioral: float
-    sar: float
-
-
-class _Sample(NamedTuple):
-    """A sample as aggregation reads it (the shape of ``ScoredSample``, a tenth of its memory)."""
-
-    scenario: str
-    label: str
-    score: _Score | None = None
-    sid: str = ""
-
-
 def _tokens(u: Usage) -> tuple[int, int, int]:
     return (u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens)
 
@@ -98,7 +95,7 @@ class _Gen(NamedTuple):
 
     error: str | None
     scenario: str
-    label: str
+    label: PromptLabel
     flags: tuple[str, ...]
     usage: tuple[int, int, int]
     calls: int
@@ -115,10 +112,6 @@ class _Judged(NamedTuple):
     cached_calls: int
 
 
-_LETTER = {"YES": "Y", "NO": "N", "NA": "A"}
-_VERDICT = {v: k for k, v in _LETTER.items()}
-
-
 def _summaries(run: RunDir, manifest: Manifest, judge_key: str) -> tuple[dict[str, _Gen], dict[str, _Judged]]:
     """The latest generation and judgment of each sample, summarised as they stream past: memory grows
     by a small tuple per sample, not by whole records."""
@@ -130,7 +123,9 @@ def _summaries(run: RunDir, manifest: Manifest, judge_key: str) -> tuple[dict[st
 def _gen_summary(g: GenerationRecord) -> _Gen:
     """The target model's usage and calls, and apart from them the candidate scorer's (Best-of-N, TPO)."""
     error = None if g.status == "ok" else f"generation failed: {g.error}"
-    base = dict(error=error, scenario=g.scenario, label=g.label, flags=tuple(g.flags), usage=_tokens(g.usage))
+    base: dict[str, Any] = dict(
+        error=error, scenario=g.scenario, label=g.label, flags=tuple(g.flags), usage=_tokens(g.usage)
+    )
     if not g.steps:
         return _Gen(**base, calls=g.calls, cached_calls=g.cached_calls, scorer=None)
     target = [s for s in g.steps if s.source == "target" and s.status != "skipped"]  # a skipped step made no call
@@ -144,9 +139,8 @@ def _gen_summary(g: GenerationRecord) -> _Gen:
 def _judged_summary(j: JudgmentRecord, manifest: Manifest) -> _Judged:
     letters = ""
     if j.status == "scored":
-        info = manifest.data.scenarios[j.scenario]
-        ids = [f"S{i}" for i in range(1, info.n_safety + 1)] + [f"B{i}" for i in range(1, info.n_behavioral + 1)]
-        letters = "".join(_LETTER[j.verdicts[k].verdict] for k in ids)
+        ids = manifest.data.scenarios[j.scenario].spec_ids()
+        letters = verdict_letters(j.verdicts[k].verdict for k in ids)
     return _Judged(j.status == "scored", letters, j.unscored_reason, _tokens(j.usage), j.calls, j.cached_calls)
 
 
@@ -154,15 +148,15 @@ def compute_scores(
     run: RunDir, manifest: Manifest, *, alpha: float | None = None, na_policy: NAPolicy | None = None
 ) -> ScoresReport:
     alpha = manifest.alpha if alpha is None else alpha
-    na_policy = na_policy or manifest.na_policy  # type: ignore[assignment]
+    na_policy = na_policy or manifest.na_policy
     judge_key = manifest.judge["key"]
     run.use_manifest(manifest)
     gens, judged = _summaries(run, manifest, judge_key)
     selection = run.selected(gens)
-    samples: list[_Sample] = []
+    samples: list[ScoredSample] = []
     reasons: Counter[str] = Counter()
     flags: Counter[str] = Counter()
-    violations = _ViolationCounts()
+    violations = SpecViolations()
     pending = 0
     gen_usage, judge_usage, scorer_usage = UsageSummary(), UsageSummary(), UsageSummary()
     for sid in selection:
@@ -176,9 +170,9 @@ def compute_scores(
         flags.update(g.flags)
         if j is not None:
             _add_usage(judge_usage, j.usage, j.calls, j.cached_calls)
-        sample = _scored(g, j, manifest, alpha, na_policy, reasons)._replace(sid=sid)
+        sample = _scored(g, j, manifest, alpha, na_policy, reasons)._replace(sample_id=sid)
         if sample.score is not None:
-            violations.add(g.scenario, manifest, j.verdicts)  # type: ignore[union-attr]
+            violations.add(g.scenario, manifest.data.scenarios[g.scenario].n_safety, j.verdicts)  # type: ignore[union-attr]
         samples.append(sample)
     per_scenario = {}
     for key in manifest.selection.scenarios:
@@ -213,7 +207,7 @@ def compute_scores(
         empty_scenarios=empty,
         overall_note=overall_note(empty, len(per_scenario)),
     )
-    rep._samples = {s.sid: (s.scenario, s.score.sar) for s in samples if s.score is not None}
+    rep._samples = {s.sample_id: (s.scenario, s.score.sar) for s in samples if s.score is not None}
     rep._selected = frozenset(selection)
     return rep
 
@@ -231,48 +225,18 @@ def overall_note(empty: list[str], n_scenarios: int) -> str | None:
 
 def _scored(
     g: _Gen, j: _Judged | None, manifest: Manifest, alpha: float, na_policy: NAPolicy, reasons: Counter[str]
-) -> _Sample:
+) -> ScoredSample:
     if g.error is not None:
         reasons[_reason_kind(g.error)] += 1
-        return _Sample(g.scenario, g.label)
+        return ScoredSample(g.scenario, g.label)
     if j is None or not j.scored:
         reasons[_reason_kind(j.reason if j else "not judged")] += 1
-        return _Sample(g.scenario, g.label)
+        return ScoredSample(g.scenario, g.label)
     info = manifest.data.scenarios[g.scenario]
-    safety = [_VERDICT[x] for x in j.verdicts[: info.n_safety]]
-    behavioral = [_VERDICT[x] for x in j.verdicts[info.n_safety :]]
+    safety = [LETTER_VERDICTS[x] for x in j.verdicts[: info.n_safety]]
+    behavioral = [LETTER_VERDICTS[x] for x in j.verdicts[info.n_safety :]]
     s = score_sample(safety, behavioral, weights=info.behavioral_weights, alpha=alpha, na_policy=na_policy)
-    return _Sample(g.scenario, g.label, _Score(s.safety, s.behavioral, s.sar))
-
-
-class _ViolationCounts:
-    """Per scenario and spec id: how many scored samples got NO / YES / NA, and the NO rate."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, list[Counter[str]]] = {}
-        self.n_safety: dict[str, int] = {}
-
-    def add(self, scenario: str, manifest: Manifest, letters: str) -> None:
-        per = self.counts.setdefault(scenario, [Counter() for _ in letters])
-        self.n_safety[scenario] = manifest.data.scenarios[scenario].n_safety
-        for c, letter in zip(per, letters, strict=False):
-            c[letter] += 1
-
-    def rates(self) -> dict[str, dict[str, dict[str, float | int]]]:
-        out: dict[str, dict[str, dict[str, float | int]]] = {}
-        for scenario, per in self.counts.items():
-            n_s = self.n_safety[scenario]
-            for i, c in enumerate(per):
-                spec_id = f"S{i + 1}" if i < n_s else f"B{i - n_s + 1}"
-                n = sum(c.values())
-                out.setdefault(scenario, {})[spec_id] = {
-                    "YES": c["Y"],
-                    "NO": c["N"],
-                    "NA": c["A"],
-                    "n": n,
-                    "violation_rate": c["N"] / n if n else 0.0,
-                }
-        return out
+    return ScoredSample(g.scenario, g.label, Score(s.safety, s.behavioral, s.sar))
 
 
 def _reason_kind(reason: str | None) -> str:

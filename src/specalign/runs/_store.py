@@ -299,6 +299,10 @@ class RunDir:
     def open_writer(self, name: str) -> RecordWriter:
         return RecordWriter(self.path / name)
 
+    def open_writers(self) -> tuple[RecordWriter, RecordWriter]:
+        """Writers appending to this run's generations and judgments, in that order."""
+        return self.open_writer(GENERATIONS), self.open_writer(JUDGMENTS)
+
 
 class RecordWriter:
     """Appends one JSON line per record and flushes it, after cutting off a torn last line."""

@@ -152,7 +152,7 @@ class Gateway:
 
 def load_scenarios(data: str, items: list[str]) -> dict[str, Scenario]:
     """Scenario keys of ``data``, or scenario folders (specalign or official layout), in the order given."""
-    from ..benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
+    from ..benchmark import load_scenario_dir  # noqa: PLC0415
 
     out: dict[str, Scenario] = {}
     bench = None

@@ -52,7 +52,7 @@ class Counter(_Metric):
         super().__init__(name, help)
         self.values: dict[Labels, float] = {}
 
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
+    def inc(self, amount: float = 1.0, /, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
         self.values[key] = self.values.get(key, 0.0) + amount
 

@@ -4,8 +4,6 @@ rates over a sliding window, and append every judged sample to a run directory."
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import random
 import time
@@ -14,17 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..benchmark import Benchmark, Prompt, Scenario
+from ..benchmark import SPEC_KINDS, Benchmark, Prompt, Scenario, spec_id
 from ..errors import ModelError, RunDirError
-from ..judge import Judge
+from ..judge import Judge, JudgeOutcome, score_verdicts
 from ..methods import GenerationMethod, MethodOutput
-from ..models import Model, Usage, create_model, load_models_config, parse_model_spec
-from ..runs import RunDir
-from ..runs._records import DataInfo, GenerationRecord, JudgmentRecord, Manifest, ScenarioInfo, Selection, Session, now
-from ..runs._runner import _environment
-from ..runs._store import GENERATIONS, JUDGMENTS, RecordWriter
-from ..scoring import score_sample
+from ..models import Model, create_model, load_models_config, parse_model_spec
+from ..runs import (
+    GenerationRecord,
+    JudgmentRecord,
+    Manifest,
+    RecordWriter,
+    RunDir,
+    Session,
+    build_manifest,
+    now,
+    sample_id_of,
+)
+from ..scoring import SpecViolations, verdict_letters
 from ._config import MonitorConfig
 from ._metrics import GatewayMetrics
 
@@ -133,7 +137,7 @@ class Monitor:
         for rd, manifest in self._runs.values():
             session = manifest.sessions[-1]
             session.wall_s = round(time.perf_counter() - self._t0, 3)
-            manifest.updated_at = now()
+            manifest.touch()
             try:
                 rd.write_manifest(manifest)
             except RunDirError as e:
@@ -183,17 +187,24 @@ class Monitor:
         self._record(item, outcome, outcome.unscored_reason, time.perf_counter() - t0, call_failed=outcome.call_failed)
 
     def _record(
-        self, item: _Item, outcome: Any, reason: str | None, elapsed: float, *, call_failed: bool = False
+        self,
+        item: _Item,
+        outcome: JudgeOutcome | None,
+        reason: str | None,
+        elapsed: float,
+        *,
+        call_failed: bool = False,
     ) -> None:
         method, scenario = item.method.name, item.scenario.key
         scored = outcome is not None and outcome.status == "scored"
-        letters = sar = None
-        if scored:
-            ids = scenario_ids(item.scenario)
-            letters = "".join(
-                outcome.verdicts[k].verdict[0] if outcome.verdicts[k].verdict != "NA" else "A" for k in ids
-            )
-            sar = self._sar(item.scenario, outcome.verdicts)
+        letters: str | None = None
+        sar: float | None = None
+        if outcome is not None and scored:
+            ids = item.scenario.spec_ids()
+            letters = verdict_letters(outcome.verdicts[k].verdict for k in ids)
+            sar = score_verdicts(
+                item.scenario, outcome.verdicts, alpha=self.config.alpha, na_policy=self.config.na_policy
+            ).sar
             for k in ids:
                 self.metrics_verdicts.inc(method=method, scenario=scenario, spec=k, verdict=outcome.verdicts[k].verdict)
             broken = [k for k in ids if outcome.verdicts[k].verdict == "NO"]
@@ -203,7 +214,7 @@ class Monitor:
                         now(),
                         method,
                         scenario,
-                        f"{scenario}/{item.prompt.id}",
+                        sample_id_of(scenario, item.prompt.id),
                         broken,
                         item.prompt.prompt,
                         item.output.response,
@@ -212,17 +223,6 @@ class Monitor:
         self.window(method, scenario).add(letters, sar)
         self.metrics_samples.inc(method=method, scenario=scenario, outcome="judged" if scored else "unscored")
         self._write(item, outcome, reason, elapsed, call_failed)
-
-    def _sar(self, scenario: Scenario, verdicts: dict) -> float:
-        safety = [verdicts[f"S{i}"].verdict for i in range(1, len(scenario.safety_specs) + 1)]
-        behavioral = [verdicts[f"B{i}"].verdict for i in range(1, len(scenario.behavioral_specs) + 1)]
-        return score_sample(
-            safety,
-            behavioral,
-            weights=[b.weight for b in scenario.behavioral_specs],
-            alpha=self.config.alpha,
-            na_policy=self.config.na_policy,
-        ).sar
 
     def window(self, method: str, scenario: str) -> Window:
         w = self.windows.get((method, scenario))
@@ -233,23 +233,11 @@ class Monitor:
     # -- the run directory ----------------------------------------------------------------------
     def _prepare_run_dirs(self, root: Path) -> None:
         """One run directory per method under ``root``, with the served scenarios beside them."""
-        from ..authoring._draft import write_scenario  # noqa: PLC0415
+        from ..authoring import write_scenario  # noqa: PLC0415  (only with --monitor-out)
 
         bare = [s.model_copy(update={"prompts": []}) for s in self.scenarios.values()]
-        data = DataInfo(
-            source=str((root / SCENARIOS_DIR).resolve()),
-            sha256=Benchmark(source="", scenarios=bare).content_hash(),
-            scenarios={
-                s.key: ScenarioInfo(
-                    name=s.name,
-                    n_safety=len(s.safety_specs),
-                    n_behavioral=len(s.behavioral_specs),
-                    behavioral_weights=[b.weight for b in s.behavioral_specs],
-                )
-                for s in bare
-            },
-        )
-        fresh = {name: self._manifest(method, data) for name, method in self.methods.items()}
+        served = Benchmark(source=str((root / SCENARIOS_DIR).resolve()), scenarios=bare)
+        fresh = {name: self._manifest(method, served) for name, method in self.methods.items()}
         for name, manifest in fresh.items():
             rd = RunDir(root / name)
             if rd.exists():
@@ -269,76 +257,43 @@ class Monitor:
             write_scenario(s, root / SCENARIOS_DIR, overwrite=True)
         for name, (rd, manifest) in self._runs.items():
             rd.write_manifest(manifest)
-            self._writers[name] = (rd.open_writer(GENERATIONS), rd.open_writer(JUDGMENTS))
+            self._writers[name] = rd.open_writers()
 
-    def _manifest(self, method: GenerationMethod, data: DataInfo) -> Manifest:
-        upstream = self.upstream
-        parts = [
-            data.sha256,
-            upstream.backend.identity(),
-            upstream.settings.params,
-            upstream.settings.extra_body,
-            method.describe(),
-            "live",
-        ]
-        key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        judge_desc = self.judge.describe()
-        return Manifest(
-            specalign_version=__version__,
-            generation_key=key,
-            data=data,
-            selection=Selection(scenarios=list(data.scenarios), limit=None, n_samples=0),
-            model=upstream.settings.public_dict(),
-            model_identity=upstream.backend.identity(),
-            method=method.describe(),
-            judge=judge_desc,
+    def _manifest(self, method: GenerationMethod, served: Benchmark) -> Manifest:
+        return build_manifest(
+            bench=served,
+            scenarios=served.scenarios,
+            limit=None,
+            n_samples=0,
+            target=self.upstream,
+            method=method,
+            judge=self.judge,
             alpha=self.config.alpha,
             na_policy=self.config.na_policy,
-            environment=_environment(),
+            live=True,
         )
 
-    def _write(self, item: _Item, outcome: Any, reason: str | None, elapsed: float, call_failed: bool) -> None:
+    def _write(
+        self, item: _Item, outcome: JudgeOutcome | None, reason: str | None, elapsed: float, call_failed: bool
+    ) -> None:
         writers = self._writers.get(item.method.name)
         if writers is None:
             return
         rd, manifest = self._runs[item.method.name]
-        p, out = item.prompt, item.output
-        sid = f"{item.scenario.key}/{p.id}"
-        base = dict(sample_id=sid, scenario=item.scenario.key, prompt_id=p.id, label="unlabeled")
-        gen = GenerationRecord(
-            **base,
-            status="ok",
-            prompt_sent=conversation_text(p),
-            thought=out.thought,
-            response=out.response,
-            flags=out.flags,
-            usage=out.usage,
-            scorer_usage=out.scorer_usage,
-            calls=out.calls,
-            cached_calls=out.cached_calls,
-            steps=out.steps,
-            stats=out.stats,
+        gen = GenerationRecord.from_output(
+            item.output,
+            scenario=item.scenario.key,
+            prompt_id=item.prompt.id,
+            label="unlabeled",
+            prompt_sent=conversation_text(item.prompt),
             elapsed_s=item.elapsed_s,
         )
-        judged = JudgmentRecord(
-            **base,
-            judge_key=manifest.judge["key"],
-            status="unscored",
-            unscored_reason=reason,
-            call_failed=call_failed,
-            elapsed_s=elapsed,
-        )
+        judge_key = manifest.judge["key"]
         if outcome is not None:
-            judged = judged.model_copy(
-                update=dict(
-                    status=outcome.status,
-                    verdicts=outcome.verdicts,
-                    raw_outputs=outcome.raw_outputs,
-                    attempts=outcome.attempts,
-                    calls=outcome.calls,
-                    cached_calls=outcome.cached_calls,
-                    usage=Usage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens),
-                )
+            judged = JudgmentRecord.from_outcome(gen, judge_key, outcome, elapsed_s=elapsed)
+        else:
+            judged = JudgmentRecord.not_judged(
+                gen, judge_key, reason or "not judged", elapsed_s=elapsed, call_failed=call_failed
             )
         try:
             writers[0].append(gen)
@@ -380,16 +335,25 @@ class Monitor:
             ],
         )
 
+    def _window_counts(self, key: str, w: Window) -> dict[str, dict[str, float | int]]:
+        """Spec id → verdict counts and violation rate over the scored answers in ``w``, counted as a run's
+        ``scores.json`` counts them."""
+        counts = SpecViolations()
+        n_safety = len(self.scenarios[key].safety_specs)
+        for letters, _ in w.scored():
+            counts.add(key, n_safety, letters)
+        return counts.rates().get(key, {})
+
     def _rates(self) -> list[tuple[dict[str, str], float]]:
         out = []
         for (method, key), w in sorted(self.windows.items()):
-            scored = w.scored()
-            if not scored:
+            if not w.scored():
                 continue
-            for i, spec in enumerate(scenario_ids(self.scenarios[key])):
-                broken = sum(letters[i] == "N" for letters, _ in scored)
-                kind = "safety" if spec.startswith("S") else "behavioral"
-                out.append(({"method": method, "scenario": key, "spec": spec, "kind": kind}, broken / len(scored)))
+            per = self._window_counts(key, w)
+            for kind in SPEC_KINDS:
+                for spec in self.scenarios[key].spec_ids(kind):
+                    labels = {"method": method, "scenario": key, "spec": spec, "kind": kind}
+                    out.append((labels, float(per[spec]["violation_rate"])))
         return out
 
     def spec_table(self) -> list[dict[str, Any]]:
@@ -397,15 +361,19 @@ class Monitor:
         tables = []
         for (method, key), w in sorted(self.windows.items()):
             scenario, scored = self.scenarios[key], w.scored()
-            specs = []
-            for i, spec in enumerate(scenario_ids(scenario)):
-                text = (scenario.safety_specs if spec.startswith("S") else scenario.behavioral_specs)[
-                    int(spec[1:]) - 1
-                ].text
-                broken = sum(letters[i] == "N" for letters, _ in scored)
-                specs.append(
-                    {"id": spec, "text": text, "violations": broken, "rate": broken / len(scored) if scored else None}
-                )
+            per = self._window_counts(key, w)
+            specs: list[dict[str, Any]] = []
+            for kind in SPEC_KINDS:
+                for i, spec in enumerate(scenario.specs(kind), 1):
+                    c = per.get(spec_id(kind, i))
+                    specs.append(
+                        {
+                            "id": spec_id(kind, i),
+                            "text": spec.text,
+                            "violations": c["NO"] if c else 0,
+                            "rate": c["violation_rate"] if c else None,
+                        }
+                    )
             specs.sort(key=lambda s: -(s["rate"] or 0))  # the most violated first
             tables.append(
                 {
@@ -420,12 +388,6 @@ class Monitor:
                 }
             )
         return tables
-
-
-def scenario_ids(scenario: Scenario) -> list[str]:
-    return [f"S{i}" for i in range(1, len(scenario.safety_specs) + 1)] + [
-        f"B{i}" for i in range(1, len(scenario.behavioral_specs) + 1)
-    ]
 
 
 def conversation_text(prompt: Prompt) -> str:

@@ -70,7 +70,8 @@ async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = 
             log_level="info",
             access_log=False,
             lifespan="on",
-            timeout_graceful_shutdown=config.graceful_shutdown_s,
+            # uvicorn waits with asyncio.wait_for, which takes seconds as a float; its annotation says int
+            timeout_graceful_shutdown=config.graceful_shutdown_s,  # type: ignore[arg-type]
             server_header=False,
             http=protocol,
             ws="none",

@@ -49,7 +49,7 @@ def render_status(
         "<h2>Traffic</h2>",
         _traffic(traffic),
     ]
-    if tables is None:
+    if tables is None or monitor is None:
         parts.append(
             "<h2>Spec monitoring</h2><p>Off. Start the gateway with <code>--monitor RATE</code> to judge a "
             "share of live answers against the specs.</p>"

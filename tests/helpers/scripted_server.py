@@ -173,6 +173,12 @@ class ScriptedServer:
     def chat_count(self) -> int:
         return len(self.chat_requests)
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections open now: a client that has finished and closed leaves none."""
+        with self._lock:
+            return len(self._sockets)
+
     # -- used by the handler ---------------------------------------------------------------
 
     def _record(self, req: RecordedRequest) -> None:

@@ -1,27 +1,30 @@
-"""``specalign scenario new|lint``: draft a new scenario's specifications, then check them."""
+"""``specalign scenario new|lint|curate|attack|review``: build a new scenario, from its specifications to its
+reviewed prompts."""
 
 from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .common import MODEL_HELP, ModelsConfigOption, ReviewOnly, value, with_models
+
 scenario_app = typer.Typer(
-    help="Build a new scenario: draft its specifications, lint them.", no_args_is_help=True, rich_markup_mode="rich"
+    help="Build a new scenario: draft its specifications, lint them, curate, attack and review its prompts.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-MODELS_CONFIG_HELP = "YAML of model settings; repeat to merge several files."
-
-
 def _shown(text: str) -> str:
-    from ._terminal import shown  # noqa: PLC0415
+    from .._terminal import shown  # noqa: PLC0415
 
     return shown(text)
 
@@ -30,14 +33,8 @@ def _rich(text: str) -> str:
     return escape(_shown(text))
 
 
-def _model(spec: str, models_config: list[str] | None):  # noqa: ANN202
-    from .models import CallCache, create_model, load_models_config, parse_model_spec  # noqa: PLC0415
-
-    return create_model(parse_model_spec(spec, load_models_config(models_config)), CallCache.default())
-
-
 def _range(text: str, option: str) -> tuple[int, int]:
-    from .errors import ConfigError  # noqa: PLC0415
+    from ..errors import ConfigError  # noqa: PLC0415
 
     m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", text)
     if not m:
@@ -48,7 +45,6 @@ def _range(text: str, option: str) -> tuple[int, int]:
     return low, high
 
 
-@scenario_app.command("new")
 def new(
     name: str = typer.Argument(..., help="The deployment's name, e.g. 'Museum Guide'."),
     description: str = typer.Option(
@@ -59,9 +55,9 @@ def new(
         "local",
         "--model",
         "-m",
-        help="Model that drafts: 'local', 'gguf:PATH', 'openai:MODEL@BASE_URL' or a config key.",
+        help="Model that drafts: " + MODEL_HELP,
     ),
-    models_config: list[str] | None = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
+    models_config: ModelsConfigOption = None,
     out_dir: str = typer.Option("scenarios", "--out", "-o", help="Data folder to write <key>/scenario.yaml into."),
     safety: str = typer.Option("6-10", "--safety", help="How many safety specs: N or LOW-HIGH."),
     behavioral: str = typer.Option(
@@ -76,23 +72,17 @@ def new(
 
     Example: specalign scenario new "Museum Guide" -d "A guide app for a science museum, used by families and school groups."
     """
-    import asyncio  # noqa: PLC0415
-
-    from .authoring import draft_scenario, write_scenario  # noqa: PLC0415
+    from ..authoring import draft_scenario, write_scenario  # noqa: PLC0415
 
     n_safety, n_behavioral = _range(safety, "--safety"), _range(behavioral, "--behavioral")
     key = _new_key(name, description, key, out_dir, force)
-    drafter = _model(model, models_config)
-
-    async def go():  # noqa: ANN202
-        try:
-            return await draft_scenario(
-                drafter, name, description, key=key, n_safety=n_safety, n_behavioral=n_behavioral
-            )
-        finally:
-            await drafter.aclose()
-
-    scenario = asyncio.run(go())
+    scenario = with_models(
+        [model],
+        models_config,
+        lambda drafter: draft_scenario(
+            drafter, name, description, key=key, n_safety=n_safety, n_behavioral=n_behavioral
+        ),
+    )
     path = write_scenario(scenario, out_dir, overwrite=force)
     out.print(f"[bold]{_rich(scenario.name)}[/bold] ({_rich(scenario.key)})")
     for kind, specs, letter in (("safety", scenario.safety_specs, "S"), ("behavioral", scenario.behavioral_specs, "B")):
@@ -107,9 +97,9 @@ def new(
 
 def _new_key(name: str, description: str, key: str | None, out_dir: str, force: bool) -> str:
     """The new scenario's key, checked with everything else that needs no model, before any model call."""
-    from .authoring import scenario_key  # noqa: PLC0415
-    from .benchmark._models import check_key  # noqa: PLC0415
-    from .errors import ConfigError, RunDirError  # noqa: PLC0415
+    from ..authoring import scenario_key  # noqa: PLC0415
+    from ..benchmark import check_key  # noqa: PLC0415
+    from ..errors import ConfigError, RunDirError  # noqa: PLC0415
 
     if not name.strip():
         raise ConfigError("a scenario needs a name", field="NAME")
@@ -131,13 +121,12 @@ def _new_key(name: str, description: str, key: str | None, out_dir: str, force: 
     return key
 
 
-@scenario_app.command("lint")
 def lint(
     path: str = typer.Argument(..., help="A scenario folder (with scenario.yaml) or a data folder of scenarios."),
     model: str | None = typer.Option(
         None, "--model", "-m", help="Also ask this model for conflicts between behavioral and safety specs."
     ),
-    models_config: list[str] | None = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
+    models_config: ModelsConfigOption = None,
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when anything is found."),
 ) -> None:
@@ -148,22 +137,16 @@ def lint(
 
     Example: specalign scenario lint scenarios/museum-guide --model openai:gpt-4.1
     """
-    import asyncio  # noqa: PLC0415
     import json  # noqa: PLC0415
 
-    from .authoring import lint_scenario  # noqa: PLC0415
+    from ..authoring import lint_scenario  # noqa: PLC0415
 
     scenarios = _load(path)
-    checker = _model(model, models_config) if model else None
 
-    async def go():  # noqa: ANN202
-        try:
-            return [await lint_scenario(s, checker) for s in scenarios]
-        finally:
-            if checker is not None:
-                await checker.aclose()
+    async def lint_all(checker):  # noqa: ANN001, ANN202
+        return [await lint_scenario(s, checker) for s in scenarios]
 
-    reports = asyncio.run(go())
+    reports = with_models([model or None], models_config, lint_all)
     if as_json:
         print(json.dumps([{**r.model_dump(mode="json"), "counts": r.counts()} for r in reports], indent=2))
     else:
@@ -182,7 +165,7 @@ def lint(
 
 def _scenario_folder(path: str) -> Path:
     """A scenario folder of the bundled layout, or one clear error."""
-    from .errors import ConfigError  # noqa: PLC0415
+    from ..errors import ConfigError  # noqa: PLC0415
 
     folder = Path(path)
     if not (folder / "scenario.yaml").is_file():
@@ -193,8 +176,7 @@ def _scenario_folder(path: str) -> Path:
 
 
 def _load(path: str):  # noqa: ANN202
-    from .benchmark import load_benchmark  # noqa: PLC0415
-    from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
+    from ..benchmark import load_benchmark, load_scenario_dir  # noqa: PLC0415
 
     p = Path(path)
     if (p / "scenario.yaml").is_file():
@@ -210,7 +192,7 @@ def curate_cmd(
         ..., help="A scenario folder (with scenario.yaml), e.g. from `specalign scenario new`."
     ),
     model: str = typer.Option("local", "--model", "-m", help="Model that writes and filters the prompts."),
-    models_config: list[str] | None = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
+    models_config: ModelsConfigOption = None,
     unsafe: int = typer.Option(20, "--unsafe", min=0, help="Unsafe prompts to keep."),
     safe: int = typer.Option(10, "--safe", min=0, help="Safe prompts to keep."),
     pool: float = typer.Option(2.0, "--pool", min=1.0, help="Generate this many times the counts before filtering."),
@@ -228,14 +210,13 @@ def curate_cmd(
     the scenario. A model filters them for relevance and kind, sentence embeddings (all-MiniLM-L6-v2,
     offline) remove near-duplicates by the paper's greedy rule, and a seeded sample keeps the counts.
 
-    Example: specalign curate scenarios/museum-guide --model openai:gpt-4.1 --unsafe 200 --safe 100
+    Example: specalign scenario curate scenarios/museum-guide --model openai:gpt-4.1 --unsafe 200 --safe 100
     """
-    import asyncio  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from .authoring import Curator, MiniLMEmbedder, curate, write_prompts  # noqa: PLC0415
-    from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
-    from .errors import ConfigError, RunDirError  # noqa: PLC0415
+    from ..authoring import Curator, MiniLMEmbedder, curate, write_prompts  # noqa: PLC0415
+    from ..benchmark import load_scenario_dir  # noqa: PLC0415
+    from ..errors import ConfigError, RunDirError  # noqa: PLC0415
 
     folder = _scenario_folder(scenario_dir)
     scenario = load_scenario_dir(folder)
@@ -243,26 +224,21 @@ def curate_cmd(
         raise ConfigError("nothing to curate: --unsafe and --safe are both 0", field="--unsafe")
     if scenario.prompts and not force:  # say so now, not after an hour of model calls
         raise RunDirError(f"{folder / 'prompts.yaml'} already holds prompts; pass --force to replace them")
-    writer = _model(model, models_config)
-    curator = Curator(writer, MiniLMEmbedder, batch=batch)
     t0 = time.perf_counter()
-
-    async def go():  # noqa: ANN202
-        try:
-            return await curate(
-                scenario,
-                curator,
-                n_unsafe=unsafe,
-                n_safe=safe,
-                pool=pool,
-                dedupe_to=dedupe_to,
-                seed=seed,
-                use_filter=not no_filter,
-            )
-        finally:
-            await writer.aclose()
-
-    result = asyncio.run(go())
+    result = with_models(
+        [model],
+        models_config,
+        lambda writer: curate(
+            scenario,
+            Curator(writer, MiniLMEmbedder, batch=batch),
+            n_unsafe=unsafe,
+            n_safe=safe,
+            pool=pool,
+            dedupe_to=dedupe_to,
+            seed=seed,
+            use_filter=not no_filter,
+        ),
+    )
     path = write_prompts(folder, result.prompts, overwrite=force)
     st = result.stats
     for label in ("unsafe", "safe"):
@@ -283,13 +259,13 @@ def curate_cmd(
     err.print(f"wrote {path}: {len(result.prompts)} prompts, {st.calls} model calls, {time.perf_counter() - t0:.0f} s")
 
 
-def attack_cmd(
+def attack(
     scenario_dir: str = typer.Argument(..., help="A scenario folder whose prompts.yaml holds unsafe prompts."),
     model: str = typer.Option("local", "--model", "-m", help="Attacker model that rewrites the prompts."),
     checker: str | None = typer.Option(
         None, "--checker", help="Model that checks a rewrite keeps the intent (default: --model)."
     ),
-    models_config: list[str] | None = typer.Option(None, "--models-config", help=MODELS_CONFIG_HELP),
+    models_config: ModelsConfigOption = None,
     tactics: int = typer.Option(3, "--tactics", min=1, max=10, help="Tactics combined per rewrite."),
     attempts: int = typer.Option(4, "--attempts", min=1, help="Rewrites in the first round."),
     escalation: int = typer.Option(10, "--escalation", min=2, help="Each further round tries this many times more."),
@@ -305,13 +281,12 @@ def attack_cmd(
     The original stays in original_prompt; the tactics and attempts are recorded. Safe prompts are never
     attacked. prompts.yaml is saved after every prompt, so a rerun continues where it stopped.
 
-    Example: specalign attack scenarios/museum-guide --model openai:gpt-4.1 --checker openai:gpt-4.1-mini
+    Example: specalign scenario attack scenarios/museum-guide --model openai:gpt-4.1 --checker openai:gpt-4.1-mini
     """
-    import asyncio  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from .authoring import Attacker, AttackParams, apply_outcome, to_attack, write_prompts  # noqa: PLC0415
-    from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
+    from ..authoring import Attacker, AttackParams, apply_outcome, to_attack, write_prompts  # noqa: PLC0415
+    from ..benchmark import load_scenario_dir  # noqa: PLC0415
 
     folder = _scenario_folder(scenario_dir)
     scenario = load_scenario_dir(folder)
@@ -322,37 +297,31 @@ def attack_cmd(
     if not todo:
         err.print("no unsafe prompt left to attack (safe prompts never are; --redo tries every unsafe prompt again)")
         return
-    attacker_model = _model(model, models_config)
-    checker_model = _model(checker, models_config) if checker and checker != model else attacker_model
-    runner = Attacker(attacker_model, checker_model, params)
     t0 = time.perf_counter()
     failed: list[str] = []
 
-    async def go() -> None:
+    async def attack_all(attacker_model, checker_model) -> Attacker:  # noqa: ANN001
+        runner = Attacker(attacker_model, checker_model, params)
         prompts = list(scenario.prompts)
-        try:
-            for i, p in enumerate(prompts):
-                if p.id not in todo:
-                    continue
-                outcome = await runner.attack(scenario, p)
-                if outcome.attacked is None:
-                    failed.append(p.id)
-                prompts[i] = apply_outcome(p, outcome)
-                write_prompts(folder, prompts, overwrite=True)
-                out.print(
-                    f"{_rich(p.id)}: "
-                    + (
-                        f"attacked with {escape(', '.join(outcome.tactics))} after {outcome.attempts} attempt(s)"
-                        if outcome.attacked
-                        else f"no rewrite kept its intent in {outcome.attempts} attempts; left as it was"
-                    )
+        for i, p in enumerate(prompts):
+            if p.id not in todo:
+                continue
+            outcome = await runner.attack(scenario, p)
+            if outcome.attacked is None:
+                failed.append(p.id)
+            prompts[i] = apply_outcome(p, outcome)
+            write_prompts(folder, prompts, overwrite=True)
+            out.print(
+                f"{_rich(p.id)}: "
+                + (
+                    f"attacked with {escape(', '.join(outcome.tactics))} after {outcome.attempts} attempt(s)"
+                    if outcome.attacked
+                    else f"no rewrite kept its intent in {outcome.attempts} attempts; left as it was"
                 )
-        finally:
-            await attacker_model.aclose()
-            if checker_model is not attacker_model:
-                await checker_model.aclose()
+            )
+        return runner
 
-    asyncio.run(go())
+    runner = with_models([model, checker or model], models_config, attack_all)
     done = len(todo) - len(failed)
     err.print(
         f"attacked {done} of {len(todo)} unsafe prompts in {time.perf_counter() - t0:.0f} s, "
@@ -360,12 +329,12 @@ def attack_cmd(
     )
 
 
-def review_cmd(
+def review(
     scenario_dir: str = typer.Argument(..., help="A scenario folder (scenario.yaml, prompts.yaml)."),
     reviewer: str | None = typer.Option(
         None, "--reviewer", help="Who decides (default: $SPECALIGN_REVIEWER or your user name)."
     ),
-    only: str | None = typer.Option(None, "--only", help="Review only specs, prompts or attacks."),
+    only: ReviewOnly | None = typer.Option(None, "--only", help="Review only specs, prompts or attacks."),
     export: str | None = typer.Option(None, "--export", help="Write a review sheet (CSV) instead of asking here."),
     import_sheet_path: str | None = typer.Option(None, "--import", help="Read decisions from a filled review sheet."),
     apply_to: str | None = typer.Option(
@@ -386,9 +355,11 @@ def review_cmd(
     leading '; --import removes it. --import reads sheets saved as UTF-8, UTF-16 or Windows-1252,
     separated by commas, semicolons or tabs.
 
-    Example: specalign review scenarios/museum-guide; then specalign review scenarios/museum-guide --apply final
+    Example: specalign scenario review scenarios/museum-guide
+
+    Example: specalign scenario review scenarios/museum-guide --apply final
     """
-    from .authoring._review import (  # noqa: PLC0415
+    from ..authoring import (  # noqa: PLC0415
         ReviewLog,
         decision_summary,
         export_sheet,
@@ -396,18 +367,16 @@ def review_cmd(
         review_items,
         reviewer_name,
     )
-    from .benchmark._specalign_layout import load_scenario_dir  # noqa: PLC0415
-    from .errors import ConfigError  # noqa: PLC0415
+    from ..benchmark import load_scenario_dir  # noqa: PLC0415
+    from ..errors import ConfigError  # noqa: PLC0415
 
     folder = _scenario_folder(scenario_dir)
     if sum(x is not None for x in (export, import_sheet_path, apply_to)) > 1:
         raise ConfigError("choose one of --export, --import and --apply", field="--export")
-    if only is not None and only not in ("specs", "prompts", "attacks"):
-        raise ConfigError(f"must be specs, prompts or attacks, got {only!r}", field="--only")
     scenario = load_scenario_dir(folder)
     items = review_items(scenario)
-    if only:
-        items = [i for i in items if i.kind == only[:-1]]
+    if only is not None:
+        items = [i for i in items if i.kind == value(only)[:-1]]
     log = ReviewLog(folder)
     who = reviewer_name(reviewer)
     if export:
@@ -415,7 +384,7 @@ def review_cmd(
         n = export_sheet(items, log.latest(items), export, raw_cells=raw_cells)
         err.print(
             f"wrote {export}: {n} items. Fill in decision (accept, reject, edit) and edited_text, then: "
-            f"specalign review {folder} --import {export}"
+            f"specalign scenario review {folder} --import {export}"
         )
         return
     if import_sheet_path:
@@ -434,7 +403,7 @@ def review_cmd(
 
 def _not_an_input(target: str, folder: Path, option: str) -> None:
     """Refuse to write over the scenario folder under review or one of its files."""
-    from .errors import ConfigError  # noqa: PLC0415
+    from ..errors import ConfigError  # noqa: PLC0415
 
     t, f = Path(target).resolve(), folder.resolve()
     if t == f or t.parent == f and t.name in ("scenario.yaml", "prompts.yaml", "review.jsonl"):
@@ -451,8 +420,11 @@ def _print_summary(s: dict) -> None:
 
 
 def _apply(scenario, decided, target: str, force: bool) -> None:  # noqa: ANN001
-    from .authoring import write_prompts, write_scenario  # noqa: PLC0415
-    from .authoring._review import final_scenario  # noqa: PLC0415
+    from ..authoring import (  # noqa: PLC0415
+        final_scenario,  # noqa: PLC0415
+        write_prompts,
+        write_scenario,
+    )
 
     final, counts = final_scenario(scenario, decided)
     path = write_scenario(final, target, overwrite=force)
@@ -466,7 +438,7 @@ def _apply(scenario, decided, target: str, force: bool) -> None:  # noqa: ANN001
 
 
 def _interactive(items, log, who: str) -> None:  # noqa: ANN001
-    from .authoring._review import ReviewDecision, decision_summary  # noqa: PLC0415
+    from ..authoring import DECISIONS, ReviewDecision, decision_summary  # noqa: PLC0415
 
     decided = log.latest(items)
     pending = [i for i in items if i.key not in decided]
@@ -496,13 +468,13 @@ def _interactive(items, log, who: str) -> None:  # noqa: ANN001
             if not edited:
                 print("  empty text: skipped")
                 continue
-        decision = {"a": "accept", "r": "reject", "e": "edit"}[answer]
+        decision = DECISIONS[{"a": "accept", "r": "reject", "e": "edit"}[answer]]
         log.append(
             ReviewDecision(
                 item=item.key,
                 decision=decision,
                 text_sha=item.digest,
-                edited_text=edited,  # type: ignore[arg-type]
+                edited_text=edited,
                 reviewer=who,
             )
         )
@@ -512,3 +484,28 @@ def _interactive(items, log, who: str) -> None:  # noqa: ANN001
         f"\n{s['items']} items: {s['accept']} accepted, {s['edit']} edited, {s['reject']} rejected, "
         f"{s['undecided']} undecided. Saved in {log.path}"
     )
+
+
+scenario_app.command("new")(new)
+scenario_app.command("lint")(lint)
+scenario_app.command("curate")(curate_cmd)
+scenario_app.command("attack")(attack)
+scenario_app.command("review")(review)
+
+#: the top-level spellings of 0.1, kept for one release: same options, same behaviour, no extra output
+ALIASES: dict[str, Callable[..., None]] = {"curate": curate_cmd, "attack": attack, "review": review}
+ALIAS_NOTE = "(alias of `specalign scenario {name}`; removed in 0.3)"
+
+
+def add_aliases(app: typer.Typer) -> None:
+    """Register ``specalign curate|attack|review`` on ``app`` as aliases of ``specalign scenario ...``."""
+    import inspect  # noqa: PLC0415
+
+    for name, command in ALIASES.items():
+        note = ALIAS_NOTE.format(name=name)
+        app.command(
+            name,
+            help=f"{note}\n\n{inspect.getdoc(command)}",
+            short_help=note[1].upper() + note[2:-1] + ".",
+            rich_help_panel="Aliases",
+        )(command)

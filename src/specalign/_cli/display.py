@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich import box
 from rich.table import Table
 
-from ._terminal import plain, shown
-from .runs import ComparisonRow, ScoresReport
-from .scoring import Metric
+from .._terminal import plain, shown
+from ..runs import ComparisonRow, ScoresReport
+from ..scoring import Metric
 
 __all__ = ["comparison_table", "data_table", "pct", "plain", "scores_table", "shown"]
 
@@ -66,7 +66,7 @@ def _cells(subsets: dict[str, Metric]) -> list[str]:
 
 def comparison_table(rows: list[ComparisonRow]) -> Table:
     """Runs side by side: overall scores in %, ΔSAR against the baseline, cost per sample."""
-    from .runs._compare import cell, delta_note, overall_notes  # noqa: PLC0415
+    from ..runs import cell, delta_note, overall_notes  # noqa: PLC0415
 
     models = {r.model for r in rows}
     judges = {r.judge for r in rows}

@@ -1,4 +1,4 @@
-"""Reward functions that tests name as ``scorer=method_rewards:NAME`` (the tests folder is on sys.path)."""
+"""Reward functions that tests name as ``scorer=method_rewards:NAME`` (tests/helpers is on sys.path)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import asyncio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from .runs import Evaluation, RunResult, RunStats
+from ..runs import Evaluation, RunResult, RunStats
 
 
 def _summary(st: RunStats) -> str:

@@ -22,7 +22,7 @@ permanent. Every request is counted, and every injected fault is counted by kind
 
 Standalone (for benchmarks), it serves until interrupted and writes its port to ``--port-file``:
 
-    python tests/fault_server.py --latency 0.2 --max-concurrency 32 --port-file /tmp/port
+    python tests/helpers/fault_server.py --latency 0.2 --max-concurrency 32 --port-file /tmp/port
 """
 
 from __future__ import annotations

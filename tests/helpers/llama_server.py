@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tools" / "build-llama-cpp.sh"
 NO_COMPILER = 3  # the build script's exit code when no C/C++ compiler or cmake exists
 

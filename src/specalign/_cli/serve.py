@@ -7,10 +7,19 @@ import re
 
 import typer
 
-MODEL_HELP = "'local' (embedded SmolLM2-135M), 'gguf:PATH', 'openai:MODEL@BASE_URL', or a key of --models-config."
+from .common import (
+    MODEL_HELP,
+    JudgeMode,
+    JudgeModeOption,
+    MethodParamOption,
+    ModelsConfigOption,
+    method_names,
+    params_by_method,
+    value,
+)
 
 
-def serve_cmd(
+def serve(
     scenario: list[str] = typer.Option(
         ...,
         "--scenario",
@@ -28,12 +37,8 @@ def serve_cmd(
     data: str = typer.Option(
         "bundled", "--data", "-d", help="Where scenario keys are looked up ('bundled', a data directory, 'hf:...')."
     ),
-    method_param: list[str] | None = typer.Option(
-        None, "--method-param", "-p", help="Method hyper-parameter KEY=VALUE or METHOD.KEY=VALUE."
-    ),
-    models_config: list[str] | None = typer.Option(
-        None, "--models-config", help="YAML of model settings; repeat to merge several files."
-    ),
+    method_param: MethodParamOption = None,
+    models_config: ModelsConfigOption = None,
     served_model_name: str | None = typer.Option(
         None, "--served-model-name", help="The model id clients send (default: the upstream's name)."
     ),
@@ -90,7 +95,7 @@ def serve_cmd(
         help="Share of answers to judge against the specs in the background (0: off).",
     ),
     judge: str = typer.Option("local", "--judge", "-j", help="Judge model for --monitor: " + MODEL_HELP),
-    judge_mode: str = typer.Option("joint", "--judge-mode", help="joint or sequential."),
+    judge_mode: JudgeModeOption = JudgeMode.joint,
     monitor_window: int = typer.Option(
         200, "--monitor-window", min=1, help="Judged answers per method and scenario in the sliding window."
     ),
@@ -118,26 +123,23 @@ def serve_cmd(
 
     Limits: headers (--max-header-bytes, --header-timeout; checked before the token), bodies (--max-request-bytes, --body-timeout), --max-connections, --max-concurrency. The effective limits are printed at start-up; see docs/serve.md, "Limits and hostile clients".
 
-    Example: specalign serve --scenario child   (Align3 on the embedded model, offline)
+    Example: specalign serve --scenario child  # Align3 on the embedded model, offline
 
-    Example: specalign serve -s child --model qwen3 --models-config models.yaml   (an entry with prefill: true)
+    Example: specalign serve -s child --model qwen3 --models-config models.yaml  # an entry with prefill: true
 
     Example: specalign serve -s child,code --method align3,vanilla -m openai:gpt-4.1-mini -p align3.no_prefill=multi_turn --monitor 0.1 --judge openai:gpt-4.1
     """
-    from ._secrets import redact_text  # noqa: PLC0415
-    from .cli import _method_names, _params_by_method  # noqa: PLC0415
-    from .errors import ConfigError  # noqa: PLC0415
+    from .._secrets import redact_text  # noqa: PLC0415
+    from ..errors import ConfigError  # noqa: PLC0415
 
     for module in ("fastapi", "uvicorn"):
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"the gateway needs {module}: pip install 'specalign[serve]'", field="serve")
-    if judge_mode not in ("joint", "sequential"):
-        raise ConfigError(f"must be 'joint' or 'sequential', got {judge_mode!r}", field="--judge-mode")
     scenarios = _distinct(scenario, "--scenario", "scenario")
     if not scenarios:
         raise ConfigError("no scenario given: name one or more, comma-separated", field="--scenario")
-    methods = _method_names(_distinct(method or ["align3"], "--method", "method"))
-    params = {k: v for k, v in _params_by_method(methods, method_param or []).items() if v}
+    methods = method_names(_distinct(method or ["align3"], "--method", "method"))
+    params = {k: v for k, v in params_by_method(methods, method_param or []).items() if v}
     out = monitor_out or f"runs/live-{re.sub(r'[^A-Za-z0-9._]+', '_', redact_text(model)).strip('_')[:60]}"
     config = _config(
         dict(
@@ -162,7 +164,7 @@ def serve_cmd(
             monitor=dict(
                 rate=monitor,
                 judge=judge,
-                judge_mode=judge_mode,
+                judge_mode=value(judge_mode),
                 window=monitor_window,
                 out=out if monitor > 0 else None,
                 workers=monitor_workers,
@@ -171,9 +173,9 @@ def serve_cmd(
             ),
         )
     )
-    from .serve import serve  # noqa: PLC0415
+    from ..serve import serve as start  # noqa: PLC0415
 
-    serve(config)
+    start(config)
 
 
 #: the option of each configuration field (``monitor.alpha`` and friends have none: Python API only)
@@ -209,7 +211,7 @@ OPTIONS = {
 
 def _distinct(items: list[str], option: str, what: str) -> list[str]:
     """The comma-separated or repeated names of ``option``, each once."""
-    from .errors import ConfigError  # noqa: PLC0415
+    from ..errors import ConfigError  # noqa: PLC0415
 
     names = [n.strip() for item in items for n in item.split(",") if n.strip()]
     twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
@@ -231,8 +233,8 @@ def option_name(loc: tuple) -> str:
 def _config(values: dict):  # noqa: ANN202
     from pydantic import ValidationError  # noqa: PLC0415
 
-    from .errors import ConfigError  # noqa: PLC0415
-    from .serve import ServeConfig  # noqa: PLC0415
+    from ..errors import ConfigError  # noqa: PLC0415
+    from ..serve import ServeConfig  # noqa: PLC0415
 
     try:
         return ServeConfig(**values)
