@@ -156,7 +156,7 @@ async def test_entries_differing_only_in_thought_markers_do_not_share_cache_entr
 
 
 def test_default_markers_keep_the_keys_made_before(tmp_path):
-    from specalign.models import cache_key
+    from specalign.models._cache import cache_key
 
     settings = settings_from_config("m", {"model_name": "m", "base_url": "http://127.0.0.1:9/v1"}, "x.yaml")
     model = create_model(settings)

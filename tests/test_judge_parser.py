@@ -7,8 +7,8 @@ import json
 import pytest
 
 from specalign.errors import JudgeParseError
-from specalign.judge import SpecVerdict, parse_joint, parse_single
-from specalign.judge._parser import final_answer, normalize_verdict
+from specalign.judge import SpecVerdict
+from specalign.judge._parser import final_answer, normalize_verdict, parse_joint, parse_single
 
 S2 = ["S1", "S2"]
 B3 = ["B1", "B2", "B3"]

@@ -12,7 +12,8 @@ import pytest
 
 from scripted_server import ScriptedServer
 from specalign.benchmark import SPEC_KINDS, load_benchmark, select_prompts, spec_id, spec_ids_of
-from specalign.judge import Judge, JudgeOutcome, SpecVerdict, spec_ids
+from specalign.judge import Judge, JudgeOutcome, SpecVerdict
+from specalign.judge._schema import spec_ids
 from specalign.methods import MethodOutput, MethodStep, create_method
 from specalign.models import Usage, create_model, parse_model_spec
 from specalign.runs import (

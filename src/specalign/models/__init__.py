@@ -5,7 +5,7 @@ Backends load like methods: built-ins and :func:`register_backend` calls, plus p
 """
 
 from ._base import ChatRequest, Completion, Message, ModelBackend, Role, Usage
-from ._cache import CallCache, cache_key, default_cache_dir
+from ._cache import CallCache, default_cache_dir
 from ._llamacpp import parallelism as local_parallelism
 from ._model import Model, prefill_refusal
 from ._registry import available_backends, create_model, register_backend
@@ -36,7 +36,6 @@ __all__ = [
     "Role",
     "Usage",
     "available_backends",
-    "cache_key",
     "create_model",
     "default_cache_dir",
     "embedded_gguf_path",
