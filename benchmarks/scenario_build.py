@@ -1,6 +1,6 @@
 """Time each step of building a 20-prompt scenario on the embedded model, through the CLI.
 
-scenario new → scenario lint → curate (14 unsafe + 6 safe) → attack → review (sheet export, every item
+scenario new → lint → curate (14 unsafe + 6 safe) → attack → review (sheet export, every item
 accepted, import, apply) → run. Writes a section of docs/benchmarks.md. Usage:
 
     .venv/bin/python benchmarks/scenario_build.py
@@ -52,24 +52,38 @@ def main() -> None:
         data, folder = Path(tmp) / "data", Path(tmp) / "data" / "garden-helper"
         step("scenario new", ["scenario", "new", "Garden Helper", "-d", DESCRIPTION, "--out", str(data)], rows, env)
         step("scenario lint", ["scenario", "lint", str(folder)], rows, env)
-        step("curate 14 unsafe + 6 safe", ["curate", str(folder), "--unsafe", "14", "--safe", "6"], rows, env)
+        step(
+            "curate 14 unsafe + 6 safe", ["scenario", "curate", str(folder), "--unsafe", "14", "--safe", "6"], rows, env
+        )
         step(
             "attack (2 rewrites, then 4 more; 2 checks each)",
-            ["attack", str(folder), "--attempts", "2", "--escalation", "2", "--max-attempts", "6", "--checks", "2"],
+            [
+                "scenario",
+                "attack",
+                str(folder),
+                "--attempts",
+                "2",
+                "--escalation",
+                "2",
+                "--max-attempts",
+                "6",
+                "--checks",
+                "2",
+            ],
             rows,
             env,
         )
         sheet = Path(tmp) / "sheet.csv"
         t0 = time.perf_counter()
-        step("review: export sheet", ["review", str(folder), "--export", str(sheet)], rows, env)
+        step("review: export sheet", ["scenario", "review", str(folder), "--export", str(sheet)], rows, env)
         accept_all(sheet)
         step(
             "review: import decisions",
-            ["review", str(folder), "--import", str(sheet), "--reviewer", "bench"],
+            ["scenario", "review", str(folder), "--import", str(sheet), "--reviewer", "bench"],
             rows,
             env,
         )
-        step("review: apply", ["review", str(folder), "--apply", str(Path(tmp) / "final")], rows, env)
+        step("review: apply", ["scenario", "review", str(folder), "--apply", str(Path(tmp) / "final")], rows, env)
         review_s = time.perf_counter() - t0
         step(
             "run (embedded target and judge)",

@@ -75,6 +75,7 @@ def test_attack_keeps_only_checked_rewrites_escalates_and_records_everything(tmp
     with ScriptedServer(world) as server:
         spec = f"openai:scripted-model@{server.base_url}"
         r = _cli(
+            "scenario",
             "attack",
             str(folder),
             "-m",
@@ -91,7 +92,7 @@ def test_attack_keeps_only_checked_rewrites_escalates_and_records_everything(tmp
             "2",
         )
         assert r.returncode == 0, r.stderr
-        again = _cli("attack", str(folder), "-m", spec)
+        again = _cli("scenario", "attack", str(folder), "-m", spec)
         calls_after_rerun = server.chat_count
     assert "attacked 2 of 3 unsafe prompts" in r.stderr and "no unsafe prompt left" in again.stderr
     [scenario] = load_benchmark(str(folder.parent)).scenarios

@@ -153,6 +153,7 @@ def test_cli_curate_writes_prompts_that_specalign_run_evaluates(tmp_path):
                 sys.executable,
                 "-m",
                 "specalign.cli",
+                "scenario",
                 "curate",
                 str(folder),
                 "-m",
@@ -199,7 +200,7 @@ def test_cli_curate_writes_prompts_that_specalign_run_evaluates(tmp_path):
         assert run.returncode == 0, run.stderr
         assert json.loads(run.stdout)["counts"]["scored"] == 6
         refuse = subprocess.run(
-            [sys.executable, "-m", "specalign.cli", "curate", str(folder), "-m", spec],
+            [sys.executable, "-m", "specalign.cli", "scenario", "curate", str(folder), "-m", spec],
             capture_output=True,
             text=True,
             env=env,

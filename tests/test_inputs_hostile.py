@@ -191,9 +191,9 @@ FILES = [
 ]
 COMMANDS = [
     ("lint", lambda f: ["scenario", "lint", str(f)]),
-    ("curate", lambda f: ["curate", str(f), "-m", DEAD_URL, "--force"]),
-    ("attack", lambda f: ["attack", str(f), "-m", DEAD_URL]),
-    ("review-export", lambda f: ["review", str(f), "--export", str(f.parent / "sheet.csv")]),
+    ("curate", lambda f: ["scenario", "curate", str(f), "-m", DEAD_URL, "--force"]),
+    ("attack", lambda f: ["scenario", "attack", str(f), "-m", DEAD_URL]),
+    ("review-export", lambda f: ["scenario", "review", str(f), "--export", str(f.parent / "sheet.csv")]),
     ("data", lambda f: ["data", "--data", str(f.parent)]),
 ]
 
@@ -214,13 +214,13 @@ def test_a_scenario_file_that_is_a_device_or_a_folder_is_refused(tmp_path, cli):
     _one_line(cli("scenario", "lint", str(folder)), "prompts.yaml", "not a regular file")
     (folder / "prompts.yaml").unlink()
     (folder / "prompts.yaml").mkdir()
-    _one_line(cli("attack", str(folder), "-m", DEAD_URL), "prompts.yaml", "a folder, not a file")
+    _one_line(cli("scenario", "attack", str(folder), "-m", DEAD_URL), "prompts.yaml", "a folder, not a file")
 
 
 def test_curate_refuses_existing_prompts_before_any_model_call(tmp_path, cli):
     folder = _scenario_dir(tmp_path)
     before = _tree(tmp_path)
-    _one_line(cli("curate", str(folder), "-m", DEAD_URL), "prompts.yaml", "--force")
+    _one_line(cli("scenario", "curate", str(folder), "-m", DEAD_URL), "prompts.yaml", "--force")
     assert _tree(tmp_path) == before
 
 
@@ -228,7 +228,8 @@ def test_review_refuses_several_actions_at_once(tmp_path, cli):
     folder = _scenario_dir(tmp_path)
     before = _tree(tmp_path)
     _one_line(
-        cli("review", str(folder), "--import", str(tmp_path / "a.csv"), "--apply", str(tmp_path / "f")), "choose one"
+        cli("scenario", "review", str(folder), "--import", str(tmp_path / "a.csv"), "--apply", str(tmp_path / "f")),
+        "choose one",
     )
     assert _tree(tmp_path) == before
 

@@ -152,7 +152,7 @@ def _fill(sheet: Path, decisions: dict[str, tuple[str, str]]) -> None:
 def test_sheet_round_trip_and_the_final_scenario_holds_only_accepted_items(tmp_path):
     folder = _folder(tmp_path)
     sheet = tmp_path / "sheet.csv"
-    assert _cli("review", str(folder), "--export", str(sheet)).returncode == 0
+    assert _cli("scenario", "review", str(folder), "--export", str(sheet)).returncode == 0
     rows = list(csv.DictReader(sheet.open()))
     assert [r["item"] for r in rows] == [
         "spec:S1",
@@ -177,10 +177,10 @@ def test_sheet_round_trip_and_the_final_scenario_holds_only_accepted_items(tmp_p
             "prompt:garden-s001": ("", ""),
         },
     )
-    r = _cli("review", str(folder), "--import", str(sheet), "--reviewer", "bo")
+    r = _cli("scenario", "review", str(folder), "--import", str(sheet), "--reviewer", "bo")
     assert r.returncode == 0 and "imported 7 decisions by bo" in r.stderr
     assert "6 accepted" not in r.stdout and "1 edited, 2 rejected, 1 undecided" in r.stdout
-    r = _cli("review", str(folder), "--apply", str(tmp_path / "final"))
+    r = _cli("scenario", "review", str(folder), "--apply", str(tmp_path / "final"))
     assert r.returncode == 0, r.stderr
     [final] = load_benchmark(str(tmp_path / "final")).scenarios
     assert [s.text for s in final.safety_specs] == [SCENARIO["safety_specs"][0]]
@@ -209,19 +209,19 @@ def test_sheet_round_trip_and_the_final_scenario_holds_only_accepted_items(tmp_p
 def test_bad_sheets_are_one_line_errors_and_stale_decisions_do_not_count(tmp_path):
     folder = _folder(tmp_path)
     sheet = tmp_path / "sheet.csv"
-    _cli("review", str(folder), "--export", str(sheet))
+    _cli("scenario", "review", str(folder), "--export", str(sheet))
     _fill(sheet, {"spec:S1": ("maybe", "")})
-    r = _cli("review", str(folder), "--import", str(sheet))
+    r = _cli("scenario", "review", str(folder), "--import", str(sheet))
     assert r.returncode == 2 and "row 2.decision" in r.stderr and "'maybe'" in r.stderr and r.stderr.count("\n") == 1
     _fill(sheet, {"spec:S1": ("edit", "")})
-    r = _cli("review", str(folder), "--import", str(sheet))
+    r = _cli("scenario", "review", str(folder), "--import", str(sheet))
     assert r.returncode == 2 and "row 2.edited_text" in r.stderr
     _fill(sheet, {"spec:S1": ("accept", "")})
-    assert _cli("review", str(folder), "--import", str(sheet)).returncode == 0
+    assert _cli("scenario", "review", str(folder), "--import", str(sheet)).returncode == 0
     doc = yaml.safe_load((folder / "scenario.yaml").read_text())
     doc["safety_specs"][0] = "Never give instructions for making any poison."  # the text changed after review
     (folder / "scenario.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    _cli("review", str(folder), "--export", str(sheet))
+    _cli("scenario", "review", str(folder), "--export", str(sheet))
     assert [r["decision"] for r in csv.DictReader(sheet.open())][0] == ""  # the old decision no longer counts
 
 
@@ -336,7 +336,7 @@ def test_unreadable_sheets_are_one_line_errors_naming_the_file(tmp_path, content
     folder = _folder(tmp_path)
     sheet = tmp_path / "filled.csv"
     sheet.write_bytes(content)
-    r = _cli("review", str(folder), "--import", str(sheet))
+    r = _cli("scenario", "review", str(folder), "--import", str(sheet))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert str(sheet) in r.stderr and needle in r.stderr, r.stderr
     assert not (folder / "review.jsonl").exists()
@@ -368,7 +368,7 @@ def test_review_never_writes_over_the_scenario_it_reviews_or_through_a_symlink(t
         ["--apply", str(folder.parent), "--force"],
         ["--export", str(tmp_path / "s.csv"), "--apply", str(tmp_path / "final")],
     ):
-        r = _cli("review", str(folder), *args)
+        r = _cli("scenario", "review", str(folder), *args)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, (args, r.stderr)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert not (tmp_path / "s.csv").exists() and not (tmp_path / "final").exists()
@@ -376,8 +376,8 @@ def test_review_never_writes_over_the_scenario_it_reviews_or_through_a_symlink(t
     outside.write_text("")  # (a non-empty one stops the review earlier: it holds no decisions)
     (folder / "review.jsonl").symlink_to(outside)  # planted in a downloaded scenario folder
     sheet = tmp_path / "s.csv"
-    assert _cli("review", str(folder), "--export", str(sheet)).returncode == 0
+    assert _cli("scenario", "review", str(folder), "--export", str(sheet)).returncode == 0
     _fill(sheet, {"spec:S1": ("accept", "")})
-    r = _cli("review", str(folder), "--import", str(sheet))
+    r = _cli("scenario", "review", str(folder), "--import", str(sheet))
     assert r.returncode == 2 and "symbolic link" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert outside.read_text() == ""

@@ -51,7 +51,9 @@ def test_describe_to_evaluated_scenario_on_the_embedded_model(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert _cli("scenario", "lint", str(folder)).returncode == 0
-    r = _cli("curate", str(folder), "--unsafe", "2", "--safe", "1", "--pool", "1", "--no-filter", "--batch", "2")
+    r = _cli(
+        "scenario", "curate", str(folder), "--unsafe", "2", "--safe", "1", "--pool", "1", "--no-filter", "--batch", "2"
+    )
     assert r.returncode == 0, r.stderr
     [scenario] = load_benchmark(str(data)).scenarios
     assert scenario.prompts and all(p.seed_spec for p in scenario.prompts if p.label == "unsafe")
@@ -64,7 +66,19 @@ def test_describe_to_evaluated_scenario_on_the_embedded_model(tmp_path):
     texts = [c.text for c in kept]
     assert len(kept) == len(pool) - 1 and (first in texts) != (pool[-1].text in texts)
 
-    r = _cli("attack", str(folder), "--attempts", "1", "--escalation", "2", "--max-attempts", "2", "--checks", "1")
+    r = _cli(
+        "scenario",
+        "attack",
+        str(folder),
+        "--attempts",
+        "1",
+        "--escalation",
+        "2",
+        "--max-attempts",
+        "2",
+        "--checks",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     [scenario] = load_benchmark(str(data)).scenarios
     unsafe = [p for p in scenario.prompts if p.label == "unsafe"]
@@ -72,10 +86,10 @@ def test_describe_to_evaluated_scenario_on_the_embedded_model(tmp_path):
     assert all(p.attack is None for p in scenario.prompts if p.label == "safe")
 
     sheet = tmp_path / "sheet.csv"
-    assert _cli("review", str(folder), "--export", str(sheet)).returncode == 0
+    assert _cli("scenario", "review", str(folder), "--export", str(sheet)).returncode == 0
     assert accept_all(sheet) > 0
-    assert _cli("review", str(folder), "--import", str(sheet), "--reviewer", "ci").returncode == 0
-    r = _cli("review", str(folder), "--apply", str(tmp_path / "final"))
+    assert _cli("scenario", "review", str(folder), "--import", str(sheet), "--reviewer", "ci").returncode == 0
+    r = _cli("scenario", "review", str(folder), "--apply", str(tmp_path / "final"))
     assert r.returncode == 0, r.stderr
 
     r = _cli("run", "--data", str(tmp_path / "final"), "--limit", "1", "--out", str(tmp_path / "run"), "--json")
