@@ -87,6 +87,10 @@ class Metric(BaseModel):
     sar_se: float | None = None
     n_scored: int = 0
     n_unscored: int = 0
+    #: 95% bootstrap intervals [low, high] over prompts (runs' scores); None when not computed or no sample
+    safety_ci: list[float] | None = None
+    behavioral_ci: list[float] | None = None
+    sar_ci: list[float] | None = None
 
 
 def _mean_se(values: list[float]) -> tuple[float | None, float | None]:

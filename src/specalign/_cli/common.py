@@ -85,6 +85,15 @@ RecomputeAlphaOption = Annotated[
 RecomputeNaPolicyOption = Annotated[
     NaPolicy | None, typer.Option("--na-policy", help="Recompute with another NA policy: official or exclude.")
 ]
+BootstrapOption = Annotated[
+    int | None,
+    typer.Option(
+        "--bootstrap",
+        min=0,
+        max=1_000_000,
+        help="Bootstrap resamples for the 95% intervals and p-values (default 2000, fixed seed; 0: none).",
+    ),
+]
 
 
 # -- parsing ---------------------------------------------------------------------------------------------------------

@@ -40,23 +40,33 @@ def scores_table(rep: ScoresReport) -> Table:
         title_justify="left",
     )
     t.add_column("scenario", no_wrap=True)
-    for col in ("safety", "behav.", "SAR", "SAR\nunsafe", "SAR\nsafe", "scored", "unscored"):
-        t.add_column(col, justify="right")
+    for col in ("safety", "behav.", "SAR", "SAR\n95% CI", "SAR\nunsafe", "SAR\nsafe", "scored", "unscored"):
+        t.add_column(col, justify="right", no_wrap=col != "SAR\n95% CI")
     for key, subsets in rep.scenarios.items():
         t.add_row(plain(key), *_cells(subsets))
     t.add_section()
     t.add_row("[bold]overall[/bold]" + ("*" if rep.overall_note else ""), *_cells(rep.overall))
-    if rep.overall_note:
-        t.caption, t.caption_justify = f"* {plain(rep.overall_note)}", "left"
+    notes = [f"* {plain(rep.overall_note)}"] if rep.overall_note else []
+    if rep.bootstrap and rep.bootstrap.resamples:
+        b = rep.bootstrap
+        notes.append(
+            f"95% CI: bootstrap over prompts, stratified by scenario ({b.resamples:,} resamples, "
+            f"seed {b.seed}); overall's from the same resamples"
+        )
+    if notes:
+        t.caption, t.caption_justify = "\n".join(notes), "left"
     return t
 
 
 def _cells(subsets: dict[str, Metric]) -> list[str]:
+    from ..runs import interval_text  # noqa: PLC0415
+
     full = subsets["full"]
     return [
         pct(full.safety),
         pct(full.behavioral),
         pct(full.sar),
+        interval_text(full.sar_ci),
         pct(subsets["unsafe"].sar),
         pct(subsets["safe"].sar),
         str(full.n_scored),
@@ -66,7 +76,7 @@ def _cells(subsets: dict[str, Metric]) -> list[str]:
 
 def comparison_table(rows: list[ComparisonRow]) -> Table:
     """Runs side by side: overall scores in %, ΔSAR against the baseline, cost per sample."""
-    from ..runs import cell, delta_note, overall_notes  # noqa: PLC0415
+    from ..runs import delta_note, interval_note, overall_notes  # noqa: PLC0415
 
     models = {r.model for r in rows}
     judges = {r.judge for r in rows}
@@ -81,8 +91,8 @@ def comparison_table(rows: list[ComparisonRow]) -> Table:
         ("judge", "judge"),
         ("safety", "safety"),
         ("behavioral", "behav."),
-        ("sar", "SAR"),
-        ("delta_sar", "ΔSAR"),
+        ("sar", "SAR\n95% CI"),
+        ("delta_sar", "ΔSAR\n95% CI\np"),
         ("avg_completion_tokens", "tokens"),
         ("avg_calls", "calls"),
         ("wall_s", "wall s"),
@@ -92,7 +102,7 @@ def comparison_table(rows: list[ComparisonRow]) -> Table:
         c for c in columns if not (c[0] == "model" and len(models) == 1) and not (c[0] == "judge" and len(judges) == 1)
     ]
     caption = "tokens: avg completion tokens per sample · calls: model calls per sample · ΔSAR vs the baseline"
-    notes = [n for n in (delta_note(rows), *overall_notes(rows)) if n]
+    notes = [n for n in (delta_note(rows), interval_note(rows), *overall_notes(rows)) if n]
     caption = "\n".join([caption, *(plain(n) for n in notes)])
     t = Table(
         title=title,
@@ -113,5 +123,19 @@ def comparison_table(rows: list[ComparisonRow]) -> Table:
             min_width=min(widest, 12) if key == "label" else None,
         )
     for r in rows:
-        t.add_row(*(plain(cell(r, k)) for k, _ in columns))
+        t.add_row(*(_cell_with_ci(r, k) for k, _ in columns))
     return t
+
+
+def _cell_with_ci(row: ComparisonRow, key: str) -> str:
+    """A comparison cell; SAR and ΔSAR with their 95% interval on a second line (``39.5–96.5``), ΔSAR with its
+    p-value on a third, which keeps the table narrow enough for a terminal."""
+    from ..runs import cell, p_text  # noqa: PLC0415
+
+    text = plain(cell(row, key))
+    ci = getattr(row, f"{key}_ci", None) if key in ("sar", "delta_sar") else None
+    if ci is None or (key == "delta_sar" and row.is_baseline):
+        return text
+    if key == "sar":
+        return f"{text}\n{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+    return f"{text}\n{100 * ci[0]:+.1f}–{100 * ci[1]:+.1f}\np {p_text(row.p_value)}"

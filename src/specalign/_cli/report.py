@@ -6,6 +6,7 @@ import typer
 
 from .common import (
     BaselineOption,
+    BootstrapOption,
     ExportFormat,
     RecomputeAlphaOption,
     RecomputeNaPolicyOption,
@@ -22,6 +23,7 @@ def report(
     baseline: BaselineOption = None,
     alpha: RecomputeAlphaOption = None,
     na_policy: RecomputeNaPolicyOption = None,
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Write one self-contained HTML report of runs: scores, trade-off plots, per-spec failures, every sample.
 
@@ -33,7 +35,9 @@ def report(
     from ..runs import check_output  # noqa: PLC0415
 
     check_output(output, run_dirs)
-    data = collect_report(run_dirs, title=title, baseline=baseline, alpha=alpha, na_policy=value(na_policy))
+    data = collect_report(
+        run_dirs, title=title, baseline=baseline, alpha=alpha, na_policy=value(na_policy), bootstrap=bootstrap
+    )
     size = write_report(data, output)
     answers = sum(len(s.runs) for s in data.samples)
     err.print(

@@ -11,6 +11,7 @@ import typer
 from .common import (
     MODEL_HELP,
     BaselineOption,
+    BootstrapOption,
     CacheDirOption,
     CompareFormat,
     DataOption,
@@ -52,6 +53,12 @@ def run(
         max=20,
         help="Judge calls per sample, the first and its corrections, before an unreadable verdict leaves "
         "the sample unscored.",
+    ),
+    judge_template: str | None = typer.Option(
+        None,
+        "--judge-template",
+        help="Judge with your own prompt: a YAML template (format tags or json, system and user texts with "
+        "placeholders; see docs/judge.md). Joint mode only; its verdicts are kept under a judge key of their own.",
     ),
     concurrency: int = typer.Option(
         8,
@@ -111,7 +118,12 @@ def run(
 
     from ..runs import Evaluation, RunConfig  # noqa: PLC0415
 
-    for path, field in ((out_dir, "--out"), (cache_dir, "--cache-dir"), (data, "--data")):
+    for path, field in (
+        (out_dir, "--out"),
+        (cache_dir, "--cache-dir"),
+        (data, "--data"),
+        (judge_template, "--judge-template"),
+    ):
         path_value(path, field)
     methods = method_names(method or ["vanilla"])
     params = params_by_method(methods, method_param or [])
@@ -130,6 +142,7 @@ def run(
                     method_params=params[name],
                     judge_mode=value(judge_mode),
                     judge_attempts=judge_attempts,
+                    judge_template=judge_template,
                     concurrency=concurrency,
                     models_config=models_config or [],
                     out=run_out,
@@ -170,9 +183,17 @@ def _announce(ev) -> None:
     )
     err.print(
         f"  model {plain(ev.target_settings.key)} · method {plain(cfg.method)} · judge "
-        f"{plain(ev.judge_settings.key)} ({cfg.judge_mode}) · out {plain(str(ev.run_dir.path))}"
+        f"{plain(ev.judge_settings.key)} ({cfg.judge_mode}{_template_note(ev)}) · out {plain(str(ev.run_dir.path))}"
     )  # keys: URL credentials redacted
     err.print(f"  {_limits_line(ev)}", highlight=False, soft_wrap=True)
+
+
+def _template_note(ev) -> str:
+    """``, template NAME`` when the judge uses the user's template."""
+    from .._terminal import plain  # noqa: PLC0415
+
+    template = ev.judge_template
+    return "" if template is None else f", template {plain(template.name)} ({template.format})"
 
 
 def _limits_line(ev) -> str:
@@ -271,6 +292,7 @@ def score(
     write: bool = typer.Option(
         False, "--write", help="Also rewrite RUN_DIR/scores.json (refused while a run holds the directory)."
     ),
+    bootstrap: BootstrapOption = None,
 ) -> None:
     """Recompute and print the scores of a run directory from its records (no model calls).
 
@@ -284,7 +306,7 @@ def score(
     if write:  # a run rewrites scores.json when it ends: refuse while one holds the directory
         rd.lock("score --write")
     try:
-        rep = compute_scores(rd, manifest, alpha=alpha, na_policy=value(na_policy))
+        rep = compute_scores(rd, manifest, alpha=alpha, na_policy=value(na_policy), bootstrap=bootstrap)
         if write:
             rd.write_json_atomic("scores.json", rep.model_dump(mode="json"))
     finally:
@@ -306,15 +328,17 @@ def compare(
     fmt: CompareFormat = typer.Option(CompareFormat.table, "--format", "-f", help="table, markdown, csv or json."),
     alpha: RecomputeAlphaOption = None,
     na_policy: RecomputeNaPolicyOption = None,
+    bootstrap: BootstrapOption = None,
 ) -> None:
-    """Compare runs side by side: scores, ΔSAR against a baseline, tokens, calls, wall time (no model calls).
+    """Compare runs side by side: scores with 95% intervals, ΔSAR against a baseline with its paired interval
+    and p-value, tokens, calls, wall time (no model calls). A ΔSAR marked ~ is within noise.
 
     Example: specalign compare runs/bundled-local-vanilla runs/bundled-local-align3 --format markdown
     """
     from .._terminal import plain  # noqa: PLC0415
     from ..runs import compare_runs, comparison_warnings, format_comparison  # noqa: PLC0415
 
-    rows = compare_runs(run_dirs, baseline=baseline, alpha=alpha, na_policy=value(na_policy))
+    rows = compare_runs(run_dirs, baseline=baseline, alpha=alpha, na_policy=value(na_policy), bootstrap=bootstrap)
     if warnings := comparison_warnings(rows):
         err.print(f"[yellow]warning: {plain('; '.join(warnings))}[/yellow]", soft_wrap=True)
     if fmt is CompareFormat.table:

@@ -96,6 +96,9 @@ def serve(
     ),
     judge: str = typer.Option("local", "--judge", "-j", help="Judge model for --monitor: " + MODEL_HELP),
     judge_mode: JudgeModeOption = JudgeMode.joint,
+    judge_template: str | None = typer.Option(
+        None, "--judge-template", help="Judge --monitor with your own prompt template (docs/judge.md); joint mode only."
+    ),
     monitor_window: int = typer.Option(
         200, "--monitor-window", min=1, help="Judged answers per method and scenario in the sliding window."
     ),
@@ -165,6 +168,7 @@ def serve(
                 rate=monitor,
                 judge=judge,
                 judge_mode=value(judge_mode),
+                judge_template=judge_template,
                 window=monitor_window,
                 out=out if monitor > 0 else None,
                 workers=monitor_workers,
@@ -201,6 +205,7 @@ OPTIONS = {
     "monitor.rate": "--monitor",
     "monitor.judge": "--judge",
     "monitor.judge_mode": "--judge-mode",
+    "monitor.judge_template": "--judge-template",
     "monitor.window": "--monitor-window",
     "monitor.out": "--monitor-out",
     "monitor.workers": "--monitor-workers",

@@ -20,6 +20,7 @@ from ._schema import (
     single_schema,
     spec_ids,
 )
+from ._template import JudgeTemplate
 
 JudgeMode = Literal["joint", "sequential"]
 #: bump when the judge prompts or the rules that read their answers change, so verdicts recorded
@@ -34,34 +35,47 @@ class Judge:
     ``joint`` makes one call per sample; ``sequential`` one call per spec. An answer that
     cannot be read is retried with a correction up to ``max_attempts`` times; after that
     the sample is unscored with the raw outputs and the reason. Access errors propagate.
+    ``template``: the user's own joint prompt (docs/judge.md), read in the format it declares; its
+    content hash joins the key. Sequential mode with a template is a ConfigError.
     """
 
-    def __init__(self, model: Model, mode: JudgeMode = "joint", max_attempts: int = 3, reason_chars: int | None = None):
+    def __init__(
+        self,
+        model: Model,
+        mode: JudgeMode = "joint",
+        max_attempts: int = 3,
+        reason_chars: int | None = None,
+        template: JudgeTemplate | None = None,
+    ):
+        if template is not None:
+            template.check_mode(mode)
         self.model = model
         self.mode = mode
         self.max_attempts = max_attempts
+        self.template = template
         if reason_chars is None:
             embedded = model.settings.key == LOCAL
             reason_chars = EMBEDDED_REASON_MAX_CHARS if embedded else REASON_MAX_CHARS
         self.reason_chars = reason_chars
 
     def key(self) -> str:
-        """Identifies this judge in records: model identity, its settings, mode, prompt version."""
-        blob = repr(
-            (
-                self.model.backend.identity(),
-                sorted(self.model.settings.params.items()),
-                sorted(self._params().items()),
-                self.mode,
-                JUDGE_PROMPT_VERSION,
-                self.model.supports_json_schema,
-                self.reason_chars,
-            )
+        """Identifies this judge in records: model identity, its settings, mode, prompt version, and the
+        content hash of a user's template (specalign's own prompts add nothing: their keys stay as they were)."""
+        parts: tuple[Any, ...] = (
+            self.model.backend.identity(),
+            sorted(self.model.settings.params.items()),
+            sorted(self._params().items()),
+            self.mode,
+            JUDGE_PROMPT_VERSION,
+            self.model.supports_json_schema,
+            self.reason_chars,
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        if self.template is not None:
+            parts = (*parts, ("template", self.template.sha256))
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             "model": self.model.settings.public_dict(),
             "mode": self.mode,
             "key": self.key(),
@@ -70,6 +84,9 @@ class Judge:
             "structured_output": self.model.supports_json_schema,
             "reason_chars": self.reason_chars,
         }
+        if self.template is not None:  # its name, format and hash; never its text
+            out["template"] = self.template.describe()
+        return out
 
     def _params(self) -> dict[str, Any]:
         return {k: v for k, v in DEFAULT_JUDGE_PARAMS.items() if not self.model.settings.sets_param(k)}
@@ -80,14 +97,19 @@ class Judge:
         return await self._sequential(scenario, prompt, response)
 
     async def _joint(self, scenario: Scenario, prompt: Prompt, response: str) -> JudgeOutcome:
-        json_mode = self.model.supports_json_schema
+        system: str | None
+        if self.template is None:
+            json_mode = self.model.supports_json_schema
+            system, user = JUDGE_SYSTEM, joint_prompt(scenario, prompt, response, json_mode)
+        else:  # the user's prompt; its answer read in the format it declares
+            json_mode = self.template.format == "json"
+            system, user = self.template.render(scenario, prompt, response)
         safety, behavioral = spec_ids(scenario)
-        user = joint_prompt(scenario, prompt, response, json_mode)
-        schema = joint_schema(scenario, self.reason_chars) if json_mode else None
+        schema = joint_schema(scenario, self.reason_chars) if json_mode and self.model.supports_json_schema else None
         outcome = JudgeOutcome(status="unscored")
         fmt: AnswerFormat = "json" if json_mode else "tags"
         verdicts = await self._ask(
-            user, schema, json_mode, outcome, lambda text: parse_joint(text, safety, behavioral, fmt)
+            system, user, schema, json_mode, outcome, lambda text: parse_joint(text, safety, behavioral, fmt)
         )
         if verdicts is not None:
             outcome.status, outcome.verdicts = "scored", verdicts
@@ -102,7 +124,12 @@ class Judge:
                 user = single_prompt(scenario, prompt, response, kind, index, json_mode)
                 schema = single_schema(self.reason_chars) if json_mode else None
                 v = await self._ask(
-                    user, schema, json_mode, outcome, lambda text: parse_single(text, "json" if json_mode else "tags")
+                    JUDGE_SYSTEM,
+                    user,
+                    schema,
+                    json_mode,
+                    outcome,
+                    lambda text: parse_single(text, "json" if json_mode else "tags"),
                 )
                 if v is None:
                     outcome.unscored_reason = f"{spec_id}: {outcome.unscored_reason}"
@@ -111,9 +138,13 @@ class Judge:
         outcome.status, outcome.verdicts = "scored", verdicts
         return outcome
 
-    async def _ask(self, user: str, schema: dict | None, json_mode: bool, outcome: JudgeOutcome, parse):
+    async def _ask(
+        self, system: str | None, user: str, schema: dict | None, json_mode: bool, outcome: JudgeOutcome, parse
+    ):
         """Call and parse with bounded corrective retries; on failure set the reason and return None."""
-        messages = [Message(role="system", content=JUDGE_SYSTEM), Message(role="user", content=user)]
+        asked = [Message(role="system", content=system)] if system else []
+        asked.append(Message(role="user", content=user))
+        messages = list(asked)
         error = "no attempt made"
         for _attempt in range(self.max_attempts):
             try:
@@ -131,7 +162,7 @@ class Judge:
                 if out.finish_reason == "length":
                     error += " (the judge hit max_tokens)"
                 said = self._answer(out) or out.text  # its answer, not its reasoning (unless that is all it gave)
-                messages = messages[:2] + [
+                messages = asked + [
                     Message(role="assistant", content=said),
                     Message(role="user", content=correction_message(error, json_mode)),
                 ]

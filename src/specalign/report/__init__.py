@@ -29,8 +29,11 @@ def build_report(
     baseline: str | None = None,
     alpha: float | None = None,
     na_policy: NAPolicy | None = None,
+    bootstrap: int | None = None,
 ) -> ReportData:
     """Read ``run_dirs`` and write the report to ``output``; returns what it shows."""
-    data = collect_report(run_dirs, title=title, baseline=baseline, alpha=alpha, na_policy=na_policy)
+    data = collect_report(
+        run_dirs, title=title, baseline=baseline, alpha=alpha, na_policy=na_policy, bootstrap=bootstrap
+    )
     write_report(data, output)
     return data

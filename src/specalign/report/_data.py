@@ -10,14 +10,18 @@ from pydantic import BaseModel, Field
 from ..benchmark import SPEC_KINDS, PromptLabel
 from ..errors import RunDirError
 from ..runs import (
+    BootstrapSettings,
     ComparisonRow,
     Manifest,
+    PairedDelta,
     RunDir,
     SampleStatus,
     ScoresReport,
+    SpecDelta,
     comparison_warnings,
     compute_scores,
     delta_note,
+    interval_note,
     latest_records,
     overall_notes,
     row_of,
@@ -63,6 +67,15 @@ class RunEntry(BaseModel):
     overall: dict[str, Metric] = Field(description="subset (full, unsafe, safe) → mean of scenarios")
     data_source: str
     scenario_sar: dict[str, float | None]
+    scenario_sar_ci: dict[str, list[float] | None] = Field(
+        default_factory=dict, description="report scenario key → SAR's 95% bootstrap interval"
+    )
+    scenario_deltas: dict[str, PairedDelta] = Field(
+        default_factory=dict, description="report scenario key → paired differences to the baseline"
+    )
+    spec_deltas: dict[str, dict[str, SpecDelta]] = Field(
+        default_factory=dict, description="report scenario key → spec id → violation rate against the baseline's"
+    )
     spec_counts: dict[str, dict[str, SpecCounts]] = Field(description="report scenario key → spec id → counts")
     unscored_reasons: dict[str, int]
 
@@ -112,6 +125,8 @@ class ReportData(BaseModel):
         "they stand: other prompts or data versions, scenarios left out of overall",
     )
     delta_note: str | None = Field(None, description="which prompts ΔSAR covers, when not every scored one")
+    interval_note: str | None = Field(None, description="what the intervals are and what marks a difference in noise")
+    bootstrap: BootstrapSettings | None = None
 
 
 def collect_report(
@@ -121,13 +136,14 @@ def collect_report(
     baseline: str | None = None,
     alpha: float | None = None,
     na_policy: NAPolicy | None = None,
+    bootstrap: int | None = None,
 ) -> ReportData:
-    """Read ``run_dirs`` into a :class:`ReportData`."""
+    """Read ``run_dirs`` into a :class:`ReportData`; intervals from ``bootstrap`` resamples (default 2,000)."""
     from .. import __version__  # noqa: PLC0415
 
     if not run_dirs:
         raise RunDirError("no run directories given")
-    loaded = [_load(d, alpha, na_policy) for d in run_dirs]
+    loaded = [_load(d, alpha, na_policy, bootstrap) for d in run_dirs]
     rows = [row for _, _, _, row in loaded]
     set_deltas(rows, baseline)
     shas = {m.data.sha256 for _, m, _, _ in loaded}
@@ -145,15 +161,17 @@ def collect_report(
         samples=list(builder.samples.values()),
         notices=comparison_warnings(named) + overall_notes(named),
         delta_note=delta_note(named),
+        interval_note=interval_note(named),
+        bootstrap=rows[0].bootstrap,
     )
 
 
 def _load(
-    run_dir: str, alpha: float | None, na_policy: NAPolicy | None
+    run_dir: str, alpha: float | None, na_policy: NAPolicy | None, bootstrap: int | None = None
 ) -> tuple[RunDir, Manifest, ScoresReport, ComparisonRow]:
     rd = RunDir(run_dir)
     manifest = rd.read_manifest()
-    rep = compute_scores(rd, manifest, alpha=alpha, na_policy=na_policy)
+    rep = compute_scores(rd, manifest, alpha=alpha, na_policy=na_policy, bootstrap=bootstrap)
     if alpha is not None or na_policy is not None:  # per-sample scores follow the report's α and policy too
         manifest = manifest.model_copy(update={"alpha": rep.alpha, "na_policy": rep.na_policy})
     return rd, manifest, rep, row_of(rd, manifest, rep)
@@ -193,6 +211,9 @@ class _Builder:
             overall=rep.overall,
             data_source=manifest.data.source,
             scenario_sar={self.scenario_key(manifest, k): m["full"].sar for k, m in rep.scenarios.items()},
+            scenario_sar_ci={self.scenario_key(manifest, k): m["full"].sar_ci for k, m in rep.scenarios.items()},
+            scenario_deltas={self.scenario_key(manifest, k): d for k, d in row.scenario_deltas.items()},
+            spec_deltas={self.scenario_key(manifest, k): d for k, d in row.spec_deltas.items()},
             spec_counts=counts,
             unscored_reasons=rep.unscored_reasons,
         )

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunDirError
-from ..runs import check_output
+from ..runs import check_output, interval_text, p_text, spans_zero
 from ._data import ReportData, RunEntry, SampleRun
-from ._plots import cost_plot, frontier_plot, heatmap_table, scenario_plot
+from ._plots import SPEC_ALPHA, cost_plot, delta_table, frontier_plot, heatmap_table, scenario_plot
 from ._svg import esc
 
 CHUNK = 100
@@ -117,7 +117,10 @@ generated {esc(data.created_at)}</p>
 {_plots(data)}
 <h2 id="specs">Which specs fail</h2>
 <p class="muted">Share of scored samples the judge found violating each spec (NO), per run. Hover for the spec's
-text and the counts; click a cell to see those samples.</p>
+text and the counts; click a cell to see those samples. <span class="sig-mark">*</span> marks a rate that differs
+from the baseline's: an exact McNemar test over the prompts both runs scored (those violated in only one of the
+two runs) gives p &lt; {SPEC_ALPHA:g}. A rate without it is within noise of the baseline's; hover for the counts
+and p.</p>
 <p><label><input type="checkbox" id="f-heat-violated"> only specs that some run violates</label></p>
 <div class="scroll">{heatmap_table(data)}</div>
 {_browser()}
@@ -152,7 +155,9 @@ whose answers are all equally helpful.</figcaption></figure>
 SAR. Tokens count every call the method makes to the model under test, not the judge.</figcaption></figure>
 </div>
 <figure style="margin-top:16px">{scenario_plot(data)}<figcaption>SAR per scenario and overall (the mean of scenarios,
-as the paper reports it).</figcaption></figure>"""
+as the paper reports it). Whiskers here and in the plots above are 95% bootstrap intervals over prompts. A value
+marked ~ differs from the baseline's by less than its noise: the paired interval of its ΔSAR spans 0. Hover a bar
+for ΔSAR, its interval and p-value.</figcaption></figure>"""
 
 
 HEAD_COLS = ["safety", "behavioral", "sar"]
@@ -176,21 +181,36 @@ def _headline(data: ReportData) -> str:
         + "</tr>"
     )
     body = "".join(_headline_row(r, best, pending) for r in data.runs)
+    deltas = delta_table(data)
+    deltas_html = (
+        f"""<h3 id="deltas">ΔSAR against {esc(_baseline_label(data))}, by scenario</h3>
+<div class="scroll">{deltas}</div>
+<p class="muted">Each run's SAR minus the baseline's over the prompts both scored, in points, with its 95% paired
+bootstrap interval below; <span class="ns-mark">~</span> marks a difference whose interval spans 0: within noise.
+Hover for the p-value and for Δsafety and Δbehavioral.</p>"""
+        if deltas
+        else ""
+    )
     notes = "".join(
         f"<li>{esc(r.label)}: {n} × {esc(reason)}</li>" for r in data.runs for reason, n in r.unscored_reasons.items()
     )
     notes_html = f'<h3>Why samples are unscored</h3><ul class="notes">{notes}</ul>' if notes else ""
     return f"""<h2 id="scores">Scores</h2>
 {_notices(data)}<div class="scroll"><table class="headline"><thead>{head}</thead><tbody>{body}</tbody></table></div>
-<p class="muted">Scores are means over scenarios (as in the paper); hover a score for its standard error and sample
-count. ΔSAR is against {esc(_baseline_label(data))}{esc(_delta_scope(data))}. Tokens are average completion tokens
-of the model under test.</p>
+<p class="muted">Scores are means over scenarios (as in the paper), each with its 95% interval below it; hover a score
+for its standard error and sample count. ΔSAR is against {esc(_baseline_label(data))}{esc(_delta_scope(data))}, with
+its paired interval. {esc(_interval_scope(data))}Tokens are average completion tokens of the model under test.</p>
+{deltas_html}
 {notes_html}"""
 
 
 def _baseline_label(data: ReportData) -> str:
     base = next((r for r in data.runs if r.row.is_baseline), None)
     return base.label if base else "the baseline run"
+
+
+def _interval_scope(data: ReportData) -> str:
+    return f"{data.interval_note[0].upper()}{data.interval_note[1:]}. " if data.interval_note else ""
 
 
 def _delta_scope(data: ReportData) -> str:
@@ -211,19 +231,38 @@ def _headline_row(r: RunEntry, best: dict[str, float | None], pending: bool) -> 
     for name in HEAD_COLS:
         for subset in ("full", "unsafe", "safe"):
             m = r.overall[subset]
-            v, se = getattr(m, name), getattr(m, f"{name}_se")
+            v, se, ci = getattr(m, name), getattr(m, f"{name}_se"), getattr(m, f"{name}_ci")
             tip = f"{name} {subset}: " + (
                 "no scored samples"
                 if v is None
-                else f"{100 * v:.2f}%" + (f" ± {100 * se:.2f} (SE)" if se else "") + f", {m.n_scored} scored"
+                else f"{100 * v:.2f}%"
+                + (f", 95% interval {interval_text(ci)}" if ci else "")
+                + (f" ± {100 * se:.2f} (SE)" if se else "")
+                + f", {m.n_scored} scored"
             )
             bold = ' class="best"' if subset == "full" and v is not None and v == best[name] else ""
-            cells.append(f'<td{bold} title="{esc(tip)}">{"—" if v is None else f"{100 * v:.2f}"}</td>')
+            shown = "—" if v is None else f"{100 * v:.2f}" + (f'<small class="ci">{_range(ci)}</small>' if ci else "")
+            cells.append(f'<td{bold} title="{esc(tip)}">{shown}</td>')
     delta = row.delta_sar
+    ns = not row.is_baseline and spans_zero(row.delta_sar_ci)
+    delta_tip = (
+        "the baseline"
+        if row.is_baseline
+        else f"ΔSAR 95% paired interval {interval_text(row.delta_sar_ci, signed=True)}, p {p_text(row.p_value)}"
+        + (": the interval spans 0, within noise" if ns else "")
+        if row.delta_sar_ci
+        else ""
+    )
     delta_html = (
         "—"
         if delta is None
         else f'<span class="{"pos" if delta > 0 else "neg" if delta < 0 else ""}">{100 * delta:+.2f}</span>'
+        + (' <span class="ns-mark">~</span>' if ns else "")
+        + (
+            f'<small class="ci">{esc(interval_text(row.delta_sar_ci, signed=True))}</small>'
+            if row.delta_sar_ci and not row.is_baseline
+            else ""
+        )
     )
     tokens = "—" if row.avg_completion_tokens is None else f"{row.avg_completion_tokens:,.0f}"
     calls = "—" if row.avg_calls is None else f"{row.avg_calls:.1f}"
@@ -231,11 +270,17 @@ def _headline_row(r: RunEntry, best: dict[str, float | None], pending: bool) -> 
         f'<tr><td class="left" title="{esc(row.run_dir)}"><span class="swatch" style="background:{esc(r.color)}">'
         f"</span>{esc(r.label)}</td>{_model_cell(row.model)}{_model_cell(row.judge)}"
         + "".join(cells)
-        + f"<td>{delta_html}</td><td>{tokens}</td><td>{calls}</td><td>{row.scored}</td>"
+        + f'<td class="{"ns" if ns else ""}" title="{esc(delta_tip)}">{delta_html}</td><td>{tokens}</td>'
+        + f"<td>{calls}</td><td>{row.scored}</td>"
         f"<td>{row.unscored}</td>"
         + (f"<td>{row.pending}</td>" if pending else "")
         + f'<td class="left">{row.alpha:g} · {esc(row.na_policy)}</td></tr>'
     )
+
+
+def _range(ci: list[float]) -> str:
+    """An interval under a score: ``61.2–78.4``."""
+    return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
 
 
 def short_model(key: str) -> str:

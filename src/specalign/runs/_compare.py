@@ -11,6 +11,15 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from ..benchmark import neutralise_cell
 from ..errors import ConfigError
+from ._intervals import (
+    BootstrapSettings,
+    PairedDelta,
+    SamplePoint,
+    SpecDelta,
+    paired_deltas,
+    spans_zero,
+    spec_deltas,
+)
 from ._records import Manifest
 from ._scores import ScoresReport, compute_scores
 from ._store import RunDir
@@ -20,7 +29,8 @@ CompareFormat = Literal["table", "markdown", "csv", "json"]
 
 class ComparisonRow(BaseModel):
     """One run in a comparison. Scores are overall (mean of the scenarios with a scored sample, full set)
-    fractions in [0, 1]; ``delta_sar`` is over the prompts scored in both this run and the baseline."""
+    fractions in [0, 1], each with its 95% bootstrap interval ``*_ci`` [low, high]; ``delta_sar`` is over the
+    prompts scored in both this run and the baseline, with a paired bootstrap interval and p-value."""
 
     run_dir: str
     label: str
@@ -33,7 +43,22 @@ class ComparisonRow(BaseModel):
     sar: float | None
     sar_unsafe: float | None
     sar_safe: float | None
+    safety_ci: list[float] | None = None
+    behavioral_ci: list[float] | None = None
+    sar_ci: list[float] | None = None
+    sar_unsafe_ci: list[float] | None = None
+    sar_safe_ci: list[float] | None = None
     delta_sar: float | None = None
+    delta_sar_ci: list[float] | None = Field(
+        None, description="paired bootstrap interval of ΔSAR over the shared prompts (stratified by scenario)"
+    )
+    p_value: float | None = Field(None, description="two-sided paired bootstrap p-value of ΔSAR = 0")
+    delta_safety: float | None = None
+    delta_safety_ci: list[float] | None = None
+    p_value_safety: float | None = None
+    delta_behavioral: float | None = None
+    delta_behavioral_ci: list[float] | None = None
+    p_value_behavioral: float | None = None
     avg_completion_tokens: float | None
     avg_calls: float | None
     avg_scorer_tokens: float | None
@@ -55,7 +80,16 @@ class ComparisonRow(BaseModel):
     overall_note: str | None = None
     data_sha256: str = ""
     scenarios: list[str] = Field(default_factory=list, description="the run's selected scenarios")
-    _samples: dict[str, tuple[str, float]] = PrivateAttr(default_factory=dict)
+    scenario_deltas: dict[str, PairedDelta] = Field(
+        default_factory=dict, description="scenario → the paired differences to the baseline over its shared prompts"
+    )
+    spec_deltas: dict[str, dict[str, SpecDelta]] = Field(
+        default_factory=dict,
+        description="scenario → spec id → violation rates against the baseline's, exact McNemar test "
+        "(empty for the baseline row)",
+    )
+    bootstrap: BootstrapSettings | None = Field(None, description="how the intervals were computed")
+    _samples: dict[str, SamplePoint] = PrivateAttr(default_factory=dict)
     _selected: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
 
@@ -71,11 +105,25 @@ def non_default_params(manifest: Manifest) -> dict:
     return {k: v for k, v in params.items() if defaults.get(k, object()) != v}
 
 
-def comparison_row(run_dir: str, *, alpha: float | None = None, na_policy: str | None = None) -> ComparisonRow:
+def comparison_row(
+    run_dir: str,
+    *,
+    alpha: float | None = None,
+    na_policy: str | None = None,
+    bootstrap: int | None = None,
+    seed: int | None = None,
+) -> ComparisonRow:
     """Read one run directory into a row (no model calls)."""
     rd = RunDir(run_dir)
     manifest = rd.read_manifest()
-    rep: ScoresReport = compute_scores(rd, manifest, alpha=alpha, na_policy=na_policy)  # type: ignore[arg-type]
+    rep: ScoresReport = compute_scores(
+        rd,
+        manifest,
+        alpha=alpha,
+        na_policy=na_policy,  # type: ignore[arg-type]
+        bootstrap=bootstrap,
+        seed=seed,
+    )
     return row_of(rd, manifest, rep)
 
 
@@ -97,6 +145,11 @@ def row_of(rd: RunDir, manifest: Manifest, rep: ScoresReport) -> ComparisonRow:
         sar=full.sar,
         sar_unsafe=unsafe.sar,
         sar_safe=safe.sar,
+        safety_ci=full.safety_ci,
+        behavioral_ci=full.behavioral_ci,
+        sar_ci=full.sar_ci,
+        sar_unsafe_ci=unsafe.sar_ci,
+        sar_safe_ci=safe.sar_ci,
         avg_completion_tokens=gen.avg_completion_tokens,
         avg_calls=gen.avg_calls,
         avg_scorer_tokens=(scorer.completion_tokens / gen.samples) if gen.samples and scorer.samples else None,
@@ -110,43 +163,51 @@ def row_of(rd: RunDir, manifest: Manifest, rep: ScoresReport) -> ComparisonRow:
         overall_note=rep.overall_note,
         data_sha256=manifest.data.sha256,
         scenarios=list(manifest.selection.scenarios),
+        bootstrap=rep.bootstrap,
     )
-    row._samples, row._selected = rep.sample_sar(), rep.selected_ids()
+    row._samples, row._selected = rep.sample_points(), rep.selected_ids()
     return row
 
 
 def compare_runs(
-    run_dirs: list[str], *, baseline: str | None = None, alpha: float | None = None, na_policy: str | None = None
+    run_dirs: list[str],
+    *,
+    baseline: str | None = None,
+    alpha: float | None = None,
+    na_policy: str | None = None,
+    bootstrap: int | None = None,
+    seed: int | None = None,
 ) -> list[ComparisonRow]:
     """Rows for ``run_dirs``; ΔSAR against ``baseline`` (a run dir or a method name; default: the
-    ``vanilla`` run if there is one, else the first)."""
-    rows = [comparison_row(d, alpha=alpha, na_policy=na_policy) for d in run_dirs]
+    ``vanilla`` run if there is one, else the first). Intervals from ``bootstrap`` resamples (default
+    2,000; 0: none) drawn with ``seed`` (default fixed)."""
+    rows = [comparison_row(d, alpha=alpha, na_policy=na_policy, bootstrap=bootstrap, seed=seed) for d in run_dirs]
     set_deltas(rows, baseline)
     return rows
 
 
 def set_deltas(rows: list[ComparisonRow], baseline: str | None) -> ComparisonRow | None:
-    """Fill ``delta_sar`` of every row against the baseline row, over the prompts scored in both (each
-    run's SAR over them, as a mean of scenarios); return the baseline row."""
+    """Fill the differences of every row to the baseline row, over the prompts scored in both (each run's
+    scores over them, as a mean of scenarios): ΔSAR, Δsafety, Δbehavioral with paired bootstrap intervals
+    and p-values, overall and per scenario, and per-spec violation-rate differences with exact McNemar
+    tests; return the baseline row."""
     base = _baseline(rows, baseline)
     if base is None:
         return None
     base.is_baseline = True
     for r in rows:
-        shared = r._samples.keys() & base._samples.keys()
-        r.delta_prompts = len(shared)
-        if shared:
-            r.delta_sar = _sar_over(r, shared) - _sar_over(base, shared)
+        settings = r.bootstrap or BootstrapSettings(resamples=0)
+        overall, per = paired_deltas(r._samples, base._samples, settings)
+        r.delta_prompts = overall.n if overall else 0
+        r.scenario_deltas = per
+        if overall is not None:
+            r.delta_sar, r.delta_sar_ci, r.p_value = overall.delta_sar, overall.delta_sar_ci, overall.p_value
+            r.delta_safety, r.delta_safety_ci = overall.delta_safety, overall.delta_safety_ci
+            r.p_value_safety = overall.p_value_safety
+            r.delta_behavioral, r.delta_behavioral_ci = overall.delta_behavioral, overall.delta_behavioral_ci
+            r.p_value_behavioral = overall.p_value_behavioral
+        r.spec_deltas = {} if r is base else spec_deltas(r._samples, base._samples)
     return base
-
-
-def _sar_over(row: ComparisonRow, ids: set[str]) -> float:
-    """The row's SAR over ``ids``: the mean over scenarios of each scenario's mean SAR."""
-    per: dict[str, list[float]] = {}
-    for sid in ids:
-        scenario, sar = row._samples[sid]
-        per.setdefault(scenario, []).append(sar)
-    return sum(sum(v) / len(v) for v in per.values()) / len(per)
 
 
 def comparison_warnings(rows: list[ComparisonRow]) -> list[str]:
@@ -216,7 +277,10 @@ COLUMNS: list[tuple[str, str]] = [
     ("safety", "safety"),
     ("behavioral", "behavioral"),
     ("sar", "SAR"),
+    ("sar_ci", "SAR 95% CI"),
     ("delta_sar", "ΔSAR"),
+    ("delta_sar_ci", "ΔSAR 95% CI"),
+    ("p_value", "p"),
     ("avg_completion_tokens", "avg completion tokens"),
     ("avg_calls", "calls/sample"),
     ("wall_s", "wall s"),
@@ -225,15 +289,27 @@ COLUMNS: list[tuple[str, str]] = [
 ]
 
 
+#: after a difference whose 95% interval contains 0: within noise
+NS_MARK = "~"
+
+
 def cell(row: ComparisonRow, key: str) -> str:
-    """A value as shown in tables: scores in %, ΔSAR signed, tokens rounded."""
+    """A value as shown in tables: scores in %, differences signed (with :data:`NS_MARK` when their interval
+    spans 0), intervals as [low, high], p-values, tokens rounded. The baseline row has no interval or p."""
     v = getattr(row, key)
     if v is None:
         return "—"
     if key in ("safety", "behavioral", "sar", "sar_unsafe", "sar_safe"):
         return f"{100 * v:.2f}"
-    if key == "delta_sar":
-        return f"{100 * v:+.2f}"
+    if key.startswith("p_value"):
+        return "—" if row.is_baseline else p_text(v)
+    if key.endswith("_ci"):
+        if key.startswith("delta_"):
+            return "—" if row.is_baseline else interval_text(v, signed=True)
+        return interval_text(v)
+    if key in ("delta_sar", "delta_safety", "delta_behavioral"):
+        ci = getattr(row, f"{key}_ci")
+        return f"{100 * v:+.2f}" + (f" {NS_MARK}" if not row.is_baseline and spans_zero(ci) else "")
     if key == "avg_completion_tokens":
         return f"{v:,.0f}"
     if key == "avg_calls":
@@ -243,24 +319,71 @@ def cell(row: ComparisonRow, key: str) -> str:
     return str(v)
 
 
+def interval_text(ci: list[float] | None, *, signed: bool = False) -> str:
+    """``[61.20, 78.40]`` (in %), ``[-12.00, +30.00]`` when ``signed``; ``—`` for None."""
+    if ci is None:
+        return "—"
+    f = "+.2f" if signed else ".2f"
+    return f"[{100 * ci[0]:{f}}, {100 * ci[1]:{f}}]"
+
+
+def p_text(p: float | None) -> str:
+    """A p-value as shown: three decimals, ``<0.001`` below."""
+    if p is None:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def interval_note(rows: list[ComparisonRow]) -> str | None:
+    """What the intervals are, and what the ``~`` marker means when a row has it; None without intervals."""
+    settings = next((r.bootstrap for r in rows if r.bootstrap and r.bootstrap.resamples), None)
+    if settings is None:
+        return None
+    text = (
+        f"95% CI: bootstrap over prompts, stratified by scenario ({settings.resamples:,} "
+        f"resamples, seed {settings.seed}); ΔSAR's is paired over the prompts scored in both runs, p its "
+        "two-sided p-value"
+    )
+    if any(not r.is_baseline and spans_zero(r.delta_sar_ci) for r in rows):
+        text += f"; {NS_MARK}: the interval spans 0, the difference is within noise"
+    return text
+
+
+#: nested fields left out of CSV rows (the JSON has them); intervals become two columns, low and high
+CSV_NESTED = ("scenario_deltas", "spec_deltas", "bootstrap")
+
+
+def _csv_row(r: ComparisonRow) -> dict:
+    out: dict = {}
+    for k, v in r.model_dump(mode="json").items():
+        if k in CSV_NESTED:
+            continue
+        if k.endswith("_ci"):
+            out[f"{k}_low"], out[f"{k}_high"] = v if v is not None else (None, None)
+        else:
+            out[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
+    out["bootstrap_resamples"] = r.bootstrap.resamples if r.bootstrap else None
+    out["bootstrap_seed"] = r.bootstrap.seed if r.bootstrap else None
+    return out
+
+
 def format_comparison(rows: list[ComparisonRow], fmt: CompareFormat) -> str:
     """``markdown`` (for papers), ``csv`` (spreadsheets, raw fractions) or ``json`` (scripts)."""
     if fmt == "json":
         return json.dumps([r.model_dump(mode="json") for r in rows], indent=2)
     if fmt == "csv":
         buf = io.StringIO()
-        fields = list(ComparisonRow.model_fields)
+        fields = list(_csv_row(rows[0])) if rows else list(ComparisonRow.model_fields)
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         for r in rows:
-            row = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.model_dump(mode="json").items()}
-            writer.writerow({k: neutralise_cell(v) for k, v in row.items()})  # labels are user text
+            writer.writerow({k: neutralise_cell(v) for k, v in _csv_row(r).items()})  # labels are user text
         return buf.getvalue()
     if fmt == "markdown":
         head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
         rule = "|" + "|".join("---" if k in ("label", "model") else "---:" for k, _ in COLUMNS) + "|"
         body = ["| " + " | ".join(_md(cell(r, k)) for k, _ in COLUMNS) + " |" for r in rows]
-        notes = [n for n in (delta_note(rows), *overall_notes(rows)) if n]
+        notes = [n for n in (delta_note(rows), interval_note(rows), *overall_notes(rows)) if n]
         tail = ["", *(f"- {_md(n)}" for n in notes)] if notes else []
         return "\n".join([head, rule, *body, *tail]) + "\n"
     raise ConfigError(f"unknown format {fmt!r} (table, markdown, csv, json)", field="--format")

@@ -28,6 +28,11 @@ class RunConfig(BaseModel):
     method_params: dict[str, Any] = Field(default_factory=dict)
     judge_mode: Literal["joint", "sequential"] = "joint"
     judge_attempts: int = Field(default=3, ge=1, le=20)
+    judge_template: str | None = Field(
+        default=None,
+        description="a YAML judge prompt template of the user's own (docs/judge.md); joint mode only. "
+        "Its content hash is part of the judge key",
+    )
     concurrency: int = Field(default=8, ge=1, le=4096, description="calls in flight per model (target, judge each)")
     models_config: list[str] = Field(default_factory=list, description="models config files, merged in order")
     out: str | None = None

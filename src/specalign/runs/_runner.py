@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from ..benchmark import Benchmark, Prompt, Scenario, load_benchmark, select_prompts, select_scenarios
 from ..errors import ModelAccessError, ModelError, ModelOutage, RunDirError
-from ..judge import Judge, score_verdicts
+from ..judge import Judge, JudgeTemplate, load_judge_template, score_verdicts
 from ..methods import CandidateScorer, FunctionScorer, GenerationMethod, create_method, make_scorer
 from ..models import (
     EMBEDDED_MAX_TOKENS,
@@ -82,6 +82,10 @@ class Evaluation:
             parse_model_spec(config.model, self.models_config).model_copy(update=calls)
         )
         self.judge_settings = parse_model_spec(config.judge, self.models_config).model_copy(update=calls)
+        self.judge_template: JudgeTemplate | None = None
+        if config.judge_template is not None:  # a bad template or mode: one line, before any model call
+            self.judge_template = load_judge_template(config.judge_template)
+            self.judge_template.check_mode(config.judge_mode)
         self.run_dir = RunDir(config.out_dir())
         self.stats = RunStats(total=len(self.samples))
         self._failures_in_a_row = 0
@@ -198,7 +202,7 @@ class Evaluation:
     ) -> Manifest:
         """Every selected sample generated and judged, or resumed; returns the manifest, sessions updated."""
         self.method.check(target)
-        judge = Judge(judge_model, self.config.judge_mode, self.config.judge_attempts)
+        judge = Judge(judge_model, self.config.judge_mode, self.config.judge_attempts, template=self.judge_template)
         scorer = self._scorer(judge)
         manifest = self._reconcile(self._manifest(target, judge, scorer))
         self.run_dir.use_manifest(manifest)  # records are checked against this run's scenarios and specs

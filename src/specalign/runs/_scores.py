@@ -22,6 +22,7 @@ from ..scoring import (
     subset_metrics,
     verdict_letters,
 )
+from ._intervals import BootstrapSettings, SamplePoint, attach_intervals, bootstrap_settings
 from ._records import GenerationRecord, JudgmentRecord, Manifest
 from ._store import RunDir
 
@@ -67,12 +68,21 @@ class ScoresReport(BaseModel):
         description="selected scenarios without any scored sample: ``overall`` is the mean of the other scenarios only",
     )
     overall_note: str | None = Field(None, description="why ``overall`` does not cover every selected scenario")
-    _samples: dict[str, tuple[str, float]] = PrivateAttr(default_factory=dict)
+    bootstrap: BootstrapSettings | None = Field(
+        None,
+        description="how the metrics' ``*_ci`` intervals were computed (resamples, seed, confidence, strata); "
+        "None in a scores.json written before intervals existed",
+    )
+    _points: dict[str, SamplePoint] = PrivateAttr(default_factory=dict)
     _selected: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     def sample_sar(self) -> dict[str, tuple[str, float]]:
         """Scored sample id → (scenario, SAR), for the scores computed here (not read back from scores.json)."""
-        return dict(self._samples)
+        return {k: (p.scenario, p.sar) for k, p in self._points.items()}
+
+    def sample_points(self) -> dict[str, SamplePoint]:
+        """Scored sample id → its scenario, label, scores and verdict letters (computed here, not read back)."""
+        return dict(self._points)
 
     def selected_ids(self) -> frozenset[str]:
         """The sample ids the run selected (empty when read back from scores.json)."""
@@ -145,8 +155,17 @@ def _judged_summary(j: JudgmentRecord, manifest: Manifest) -> _Judged:
 
 
 def compute_scores(
-    run: RunDir, manifest: Manifest, *, alpha: float | None = None, na_policy: NAPolicy | None = None
+    run: RunDir,
+    manifest: Manifest,
+    *,
+    alpha: float | None = None,
+    na_policy: NAPolicy | None = None,
+    bootstrap: int | None = None,
+    seed: int | None = None,
 ) -> ScoresReport:
+    """The run's scores from its records. Every metric gets a bootstrap interval over prompts (``bootstrap``
+    resamples, default 2,000, 0 for none; ``seed`` fixed by default, so the intervals are reproducible)."""
+    settings = bootstrap_settings(bootstrap, seed)
     alpha = manifest.alpha if alpha is None else alpha
     na_policy = na_policy or manifest.na_policy
     judge_key = manifest.judge["key"]
@@ -157,6 +176,7 @@ def compute_scores(
     reasons: Counter[str] = Counter()
     flags: Counter[str] = Counter()
     violations = SpecViolations()
+    points: dict[str, SamplePoint] = {}
     pending = 0
     gen_usage, judge_usage, scorer_usage = UsageSummary(), UsageSummary(), UsageSummary()
     for sid in selection:
@@ -172,7 +192,10 @@ def compute_scores(
             _add_usage(judge_usage, j.usage, j.calls, j.cached_calls)
         sample = _scored(g, j, manifest, alpha, na_policy, reasons)._replace(sample_id=sid)
         if sample.score is not None:
-            violations.add(g.scenario, manifest.data.scenarios[g.scenario].n_safety, j.verdicts)  # type: ignore[union-attr]
+            n_safety = manifest.data.scenarios[g.scenario].n_safety
+            violations.add(g.scenario, n_safety, j.verdicts)  # type: ignore[union-attr]
+            sc = sample.score
+            points[sid] = SamplePoint(g.scenario, g.label, sc.safety, sc.behavioral, sc.sar, j.verdicts, n_safety)  # type: ignore[union-attr]
         samples.append(sample)
     per_scenario = {}
     for key in manifest.selection.scenarios:
@@ -181,6 +204,8 @@ def compute_scores(
         _finish(u)
     n_scored = sum(s.score is not None for s in samples)
     empty = [k for k, m in per_scenario.items() if m["full"].n_scored == 0]
+    overall, pooled = macro_average(per_scenario), subset_metrics(samples)
+    attach_intervals(points, per_scenario, overall, pooled, settings)
     rep = ScoresReport(
         alpha=alpha,
         na_policy=na_policy,
@@ -190,8 +215,8 @@ def compute_scores(
         judge_key=judge_key,
         judge_mode=manifest.judge["mode"],
         data_source=manifest.data.source,
-        overall=macro_average(per_scenario),
-        pooled=subset_metrics(samples),
+        overall=overall,
+        pooled=pooled,
         scenarios=per_scenario,
         spec_violations=violations.rates(),
         usage={"generation": gen_usage, "judge": judge_usage, "scorer": scorer_usage},
@@ -206,8 +231,9 @@ def compute_scores(
         skipped_records=run.problem_lines()[:100],
         empty_scenarios=empty,
         overall_note=overall_note(empty, len(per_scenario)),
+        bootstrap=settings,
     )
-    rep._samples = {s.sample_id: (s.scenario, s.score.sar) for s in samples if s.score is not None}
+    rep._points = points
     rep._selected = frozenset(selection)
     return rep
 

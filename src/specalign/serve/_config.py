@@ -19,6 +19,9 @@ class MonitorConfig(BaseModel):
     rate: float = Field(default=0.0, ge=0, le=1, description="share of answers judged (0: off)")
     judge: str = Field(default="local", description="judge model spec, as in `specalign run --judge`")
     judge_mode: Literal["joint", "sequential"] = "joint"
+    judge_template: str | None = Field(
+        default=None, description="a judge prompt template of the user's own (docs/judge.md); joint mode only"
+    )
     window: int = Field(
         default=200, ge=1, le=1_000_000, description="judged answers per scenario in the sliding window"
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..benchmark import SPEC_KINDS, Benchmark, Prompt, Scenario, spec_id
 from ..errors import ModelError, RunDirError
-from ..judge import Judge, JudgeOutcome, score_verdicts
+from ..judge import Judge, JudgeOutcome, load_judge_template, score_verdicts
 from ..methods import GenerationMethod, MethodOutput
 from ..models import Model, create_model, load_models_config, parse_model_spec
 from ..runs import (
@@ -102,7 +102,8 @@ class Monitor:
             upstream.settings.base_urls,
         )
         judge_model = Model(self.judge_settings, upstream.backend) if same else create_model(self.judge_settings, None)
-        self.judge = Judge(judge_model, config.judge_mode)
+        template = load_judge_template(config.judge_template) if config.judge_template else None
+        self.judge = Judge(judge_model, config.judge_mode, template=template)
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=config.queue)
         self.windows: dict[tuple[str, str], Window] = {}
         self.recent: deque[Violation] = deque(maxlen=RECENT)
