@@ -8,7 +8,7 @@ import typer
 
 from .. import __version__
 from ..errors import SpecalignError
-from . import agreement, data, report, run, scenario, serve
+from . import agreement, data, gate, report, run, scenario, serve
 from .common import err, out
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ def _root(
 app.command("run")(run.run)
 app.command("score")(run.score)
 app.command("compare")(run.compare)
+app.command("gate")(gate.gate)
 app.command("agreement")(agreement.agreement)
 app.command("report")(report.report)
 app.command("export")(report.export)

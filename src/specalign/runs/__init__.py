@@ -29,6 +29,18 @@ from ._compare import (
 )
 from ._config import EMBEDDED_DEFAULT_LIMIT, RunConfig
 from ._export import SampleStatus, export_verdicts, run_benchmark, sample_outcome, verdict_rows
+from ._gate import (
+    GateCheck,
+    GateResult,
+    MinCondition,
+    ViolationCondition,
+    gate_junit,
+    gate_markdown,
+    parse_fraction,
+    parse_max_violation,
+    parse_min,
+    run_gate,
+)
 from ._intervals import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
@@ -105,6 +117,16 @@ __all__ = [
     "krippendorff_alpha",
     "rank_correlation",
     "ComparisonRow",
+    "GateCheck",
+    "GateResult",
+    "MinCondition",
+    "ViolationCondition",
+    "gate_junit",
+    "gate_markdown",
+    "parse_fraction",
+    "parse_max_violation",
+    "parse_min",
+    "run_gate",
     "DataInfo",
     "Evaluation",
     "GenerationRecord",
