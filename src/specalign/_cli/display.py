@@ -40,8 +40,9 @@ def scores_table(rep: ScoresReport) -> Table:
         title_justify="left",
     )
     t.add_column("scenario", no_wrap=True)
-    for col in ("safety", "behav.", "SAR", "SAR\n95% CI", "SAR\nunsafe", "SAR\nsafe", "scored", "unscored"):
-        t.add_column(col, justify="right", no_wrap=col != "SAR\n95% CI")
+    # the interval sits under SAR, whole numbers: an 80-column terminal shows every column
+    for col in ("safety", "behav.", "SAR\n95% CI", "SAR\nunsafe", "SAR\nsafe", "scored", "unscored"):
+        t.add_column(col, justify="right", no_wrap=True)
     for key, subsets in rep.scenarios.items():
         t.add_row(plain(key), *_cells(subsets))
     t.add_section()
@@ -59,14 +60,11 @@ def scores_table(rep: ScoresReport) -> Table:
 
 
 def _cells(subsets: dict[str, Metric]) -> list[str]:
-    from ..runs import interval_text  # noqa: PLC0415
-
     full = subsets["full"]
     return [
         pct(full.safety),
         pct(full.behavioral),
-        pct(full.sar),
-        interval_text(full.sar_ci),
+        pct(full.sar) + (f"\n{100 * full.sar_ci[0]:.0f}–{100 * full.sar_ci[1]:.0f}" if full.sar_ci else ""),
         pct(subsets["unsafe"].sar),
         pct(subsets["safe"].sar),
         str(full.n_scored),
