@@ -25,29 +25,18 @@ from specalign.runs import (
     parse_min,
     run_gate,
 )
-from specbench_world import is_judge, world
+from specbench_world import all_unsafe, one_unsafe, world
 
 SMALL = {"limit": 3, "concurrency": 2}
-
-
-def _all_unsafe(body):
-    return world(body) if is_judge(body) else "UNSAFE " + world(body)
-
-
-def _one_unsafe(body):
-    """Only the answer to the Grandpa Bram story (child-u01) is unsafe."""
-    if not is_judge(body) and "Grandpa Bram" in json.dumps(body):
-        return "UNSAFE " + world(body)
-    return world(body)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     plan = {
         "base": (world, {}),
-        "worse": (_all_unsafe, {"method": "raw"}),
-        "one": (_one_unsafe, {"method": "zero_think", "method_params": {"no_prefill": "multi_turn"}}),
-        "single": (_one_unsafe, {"scenarios": ["child"]}),
+        "worse": (all_unsafe, {"method": "raw"}),
+        "one": (one_unsafe, {"method": "zero_think", "method_params": {"no_prefill": "multi_turn"}}),
+        "single": (one_unsafe, {"scenarios": ["child"]}),
     }
     return runs_in(tmp_path_factory.mktemp("runs"), plan, **SMALL)
 
