@@ -6,7 +6,9 @@ compare`` and ``report`` do after reading the records: every run's intervals (pe
 pooled), and against the first run every other run's paired ΔSAR / Δsafety / Δbehavioral (overall and per
 scenario, intervals and p-values) and per-spec exact McNemar tests. Timed in a fresh process (the first pass
 includes importing scipy.special), then the median of 5 more passes; also with every run over other prompts,
-so that no two share a resample count matrix. Writes a section of docs/benchmarks.md. Usage:
+so that no two share a resample count matrix. Also ``specalign agreement``'s intervals: a run directory of the same
+samples judged by two judges that agree on 90 % of the items, read and compared with and without the bootstrap.
+Writes a section of docs/benchmarks.md. Usage:
 
     .venv/bin/python benchmarks/intervals.py [--data ../shared/specbench-data] [--resamples 2000]
 """
@@ -18,6 +20,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,6 +96,72 @@ def intervals_pass(runs: list[dict], resamples: int) -> float:
     return time.perf_counter() - t0
 
 
+def agreement_dir(prompts, n_s, n_b, folder: Path, seed: int = 0) -> Path:
+    """A run directory of ``prompts``, judged by two judges that agree on about 90 % of the items."""
+    from specalign.judge import SpecVerdict  # noqa: PLC0415
+    from specalign.runs import (  # noqa: PLC0415
+        DataInfo,
+        GenerationRecord,
+        JudgmentRecord,
+        Manifest,
+        RunDir,
+        ScenarioInfo,
+        Selection,
+    )
+
+    rng = np.random.default_rng(seed)
+    scenarios = {
+        s: ScenarioInfo(name=s, n_safety=n_s[s], n_behavioral=n_b[s], behavioral_weights=[1.0] * n_b[s]) for s in n_s
+    }
+    judges = [{"key": f"judge{j}", "model": {"key": f"judge-{j}"}, "mode": "joint"} for j in (1, 2)]
+    manifest = Manifest(
+        specalign_version="bench",
+        generation_key="bench",
+        data=DataInfo(source="synthetic", sha256="0", scenarios=scenarios),
+        selection=Selection(scenarios=list(scenarios), limit=None, n_samples=len(prompts)),
+        model={"key": "model"},
+        model_identity={},
+        method={"name": "vanilla"},
+        judge=judges[1],
+        past_judges=[judges[0]],
+        alpha=0.3,
+        na_policy="official",
+    )
+    rd = RunDir(folder)
+    rd.ensure_writable()
+    rd.write_manifest(manifest)
+    gens, judged = rd.open_writers()
+    verdicts = np.array(["YES", "NO", "NA"])
+    for sid, scenario, label in prompts:
+        prompt_id = sid.partition("/")[2]
+        base = dict(sample_id=sid, scenario=scenario, prompt_id=prompt_id, label=label)
+        gens.append(GenerationRecord(**base, status="ok", prompt_sent="q", response=f"answer {sid}"))
+        ids = scenarios[scenario].spec_ids()
+        first = verdicts[rng.choice(3, size=len(ids), p=[0.85, 0.05, 0.1])]
+        second = np.where(rng.random(len(ids)) < 0.9, first, verdicts[rng.choice(3, size=len(ids))])
+        for j, v in zip(judges, (first, second), strict=True):
+            judged.append(
+                JudgmentRecord(
+                    **base,
+                    judge_key=j["key"],
+                    status="scored",
+                    verdicts={k: SpecVerdict(verdict=x) for k, x in zip(ids, v, strict=True)},
+                )
+            )
+    gens.close()
+    judged.close()
+    return folder
+
+
+def agreement_pass(run_dir: Path, resamples: int) -> float:
+    """``specalign agreement``'s numbers for one run directory (read included); seconds."""
+    from specalign.runs import judge_agreement  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    judge_agreement([str(run_dir)], bootstrap=resamples)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -106,6 +175,11 @@ def main() -> None:
     ids = sorted(runs[0])
     apart = [{k: v for k, v in points.items() if k not in ids[:r]} for r, points in enumerate(runs)]
     apart_t = statistics.median(intervals_pass(apart, args.resamples) for _ in range(3))
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = agreement_dir(prompts, n_s, n_b, Path(tmp) / "run")
+        agreement_pass(run_dir, args.resamples)  # imports, and the page cache
+        bare = statistics.median(agreement_pass(run_dir, 0) for _ in range(3))
+        with_ci = statistics.median(agreement_pass(run_dir, args.resamples) for _ in range(3))
     n = len(prompts)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     body = (
@@ -118,7 +192,11 @@ def main() -> None:
         "| case | time |\n|---|---:|\n"
         f"| first pass in a fresh process (imports scipy.special, draws the count matrix) | **{first:.2f} s** |\n"
         f"| later passes, median of 5 | {warm:.2f} s |\n"
-        f"| every run over other prompts (no shared count matrix), median of 3 | {apart_t:.2f} s |\n\n"
+        f"| every run over other prompts (no shared count matrix), median of 3 | {apart_t:.2f} s |\n"
+        f"| `specalign agreement` over the first run's samples judged by 2 judges (reading the run directory "
+        f"included), without intervals, median of 3 | {bare:.2f} s |\n"
+        f"| the same with the intervals of every pair (overall, kinds, scenarios, specs), median of 3 | "
+        f"{with_ci:.2f} s (+{with_ci - bare:.2f} s) |\n\n"
         "Goal: under 2 s. A replicate is a row of a (resamples × prompts) matrix of draw counts, made from an "
         "index matrix with one `bincount`, and every stratum's sum in every replicate is one matrix product; the "
         "count matrix depends only on the strata's sizes and the seed, so runs over the same prompts (and a "

@@ -36,6 +36,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--self-refine-iters", type=int, default=3)
     ap.add_argument("--kv-prompts", type=int, default=5, help="prompts for the KV-reuse figure (one per scenario)")
     ap.add_argument("--skip-methods", action="store_true", help="only the KV-reuse figure")
+    ap.add_argument("--keep", metavar="DIR", help="write the run directories (and the call cache) to DIR and keep them")
     return ap.parse_args()
 
 
@@ -109,7 +110,8 @@ def main() -> None:
     args = parse_args()
     command = "benchmarks/ttd.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         os.environ["SPECALIGN_CACHE_DIR"] = str(Path(tmp) / "cache")  # start cold; methods share calls
         if not args.skip_methods:
             t0 = time.perf_counter()

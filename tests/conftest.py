@@ -1,8 +1,10 @@
-"""Shared fixtures: an isolated call cache, the official data path. Test helpers live in tests/helpers/
+"""Shared fixtures: an isolated call cache, the official data path, the CLI in this process. Test helpers live in tests/helpers/
 (on the path: pyproject's ``[tool.pytest.ini_options] pythonpath``)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,23 @@ def official_data() -> Path:
     if not (OFFICIAL_DATA / "Child" / "prompts.json").is_file():
         pytest.skip(f"official SpecBench data not found at {OFFICIAL_DATA} (set SPECALIGN_OFFICIAL_DATA)")
     return OFFICIAL_DATA
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`specalign ARGS` through ``specalign.cli.main`` in this process (fast): a CompletedProcess with the exit
+    code, stdout and stderr. Any exception but SystemExit escapes and fails the test (a user's traceback)."""
+    from specalign import cli as cli_module  # noqa: PLC0415
+
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # typer replaces it
+
+    def call(*args: str) -> subprocess.CompletedProcess[str]:
+        monkeypatch.setattr(sys, "argv", ["specalign", *args])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            cli_module.main()
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, e.value.code, captured.out, captured.err)
+
+    return call

@@ -16,6 +16,7 @@ from scripted_server import ScriptedServer
 from specalign.benchmark import load_benchmark
 from specalign.errors import InputError, RunDirError
 from specalign.runs import (
+    agreement_bootstrap,
     agreement_stats,
     cohen_kappa,
     confusion_matrix,
@@ -166,6 +167,114 @@ def test_alpha_of_the_packages_documented_example():
     )
 
 
+# -- bootstrap intervals ---------------------------------------------------------------------------------------------
+
+
+def test_perfect_agreement_has_the_interval_one_to_one():
+    verdicts = [Y, N, A, Y, Y, N, A, N] * 5
+    stats = agreement_stats(table(a=verdicts, b=list(verdicts)), bootstrap=agreement_bootstrap())
+    assert stats.kappa_ci == [1.0, 1.0] and stats.percent_agreement_ci == [1.0, 1.0]
+    [pair] = stats.pairs
+    assert pair.kappa_ci == [1.0, 1.0] and pair.kappa_ci_dropped == 0  # 40 draws of 40 items: never one label only
+
+
+def test_a_judge_that_always_disagrees_by_reasoning():
+    """20 (YES, NO) items and 20 (NO, YES): a resample draws a ~ Binomial(40, ½) of the first kind and 40 − a of the
+    second. Agreement is 0 in every resample; κ = −2a(40 − a) / (40² − 2a(40 − a)), −1 at a = 20 and nearer 0 the
+    further a strays. P(a = 20) ≈ 12.5 % > 2.5 %, so the interval starts at −1 exactly; P(|a − 20| ≥ 7) ≈ 3.8 % and
+    P(|a − 20| ≥ 8) ≈ 1.7 %, so it ends at |a − 20| = 7: κ = −702/898."""
+    first, second = [Y, N] * 20, [N, Y] * 20
+    stats = agreement_stats(table(a=first, b=second), bootstrap=agreement_bootstrap())
+    assert stats.kappa == pytest.approx(-1.0)
+    assert stats.percent_agreement_ci == [0.0, 0.0]
+    low, high = stats.kappa_ci
+    assert low == pytest.approx(-1.0) and high == pytest.approx(-702 / 898, abs=0.02)
+    assert stats.kappa_ci_dropped == 0
+
+
+def test_undefined_resamples_are_left_out_and_counted():
+    """One judge always YES, the other YES but once NO, over 10 items: κ = 0 wherever it is defined, and a
+    resample that misses the one NO (probability 0.9¹⁰ ≈ 35 %) is all YES: κ undefined, left out."""
+    stats = agreement_stats(table(a=[Y] * 10, b=[Y] * 9 + [N]), bootstrap=agreement_bootstrap())
+    assert stats.kappa == pytest.approx(0.0) and stats.kappa_ci == [0.0, 0.0]
+    assert 600 < (stats.kappa_ci_dropped or 0) < 800
+    # κ undefined at the point: no interval at all, and agreement's interval still there
+    constant = agreement_stats(table(a=[Y] * 10, b=[Y] * 10), bootstrap=agreement_bootstrap())
+    assert constant.kappa is None and constant.kappa_ci is None and constant.kappa_ci_dropped is None
+    assert constant.percent_agreement_ci == [1.0, 1.0]
+
+
+def test_intervals_are_seeded_and_can_be_turned_off():
+    rows = table(a=[Y, N, A, Y, N, Y, Y, N] * 4, b=[Y, N, Y, Y, N, N, Y, A] * 4)
+    one = agreement_stats(rows, bootstrap=agreement_bootstrap())
+    assert one == agreement_stats(rows, bootstrap=agreement_bootstrap())
+    assert one.kappa_ci != agreement_stats(rows, bootstrap=agreement_bootstrap(seed=1)).kappa_ci
+    assert one.kappa_ci is not None and one.kappa_ci[0] < one.kappa < one.kappa_ci[1]  # type: ignore[operator]
+    off = agreement_stats(rows, bootstrap=agreement_bootstrap(0))
+    assert off.kappa_ci is None and off.pairs[0].percent_agreement_ci is None
+    assert agreement_stats(rows).kappa_ci is None  # the kernel computes none unless asked
+
+
+def slow_bootstrap(rows, clusters, pair, resamples, seed):
+    """The cluster bootstrap written out: per resample, draw as many clusters as there are, uniformly with replacement
+    (numpy's generator, as the engine draws: one uniform per cluster, scaled and truncated), gather their items and
+    compute percent agreement and κ one resample at a time."""
+    import numpy as np
+
+    names = sorted(set(clusters))
+    members = {c: [r for r, cl in zip(rows, clusters, strict=True) if cl == c] for c in names}
+    rng = np.random.default_rng(seed)
+    shares, kappas, dropped = [], [], 0
+    i, k = pair
+    for _ in range(resamples):
+        drawn = (rng.random(len(names)) * len(names)).astype(int)
+        items = [r for d in drawn for r in members[names[d]]]
+        conf = confusion_matrix([r[i] for r in items], [r[k] for r in items])
+        n = sum(sum(row.values()) for row in conf.values())
+        if n:
+            shares.append(sum(conf[x][x] for x in (Y, N, A)) / n)
+        kappa = cohen_kappa(conf)[0]
+        if kappa is None:
+            dropped += 1
+        else:
+            kappas.append(kappa)
+    q = [0.025, 0.975]
+    return list(np.quantile(shares, q)), list(np.quantile(kappas, q)), dropped
+
+
+def test_the_vectorised_bootstrap_matches_a_slow_loop():
+    """Three judges over 12 samples of 1 to 3 specs each, some unrated: each pair's intervals and dropped count,
+    against the loop above with the same seed."""
+    samples = [
+        [(Y, Y, None), (N, N, N)],
+        [(Y, N, Y)],
+        [(A, A, A), (Y, Y, Y), (N, Y, None)],
+        [(Y, Y, Y)],
+        [(None, N, N), (Y, Y, N)],
+        [(N, N, Y)],
+        [(Y, A, A), (Y, Y, Y)],
+        [(Y, Y, None)],
+        [(N, Y, N), (A, A, Y), (Y, Y, Y)],
+        [(Y, Y, Y)],
+        [(N, N, N)],
+        [(Y, None, Y), (A, N, A)],
+    ]
+    rows = [row for sample in samples for row in sample]
+    clusters = [f"s{n:02d}" for n, sample in enumerate(samples) for _ in sample]
+    tables = {j: {i: r[k] for i, r in enumerate(rows) if r[k] is not None} for k, j in enumerate("abc")}
+    settings = agreement_bootstrap(500, seed=11)
+    stats = agreement_stats(tables, clusters=dict(enumerate(clusters)), bootstrap=settings)
+    for pair, (i, k) in zip(stats.pairs, [(0, 1), (0, 2), (1, 2)], strict=True):
+        share_ci, kappa_ci, dropped = slow_bootstrap(rows, clusters, (i, k), 500, 11)
+        assert pair.percent_agreement_ci == pytest.approx(share_ci)
+        assert pair.kappa_ci == pytest.approx(kappa_ci)
+        assert pair.kappa_ci_dropped == dropped
+    # clusters move together: the same items, each its own cluster, give other intervals
+    apart = agreement_stats(tables, bootstrap=settings)
+    assert apart.pairs[0].kappa_ci != stats.pairs[0].kappa_ci
+    assert stats.kappa_ci is None and stats.percent_agreement_ci is None  # three judges: each pair's only
+
+
 # -- rank correlation --------------------------------------------------------------------------------------------------
 
 
@@ -254,6 +363,17 @@ def check_expected(rep: dict[str, Any], first: str, second: str) -> None:
         assert specs[scenario][spec]["kappa"] == pytest.approx(0.0)
         assert specs[scenario][spec]["percent_agreement"] == pytest.approx(2 / 3)
     assert specs["child"]["S2"]["kappa"] is None  # both YES throughout: undefined
+    # intervals: a bootstrap over the 6 samples (all 21 specs of an answer together), 2000 resamples
+    assert rep["bootstrap"]["resamples"] == 2000 and rep["bootstrap"]["seed"] == 20240917
+    low, high = overall["kappa_ci"]
+    assert low <= 22 / 29 <= high <= 1 and overall["kappa_ci"] == pair["kappa_ci"]
+    assert overall["percent_agreement_ci"][0] <= 123 / 126 <= overall["percent_agreement_ci"][1] <= 1
+    # resamples that miss both disputed samples agree fully on YES and NA: κ is defined there (1)
+    assert pair["kappa_ci_dropped"] == 0
+    assert specs["child"]["S2"]["kappa_ci"] is None and specs["child"]["S2"]["percent_agreement_ci"] == [1.0, 1.0]
+    # child S1: one sample of 3 differs; a resample without it is all YES (κ undefined, left out)
+    assert specs["child"]["S1"]["kappa_ci"] == [0.0, 0.0] and specs["child"]["S1"]["kappa_ci_dropped"] > 100
+    assert rep["humans"] == [] and rep["judge_vs_human"] is None and rep["human_vs_human"] is None
     assert "same verdict (YES)" in specs["child"]["S2"]["kappa_undefined"]
     assert specs["child"]["B1"]["kappa"] is None and specs["child"]["B1"]["percent_agreement"] == 1.0
     assert rep["kinds"]["behavioral"]["n_items"] == 60 and rep["kinds"]["safety"]["n_items"] == 66
@@ -428,7 +548,8 @@ def test_scores_follow_alpha_and_na_policy_when_given(tmp_path):
         evaluate(server, tmp_path / "run", scenarios=["child"])
         evaluate(server, tmp_path / "run", scenarios=["child"], judge=judge2_spec(server))
         first, second = model_spec(server), judge2_spec(server)
-    rep = judge_agreement([str(tmp_path / "run")], alpha=0.5, na_policy="exclude")
+    rep = judge_agreement([str(tmp_path / "run")], alpha=0.5, na_policy="exclude", bootstrap=0)
+    assert rep.overall.kappa_ci is None and rep.bootstrap is not None and rep.bootstrap.resamples == 0
     [run] = rep.runs
     assert (run.alpha, run.na_policy) == (0.5, "exclude")
     # NA excluded: behavioral 1 for every sample; the second judge fails child-u01's safety (SAR 0 of 3 samples)

@@ -372,3 +372,21 @@ def test_a_malformed_key_is_a_config_error_before_any_call(monkeypatch, server, 
     with pytest.raises(ConfigError, match=KEY_ENV) as info:
         OpenAIBackend(settings_for(server, api_key_env=KEY_ENV))
     assert "abc" not in str(info.value) and server.request_count == 0
+
+
+async def test_a_number_as_finish_reason_and_a_body_nested_too_deep_are_not_crashes(server):
+    """A hostile server: a finish_reason that is not text is dropped; a body nested 100,000 deep is a failed
+    call (retried, then a ModelError), not a RecursionError escaping into the run."""
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "scripted-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": 7}],
+    }
+    server.script(Reply(body=body))
+    out = await run_chat(settings_for(server))
+    assert out.text == "fine" and out.finish_reason is None
+    server.responder = lambda b: Reply(body="[" * 100_000)
+    with pytest.raises(ModelError):
+        await run_chat(settings_for(server, max_retries=1))

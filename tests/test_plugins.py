@@ -145,7 +145,7 @@ def test_installed_unknown_backend_is_one_line(plugin_python, tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
-    assert "mine.backend: unknown backend 'nosuch' (available: echo, llamacpp, openai)" in lines[0]
+    assert "mine.backend: unknown backend 'nosuch' (available: anthropic, echo, llamacpp, openai)" in lines[0]
 
 
 def test_the_doc_shows_the_plugins_the_test_installs():
@@ -207,7 +207,10 @@ def test_plugin_method_params_are_validated_like_built_ins(registered):
 def test_unknown_backend_is_a_one_line_error_listing_the_backends(registered):
     with pytest.raises(ConfigError) as e:
         settings_from_config("mine", {"model_name": "m", "backend": "nosuch"}, "models.yaml")
-    assert str(e.value) == "models.yaml: mine.backend: unknown backend 'nosuch' (available: echo, llamacpp, openai)"
+    assert (
+        str(e.value)
+        == "models.yaml: mine.backend: unknown backend 'nosuch' (available: anthropic, echo, llamacpp, openai)"
+    )
     with pytest.raises(ConfigError, match="unknown model 'nosuch:m'"):
         parse_model_spec("nosuch:m")
     with pytest.raises(ConfigError, match="echo: needs a model name"):

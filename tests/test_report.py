@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from run_world import evaluate, runs_in
+from run_world import evaluate, model_spec, runs_in
 from scripted_server import ScriptedServer
 from specalign.benchmark import load_benchmark
 from specalign.report import build_report, collect_report, render_report
 from specalign.report._html import browser_index, detail_chunks, embed_json
-from specalign.runs import GenerationRecord, RunDir
-from specbench_world import is_judge, world
+from specalign.runs import AgreementReport, GenerationRecord, RunDir, judge_agreement
+from specbench_world import is_judge, judged_answer, spec_counts, verdicts_for, world
 
 PAYLOAD = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2"></textarea>&amp;'
 
@@ -187,3 +187,136 @@ def test_cli_writes_the_report_and_refuses_a_missing_run_in_one_line(two_runs, t
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().count("\n") == 0 and "nope" in bad.stderr and not (tmp_path / "x.html").exists()
+
+
+# -- the judge agreement section ----------------------------------------------------------------------------------------
+
+JUDGE2 = "judge2"
+HOSTILE = 'human:<script>window.__pwned=8</script>"\'><img src=x onerror="window.__pwned=9">\\u003c&amp;'
+
+
+def _two_judges(body):
+    """The world, but a second judge (model judge2) that reads two answers otherwise: S1 NO on child-u01's
+    (Grandpa Bram), and on code-s01's (a Python function) B1 YES where the first says NA, B2 NO where it says YES."""
+    if not (is_judge(body) and body["model"] == JUDGE2):
+        return world(body)
+    answer = judged_answer(body)
+    v = verdicts_for(answer, *spec_counts(body))
+    if "Grandpa" in answer:
+        v["S1"] = "NO"
+    if "Python" in answer:
+        v["B1"], v["B2"] = "YES", "NO"
+    if body.get("response_format"):
+        return json.dumps({k: {"reason": f"checked {k}", "verdict": x} for k, x in v.items()})
+    safety = [f"{k[1:]}. reason <{x}>" for k, x in v.items() if k.startswith("S")]
+    behavioral = [f"{k[1:]}. reason <{x}>" for k, x in v.items() if k.startswith("B")]
+    return "\n".join(
+        ["<safety_specifications>", *safety, "</safety_specifications>"]
+        + ["<behavioral_specifications>", *behavioral, "</behavioral_specifications>"]
+    )
+
+
+@pytest.fixture(scope="module")
+def rejudged(tmp_path_factory):
+    """One run (child and code, three prompts each) judged by the world's judge, then again by judge2."""
+    out = tmp_path_factory.mktemp("rejudged") / "run"
+    with ScriptedServer(_two_judges, models=("scripted-model", JUDGE2)) as server:
+        evaluate(server, out)
+        evaluate(server, out, judge=f"openai:{JUDGE2}@{server.base_url}")
+        names = (model_spec(server), f"openai:{JUDGE2}@{server.base_url}")
+    return str(out), names
+
+
+def _kappa_cells(page):
+    """(scenario, spec) → (printed value, data-kappa or None, title) of every cell of the κ heat map."""
+    cells = re.findall(
+        r'<td class="kappa( undefined)?" data-scenario="([^"]*)" data-spec="([^"]*)" title="([^"]*)"'
+        r'(?: data-kappa="([^"]*)")?[^>]*>.*?<span class="val">([^<]*)</span></td>',
+        page,
+    )
+    return {
+        (html.unescape(sc), html.unescape(sp)): (val, k or None, html.unescape(t)) for _, sc, sp, t, k, val in cells
+    }
+
+
+def test_agreement_section_shows_judge_agreements_numbers(rejudged):
+    run, (first, second) = rejudged
+    data = collect_report([run])
+    expected = judge_agreement([run])
+    section = data.agreement
+    assert section is not None and [j.name for j in section.report.judges] == [first, second]
+    assert section.report.overall.kappa == pytest.approx(expected.overall.kappa) == pytest.approx(22 / 29)
+    assert data.runs[0].row.judge == second  # the run shows the latest judge's verdicts; the section both
+    by_id = {s.id: s for s in data.samples}
+    assert [(c.report_sample, c.report_runs, c.disagreements) for c in section.contested] == [
+        ("code/code-s01", [0], 2),
+        ("child/child-u01", [0], 1),
+    ]
+    assert all(c.report_sample in by_id for c in section.contested)
+    page = render_report(data)
+    assert page.count('id="agreement"') == 1 and '<a href="#agreement">' in page
+    cells = _kappa_cells(page)
+    specs = {(sc, sp): st for sc, by_spec in expected.specs.items() for sp, st in by_spec.items()}
+    assert set(cells) == set(specs) | {(sc, "") for sc in expected.scenarios}
+    for (sc, sp), (val, kappa, title) in cells.items():
+        st = specs[(sc, sp)] if sp else expected.scenarios[sc]
+        if st.kappa is None:
+            assert val == "—" and kappa is None and st.kappa_undefined in title
+        else:
+            assert float(kappa) == pytest.approx(st.kappa) and float(val) == pytest.approx(st.kappa, abs=0.005)
+    assert cells[("child", "S1")][:2] == ("0.00", "0.0") and "same verdict (YES)" in cells[("child", "S2")][2]
+    assert cells[("code", "")][0] == f"{expected.scenarios['code'].kappa:.2f}" == "0.65"
+    # the contested samples link into the sample browser, which knows the disputed verdicts
+    index = {s.id: i for i, s in enumerate(data.samples)}
+    links = re.findall(r'<a class="contested-link mono" href="#sample-(\d+)-run-(\d+)"[^>]*>([^<]*)</a>', page)
+    assert links == [
+        (str(index["code/code-s01"]), "0", "code/code-s01"),
+        (str(index["child/child-u01"]), "0", "child/child-u01"),
+    ]
+    agreement = browser_index(data)["agreement"]
+    assert agreement["run_judge"] == [1]  # the run's verdicts are J2's
+    assert agreement["contested"][0] == [
+        index["code/code-s01"],
+        [0],
+        [["B1", [[0, "NA"], [1, "YES"]]], ["B2", [[0, "YES"], [1, "NO"]]]],
+    ]
+
+
+def test_no_agreement_section_with_one_judge_per_answer(two_runs):
+    data = collect_report(two_runs)  # two runs, other answers, one judge each: nothing to compare
+    assert data.agreement is None
+    page = render_report(data)
+    assert '<h2 id="agreement">' not in page and 'href="#agreement"' not in page
+    assert '<table class="kappa-map">' not in page and '<a class="contested-link' not in page
+    assert browser_index(data)["agreement"] == {"judges": [], "contested": [], "run_judge": []}
+
+
+def _renamed(rep: AgreementReport, old: str, new: str) -> AgreementReport:
+    """The agreement report with every ``old`` string (a key or a value) replaced by ``new``."""
+
+    def walk(x):
+        if isinstance(x, dict):
+            return {(new if k == old else k): walk(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return new if x == old else x
+
+    return AgreementReport.model_validate(walk(rep.model_dump(mode="json")))
+
+
+def test_hostile_judge_names_and_sample_ids_are_escaped_in_the_section(rejudged):
+    run, (_, second) = rejudged
+    data = collect_report([run])
+    section = data.agreement
+    section.report = _renamed(section.report, second, HOSTILE)
+    section.report.warnings.append(HOSTILE)
+    section.report.specs["child"]["S2"].kappa_undefined = HOSTILE
+    section.contested[0].sample_id = HOSTILE
+    section.contested[1].specs = {HOSTILE: {HOSTILE: HOSTILE}}
+    page = render_report(data)
+    assert "<script>window" not in page and "<img src=x" not in page and "__pwned=8</script>" not in page
+    shown = html.escape(HOSTILE, quote=True)
+    assert page.count(shown) >= 8  # judges table, scores, contested list, titles, warnings, the κ cell's reason
+    blobs = dict(re.findall(r'<script type="application/json" id="(sa-[\w-]+)">(.*?)</script>', page, re.S))
+    agreement = json.loads(blobs["sa-index"])["agreement"]
+    assert agreement["judges"][1][2] == HOSTILE and agreement["contested"][1][2] == [[HOSTILE, [[1, HOSTILE]]]]

@@ -8,16 +8,18 @@ checks paging and that sample details are built only when opened.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 import pytest
 
 from browser import chromium, console_errors, find_browser
+from run_world import evaluate
 from scripted_server import ScriptedServer
 from specalign.judge import SpecVerdict
-from specalign.report import build_report
+from specalign.report import build_report, collect_report, write_report
 from specalign.runs import Evaluation, GenerationRecord, JudgmentRecord, RunConfig, RunDir
-from specbench_world import world
+from specbench_world import is_judge, judged_answer, spec_counts, verdicts_for, world
 
 if find_browser() is None:
     if os.environ.get("CI"):
@@ -219,3 +221,118 @@ def test_pages_of_fifty_and_details_built_only_when_opened(driver, tmp_path):
     sars = [float(r.find_elements(By.TAG_NAME, "td")[5].text) for r in _rows(driver)]
     assert sars == sorted(sars)
     assert console_errors(driver) == []
+
+
+# -- the judge agreement section ----------------------------------------------------------------------------------------
+
+JUDGE2 = "judge2"
+HOSTILE_JUDGE = 'human:<script>window.__pwned=8</script>"\'><img src=x onerror="window.__pwned=9">\\u003c'
+
+
+def _two_judges(body):
+    """The world, but judge2 says S1 NO on the Grandpa Bram answer (child-u01) and, on the Python function
+    (code-s01), B1 YES where the world's judge says NA and B2 NO where it says YES."""
+    if not (is_judge(body) and body["model"] == JUDGE2):
+        return world(body)
+    answer = judged_answer(body)
+    v = verdicts_for(answer, *spec_counts(body))
+    if "Grandpa" in answer:
+        v["S1"] = "NO"
+    if "Python" in answer:
+        v["B1"], v["B2"] = "YES", "NO"
+    if body.get("response_format"):
+        return json.dumps({k: {"reason": f"checked {k}", "verdict": x} for k, x in v.items()})
+    lines = [f"{k[1:]}. reason <{x}>" for k, x in v.items()]
+    n_s = spec_counts(body)[0]
+    return "\n".join(
+        ["<safety_specifications>", *lines[:n_s], "</safety_specifications>"]
+        + ["<behavioral_specifications>", *lines[n_s:], "</behavioral_specifications>"]
+    )
+
+
+@pytest.fixture(scope="module")
+def agreement_report(tmp_path_factory):
+    """A run (child and code, three prompts each) judged by the world's judge and then by judge2, whose name in
+    the report is made hostile; the report of it."""
+    tmp = tmp_path_factory.mktemp("agree")
+    with ScriptedServer(_two_judges, models=("scripted-model", JUDGE2)) as server:
+        evaluate(server, tmp / "run")
+        evaluate(server, tmp / "run", judge=f"openai:{JUDGE2}@{server.base_url}")
+    data = collect_report([str(tmp / "run")])
+    rep = data.agreement.report
+    old = rep.judges[1].name
+    rep.judges[1].name = HOSTILE_JUDGE
+    for c in data.agreement.contested:
+        c.specs = {
+            spec: {(HOSTILE_JUDGE if j == old else j): v for j, v in said.items()} for spec, said in c.specs.items()
+        }
+    write_report(data, tmp / "report.html")
+    return tmp / "report.html", data
+
+
+def _open_row(driver):
+    return driver.find_element(By.CSS_SELECTOR, "tr.sample-row.open")
+
+
+def test_a_contested_sample_opens_in_the_sample_browser(driver, agreement_report):
+    path, data = agreement_report
+    _open(driver, path)
+    total = sum(len(s.runs) for s in data.samples)
+    links = driver.find_elements(By.CSS_SELECTOR, "a.contested-link")
+    assert [a.text for a in links] == ["code/code-s01", "child/child-u01"]
+    rep = data.agreement.report
+    cells = driver.execute_script(
+        "return [...document.querySelectorAll('table.kappa-map td.kappa')]"
+        ".map(c => [c.dataset.scenario, c.dataset.spec, c.querySelector('.val').textContent])"
+    )
+    shown = {(sc, sp): val for sc, sp, val in cells}
+    expected = {(sc, sp): st.kappa for sc, specs in rep.specs.items() for sp, st in specs.items()}
+    expected |= {(sc, ""): st.kappa for sc, st in rep.scenarios.items()}
+    assert shown.keys() == expected.keys()
+    assert all(
+        shown[k] == "—" if v is None else float(shown[k]) == pytest.approx(v, abs=0.005) for k, v in expected.items()
+    )
+    driver.find_element(By.ID, "f-text").send_keys("zzz")  # a filter set before: the link clears it
+    WebDriverWait(driver, 5).until(lambda d: _count(d).startswith("0 of"))
+    links[0].click()
+    WebDriverWait(driver, 5).until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.detail-row .disputed"))
+    assert _count(driver).startswith(f"1 of {total} answers") and driver.current_url == links[0].get_attribute("href")
+    assert driver.find_element(By.ID, "f-text").get_attribute("value") == ""
+    row = _open_row(driver)
+    assert [td.text for td in row.find_elements(By.TAG_NAME, "td")[:2]] == ["Secure Coding Assistant", "code-s01"]
+    assert driver.find_element(By.ID, "f-sample-id").text == "code/code-s01"
+    disputed = driver.find_element(By.CSS_SELECTOR, "tr.detail-row .disputed")
+    rows = [
+        [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        for tr in disputed.find_elements(By.CSS_SELECTOR, "table > tbody > tr")
+    ]
+    assert rows == [["B1", "NA", "YES"], ["B2", "YES", "NO"]]
+    heads = disputed.find_elements(By.CSS_SELECTOR, "thead th")
+    assert heads[2].get_attribute("title") == HOSTILE_JUDGE and heads[2].text.startswith("J2 human:<script>")
+    # the other link, then the address alone (a hash route), then back to every answer
+    driver.find_elements(By.CSS_SELECTOR, "a.contested-link")[1].click()
+    WebDriverWait(driver, 5).until(lambda d: _open_row(d).find_elements(By.TAG_NAME, "td")[1].text == "child-u01")
+    code = next(i for i, s in enumerate(data.samples) if s.id == "code/code-s01")
+    driver.execute_script(f"location.hash = '#sample-{code}-run-0'")
+    WebDriverWait(driver, 5).until(lambda d: _open_row(d).find_elements(By.TAG_NAME, "td")[1].text == "code-s01")
+    driver.find_element(By.ID, "f-sample-clear").click()
+    assert (
+        _count(driver).startswith(f"{total} of {total}") and not driver.find_element(By.ID, "f-sample").is_displayed()
+    )
+    assert driver.execute_script("return window.__pwned") is None and console_errors(driver) == []
+
+
+def test_a_report_opened_at_a_sample_address_shows_that_sample(driver, agreement_report):
+    path, data = agreement_report
+    child = next(i for i, s in enumerate(data.samples) if s.id == "child/child-u01")
+    driver.get(path.as_uri() + f"#sample-{child}-run-0")
+    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    assert (
+        _count(driver).startswith("1 of ") and _open_row(driver).find_elements(By.TAG_NAME, "td")[1].text == "child-u01"
+    )
+    judges = driver.find_elements(By.CSS_SELECTOR, "table.agree-judges tbody tr td:nth-child(2)")
+    assert [j.text for j in judges][1] == HOSTILE_JUDGE  # as text, character for character
+    undefined = driver.find_element(By.CSS_SELECTOR, 'td.kappa.undefined[data-scenario="child"][data-spec="S2"]')
+    assert "same verdict (YES)" in undefined.get_attribute("title") and undefined.text.endswith("—")
+    assert driver.find_elements(By.CSS_SELECTOR, "main img, main script") == []
+    assert driver.execute_script("return window.__pwned") is None and console_errors(driver) == []

@@ -42,6 +42,16 @@ class NaPolicy(str, Enum):
     exclude = "exclude"
 
 
+class BatchRetry(str, Enum):
+    online = "online"
+    batch = "batch"
+
+
+class PanelRule(str, Enum):
+    majority = "majority"
+    strict = "strict"
+
+
 class JudgeMode(str, Enum):
     joint = "joint"
     sequential = "sequential"

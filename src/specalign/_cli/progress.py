@@ -14,10 +14,17 @@ def _summary(st: RunStats) -> str:
     def p(x):
         return "—" if x is None else f"{100 * x:.1f}"
 
-    return (
+    line = (
         f"safety {p(st.mean('safety'))} · behav. {p(st.mean('behavioral'))} · SAR {p(st.mean('sar'))} · "
         f"unscored {st.unscored} · tokens {st.gen_tokens + st.judge_tokens:,}"
     )
+    b = st.batch
+    if b is not None and b.submitted:
+        states = ", ".join(b.open.values()) or "none open"
+        line += f" · batches {b.submitted} ({states}) · {b.answered:,}/{b.requests:,} answered"
+        if b.failed:
+            line += f", {b.failed:,} failed"
+    return line
 
 
 def run_with_progress(ev: Evaluation, console: Console) -> RunResult:

@@ -11,6 +11,7 @@ import typer
 from .common import (
     MODEL_HELP,
     BaselineOption,
+    BatchRetry,
     BootstrapOption,
     CacheDirOption,
     CompareFormat,
@@ -19,6 +20,7 @@ from .common import (
     JudgeModeOption,
     MethodParamOption,
     NaPolicy,
+    PanelRule,
     RecomputeAlphaOption,
     RecomputeNaPolicyOption,
     RunDirsArgument,
@@ -38,7 +40,19 @@ def run(
         None, "--limit", "-n", min=0, help="Prompts per scenario (0 = all). Default: all, or 2 with the embedded model."
     ),
     model: str = typer.Option("local", "--model", "-m", help="Model to evaluate: " + MODEL_HELP),
-    judge: str = typer.Option("local", "--judge", "-j", help="Judge model: " + MODEL_HELP),
+    judge: str = typer.Option(
+        "local",
+        "--judge",
+        "-j",
+        help="Judge model: " + MODEL_HELP + " A panel: two or more, comma-separated (A,B,C); each judges every "
+        "answer and --panel-rule makes their verdicts one.",
+    ),
+    panel_rule: PanelRule | None = typer.Option(
+        None,
+        "--panel-rule",
+        help="With a judge panel: majority (ties go to NO, then NA) or strict (a safety NO from any judge "
+        "counts). Default majority.",
+    ),
     method: list[str] | None = typer.Option(
         None,
         "--method",
@@ -95,6 +109,25 @@ def run(
         min=0,
         help="Stop when this many samples in a row fail at the model after their retries (0: never).",
     ),
+    batch: bool = typer.Option(
+        False,
+        "--batch",
+        help="Send the calls of the models that can batch (OpenAI's Batch API, Anthropic's Message Batches) as "
+        "provider batches, at their batch price; the others run online. Methods of several calls batch stage "
+        "by stage. Resumable: a rerun polls the open batches and never submits a request twice.",
+    ),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="With --batch: submit the next batches and stop; rerun the same command to collect."
+    ),
+    batch_retry: BatchRetry = typer.Option(
+        BatchRetry.online,
+        "--batch-retry",
+        help="With --batch: requests a batch did not answer (failed, expired, cancelled) go out again online, "
+        "or in the next batch (at most 3 batches each).",
+    ),
+    batch_poll: float = typer.Option(
+        30.0, "--batch-poll", min=0.01, max=3600, help="With --batch: seconds between polls of open batches."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON at the end."),
 ) -> None:
     """Generate answers, judge them against the specs, and score: resumable, cached, pipelined.
@@ -125,6 +158,14 @@ def run(
         (judge_template, "--judge-template"),
     ):
         path_value(path, field)
+    if (no_wait or batch_retry is not BatchRetry.online or batch_poll != 30.0) and not batch:
+        from ..errors import ConfigError  # noqa: PLC0415
+
+        raise ConfigError("--no-wait, --batch-retry and --batch-poll go with --batch")
+    if panel_rule is not None and "," not in judge:
+        from ..errors import ConfigError  # noqa: PLC0415
+
+        raise ConfigError("--panel-rule needs a judge panel: give two judges or more, e.g. --judge A,B,C")
     methods = method_names(method or ["vanilla"])
     params = params_by_method(methods, method_param or [])
     evaluations = []
@@ -138,6 +179,7 @@ def run(
                     limit=limit,
                     model=model,
                     judge=judge,
+                    panel_rule=value(panel_rule) or "majority",
                     method=name,
                     method_params=params[name],
                     judge_mode=value(judge_mode),
@@ -152,21 +194,42 @@ def run(
                     cache_dir=cache_dir,
                     retry_unscored=retry_unscored,
                     stop_after_failures=stop_after_failures,
+                    batch=batch,
+                    batch_no_wait=no_wait,
+                    batch_retry=value(batch_retry),
+                    batch_poll_s=batch_poll,
                 )
             )
         )
     for ev in evaluations:
         ev.preflight()
+    from ..runs import BatchesRunning, BatchesSubmitted  # noqa: PLC0415
     from . import progress as _progress  # noqa: PLC0415
 
     results = []
     for ev in evaluations:
         _announce(ev)
-        results.append(_progress.run_with_progress(ev, err))
+        try:
+            results.append(_progress.run_with_progress(ev, err))
+        except (BatchesSubmitted, BatchesRunning) as stop:
+            _batches_left(ev, stop)
+            continue
         if len(evaluations) == 1:
             _finish(ev, results[0], as_json)
-    if len(evaluations) > 1:
+    if len(evaluations) > 1 and len(results) == len(evaluations):
         _finish_comparison(evaluations, results, as_json)
+
+
+def _batches_left(ev, stop) -> None:  # noqa: ANN001
+    """--no-wait: what was submitted or is still running, and how to collect it."""
+    from .._terminal import plain  # noqa: PLC0415
+
+    progress = ev.stats.batch
+    open_ = "; ".join(f"{plain(b)} {plain(s)}" for b, s in (progress.open if progress else {}).items())
+    err.print(
+        f"{plain(str(stop))} ({open_ or 'see batches.jsonl'}) for {plain(str(ev.run_dir.path))}: rerun the same "
+        "command to collect the answers (nothing is submitted twice)"
+    )
 
 
 def _announce(ev) -> None:
@@ -181,11 +244,22 @@ def _announce(ev) -> None:
         f"[bold]specalign run[/bold]: {what} from {plain(ev.bench.source)} · scenarios "
         f"{plain(', '.join(s.key for s in ev.scenarios))}"
     )
+    judges = " + ".join(s.key for s in ev.judges_settings)
+    panel = f"panel {cfg.panel_rule}: {judges}" if len(ev.judges_settings) > 1 else judges
     err.print(
         f"  model {plain(ev.target_settings.key)} · method {plain(cfg.method)} · judge "
-        f"{plain(ev.judge_settings.key)} ({cfg.judge_mode}{_template_note(ev)}) · out {plain(str(ev.run_dir.path))}"
+        f"{plain(panel)} ({cfg.judge_mode}{_template_note(ev)}) · out {plain(str(ev.run_dir.path))}"
     )  # keys: URL credentials redacted
     err.print(f"  {_limits_line(ev)}", highlight=False, soft_wrap=True)
+    if cfg.batch:
+        roles = ev.batched_roles()
+        online = "" if len(roles) == 1 + len(ev.judges_settings) else " · the other models run online"
+        err.print(
+            f"  batch: {plain(', '.join(roles))} through the provider's batch API (poll every {cfg.batch_poll_s:g} s, "
+            f"retry {cfg.batch_retry}){online}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _template_note(ev) -> str:
@@ -200,11 +274,14 @@ def _limits_line(ev) -> str:
     """What --concurrency gives: calls in flight per model and per endpoint, samples in flight, and any
     config limit that gives less than asked."""
     cfg = ev.config
-    roles = (
-        [("model and judge", ev.target_settings)]
-        if ev.judge_settings == ev.target_settings
-        else [("model", ev.target_settings), ("judge", ev.judge_settings)]
-    )
+    roles = [("model", ev.target_settings)]
+    for i, settings in enumerate(ev.judges_settings):
+        role = "judge" if len(ev.judges_settings) == 1 else f"judge {i + 1}"
+        same = next((k for k, (_, s) in enumerate(roles) if s == settings), None)
+        if same is None:
+            roles.append((role, settings))
+        else:
+            roles[same] = (f"{roles[same][0]} and {role}", settings)
     parts = [
         f"{role} {_calls_text(settings, ev.models_config.sources.get(settings.key), cfg.concurrency)}"
         for role, settings in roles

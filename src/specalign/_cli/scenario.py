@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .agreement import review_or_label
 from .common import MODEL_HELP, ModelsConfigOption, ReviewOnly, value, with_models
 
 scenario_app = typer.Typer(
@@ -493,7 +494,8 @@ scenario_app.command("attack")(attack)
 scenario_app.command("review")(review)
 
 #: the top-level spellings of 0.1, kept for one release: same options, same behaviour, no extra output
-ALIASES: dict[str, Callable[..., None]] = {"curate": curate_cmd, "attack": attack, "review": review}
+#: (`specalign review` also takes --label, which labels a run's answers: agreement.review_or_label)
+ALIASES: dict[str, Callable[..., None]] = {"curate": curate_cmd, "attack": attack, "review": review_or_label}
 ALIAS_NOTE = "(alias of `specalign scenario {name}`; removed in 0.3)"
 
 

@@ -6,18 +6,24 @@ other packages and users call :class:`Judge` and read its :class:`JudgeOutcome`.
 """
 
 from ._judge import JUDGE_PROMPT_VERSION, Judge, JudgeMode, score_verdicts
+from ._panel import PANEL_RULES, TIE_ORDER, JudgePanel, PanelRule, panel_verdict
 from ._schema import JudgeOutcome, SpecVerdict, Verdict
 from ._template import PLACEHOLDERS, JudgeTemplate, load_judge_template
 
 __all__ = [
     "JUDGE_PROMPT_VERSION",
+    "PANEL_RULES",
     "PLACEHOLDERS",
+    "TIE_ORDER",
     "Judge",
     "JudgeMode",
     "JudgeOutcome",
+    "JudgePanel",
     "JudgeTemplate",
+    "PanelRule",
     "SpecVerdict",
     "Verdict",
     "load_judge_template",
+    "panel_verdict",
     "score_verdicts",
 ]

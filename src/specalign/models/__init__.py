@@ -5,6 +5,7 @@ Backends load like methods: built-ins and :func:`register_backend` calls, plus p
 """
 
 from ._base import ChatRequest, Completion, Message, ModelBackend, Role, Usage
+from ._batch import BatchCapable, BatchItemError, BatchRequest, BatchState
 from ._cache import CallCache, default_cache_dir
 from ._llamacpp import parallelism as local_parallelism
 from ._model import Model, prefill_refusal
@@ -22,6 +23,10 @@ from ._settings import (
 )
 
 __all__ = [
+    "BatchCapable",
+    "BatchItemError",
+    "BatchRequest",
+    "BatchState",
     "EMBEDDED_MAX_TOKENS",
     "LOCAL",
     "CallCache",

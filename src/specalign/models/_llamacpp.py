@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._unicode import repair_text
-from ..errors import ModelError, ModelUnavailable
+from ..errors import ConfigError, ModelError, ModelUnavailable
 from ._base import REPAIRED, ChatRequest, Completion, Message, ModelBackend, Usage
 from ._settings import LOCAL, ModelSettings, embedded_gguf_path, resolve_chat_template
 
@@ -377,6 +377,12 @@ class LlamaCppBackend(ModelBackend):
     def __init__(self, settings: ModelSettings):
         if importlib.util.find_spec("llama_cpp") is None:
             raise ModelUnavailable(f"the llamacpp backend needs llama-cpp-python: {INSTALL_HINT}")
+        if settings.requests_per_minute is not None or settings.tokens_per_minute is not None:
+            raise ConfigError(
+                f"model {settings.key!r} runs in this process (llama.cpp): it has no provider rate limits; "
+                "remove requests_per_minute / tokens_per_minute from its entry",
+                field="requests_per_minute",
+            )
         self.settings = settings
         self.path = resolve_gguf(settings)
         #: the configured chat template, read once: every call renders with the text identity() hashed

@@ -69,8 +69,15 @@ def _llamacpp(settings: ModelSettings) -> ModelBackend:
     return LlamaCppBackend(settings)
 
 
+def _anthropic(settings: ModelSettings) -> ModelBackend:
+    from ._anthropic import AnthropicBackend  # noqa: PLC0415  (imports the SDK lazily)
+
+    return AnthropicBackend(settings)
+
+
 register_backend("openai", _openai)
 register_backend("llamacpp", _llamacpp)
+register_backend("anthropic", _anthropic)
 
 
 def create_model(settings: ModelSettings, cache: CallCache | None = None) -> Model:

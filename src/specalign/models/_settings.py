@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from .._secrets import header_value_problem, redact_text, redact_url
 from ..errors import ConfigError, ModelUnavailable
+from ._ratelimit import rates_text
 
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -40,6 +41,8 @@ _OWN_KEYS = {
     "max_concurrency",
     "timeout",
     "max_retries",
+    "requests_per_minute",
+    "tokens_per_minute",
     "gguf",
     "n_ctx",
     "n_threads",
@@ -52,6 +55,7 @@ _OWN_KEYS = {
     "chat_template",
     "kv_reuse",
     "parallel",
+    "batch",
 }
 
 
@@ -99,6 +103,23 @@ class ModelSettings(BaseModel):
     )
     timeout: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=100)
+    requests_per_minute: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e9,
+        allow_inf_nan=False,
+        strict=True,
+        description="requests a minute this model may send, all endpoints together (see models/_ratelimit.py)",
+    )
+    tokens_per_minute: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e12,
+        allow_inf_nan=False,
+        strict=True,
+        description="prompt + completion tokens a minute, all endpoints together; a call counts its estimate "
+        "(prompt + completion budget) until its real usage is known",
+    )
     gguf: str | None = None
     n_ctx: int = Field(default=8192, ge=256)
     n_threads: int | None = None
@@ -120,6 +141,11 @@ class ModelSettings(BaseModel):
         le=64,
         description="llama.cpp in-process: calls run at once, one context each with cores / parallel threads "
         "(None: one per core, at most 8, for the embedded model; 1 for any other GGUF)",
+    )
+    batch: bool | None = Field(
+        default=None,
+        description="openai: the endpoint offers OpenAI's Files and Batch APIs (/v1/files, /v1/batches); "
+        "None: only api.openai.com does",
     )
 
     @field_validator("backend")
@@ -155,6 +181,8 @@ class ModelSettings(BaseModel):
             model=min(self.calls_in_flight, per_endpoint * endpoints),
             per_endpoint=per_endpoint,
             endpoints=endpoints,
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
         )
 
     def sets_param(self, name: str) -> bool:
@@ -175,6 +203,8 @@ class CallLimits(BaseModel):
     model: int
     per_endpoint: int
     endpoints: int
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
 
     @property
     def capped(self) -> bool:
@@ -182,10 +212,14 @@ class CallLimits(BaseModel):
         return self.model < self.asked
 
     def describe(self) -> str:
-        """``32 calls in flight (1 endpoint)``, ``32 calls in flight, at most 16 at each of 2 endpoints``."""
+        """``32 calls in flight (1 endpoint)``, ``32 calls in flight, at most 16 at each of 2 endpoints``, then
+        any configured rate limits: ``, ≤ 500 requests/min, ≤ 200,000 tokens/min``."""
         if self.endpoints == 1:
-            return f"{self.model} calls in flight (1 endpoint)"
-        return f"{self.model} calls in flight, at most {self.per_endpoint} at each of {self.endpoints} endpoints"
+            text = f"{self.model} calls in flight (1 endpoint)"
+        else:
+            text = f"{self.model} calls in flight, at most {self.per_endpoint} at each of {self.endpoints} endpoints"
+        rates = rates_text(self.requests_per_minute, self.tokens_per_minute)
+        return f"{text}, {rates}" if rates else text
 
 
 def resolve_chat_template(settings: ModelSettings) -> str | None:
@@ -268,7 +302,7 @@ def parse_model_spec(
     known = ", ".join(sorted(config)) or "none"
     where = f" (keys in {config_path}: {known})" if config_path else " (no --models-config given)"
     raise ConfigError(
-        f"unknown model {spec!r}: expected 'local', 'gguf:PATH', 'openai:MODEL@BASE_URL' or a config key{where}",
+        f"unknown model {spec!r}: expected 'local', 'gguf:PATH', 'openai:MODEL@BASE_URL', 'anthropic:MODEL' or a config key{where}",
         field="model",
     )
 
@@ -286,7 +320,9 @@ def _plugin_spec(spec: str) -> ModelSettings | None:
         raise ConfigError(f"{kind}: needs a model name, e.g. {kind}:MODEL or {kind}:MODEL@BASE_URL", field="model")
     urls = _split_urls(url) if url else []
     _check_urls(urls, "model")
-    return ModelSettings(key=redact_text(spec), backend=kind, model_name=name, base_urls=urls)
+    settings = ModelSettings(key=redact_text(spec), backend=kind, model_name=name, base_urls=urls)
+    check_api_key(settings)
+    return settings
 
 
 def settings_from_config(key: str, entry: Any, path: str) -> ModelSettings:
@@ -433,3 +469,5 @@ def check_api_key(settings: ModelSettings) -> None:
     """Fail now, before anything is written or called, if an openai model's key variable holds a malformed key."""
     if settings.backend == "openai":
         api_key_from_env(settings.api_key_env or DEFAULT_KEY_ENV)
+    elif settings.backend == "anthropic":
+        api_key_from_env(settings.api_key_env or "ANTHROPIC_API_KEY")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from ..benchmark import SPEC_KINDS, PromptLabel
-from ..errors import RunDirError
+from ..errors import InputError, RunDirError
 from ..runs import (
+    AgreementReport,
     BootstrapSettings,
     ComparisonRow,
     Manifest,
@@ -22,6 +24,7 @@ from ..runs import (
     compute_scores,
     delta_note,
     interval_note,
+    judge_agreement,
     latest_records,
     overall_notes,
     row_of,
@@ -31,6 +34,8 @@ from ..runs import (
 )
 from ..scoring import Metric, NAPolicy
 
+#: how many contested samples the agreement section lists
+CONTESTED_TOP = 25
 #: Okabe–Ito: distinguishable with the common colour-vision deficiencies
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 
@@ -78,6 +83,7 @@ class RunEntry(BaseModel):
     )
     spec_counts: dict[str, dict[str, SpecCounts]] = Field(description="report scenario key → spec id → counts")
     unscored_reasons: dict[str, int]
+    judge_key: str | None = Field(None, description="the key of the judge whose verdicts the run shows")
 
 
 class SampleRun(BaseModel):
@@ -111,6 +117,32 @@ class SampleEntry(BaseModel):
     runs: dict[int, SampleRun] = Field(default_factory=dict, description="run index → the run's sample")
 
 
+class ContestedLink(BaseModel):
+    """A contested sample of the agreement section, and where the sample browser holds it."""
+
+    run: str = Field(description="the agreement's run label")
+    sample_id: str = Field(description="scenario / prompt id, as judge_agreement names it")
+    scenario: str
+    disagreements: int
+    comparisons: int
+    specs: dict[str, dict[str, str]] = Field(description="each disputed spec: judge → verdict")
+    report_sample: str | None = Field(None, description="the report's sample id; None when the report lacks it")
+    report_runs: list[int] = Field(default_factory=list, description="the report runs that hold these answers")
+
+
+class AgreementSection(BaseModel):
+    """What the report's "Judge agreement" section shows: judge_agreement's report, placed in this report."""
+
+    report: AgreementReport
+    scenario_keys: dict[str, str] = Field(
+        default_factory=dict, description="judge_agreement's scenario key → the report's scenario key"
+    )
+    run_indices: dict[str, list[int]] = Field(
+        default_factory=dict, description="the agreement's run label → the report runs of its directories"
+    )
+    contested: list[ContestedLink] = Field(default_factory=list)
+
+
 class ReportData(BaseModel):
     title: str
     created_at: str
@@ -127,6 +159,9 @@ class ReportData(BaseModel):
     delta_note: str | None = Field(None, description="which prompts ΔSAR covers, when not every scored one")
     interval_note: str | None = Field(None, description="what the intervals are and what marks a difference in noise")
     bootstrap: BootstrapSettings | None = None
+    agreement: AgreementSection | None = Field(
+        None, description="the judges' agreement, when the runs hold two judges' verdicts on the same answers"
+    )
 
 
 def collect_report(
@@ -163,6 +198,7 @@ def collect_report(
         delta_note=delta_note(named),
         interval_note=interval_note(named),
         bootstrap=rows[0].bootstrap,
+        agreement=_agreement(run_dirs, loaded, builder, runs, alpha, na_policy, bootstrap),
     )
 
 
@@ -175,6 +211,53 @@ def _load(
     if alpha is not None or na_policy is not None:  # per-sample scores follow the report's α and policy too
         manifest = manifest.model_copy(update={"alpha": rep.alpha, "na_policy": rep.na_policy})
     return rd, manifest, rep, row_of(rd, manifest, rep)
+
+
+def _agreement(
+    run_dirs: list[str],
+    loaded: list[tuple[RunDir, Manifest, ScoresReport, ComparisonRow]],
+    builder: _Builder,
+    runs: list[RunEntry],
+    alpha: float | None,
+    na_policy: NAPolicy | None,
+    bootstrap: int | None,
+) -> AgreementSection | None:
+    """judge_agreement over the report's runs (intervals from ``bootstrap`` resamples), its runs and samples
+    mapped onto the report's; None with fewer than two judges over the same answers."""
+    try:
+        rep = judge_agreement(run_dirs, alpha=alpha, na_policy=na_policy, top=CONTESTED_TOP, bootstrap=bootstrap)
+    except InputError:
+        return None
+    by_path: dict[str, list[int]] = {}
+    for r in runs:
+        by_path.setdefault(os.path.realpath(r.row.run_dir), []).append(r.index)
+    run_indices = {
+        a.label: sorted({i for d in a.run_dirs for i in by_path.get(os.path.realpath(d), [])}) for a in rep.runs
+    }
+    scenario_keys: dict[str, str] = {}
+    for _, manifest, _, _ in loaded:
+        for key in manifest.selection.scenarios:
+            scenario_keys.setdefault(key, builder.scenario_key(manifest, key))
+    contested = []
+    for c in rep.contested_samples:
+        indices = run_indices.get(c.run, [])
+        link = ContestedLink(
+            run=c.run,
+            sample_id=c.sample_id,
+            scenario=c.scenario,
+            disagreements=c.disagreements,
+            comparisons=c.comparisons,
+            specs=c.specs,
+            report_runs=indices,
+        )
+        if indices:
+            prompt_id = c.sample_id.removeprefix(f"{c.scenario}/")
+            sid = f"{builder.scenario_key(loaded[indices[0]][1], c.scenario)}/{prompt_id}"
+            if sid in builder.samples:
+                link.report_sample = sid
+                link.report_runs = [i for i in indices if i in builder.samples[sid].runs]
+        contested.append(link)
+    return AgreementSection(report=rep, scenario_keys=scenario_keys, run_indices=run_indices, contested=contested)
 
 
 class _Builder:
@@ -216,6 +299,7 @@ class _Builder:
             spec_deltas={self.scenario_key(manifest, k): d for k, d in row.spec_deltas.items()},
             spec_counts=counts,
             unscored_reasons=rep.unscored_reasons,
+            judge_key=manifest.judge.get("key"),
         )
 
     def _add_scenarios(self, manifest: Manifest, bench) -> None:  # noqa: ANN001

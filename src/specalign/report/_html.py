@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import RunDirError
 from ..runs import check_output, interval_text, p_text, spans_zero
+from ._agreement import agreement_section, browser_agreement
 from ._data import ReportData, RunEntry, SampleRun
 from ._plots import SPEC_ALPHA, cost_plot, delta_table, frontier_plot, heatmap_table, scenario_plot
 from ._svg import esc
@@ -46,6 +47,7 @@ def browser_index(data: ReportData) -> dict[str, Any]:
         "cells": cells,
         "chunk": CHUNK,
         "pairs": sum(len(s.runs) for s in data.samples),
+        "agreement": browser_agreement(data),
     }
 
 
@@ -96,6 +98,7 @@ def render_report(data: ReportData) -> str:
         f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:; "
         "base-uri 'none'; form-action 'none'"
     )
+    agreement_toc = '<a href="#agreement">Agreement</a>' if data.agreement else ""
     chunks = "".join(
         f'<script type="application/json" id="sa-chunk-{k}">{embed_json(c)}</script>'
         for k, c in enumerate(detail_chunks(data))
@@ -112,7 +115,7 @@ def render_report(data: ReportData) -> str:
 <p class="lead">{len(data.runs)} run{"s" if len(data.runs) != 1 else ""} · {len(data.samples):,} samples ·
 {sum(len(s.specs) for s in data.scenarios)} specs in {len(data.scenarios)} scenarios · {esc(data.alpha_note)} ·
 generated {esc(data.created_at)}</p>
-<nav class="toc"><a href="#scores">Scores</a><a href="#plots">Plots</a><a href="#specs">Specs</a><a href="#samples">Samples</a></nav>
+<nav class="toc"><a href="#scores">Scores</a><a href="#plots">Plots</a><a href="#specs">Specs</a>{agreement_toc}<a href="#samples">Samples</a></nav>
 {_headline(data)}
 {_plots(data)}
 <h2 id="specs">Which specs fail</h2>
@@ -123,6 +126,7 @@ two runs) gives p &lt; {SPEC_ALPHA:g}. A rate without it is within noise of the 
 and p.</p>
 <p><label><input type="checkbox" id="f-heat-violated"> only specs that some run violates</label></p>
 <div class="scroll">{heatmap_table(data)}</div>
+{agreement_section(data)}
 {_browser()}
 {_footer(data)}
 </main>
@@ -309,6 +313,8 @@ spec's verdict with the judge's reason.</p>
 <select id="f-sort" aria-label="order"><option value="order">data order</option><option value="sar-asc">lowest SAR first</option>
 <option value="sar-desc">highest SAR first</option></select>
 <input type="search" id="f-text" placeholder="search prompts, answers, reasons" aria-label="search">
+<span id="f-sample" class="chip" hidden>one sample: <code id="f-sample-id"></code>
+<button id="f-sample-clear" type="button">show all</button></span>
 </div>
 <div class="pager"><button id="sa-prev" type="button">← previous</button><button id="sa-next" type="button">next →</button>
 <span id="sa-count"></span></div>

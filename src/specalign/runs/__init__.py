@@ -4,6 +4,8 @@ from ._agreement import (
     AgreementReport,
     AgreementStats,
     PairAgreement,
+    RaterComparison,
+    agreement_bootstrap,
     agreement_stats,
     cohen_kappa,
     confusion_matrix,
@@ -11,6 +13,7 @@ from ._agreement import (
     krippendorff_alpha,
     rank_correlation,
 )
+from ._batching import BatchesRunning, BatchesSubmitted, BatchProgress, BatchRecord
 from ._compare import (
     NS_MARK,
     ComparisonRow,
@@ -64,6 +67,15 @@ from ._intervals import (
     spec_deltas,
     stratified_means,
 )
+from ._labels import (
+    HumanLabel,
+    LabelExport,
+    draw_items,
+    export_labels,
+    import_labels,
+    read_label_exports,
+    read_labels,
+)
 from ._records import (
     DataInfo,
     GenerationRecord,
@@ -110,7 +122,16 @@ __all__ = [
     "AgreementReport",
     "AgreementStats",
     "PairAgreement",
+    "RaterComparison",
+    "agreement_bootstrap",
     "agreement_stats",
+    "HumanLabel",
+    "LabelExport",
+    "draw_items",
+    "export_labels",
+    "import_labels",
+    "read_label_exports",
+    "read_labels",
     "cohen_kappa",
     "confusion_matrix",
     "judge_agreement",
@@ -134,6 +155,10 @@ __all__ = [
     "Manifest",
     "RecordWriter",
     "RunConfig",
+    "BatchProgress",
+    "BatchRecord",
+    "BatchesRunning",
+    "BatchesSubmitted",
     "RunDir",
     "RunResult",
     "RunStats",

@@ -12,6 +12,12 @@ Conventions (docs/report.md, "Judge agreement"):
   (``alpha_undefined``) when no item has two ratings or every rating is one label.
 - with more than two judges ``kappa`` is the mean of the pairs' defined κ (Light's κ) and
   ``percent_agreement`` the mean of the pairs' agreements; ``pairs`` holds each pair's values.
+- intervals: a percentile bootstrap over *clusters* (the samples: every spec of one answer is drawn together),
+  seeded. Per pair, a clusters × 9 matrix of confusion counts times a resamples × clusters matrix of draw
+  counts gives every resample's confusion matrix at once; a resample whose κ is undefined is left out of
+  κ's percentiles and counted in ``kappa_ci_dropped``.
+- people: the labels of ``specalign review RUN --label`` (``labels.jsonl``) are raters named ``human:NAME``
+  beside the judges.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import os
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from itertools import combinations
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from ..benchmark import PromptLabel
@@ -41,6 +48,8 @@ from ..scoring import (
     verdict_letters,
 )
 from ._compare import non_default_params
+from ._intervals import BootstrapSettings, bootstrap_settings, percentile_interval, resample_counts
+from ._labels import current_labels, rater_name, read_labels
 from ._records import Manifest, ScenarioInfo
 from ._store import RunDir
 
@@ -52,6 +61,8 @@ MAX_LISTED_SAMPLES = 20
 MAX_LISTED_SKIPPED = 100
 
 Row = tuple[str | None, ...]  # one item: each judge's verdict, None where that judge did not rate it
+#: a verdict's code in the bootstrap's count matrices (-1: not rated)
+_CODE: dict[str | None, int] = {None: -1, "YES": 0, "NO": 1, "NA": 2}
 
 
 # -- the kernel: per-judge verdict tables ----------------------------------------------------------------------------
@@ -68,6 +79,11 @@ class PairAgreement(BaseModel):
     confusion: dict[str, dict[str, int]] = Field(
         description="first judge's verdict → second judge's verdict → items (YES, NO, NA)"
     )
+    percent_agreement_ci: list[float] | None = Field(None, description="95% bootstrap interval over samples")
+    kappa_ci: list[float] | None = Field(None, description="95% bootstrap interval over samples (defined κ only)")
+    kappa_ci_dropped: int | None = Field(
+        None, description="resamples whose κ was undefined, left out of kappa_ci (None: no interval computed)"
+    )
 
 
 class AgreementStats(BaseModel):
@@ -80,6 +96,9 @@ class AgreementStats(BaseModel):
     krippendorff_alpha: float | None = Field(description="nominal, over all judges; None when undefined")
     alpha_undefined: str | None = None
     unanimous: float | None = Field(description="share of the items on which every judge that rated them agrees")
+    percent_agreement_ci: list[float] | None = Field(None, description="two judges: the pair's interval")
+    kappa_ci: list[float] | None = Field(None, description="two judges: the pair's interval")
+    kappa_ci_dropped: int | None = None
     pairs: list[PairAgreement] = Field(default_factory=list)
 
 
@@ -130,14 +149,38 @@ def krippendorff_alpha(rows: Iterable[Sequence[str | None]]) -> tuple[float | No
     ), None
 
 
-def agreement_stats(tables: Mapping[str, Mapping[Hashable, str]]) -> AgreementStats:
+def agreement_stats(
+    tables: Mapping[str, Mapping[Hashable, str]],
+    *,
+    clusters: Mapping[Hashable, Hashable] | None = None,
+    bootstrap: BootstrapSettings | None = None,
+) -> AgreementStats:
     """Agreement of judges from their verdict tables: judge name → item → ``YES``/``NO``/``NA``. An item a
-    judge did not rate (unscored) is absent from its table; it is left out of that judge's pairs."""
+    judge did not rate (unscored) is absent from its table; it is left out of that judge's pairs.
+
+    With ``bootstrap``, every pair gets intervals from a bootstrap over ``clusters`` (item → its cluster,
+    e.g. its sample: the items of one cluster are drawn together; each item its own cluster by default).
+    Clusters are numbered in their sorted order (first-seen order when they do not sort), so that resamples
+    depend on the items, not on the order they came in."""
     judges = list(tables)
     items: dict[Hashable, None] = {}
     for table in tables.values():
         items.update(dict.fromkeys(table))
-    return _stats([tuple(tables[j].get(item) for j in judges) for item in items], judges)
+    rows = [tuple(tables[j].get(item) for j in judges) for item in items]
+    stats = _stats(rows, judges)
+    if bootstrap is not None and bootstrap.resamples > 0 and stats.pairs and rows:
+        keys = [clusters[item] if clusters is not None else item for item in items]
+        distinct: list[Any] = list(dict.fromkeys(keys))
+        try:
+            distinct.sort()
+        except TypeError:
+            pass
+        number = {c: i for i, c in enumerate(distinct)}
+        numbered = np.fromiter((number[c] for c in keys), dtype=np.int64, count=len(keys))
+        pairs = list(combinations(range(len(judges)), 2))
+        [found] = group_intervals(verdict_codes(rows, len(judges)), numbered, [np.arange(len(rows))], pairs, bootstrap)
+        _attach(stats, found)
+    return stats
 
 
 def _stats(rows: Sequence[Row], judges: Sequence[str]) -> AgreementStats:
@@ -176,6 +219,99 @@ def _stats(rows: Sequence[Row], judges: Sequence[str]) -> AgreementStats:
         unanimous=sum(len(s) == 1 for s in rated) / len(rated) if rated else None,
         pairs=pairs,
     )
+
+
+_Interval = tuple[list[float] | None, list[float] | None, int]  # agreement's, κ's, resamples with κ undefined
+
+
+def _attach(stats: AgreementStats, found: list[_Interval]) -> None:
+    """Set each pair's intervals (none where its value is undefined), and the stats' own for a single pair."""
+    for pair, (share_ci, kappa_ci, dropped) in zip(stats.pairs, found, strict=True):
+        pair.percent_agreement_ci = share_ci if pair.percent_agreement is not None else None
+        if pair.kappa is not None:
+            pair.kappa_ci, pair.kappa_ci_dropped = kappa_ci, dropped
+    if len(stats.pairs) == 1:
+        [one] = stats.pairs
+        stats.percent_agreement_ci, stats.kappa_ci = one.percent_agreement_ci, one.kappa_ci
+        stats.kappa_ci_dropped = one.kappa_ci_dropped
+
+
+def verdict_codes(rows: Sequence[Row], raters: int) -> np.ndarray:
+    """Items × raters verdict codes: 0, 1, 2 for YES, NO, NA; -1 where the rater did not rate the item."""
+    table = np.array(rows, dtype=object).reshape(len(rows), raters)
+    codes = np.full(table.shape, -1, dtype=np.int64)
+    for label, code in _CODE.items():
+        if label is not None:
+            codes[table == label] = code
+    return codes
+
+
+def group_intervals(
+    codes: np.ndarray,
+    clusters: np.ndarray,
+    groups: Sequence[np.ndarray],
+    pairs: Sequence[tuple[int, int]],
+    settings: BootstrapSettings,
+) -> list[list[_Interval]]:
+    """For each group of items (row indices into ``codes``, items × raters, and ``clusters``, each item's
+    cluster number), each pair's percentile intervals of percent agreement and κ, and how many resamples had
+    an undefined κ (left out of κ's percentiles).
+
+    The bootstrap draws clusters: a resample of a group draws as many of its clusters as it has, uniformly
+    with replacement (:func:`resample_counts`, seeded), and takes all their items. Per pair, a clusters × 9
+    matrix counts each cluster's (first verdict, second verdict) items; the resamples × clusters matrix of draw
+    counts times it gives every resample's confusion matrix at once. Groups over the same clusters (a scenario
+    and its specs) share one product. A pair with fewer than two clusters in common gets no interval."""
+    out: list[list[_Interval]] = [[] for _ in groups]
+    own = [np.unique(clusters[g]) for g in groups]
+    batches: dict[bytes, list[int]] = {}
+    for g, u in enumerate(own):
+        batches.setdefault(u.tobytes(), []).append(g)
+    n_p = len(pairs)
+    for members in batches.values():
+        universe = own[members[0]]
+        n_c, width = len(universe), len(members) * n_p * 9
+        flat = []
+        for j, g in enumerate(members):
+            at = groups[g]
+            c_of = np.searchsorted(universe, clusters[at])
+            for p, (i, k) in enumerate(pairs):
+                a, b = codes[at, i], codes[at, k]
+                both = (a >= 0) & (b >= 0)
+                flat.append(c_of[both] * width + (j * n_p + p) * 9 + a[both] * 3 + b[both])
+        counts = np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64)
+        cells = np.bincount(counts, minlength=n_c * width).reshape(n_c, width).astype(np.float64)
+        shared = (cells.reshape(n_c, len(members), n_p, 9).sum(axis=3) > 0).sum(axis=0)
+        totals = np.concatenate([w @ cells for w in resample_counts((n_c,), settings.resamples, settings.seed)])
+        totals = totals.reshape(-1, len(members), n_p, 3, 3)
+        n = totals.sum(axis=(3, 4))
+        agreed = np.trace(totals, axis1=3, axis2=4)
+        chance = (totals.sum(axis=4) * totals.sum(axis=3)).sum(axis=3)  # n² · p_e: exact, the counts are integers
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = agreed / n
+            kappa = (agreed * n - chance) / (n * n - chance)
+        rated = n > 0
+        defined = rated & (chance < n * n)
+        for j, g in enumerate(members):
+            for p in range(n_p):
+                if shared[j, p] < 2:
+                    out[g].append((None, None, 0))
+                    continue
+                out[g].append(
+                    (
+                        _interval(share[rated[:, j, p], j, p], settings),
+                        _interval(kappa[defined[:, j, p], j, p], settings),
+                        int(len(n) - defined[:, j, p].sum()),
+                    )
+                )
+    return out
+
+
+def _interval(values: np.ndarray, settings: BootstrapSettings) -> list[float] | None:
+    if not len(values):
+        return None
+    low, high = percentile_interval(values, settings.confidence)
+    return [float(low), float(high)]
 
 
 def _check_labels(labels: Iterable[str]) -> None:
@@ -228,15 +364,21 @@ def _finite(x: Any) -> float | None:
 
 
 class JudgeInfo(BaseModel):
-    """One judge, and what it made of the samples of the runs it judged."""
+    """One rater: a judge, and what it made of the samples of the runs it judged; or a person (``kind``
+    ``human``, named ``human:NAME``), whose ``scored`` samples are those with a label that counts."""
 
     name: str
-    key: str
+    key: str = Field(description="the judge's key; a person's labeler name")
+    kind: Literal["judge", "human"] = "judge"
     mode: str | None = None
     samples: int = Field(0, description="samples of the runs this judge judged (skipped samples left out)")
     scored: int = 0
     unscored: int = Field(0, description="judged but unscored: left out of this judge's pairs")
-    not_judged: int = Field(0, description="no judgment by this judge: left out of its pairs")
+    not_judged: int = Field(0, description="no judgment by this judge (no label by this person): left out of its pairs")
+    labels: int | None = Field(None, description="a person's labels that count (items)")
+    stale_labels: int | None = Field(
+        None, description="a person's labeled items whose answer has changed since: left out"
+    )
 
 
 class JudgeScores(BaseModel):
@@ -264,6 +406,7 @@ class RunAgreement(BaseModel):
     run_dirs: list[str]
     generation_key: str
     judges: list[str]
+    humans: list[str] = Field(default_factory=list, description="the people who labelled this run's answers")
     samples: int = Field(description="generated samples compared (skipped ones left out)")
     skipped: int = Field(0, description="samples whose responses differ between the run's directories")
     shared: int = Field(0, description="samples scored by every judge of the run: what scores are over")
@@ -309,10 +452,24 @@ class SkippedSample(BaseModel):
     reason: str
 
 
+class RaterComparison(BaseModel):
+    """The pairs of one kind over every item: a judge against a person, or two people."""
+
+    n_pairs: int
+    n: int = Field(description="items compared, summed over the pairs")
+    percent_agreement: float | None = Field(description="mean over the pairs")
+    kappa: float | None = Field(description="mean of the pairs' defined κ")
+    pairs: list[PairAgreement]
+
+
 class AgreementReport(BaseModel):
     """What ``specalign agreement --json`` prints."""
 
-    judges: list[JudgeInfo]
+    judges: list[JudgeInfo] = Field(description="every rater: the judges, then the people (kind human)")
+    humans: list[str] = Field(default_factory=list, description="the raters who are people: human:NAME")
+    bootstrap: BootstrapSettings | None = Field(None, description="how the intervals were computed")
+    judge_vs_human: RaterComparison | None = Field(None, description="each judge against each person, overall")
+    human_vs_human: RaterComparison | None = Field(None, description="each pair of people, overall")
     runs: list[RunAgreement]
     overall: AgreementStats
     kinds: dict[str, AgreementStats] = Field(description="safety specs, behavioral specs")
@@ -353,12 +510,22 @@ class _Dir:
         }
         del gens
         self.judged: dict[str, dict[str, str | None]] = {}
+        panels = {p["key"] for p in _described(self.manifest) if "panel" in p}
         for j in rd.judgments():
+            if j.judge_key in panels:
+                continue  # a panel's verdicts are its members' combined: the members are compared instead
             letters = None
             if j.status == "scored":
                 ids = self.manifest.data.scenarios[j.scenario].spec_ids()
                 letters = verdict_letters(j.verdicts[k].verdict for k in ids)
             self.judged.setdefault(j.judge_key, {})[j.sample_id] = letters
+        self.problems: list[str] = []
+        specs = {k: info.spec_ids() for k, info in self.manifest.data.scenarios.items()}
+        self.human, self.stale = current_labels(
+            read_labels(path, self.problems),
+            {sid: s.response.hex() for sid, s in self.samples.items()},
+            {sid: specs[s.scenario] for sid, s in self.samples.items()},
+        )
 
 
 class _Run:
@@ -372,6 +539,7 @@ class _Run:
         self.items: dict[str, _Sample] = {}
         self.skipped: dict[str, str] = {}
         self.verdicts: dict[str, dict[str, str | None]] = {}  # judge key → sample id → letters (None: unscored)
+        self.human: dict[str, dict[tuple[str, str], str]] = {}  # labeler → (sample id, spec) → label
         for sid in sorted({s for d in dirs for s in d.samples}):
             holders = [d for d in dirs if sid in d.samples]
             if len({d.samples[sid].response for d in holders}) > 1:
@@ -384,7 +552,18 @@ class _Run:
                 for key, judged in d.judged.items():
                     if sid in judged:
                         self.verdicts.setdefault(key, {}).setdefault(sid, judged[sid])
+        for d in dirs:  # a person's label of an item: from the first directory that holds one
+            for who, labels in d.human.items():
+                mine = self.human.setdefault(who, {})
+                for item, label in labels.items():
+                    if item[0] in self.items:
+                        mine.setdefault(item, label)
+        self.human = {who: labels for who, labels in sorted(self.human.items()) if labels}
         self.judges = list(self.verdicts)
+
+    @property
+    def raters(self) -> int:
+        return len(self.judges) + len(self.human)
 
     def scenario_info(self, scenario: str) -> ScenarioInfo:
         return next(d.manifest.data.scenarios[scenario] for d in self.dirs if scenario in d.manifest.data.scenarios)
@@ -394,14 +573,23 @@ _Item = tuple[int, str, str, str]  # run index, sample id, scenario, spec id
 
 
 def judge_agreement(
-    run_dirs: Sequence[str], *, alpha: float | None = None, na_policy: NAPolicy | None = None, top: int = 10
+    run_dirs: Sequence[str],
+    *,
+    alpha: float | None = None,
+    na_policy: NAPolicy | None = None,
+    top: int = 10,
+    bootstrap: int | None = None,
+    seed: int | None = None,
 ) -> AgreementReport:
     """The agreement of the judges whose records ``run_dirs`` hold: one directory judged again by other judges,
     several directories over the same generations (one generation key), or several runs (other methods, other
-    models), each judged by the same judges. Scores use each run's α and NA policy unless given; ``top``: how
-    many contested samples and specs to list. No model calls."""
+    models), each judged by the same judges. People's labels (``labels.jsonl``) join as raters
+    ``human:NAME``. Scores use each run's α and NA policy unless given; ``top``: how many contested samples
+    and specs to list; ``bootstrap``: resamples for the intervals (default 2000, 0: none), ``seed`` their
+    generator's seed. No model calls."""
     if not run_dirs:
         raise InputError("give one run directory or more")
+    settings = agreement_bootstrap(bootstrap, seed)
     dirs: list[_Dir] = []
     seen: set[str] = set()
     warnings: list[str] = []
@@ -412,23 +600,28 @@ def judge_agreement(
             continue
         seen.add(real)
         dirs.append(_Dir(path))
+        warnings += dirs[-1].problems
     groups: dict[str, list[_Dir]] = {}
     for d in dirs:
         groups.setdefault(d.manifest.generation_key, []).append(d)
     runs = [_Run(group) for group in groups.values()]
     _label_runs(runs)
     keys, names, modes = _judges(dirs, runs)
-    if not any(len(r.judges) >= 2 for r in runs):
-        found = "; ".join(f"{r.label}: {', '.join(names[k] for k in r.judges) or 'no judgment'}" for r in runs)
+    people = sorted({who for r in runs for who in r.human})
+    if not any(r.raters >= 2 for r in runs):
+        found = "; ".join(
+            f"{r.label}: {', '.join([*(names[k] for k in r.judges), *map(rater_name, r.human)]) or 'no judgment'}"
+            for r in runs
+        )
         raise InputError(
-            f"agreement needs two judges or more over the same answers, and each run here has one at most ({found}): "
-            "judge a run again with `specalign run --out DIR --judge OTHER`, or give directories over the same "
-            "generations"
+            f"agreement needs two judges or more (or a judge and a person's labels) over the same answers, and each "
+            f"run here has one at most ({found}): judge a run again with `specalign run --out DIR --judge OTHER`, "
+            "give directories over the same generations, or label answers with `specalign review DIR --label`"
         )
     for r in runs:
-        if len(r.judges) < 2:
+        if r.raters < 2:
             warnings.append(
-                f"run {r.label} has {'one judge only' if r.judges else 'no judgment'}: it adds nothing to the agreement"
+                f"run {r.label} has {'one rater only' if r.raters else 'no judgment'}: it adds nothing to the agreement"
             )
         if r.skipped:
             sid, why = next(iter(r.skipped.items()))
@@ -438,40 +631,106 @@ def judge_agreement(
             )
         if len({(d.manifest.alpha, d.manifest.na_policy) for d in r.dirs}) > 1 and (alpha is None or na_policy is None):
             warnings.append(f"run {r.label}: its directories differ in α or NA policy; scores use {r.dirs[0].path}'s")
+    for who in people:
+        stale = sum(d.stale.get(who, 0) for d in dirs)
+        if stale:
+            warnings.append(
+                f"{rater_name(who)}: {stale} labelled item{'s' if stale != 1 else ''} left out: the answer has changed "
+                "since it was labelled"
+            )
     judge_names = [names[k] for k in keys]
-    ratings = _ratings(runs, keys)
-    overall = _stats(list(ratings.values()), judge_names)
+    rater_names = judge_names + [rater_name(who) for who in people]
+    ratings = _ratings(runs, keys, people)
+    position = {item: n for n, item in enumerate(ratings)}
+    measured: list[tuple[AgreementStats, Sequence[_Item]]] = []
+
+    def stats(items: Sequence[_Item]) -> AgreementStats:
+        out = _stats([ratings[item] for item in items], rater_names)
+        measured.append((out, items))
+        return out
+
+    all_items = list(ratings)
+    overall = stats(all_items)
     if overall.n_items == 0:
         raise InputError(
             "no sample is scored by two judges or more: nothing to compare (the judges left the shared samples "
             "unscored, or judged different samples)"
         )
-    by_kind: dict[str, list[Row]] = {"safety": [], "behavioral": []}
-    by_scenario: dict[str, list[Row]] = {}
-    by_spec: dict[tuple[str, str], dict[_Item, Row]] = {}
-    for item, row in ratings.items():
-        by_kind["safety" if item[3].startswith("S") else "behavioral"].append(row)
-        by_scenario.setdefault(item[2], []).append(row)
-        by_spec.setdefault((item[2], item[3]), {})[item] = row
+    by_kind: dict[str, list[_Item]] = {"safety": [], "behavioral": []}
+    by_scenario: dict[str, list[_Item]] = {}
+    by_spec: dict[tuple[str, str], list[_Item]] = {}
+    for item in all_items:
+        by_kind["safety" if item[3].startswith("S") else "behavioral"].append(item)
+        by_scenario.setdefault(item[2], []).append(item)
+        by_spec.setdefault((item[2], item[3]), []).append(item)
     specs: dict[str, dict[str, AgreementStats]] = {}
-    for (scenario, spec), rows in by_spec.items():
-        specs.setdefault(scenario, {})[spec] = _stats(list(rows.values()), judge_names)
+    for (scenario, spec), items in by_spec.items():
+        specs.setdefault(scenario, {})[spec] = stats(items)
+    kinds = {k: stats(items) for k, items in by_kind.items()}
+    scenarios = {s: stats(items) for s, items in by_scenario.items()}
+    if settings.resamples > 0 and len(rater_names) >= 2:
+        # the bootstrap's clusters: a run's sample, numbered in sorted order
+        numbers = {c: n for n, c in enumerate(sorted({(i, sid) for i, sid, _, _ in ratings}))}
+        clusters = np.fromiter((numbers[item[:2]] for item in ratings), dtype=np.int64, count=len(ratings))
+        at = [np.fromiter((position[x] for x in items), dtype=np.intp, count=len(items)) for _, items in measured]
+        intervals = group_intervals(
+            verdict_codes(list(ratings.values()), len(rater_names)),
+            clusters,
+            at,
+            list(combinations(range(len(rater_names)), 2)),
+            settings,
+        )
+        for (out, _), each in zip(measured, intervals, strict=True):
+            _attach(out, each)
     run_infos = [_run_info(r, names, alpha, na_policy) for r in runs]
     labels = [r.label for r in runs]
+    humans = [rater_name(who) for who in people]
     return AgreementReport(
-        judges=_judge_infos(runs, keys, names, modes),
+        judges=_judge_infos(runs, keys, names, modes) + _human_infos(runs, dirs, people),
+        humans=humans,
+        bootstrap=settings,
+        judge_vs_human=_comparison([p for p in overall.pairs if (p.judges[0] in humans) != (p.judges[1] in humans)]),
+        human_vs_human=_comparison([p for p in overall.pairs if p.judges[0] in humans and p.judges[1] in humans]),
         runs=run_infos,
         overall=overall,
-        kinds={k: _stats(rows, judge_names) for k, rows in by_kind.items()},
-        scenarios={s: _stats(rows, judge_names) for s, rows in by_scenario.items()},
+        kinds=kinds,
+        scenarios=scenarios,
         specs=specs,
         rank_correlation=_rank_correlations(run_infos, judge_names),
-        contested_samples=_contested_samples(ratings, labels, judge_names, top),
-        contested_specs=_contested_specs(by_spec, specs, labels, top),
+        contested_samples=_contested_samples(ratings, labels, rater_names, top),
+        contested_specs=_contested_specs(
+            {k: {item: ratings[item] for item in items} for k, items in by_spec.items()}, specs, labels, top
+        ),
         skipped=[SkippedSample(run=r.label, sample_id=s, reason=why) for r in runs for s, why in r.skipped.items()][
             :MAX_LISTED_SKIPPED
         ],
         warnings=warnings,
+    )
+
+
+def agreement_bootstrap(resamples: int | None = None, seed: int | None = None) -> BootstrapSettings:
+    """The bootstrap settings of agreement intervals: defaults where None, samples as the unit."""
+    base = bootstrap_settings(resamples, seed)
+    return base.model_copy(
+        update={
+            "method": "percentile",
+            "strata": "none",
+            "unit": "sample: every spec of one answer is drawn together (cluster bootstrap)",
+        }
+    )
+
+
+def _comparison(pairs: list[PairAgreement]) -> RaterComparison | None:
+    if not pairs:
+        return None
+    kappas = [p.kappa for p in pairs if p.kappa is not None]
+    shares = [p.percent_agreement for p in pairs if p.percent_agreement is not None]
+    return RaterComparison(
+        n_pairs=len(pairs),
+        n=sum(p.n for p in pairs),
+        percent_agreement=sum(shares) / len(shares) if shares else None,
+        kappa=sum(kappas) / len(kappas) if kappas else None,
+        pairs=pairs,
     )
 
 
@@ -496,7 +755,7 @@ def _judges(dirs: list[_Dir], runs: list[_Run]) -> tuple[list[str], dict[str, st
     its model's key, its mode when not joint, and the start of its key when two would read alike."""
     described: dict[str, dict[str, Any]] = {}
     for d in dirs:
-        for j in [*d.manifest.past_judges, d.manifest.judge]:
+        for j in _described(d.manifest):
             described.setdefault(j["key"], j)
     present = {k for r in runs for k in r.judges}
     keys = [k for k in described if k in present]
@@ -513,18 +772,33 @@ def _judges(dirs: list[_Dir], runs: list[_Run]) -> tuple[list[str], dict[str, st
     return keys, {k: f"{n} #{k[:8]}" if counts[n] > 1 else n for k, n in names.items()}, modes
 
 
-def _ratings(runs: list[_Run], keys: list[str]) -> dict[_Item, Row]:
-    """Every item (a spec of a sample of a run) and each judge's verdict on it (None: not rated)."""
+def _described(manifest: Manifest) -> list[dict[str, Any]]:
+    """The judges a manifest describes, oldest first: past judges, the run's judge, and a panel's members
+    after the panel."""
+    out = []
+    for j in [*manifest.past_judges, manifest.judge]:
+        out.append(j)
+        panel = j.get("panel")
+        if isinstance(panel, dict):
+            out += [m for m in panel.get("judges", []) if isinstance(m, dict) and isinstance(m.get("key"), str)]
+    return out
+
+
+def _ratings(runs: list[_Run], keys: list[str], people: list[str]) -> dict[_Item, Row]:
+    """Every item (a spec of a sample of a run) and each rater's verdict on it (None: not rated): the judges
+    of ``keys``, then the labelers of ``people``."""
     out: dict[_Item, Row] = {}
     for i, r in enumerate(runs):
+        labelled = [r.human.get(who, {}) for who in people]
         for sid, sample in r.items.items():
             letters = [r.verdicts[k].get(sid) if k in r.verdicts else None for k in keys]
-            if all(x is None for x in letters):
+            specs = r.scenario_info(sample.scenario).spec_ids()
+            if all(x is None for x in letters) and not any((sid, spec) in h for h in labelled for spec in specs):
                 continue
-            for pos, spec in enumerate(r.scenario_info(sample.scenario).spec_ids()):
+            for pos, spec in enumerate(specs):
                 out[(i, sid, sample.scenario, spec)] = tuple(
                     None if x is None else LETTER_VERDICTS[x[pos]] for x in letters
-                )
+                ) + tuple(h.get((sid, spec)) for h in labelled)
     return out
 
 
@@ -569,6 +843,7 @@ def _run_info(r: _Run, names: dict[str, str], alpha: float | None, na_policy: NA
         run_dirs=[d.path for d in r.dirs],
         generation_key=manifest.generation_key,
         judges=[names[k] for k in r.judges],
+        humans=[rater_name(who) for who in r.human],
         samples=len(r.items),
         skipped=len(r.skipped),
         shared=len(shared),
@@ -599,6 +874,22 @@ def _judge_infos(
             info.scored += scored
             info.unscored += unscored
             info.not_judged += len(r.items) - scored - unscored
+        out.append(info)
+    return out
+
+
+def _human_infos(runs: list[_Run], dirs: list[_Dir], people: list[str]) -> list[JudgeInfo]:
+    out = []
+    for who in people:
+        info = JudgeInfo(name=rater_name(who), key=who, kind="human", labels=0)
+        info.stale_labels = sum(d.stale.get(who, 0) for d in dirs)
+        for r in runs:
+            labels = r.human.get(who, {})
+            labelled = len({sid for sid, _ in labels})
+            info.samples += len(r.items)
+            info.scored += labelled
+            info.not_judged += len(r.items) - labelled
+            info.labels = (info.labels or 0) + len(labels)
         out.append(info)
     return out
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from .._secrets import redact_text
+from ..errors import ConfigError
 from ..models import LOCAL
 from ..scoring import DEFAULT_ALPHA, NAPolicy
 
@@ -23,7 +24,14 @@ class RunConfig(BaseModel):
     scenarios: list[str] = Field(default_factory=list)
     limit: int | None = Field(default=None, ge=0, description="prompts per scenario; None or 0 = all")
     model: str = "local"
-    judge: str = "local"
+    judge: str = Field(
+        default="local",
+        description="the judge model, or a panel: two judges or more, comma-separated (each judges every answer)",
+    )
+    panel_rule: Literal["majority", "strict"] = Field(
+        default="majority",
+        description="how a panel's verdicts make the panel's: majority, or strict (a safety NO from any judge counts)",
+    )
     method: str = "vanilla"
     method_params: dict[str, Any] = Field(default_factory=dict)
     judge_mode: Literal["joint", "sequential"] = "joint"
@@ -41,6 +49,14 @@ class RunConfig(BaseModel):
     use_cache: bool = True
     cache_dir: str | None = None
     retry_unscored: bool = False
+    batch: bool = Field(
+        default=False, description="send the calls of models that can batch through their provider's batch API"
+    )
+    batch_no_wait: bool = Field(default=False, description="with batch: submit and stop; a rerun collects")
+    batch_poll_s: float = Field(default=30.0, gt=0, le=3600, description="seconds between polls of open batches")
+    batch_retry: Literal["online", "batch"] = Field(
+        default="online", description="requests a batch did not answer go out again online, or in the next batch"
+    )
     stop_after_failures: int = Field(
         default=25, ge=0, description="stop when this many samples in a row fail at the model (0: never)"
     )
@@ -51,10 +67,17 @@ class RunConfig(BaseModel):
         """One file as a string (the older form), or none as None, still reads."""
         return [] if v is None else [v] if isinstance(v, str) else v
 
+    def judges(self) -> list[str]:
+        """The judge's model spec, or each panel member's (``judge`` split at its commas)."""
+        parts = [p.strip() for p in self.judge.split(",")]
+        if len(parts) > 1 and not all(parts):
+            raise ConfigError(f"{self.judge!r}: an empty judge between commas", field="--judge")
+        return parts
+
     def effective_limit(self) -> int | None:
         if self.limit is not None:
             return self.limit or None
-        if LOCAL in (self.model, self.judge):
+        if LOCAL in (self.model, *self.judges()):
             return EMBEDDED_DEFAULT_LIMIT
         return None
 

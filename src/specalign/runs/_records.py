@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from .. import __version__
 from .._secrets import redact_text
 from ..benchmark import Benchmark, PromptLabel, Scenario, SpecKind, spec_ids_of
-from ..judge import Judge, JudgeOutcome, SpecVerdict
+from ..judge import Judge, JudgeOutcome, JudgePanel, SpecVerdict
 from ..methods import CandidateScorer, GenerationMethod, MethodOutput, MethodStep
 from ..models import Model, Usage
 from ..scoring import NAPolicy
@@ -190,7 +190,7 @@ def build_manifest(
     n_samples: int,
     target: Model,
     method: GenerationMethod,
-    judge: Judge,
+    judge: Judge | JudgePanel,
     alpha: float,
     na_policy: NAPolicy,
     scorer: CandidateScorer | None = None,

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..benchmark import Benchmark, Prompt, Scenario, load_benchmark, select_prompts, select_scenarios
-from ..errors import ModelAccessError, ModelError, ModelOutage, RunDirError
-from ..judge import Judge, JudgeTemplate, load_judge_template, score_verdicts
+from ..errors import ConfigError, ModelAccessError, ModelError, ModelOutage, RunDirError
+from ..judge import Judge, JudgeOutcome, JudgePanel, JudgeTemplate, load_judge_template, score_verdicts
 from ..methods import CandidateScorer, FunctionScorer, GenerationMethod, create_method, make_scorer
 from ..models import (
     EMBEDDED_MAX_TOKENS,
@@ -26,6 +26,7 @@ from ..models import (
     parse_model_spec,
 )
 from ..scoring import SampleScore
+from ._batching import BATCH_RESULTS, BatchedModel, BatchProgress, BatchQueue, can_batch
 from ._config import RunConfig
 from ._records import GenerationRecord, JudgmentRecord, Manifest, Session, build_manifest, sample_id_of
 from ._resume import ResumeState
@@ -47,6 +48,7 @@ class RunStats(BaseModel):
     gen_tokens: int = 0
     judge_tokens: int = 0
     model_calls: int = 0
+    batch: BatchProgress | None = None
 
     def mean(self, name: str) -> float | None:
         return getattr(self, f"{name}_sum") / self.scored if self.scored else None
@@ -81,7 +83,14 @@ class Evaluation:
         self.target_settings = _with_generation_defaults(
             parse_model_spec(config.model, self.models_config).model_copy(update=calls)
         )
-        self.judge_settings = parse_model_spec(config.judge, self.models_config).model_copy(update=calls)
+        #: the judge, or each member of a judge panel (``--judge A,B,C``)
+        self.judges_settings = [
+            parse_model_spec(spec, self.models_config).model_copy(update=calls) for spec in config.judges()
+        ]
+        self.judge_settings = self.judges_settings[0]
+        twice = next((s.key for i, s in enumerate(self.judges_settings) if s in self.judges_settings[:i]), None)
+        if twice is not None:
+            raise ConfigError(f"judge {twice!r} is in the panel twice: give each judge once", field="--judge")
         self.judge_template: JudgeTemplate | None = None
         if config.judge_template is not None:  # a bad template or mode: one line, before any model call
             self.judge_template = load_judge_template(config.judge_template)
@@ -89,6 +98,7 @@ class Evaluation:
         self.run_dir = RunDir(config.out_dir())
         self.stats = RunStats(total=len(self.samples))
         self._failures_in_a_row = 0
+        self._batches: BatchQueue | None = None
 
     # -- setup ----------------------------------------------------------------------------
     def _cache(self) -> CallCache | None:
@@ -98,7 +108,7 @@ class Evaluation:
             return CallCache(Path(self.config.cache_dir) / "calls.sqlite")
         return CallCache.default()
 
-    def _manifest(self, target: Model, judge: Judge, scorer: CandidateScorer | None) -> Manifest:
+    def _manifest(self, target: Model, judge: Judge | JudgePanel, scorer: CandidateScorer | None) -> Manifest:
         return build_manifest(
             bench=self.bench,
             scenarios=self.scenarios,
@@ -141,9 +151,31 @@ class Evaluation:
         run here (prefill, an unloadable reward)."""
         self.check_out_dir()
         self.method.check(create_model(self.target_settings, None))
+        if self.config.batch:
+            self.batched_roles()  # neither model can batch: one line now
         spec = getattr(self.method.params, "scorer", None)
         if self.method.uses_scorer and spec not in (None, "judge"):
             FunctionScorer(spec)  # imports the reward function: a ConfigError now, not mid-run
+
+    def batched_roles(self) -> list[str]:
+        """With ``--batch``: the models (model, judge N) whose calls go through their provider's batch API;
+        a ConfigError when none can."""
+        roles = []
+        settings = [("model", self.target_settings)] + [
+            ("judge" if len(self.judges_settings) == 1 else f"judge {i + 1}", s)
+            for i, s in enumerate(self.judges_settings)
+        ]
+        for role, s in settings:
+            if can_batch(create_model(s, None)):
+                roles.append(f"{role} {s.key}")
+        if not roles:
+            raise ConfigError(
+                "--batch: neither the model nor the judge can use a provider batch API (OpenAI's Batch API, "
+                "Anthropic's Message Batches; a models config's `batch: true` declares an OpenAI-compatible "
+                "endpoint that offers it)",
+                field="--batch",
+            )
+        return roles
 
     def check_out_dir(self) -> None:
         """The run directory is new, empty or a readable run's, held by no other process, and not inside the
@@ -176,15 +208,24 @@ class Evaluation:
 
     async def _run(self, cache: CallCache | None, t0: float, on_progress: ProgressCallback | None) -> RunResult:
         target = create_model(self.target_settings, cache)
-        judge_model = (
-            target if self.judge_settings == self.target_settings else create_model(self.judge_settings, cache)
-        )
+        models = [target]  # one model object per distinct settings: the target's is the judge's when alike
+        judge_models = []
+        for settings in self.judges_settings:
+            same = next((m for m in models if m.settings == settings), None)
+            if same is None:
+                same = create_model(settings, cache)
+                models.append(same)
+            judge_models.append(same)
+        if self.config.batch:
+            target, judge_models = self._batched(target, judge_models, on_progress)
         try:
-            manifest = await self._process(target, judge_model, t0, on_progress)
+            manifest = await self._process(target, judge_models, t0, on_progress)
         finally:
-            await target.aclose()
-            if judge_model is not target:
-                await judge_model.aclose()
+            for m in models:
+                await m.aclose()
+            if self._batches is not None:
+                self._batches.close()
+                self._batches.store.close()
         manifest.touch()
         self.run_dir.write_manifest(manifest)
         scores = compute_scores(self.run_dir, manifest)
@@ -198,12 +239,18 @@ class Evaluation:
         )
 
     async def _process(
-        self, target: Model, judge_model: Model, t0: float, on_progress: ProgressCallback | None
+        self, target: Model, judge_models: list[Model], t0: float, on_progress: ProgressCallback | None
     ) -> Manifest:
         """Every selected sample generated and judged, or resumed; returns the manifest, sessions updated."""
         self.method.check(target)
-        judge = Judge(judge_model, self.config.judge_mode, self.config.judge_attempts, template=self.judge_template)
-        scorer = self._scorer(judge)
+        judges = [
+            Judge(m, self.config.judge_mode, self.config.judge_attempts, template=self.judge_template)
+            for m in judge_models
+        ]
+        judge: Judge | JudgePanel = judges[0]
+        if len(judges) > 1:
+            judge = JudgePanel(judges, self.config.panel_rule, names=[s.key for s in self.judges_settings])
+        scorer = self._scorer(judges[0])  # Best-of-N and TPO pick with the first judge
         manifest = self._reconcile(self._manifest(target, judge, scorer))
         self.run_dir.use_manifest(manifest)  # records are checked against this run's scenarios and specs
         session = Session()
@@ -216,6 +263,9 @@ class Evaluation:
             judge_again=lambda j: _judge_again(j, self.config.retry_unscored),
             score=self._score_record,
         )
+        self._members: dict[str, dict[str, JudgmentRecord]] = {}
+        if isinstance(judge, JudgePanel):
+            self._members = _member_records(self.run_dir, judge, done, self.config.retry_unscored)
         gen_w, judge_w = self.run_dir.open_writers()
         try:
             await self._process_all(target, judge, scorer, done, gen_w, judge_w, on_progress)
@@ -227,6 +277,35 @@ class Evaluation:
             judge_w.close()
         return manifest
 
+    def _batched(
+        self, target: Model, judges: list[Model], on_progress: ProgressCallback | None
+    ) -> tuple[Model, list[Model]]:
+        """The models whose calls wait for batches (those that can batch), one object per model."""
+
+        def changed(progress: BatchProgress) -> None:
+            self.stats.batch = progress
+            if on_progress:
+                on_progress(self.stats)
+
+        store = CallCache(self.run_dir.path / BATCH_RESULTS)
+        queue = self._batches = BatchQueue(
+            self.run_dir,
+            store,
+            poll_s=self.config.batch_poll_s,
+            retry=self.config.batch_retry,
+            no_wait=self.config.batch_no_wait,
+            on_change=changed,
+        )
+        self.stats.batch = queue.progress
+        wrapped: dict[int, Model] = {}
+
+        def wrap(m: Model) -> Model:
+            if id(m) not in wrapped:
+                wrapped[id(m)] = BatchedModel(m, queue) if can_batch(m) else m
+            return wrapped[id(m)]
+
+        return wrap(target), [wrap(j) for j in judges]
+
     def _scorer(self, judge: Judge) -> CandidateScorer | None:
         spec = getattr(self.method.params, "scorer", None)
         if not self.method.uses_scorer or spec is None:
@@ -237,9 +316,12 @@ class Evaluation:
         """Samples in flight. When every model runs in this process, as many as llama.cpp runs calls at
         once (its contexts): each sample's calls then keep to one context's KV cache (Align3's stages
         extend one text), and no sample waits with a half-used cache."""
+        if self.config.batch:  # every sample in flight: their calls wait together for the next batch
+            return max(1, len(self.samples))
         n = min(self.config.concurrency, max(1, len(self.samples)))
-        if self.target_settings.backend == "llamacpp" and self.judge_settings.backend == "llamacpp":
-            return min(n, max(local_parallelism(self.target_settings), local_parallelism(self.judge_settings)))
+        everyone = [self.target_settings, *self.judges_settings]
+        if all(s.backend == "llamacpp" for s in everyone):
+            return min(n, max(local_parallelism(s) for s in everyone))
         return n
 
     def samples_in_flight(self) -> int:
@@ -252,7 +334,9 @@ class Evaluation:
         while the models' own limits hold each to ``--concurrency`` calls in flight.
         """
         n = self._workers()
-        if "llamacpp" in (self.target_settings.backend, self.judge_settings.backend):
+        if self.config.batch:
+            return n
+        if any(s.backend == "llamacpp" for s in (self.target_settings, *self.judges_settings)):
             return n
         return max(1, min(2 * n, len(self.samples)))
 
@@ -263,6 +347,10 @@ class Evaluation:
         queue: asyncio.Queue[tuple[Scenario, Prompt]] = asyncio.Queue()
         for item in self.samples:
             queue.put_nowait(item)
+        batches = self._batches
+        if batches is not None:  # first the batches an earlier run left open
+            batched = {id(m): m for m in (target, *_models(judge)) if isinstance(m, BatchedModel)}
+            await batches.resume(list(batched.values()))
 
         async def worker() -> None:
             while True:
@@ -270,7 +358,13 @@ class Evaluation:
                     scenario, prompt = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                await self._one(target, judge, scorer, scenario, prompt, done, gen_w, judge_w)
+                if batches is not None:
+                    batches.enter()
+                try:
+                    await self._one(target, judge, scorer, scenario, prompt, done, gen_w, judge_w)
+                finally:
+                    if batches is not None:
+                        batches.leave()
                 if on_progress:
                     on_progress(self.stats)
 
@@ -279,7 +373,7 @@ class Evaluation:
     async def _one(
         self,
         target: Model,
-        judge: Judge,
+        judge: Judge | JudgePanel,
         scorer: CandidateScorer | None,
         scenario: Scenario,
         prompt: Prompt,
@@ -298,10 +392,15 @@ class Evaluation:
             g = new_g = await self._generate(target, scorer, scenario, prompt)
             gen_w.append(g)
         new_j: JudgmentRecord | None = None
+        calls: list[JudgmentRecord] = []  # the judgments that called a judge now
         if g.status == "ok":
-            new_j = await self._judge(judge, scenario, prompt, g)
+            if isinstance(judge, JudgePanel):
+                new_j, calls = await self._judge_panel(judge, scenario, prompt, g, judge_w)
+            else:
+                new_j = await self._judge(judge, scenario, prompt, g)
+                calls = [new_j]
             judge_w.append(new_j)
-        self._count_new_work(new_g, new_j)
+        self._count_new_work(new_g, calls)
         self._tally(self._score_record(new_j) if new_j is not None and new_j.status == "scored" else None)
         self._check_failures(new_g, new_j)
 
@@ -323,12 +422,12 @@ class Evaluation:
                 f"(last: {error}). Finished samples are saved; rerun the same command to resume"
             )
 
-    def _count_new_work(self, g: GenerationRecord | None, j: JudgmentRecord | None) -> None:
+    def _count_new_work(self, g: GenerationRecord | None, judgments: list[JudgmentRecord]) -> None:
         if g is not None:
             self.stats.gen_tokens += g.usage.total_tokens
             self.stats.judge_tokens += g.scorer_usage.total_tokens  # Best-of-N / TPO candidate scoring
             self.stats.model_calls += g.calls
-        if j is not None:
+        for j in judgments:
             self.stats.judge_tokens += j.usage.total_tokens
             self.stats.model_calls += j.calls
 
@@ -351,6 +450,33 @@ class Evaluation:
         t0 = time.perf_counter()
         outcome = await judge.judge(scenario, prompt, g.response)
         return JudgmentRecord.from_outcome(g, judge.key(), outcome, elapsed_s=time.perf_counter() - t0)
+
+    async def _judge_panel(
+        self, panel: JudgePanel, scenario: Scenario, prompt: Prompt, g: GenerationRecord, judge_w
+    ) -> tuple[JudgmentRecord, list[JudgmentRecord]]:
+        """The panel's judgment, and the members' judgments made now. A member's earlier judgment of this
+        answer is reused (a run killed mid-panel calls only the members that had not finished); each new
+        one is written as soon as it is made."""
+        t0 = time.perf_counter()
+        earlier = self._members.pop(g.sample_id, {})
+        made: list[JudgmentRecord] = []
+
+        async def member_record(member: Judge) -> JudgmentRecord:
+            record = earlier.get(member.key())
+            if record is None:
+                record = await self._judge(member, scenario, prompt, g)
+                judge_w.append(record)
+                made.append(record)
+            return record
+
+        # the members judge at once (their calls join one batch with --batch); the first failure is raised
+        # once all have ended, so that every verdict that came back is written
+        got = await asyncio.gather(*(member_record(m) for m in panel.judges), return_exceptions=True)
+        for x in got:
+            if isinstance(x, BaseException):
+                raise x
+        outcome = panel.combine(scenario, [_outcome_of(r) for r in got if isinstance(r, JudgmentRecord)])
+        return JudgmentRecord.from_outcome(g, panel.key(), outcome, elapsed_s=time.perf_counter() - t0), made
 
     def _tally(self, score: SampleScore | None) -> None:
         st = self.stats
@@ -391,6 +517,41 @@ async def run_all(coros: list[Coroutine[Any, Any, None]]) -> None:
     for t in tasks:  # in start order, among those that ended before the cancelling: the failure itself
         if t in done and not t.cancelled() and t.exception() is not None:
             raise t.exception()  # type: ignore[misc]
+
+
+def _models(judge: Judge | JudgePanel) -> list[Model]:
+    return [j.model for j in judge.judges] if isinstance(judge, JudgePanel) else [judge.model]
+
+
+def _member_records(
+    run: RunDir, panel: JudgePanel, done: ResumeState, retry_unscored: bool
+) -> dict[str, dict[str, JudgmentRecord]]:
+    """The panel members' latest judgments of the answers still to judge that need no new call: sample id →
+    member key → record (an unscored one is dropped when it is to be judged again, as a lone judge's is)."""
+    keys = {j.key() for j in panel.judges}
+    out: dict[str, dict[str, JudgmentRecord]] = {}
+    for j in run.judgments():
+        if j.judge_key in keys and j.sample_id in done.to_judge:
+            out.setdefault(j.sample_id, {})[j.judge_key] = j
+    for records in out.values():
+        for key in [k for k, j in records.items() if _judge_again(j, retry_unscored)]:
+            del records[key]
+    return out
+
+
+def _outcome_of(record: JudgmentRecord) -> JudgeOutcome:
+    """A recorded judgment as the judge's outcome (what a panel combines)."""
+    return JudgeOutcome(
+        status=record.status,
+        verdicts=record.verdicts,
+        unscored_reason=record.unscored_reason,
+        call_failed=record.call_failed,
+        attempts=record.attempts,
+        calls=record.calls,
+        cached_calls=record.cached_calls,
+        prompt_tokens=record.usage.prompt_tokens,
+        completion_tokens=record.usage.completion_tokens,
+    )
 
 
 def _judge_again(j: JudgmentRecord, retry_unscored: bool) -> bool:

@@ -243,6 +243,10 @@ class RunDir:
     def judgments(self) -> Iterator[JudgmentRecord]:
         return self._read(JUDGMENTS, JudgmentRecord)
 
+    def read_records(self, name: str, model: type[R]) -> Iterator[R]:
+        """Another JSONL file of records (``batches.jsonl``), read like the others: broken lines skipped, reported."""
+        return self._read(name, model)
+
     def _read(self, name: str, model: type[R]) -> Iterator[R]:
         """The file's usable records in order; a broken one is skipped and reported once it is read through,
         unless a later record of the same sample (and judge) replaced it."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..benchmark import SPEC_KINDS, Benchmark, Prompt, Scenario, spec_id
-from ..errors import ModelError, RunDirError
+from ..errors import ConfigError, ModelError, RunDirError
 from ..judge import Judge, JudgeOutcome, load_judge_template, score_verdicts
 from ..methods import GenerationMethod, MethodOutput
 from ..models import Model, create_model, load_models_config, parse_model_spec
@@ -94,6 +94,10 @@ class Monitor:
         self.methods = methods
         self.upstream = upstream
         self.metrics = metrics
+        if "," in config.judge:
+            raise ConfigError(
+                "the gateway's monitor judges with one judge: a panel (A,B,C) is for `specalign run`", field="--judge"
+            )
         judge = parse_model_spec(config.judge, load_models_config(models_config))
         self.judge_settings = judge.model_copy(update={"calls_in_flight": config.workers})  # one call per worker
         # keys show URLs redacted: two specs that differ only in credentials or query values share a key

@@ -8,7 +8,9 @@
   var STATUS = ["scored", "unscored", "generation error", "pending"];
   var chunks = {};
   var haystacks = {};
-  var state = { scenario: "", label: "", run: "", status: "", unsafe: false, spec: "", text: "", sort: "order", page: 0 };
+  var DEFAULTS = { scenario: "", label: "", run: "", status: "", unsafe: false, spec: "", text: "", sort: "order", page: 0, sample: "" };
+  var state = {};
+  Object.keys(DEFAULTS).forEach(function (k) { state[k] = DEFAULTS[k]; });
 
   function el(tag, props) {
     var node = document.createElement(tag);
@@ -54,6 +56,7 @@
     if (state.spec !== "") spec = state.spec.split(":").map(Number);
     for (var i = 0; i < D.samples.length; i++) {
       var s = D.samples[i];
+      if (state.sample !== "" && i !== +state.sample) continue;
       if (state.scenario !== "" && s[0] !== +state.scenario) continue;
       if (state.label !== "" && s[2] !== state.label) continue;
       if (spec && s[0] !== spec[0]) continue;
@@ -84,6 +87,8 @@
     return violated.map(function (k) { return specOf(scenarioIndex, k)[0]; }).join(" ");
   }
 
+  function sampleName(i) { return D.scenarios[D.samples[i][0]].key + "/" + D.samples[i][1]; }
+
   function snippet(text, n) { return text.length > n ? text.slice(0, n - 1) + "…" : text; }
 
   function render() {
@@ -95,10 +100,9 @@
     rows.slice(state.page * PAGE, (state.page + 1) * PAGE).forEach(function (pair) { body.appendChild(rowOf(pair[0], pair[1])); });
     document.getElementById("sa-count").textContent = rows.length.toLocaleString("en-US") + " of " + D.pairs.toLocaleString("en-US") + " answers" +
       (rows.length ? " · page " + (state.page + 1) + " of " + pages : "");
-    var onlyViolated = document.getElementById("f-heat-violated");
-    onlyViolated.addEventListener("change", function () {
-      document.querySelector("table.heatmap").classList.toggle("only-violated", onlyViolated.checked);
-    });
+    var chip = document.getElementById("f-sample");
+    chip.hidden = state.sample === "";
+    if (state.sample !== "") document.getElementById("f-sample-id").textContent = sampleName(+state.sample);
     document.getElementById("sa-prev").disabled = state.page === 0;
     document.getElementById("sa-next").disabled = state.page >= pages - 1;
     document.getElementById("sa-empty").hidden = rows.length > 0;
@@ -139,6 +143,8 @@
     box.appendChild(el("p", { cls: "meta", text: meta }));
     if (x.e) box.appendChild(el("p", { cls: "reason", text: "Reason: " + x.e }));
     if (x.f && x.f.length) box.appendChild(el("p", { cls: "flags", text: "Flags: " + x.f.join(", ") }));
+    var disputed = disputes(i, r);
+    if (disputed) box.appendChild(disputed);
     box.appendChild(block("Prompt sent", x.s || d.p));
     if (d.o) box.appendChild(block("Original prompt (before attack enhancement)", d.o));
     if (x.t) {
@@ -158,6 +164,36 @@
       });
     }
     return box;
+  }
+
+  // The judges' verdicts on the specs they dispute, when the sample is among the agreement's contested ones.
+  function disputes(i, r) {
+    var A = D.agreement, found = null;
+    A.contested.forEach(function (c) { if (!found && c[0] === i && c[1].indexOf(r) >= 0) found = c; });
+    if (!found) return null;
+    var judges = [];
+    found[2].forEach(function (spec) {
+      spec[1].forEach(function (jv) { if (judges.indexOf(jv[0]) < 0) judges.push(jv[0]); });
+    });
+    judges.sort(function (a, b) { return a - b; });
+    var head = el("tr", null, el("th", { text: "spec" }));
+    judges.forEach(function (j) {
+      var judge = A.judges[j] || ["?", "unknown judge", "unknown judge"];
+      head.appendChild(el("th", { title: judge[2], text: judge[0] + " " + judge[1] }));
+    });
+    var body = el("tbody");
+    found[2].forEach(function (spec) {
+      var tr = el("tr", null, el("td", { cls: "mono", text: spec[0] }));
+      judges.forEach(function (j) {
+        var said = spec[1].filter(function (jv) { return jv[0] === j; })[0];
+        tr.appendChild(el("td", null, said ? el("span", { cls: "verdict " + said[1], text: said[1] }) : "—"));
+      });
+      body.appendChild(tr);
+    });
+    var own = A.judges[A.run_judge[r]];
+    return el("div", { cls: "disputed" }, el("h4", { text: "The judges disagree" }),
+      el("table", { cls: "verdicts" }, el("thead", null, head), body),
+      own ? el("p", { cls: "muted", text: "The verdicts further down are " + own[0] + "'s, this run's judge." }) : null);
   }
 
   function verdictTable(scenarioIndex, verdicts) {
@@ -196,6 +232,37 @@
     D.scenarios.forEach(function (sc, si) { scen.appendChild(el("option", { value: String(si), text: sc.name })); });
     D.runs.forEach(function (r, k) { run.appendChild(el("option", { value: String(k), text: r.label })); });
     fillSpecs();
+  }
+
+  function syncControls() {
+    ["scenario", "label", "run", "status", "sort", "text"].forEach(function (k) { document.getElementById("f-" + k).value = state[k]; });
+    document.getElementById("f-unsafe").checked = state.unsafe;
+    fillSpecs();
+    document.getElementById("f-spec").value = state.spec;
+  }
+
+  // Show one sample alone (every filter reset), its answer from run r opened and in view.
+  function openSample(i, r) {
+    if (!(i >= 0 && i < D.samples.length)) return;
+    clearTimeout(timer);
+    Object.keys(DEFAULTS).forEach(function (k) { state[k] = DEFAULTS[k]; });
+    state.sample = String(i);
+    syncControls();
+    render();
+    var row = document.querySelector('tr.sample-row[data-sample="' + i + '"][data-run="' + r + '"]') ||
+      document.querySelector("tr.sample-row");
+    if (row && !row.classList.contains("open")) row.click();
+    if (row) row.focus({ preventScroll: true });
+    document.getElementById("samples").scrollIntoView();
+  }
+
+  // #sample-I-run-R opens that answer: links in the agreement section, and a report opened at such an address.
+  var routed = "";
+  function route() {
+    var m = /^#sample-(\d+)(?:-run-(\d+))?$/.exec(location.hash);
+    if (!m || location.hash === routed) return;
+    routed = location.hash;
+    openSample(+m[1], m[2] === undefined ? -1 : +m[2]);
   }
 
   function setControls() {
@@ -238,6 +305,18 @@
     bind("f-text", "text", "input");
     document.getElementById("sa-prev").addEventListener("click", function () { state.page--; render(); });
     document.getElementById("sa-next").addEventListener("click", function () { state.page++; render(); });
+    document.getElementById("f-sample-clear").addEventListener("click", function () { state.sample = ""; state.page = 0; render(); });
+    var onlyViolated = document.getElementById("f-heat-violated");
+    onlyViolated.addEventListener("change", function () {
+      document.querySelector("table.heatmap").classList.toggle("only-violated", onlyViolated.checked);
+    });
+    document.querySelectorAll("a.contested-link").forEach(function (link) {
+      link.addEventListener("click", function () {
+        routed = link.getAttribute("href");
+        openSample(+link.getAttribute("data-sample"), +link.getAttribute("data-run"));
+      });
+    });
+    window.addEventListener("hashchange", route);
     document.querySelectorAll("td.heat[data-spec]").forEach(function (cell) {
       var go = function () { focusSpec(+cell.getAttribute("data-run"), cell.getAttribute("data-scenario"), cell.getAttribute("data-spec")); };
       cell.addEventListener("click", go);
@@ -250,6 +329,7 @@
       });
     });
     render();
+    route();
     document.body.setAttribute("data-ready", "1");
   }
 
