@@ -121,7 +121,10 @@ def test_no_wait_submits_and_stops_and_reruns_collect(tmp_path, cli):
         first = cli(*args)
         assert first.returncode == 0, first.stderr
         assert "1 batch submitted" in first.stderr and "rerun the same command" in first.stderr
+        online = cli(*[a for a in args if a not in ("--batch", "--no-wait", "--batch-poll", "0.01")])
+        assert online.returncode == 2 and "not collected" in online.stderr and "paid twice" in online.stderr
         still = cli(*args)  # the batch is still running: nothing new is submitted
+
         assert still.returncode == 0 and "1 batch still running" in still.stderr
         assert len(_creates(server)) == 1
         server.run_to_end()

@@ -6,10 +6,19 @@ from rich import box
 from rich.table import Table
 
 from .._terminal import plain, shown
-from ..runs import ComparisonRow, ScoresReport
+from ..runs import ComparisonRow, CostReport, RunEstimate, ScoresReport, usd
 from ..scoring import Metric
 
-__all__ = ["comparison_table", "data_table", "pct", "plain", "scores_table", "shown"]
+__all__ = [
+    "comparison_table",
+    "cost_line",
+    "data_table",
+    "estimate_table",
+    "pct",
+    "plain",
+    "scores_table",
+    "shown",
+]
 
 
 def pct(x: float | None) -> str:
@@ -74,7 +83,7 @@ def _cells(subsets: dict[str, Metric]) -> list[str]:
 
 def comparison_table(rows: list[ComparisonRow]) -> Table:
     """Runs side by side: overall scores in %, ΔSAR against the baseline, cost per sample."""
-    from ..runs import delta_note, interval_note, overall_notes  # noqa: PLC0415
+    from ..runs import cost_note, delta_note, interval_note, overall_notes  # noqa: PLC0415
 
     models = {r.model for r in rows}
     judges = {r.judge for r in rows}
@@ -94,13 +103,20 @@ def comparison_table(rows: list[ComparisonRow]) -> Table:
         ("avg_completion_tokens", "tokens"),
         ("avg_calls", "calls"),
         ("wall_s", "wall s"),
+        ("cost", "cost"),
         ("unscored", "unsc."),
     ]
     columns = [
-        c for c in columns if not (c[0] == "model" and len(models) == 1) and not (c[0] == "judge" and len(judges) == 1)
+        c
+        for c in columns
+        if not (c[0] == "model" and len(models) == 1)
+        and not (c[0] == "judge" and len(judges) == 1)
+        and not (c[0] == "cost" and all(r.cost is None for r in rows))
     ]
     caption = "tokens: avg completion tokens per sample · calls: model calls per sample · ΔSAR vs the baseline"
-    notes = [n for n in (delta_note(rows), interval_note(rows), *overall_notes(rows)) if n]
+    if any(r.cost is not None for r in rows):
+        caption += " · cost: USD of every call (model, judge, candidate scoring)"
+    notes = [n for n in (delta_note(rows), interval_note(rows), *overall_notes(rows), cost_note(rows)) if n]
     caption = "\n".join([caption, *(plain(n) for n in notes)])
     t = Table(
         title=title,
@@ -137,3 +153,70 @@ def _cell_with_ci(row: ComparisonRow, key: str) -> str:
     if key == "sar":
         return f"{text}\n{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
     return f"{text}\n{100 * ci[0]:+.1f}–{100 * ci[1]:+.1f}\np {p_text(row.p_value)}"
+
+
+def cost_line(cost: CostReport) -> str:
+    """``cost: $0.042 (generation $0.03, judge $0.012) · $0.02 of it in batches · cache hits saved $0.01``."""
+    parts = [("generation", cost.generation), ("judge", cost.judge), ("candidate scoring", cost.scorer)]
+    shown_parts = ", ".join(f"{name} {usd(p.total)}" for name, p in parts if p.samples or p.total)
+    text = f"cost: {usd(cost.total)}" + (f" ({shown_parts})" if shown_parts else "")
+    if cost.batch:
+        text += f" · {usd(cost.batch)} of it through provider batches"
+    if cost.saved:
+        text += f" · cache hits saved {usd(cost.saved)}"
+    if cost.note:
+        text += f" · {plain(cost.note)}"
+    return text
+
+
+def estimate_table(est: RunEstimate) -> tuple[str, Table, list[str]]:
+    """What a run still needs per model (calls, prompt and completion tokens, USD: upper bounds): a heading, the
+    table, and the notes that say what the figures are."""
+    title = (
+        f"estimate · {plain(est.method)} · {est.to_generate} samples to answer and judge, {est.to_judge} to judge, "
+        f"{est.done} done of {est.samples} · {plain(est.run_dir)}"
+    )
+    t = Table(box=box.SIMPLE_HEAD)
+    t.add_column("role", no_wrap=True)
+    t.add_column("model", overflow="fold")
+    for col in ("calls", "prompt tokens", "completion tokens ≤", "USD ≤"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for line in est.lines:
+        price = usd(line.cost) if line.priced else "unpriced"
+        t.add_row(
+            line.role + (" (batch)" if line.batch else ""),
+            plain(line.model),
+            f"{line.calls:,}",
+            f"{line.prompt_tokens:,}",
+            f"{line.completion_tokens:,}",
+            price,
+        )
+    t.add_section()
+    t.add_row(
+        "[bold]total[/bold]",
+        "",
+        f"{sum(x.calls for x in est.lines):,}",
+        f"{sum(x.prompt_tokens for x in est.lines):,}",
+        f"{sum(x.completion_tokens for x in est.lines):,}",
+        f"[bold]{usd(est.cost)}[/bold]",
+    )
+    notes = [
+        "prompt tokens: estimated without a tokenizer, about 4 characters a token",
+        "completion tokens: every call at its max_tokens, an upper bound, and so is the cost; retries and cache "
+        "hits are not counted (calls the cache answers cost nothing)",
+    ]
+    if est.assumed:
+        notes.append(f"no max_tokens set for {plain(', '.join(est.assumed))}: 4,096 a call assumed")
+    if est.spent:
+        notes.append(f"the run directory's records cost {usd(est.spent)} already (not included above)")
+    for key, rates in est.prices.items():
+        if rates.get("priced"):
+            notes.append(
+                f"{plain(key)}: ${rates['input']:g} input, ${rates['cached_input']:g} cached, ${rates['output']:g} "
+                f"output per million tokens (batch ${rates['batch_input']:g} / ${rates['batch_output']:g}); "
+                f"{plain(rates['source'])}"
+            )
+        else:
+            notes.append(f"{plain(key)}: unpriced ({plain(rates.get('note', ''))}), counted as $0")
+    notes += [plain(n) for n in est.notes]
+    return title, t, notes

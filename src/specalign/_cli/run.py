@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
 
@@ -128,6 +129,20 @@ def run(
     batch_poll: float = typer.Option(
         30.0, "--batch-poll", min=0.01, max=3600, help="With --batch: seconds between polls of open batches."
     ),
+    max_cost: float | None = typer.Option(
+        None,
+        "--max-cost",
+        min=0.0,
+        help="Budget in USD for the run's calls, earlier sessions included (all methods' runs together): stop "
+        "(exit 3) before a call would pass it, counting the calls in flight; rerun with a higher one to go on. "
+        "Only priced models count (see docs/models.md).",
+    ),
+    estimate: bool = typer.Option(
+        False,
+        "--estimate",
+        help="Print the calls, tokens and USD the run still needs (upper bounds: completions at max_tokens), "
+        "and stop: no model call, nothing written.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON at the end."),
 ) -> None:
     """Generate answers, judge them against the specs, and score: resumable, cached, pipelined.
@@ -162,6 +177,12 @@ def run(
         from ..errors import ConfigError  # noqa: PLC0415
 
         raise ConfigError("--no-wait, --batch-retry and --batch-poll go with --batch")
+    if max_cost is not None and not math.isfinite(max_cost):
+        from ..errors import ConfigError  # noqa: PLC0415
+
+        raise ConfigError(
+            f"{max_cost} is not a budget: give a finite number of US dollars, 0 or more", field="--max-cost"
+        )
     if panel_rule is not None and "," not in judge:
         from ..errors import ConfigError  # noqa: PLC0415
 
@@ -198,9 +219,13 @@ def run(
                     batch_no_wait=no_wait,
                     batch_retry=value(batch_retry),
                     batch_poll_s=batch_poll,
+                    max_cost=max_cost,
                 )
             )
         )
+    if estimate:
+        _print_estimates([ev.estimate() for ev in evaluations], as_json)
+        return
     for ev in evaluations:
         ev.preflight()
     from ..runs import BatchesRunning, BatchesSubmitted  # noqa: PLC0415
@@ -208,6 +233,9 @@ def run(
 
     results = []
     for ev in evaluations:
+        if max_cost is not None:  # one budget for the command: the other runs' directories hold part of it
+            others = sum(other.recorded_cost() for other in evaluations if other is not ev)
+            ev.max_cost = max(0.0, max_cost - others)
         _announce(ev)
         try:
             results.append(_progress.run_with_progress(ev, err))
@@ -251,6 +279,16 @@ def _announce(ev) -> None:
         f"{plain(panel)} ({cfg.judge_mode}{_template_note(ev)}) · out {plain(str(ev.run_dir.path))}"
     )  # keys: URL credentials redacted
     err.print(f"  {_limits_line(ev)}", highlight=False, soft_wrap=True)
+    if ev.max_cost is not None:
+        from ..runs import usd  # noqa: PLC0415
+
+        unpriced = [f"{k} ({p.note})" for k, p in ev.pricings.items() if not p.priced]
+        err.print(
+            f"  budget: {usd(ev.max_cost)} for this run's calls (what its directory holds included)"
+            + (f"; it covers only priced models: {plain('; '.join(unpriced))} count $0" if unpriced else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
     if cfg.batch:
         roles = ev.batched_roles()
         online = "" if len(roles) == 1 + len(ev.judges_settings) else " · the other models run online"
@@ -307,7 +345,7 @@ def _calls_text(settings, source: str | None, asked: int) -> str:  # noqa: ANN00
 
 
 def _finish(ev, result, as_json: bool) -> None:
-    from .display import plain, scores_table  # noqa: PLC0415
+    from .display import cost_line, plain, scores_table  # noqa: PLC0415
 
     rep = result.scores
     if as_json:
@@ -327,6 +365,8 @@ def _finish(ev, result, as_json: bool) -> None:
             else ""
         )
     )
+    if rep.cost is not None:
+        err.print(cost_line(rep.cost), highlight=False, soft_wrap=True)
     for reason, k in rep.unscored_reasons.items():
         err.print(f"  unscored ×{k}: {plain(reason)}")
     if ev.limit and len(ev.samples) < ev.n_available:
@@ -339,7 +379,7 @@ def _finish(ev, result, as_json: bool) -> None:
 
 
 def _finish_comparison(evaluations, results, as_json: bool) -> None:
-    from ..runs import compare_runs, format_comparison  # noqa: PLC0415
+    from ..runs import compare_runs, format_comparison, usd  # noqa: PLC0415
     from .display import comparison_table  # noqa: PLC0415
 
     rows = compare_runs([r.out_dir for r in results])
@@ -349,9 +389,10 @@ def _finish_comparison(evaluations, results, as_json: bool) -> None:
         out.print(comparison_table(rows))
     for ev, res in zip(evaluations, results, strict=False):
         c = res.scores.counts
+        spent = f" · {usd(res.scores.cost.total)}" if res.scores.cost is not None else ""
         err.print(
             f"  {ev.config.method}: {c['scored']} scored, {c['unscored']} unscored · "
-            f"{res.stats.model_calls} model calls made · {res.out_dir}/"
+            f"{res.stats.model_calls} model calls made{spent} · {res.out_dir}/"
         )
     err.print(
         "ΔSAR is against vanilla when it ran, else the first method. Tokens are the target model's "
@@ -359,6 +400,27 @@ def _finish_comparison(evaluations, results, as_json: bool) -> None:
     )
     dirs = " ".join(shlex.quote(str(r.out_dir)) for r in results)
     err.print(f"See the trade-offs and every sample: specalign report {dirs} -o report.html")
+
+
+def _print_estimates(estimates, as_json: bool) -> None:  # noqa: ANN001
+    """``run --estimate``: per run, the calls, tokens and USD each model still needs, and what the figures are."""
+    from .display import estimate_table  # noqa: PLC0415
+
+    if as_json:
+        data = [e.model_dump(mode="json") for e in estimates]
+        print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+        return
+    for est in estimates:
+        title, table, notes = estimate_table(est)
+        out.print(title, highlight=False, soft_wrap=True)
+        out.print(table)
+        for note in notes:
+            out.print(f"  {note}", highlight=False, soft_wrap=True)
+    if len(estimates) > 1:
+        from ..runs import usd  # noqa: PLC0415
+
+        out.print(f"all {len(estimates)} runs: at most {usd(sum(e.cost for e in estimates))}", highlight=False)
+    err.print("estimate only: no model was called and nothing was written")
 
 
 def score(

@@ -5,12 +5,13 @@ other packages and users call :class:`Judge` and read its :class:`JudgeOutcome`.
 (:func:`load_judge_template`, docs/judge.md) replaces specalign's when given to the judge.
 """
 
-from ._judge import JUDGE_PROMPT_VERSION, Judge, JudgeMode, score_verdicts
+from ._judge import DEFAULT_JUDGE_PARAMS, JUDGE_PROMPT_VERSION, Judge, JudgeMode, score_verdicts
 from ._panel import PANEL_RULES, TIE_ORDER, JudgePanel, PanelRule, panel_verdict
 from ._schema import JudgeOutcome, SpecVerdict, Verdict
 from ._template import PLACEHOLDERS, JudgeTemplate, load_judge_template
 
 __all__ = [
+    "DEFAULT_JUDGE_PARAMS",
     "JUDGE_PROMPT_VERSION",
     "PANEL_RULES",
     "PLACEHOLDERS",

@@ -9,6 +9,18 @@ from ._batch import BatchCapable, BatchItemError, BatchRequest, BatchState
 from ._cache import CallCache, default_cache_dir
 from ._llamacpp import parallelism as local_parallelism
 from ._model import Model, prefill_refusal
+from ._prices import (
+    ASSUMED_COMPLETION_TOKENS,
+    CallMeter,
+    Price,
+    PriceOverride,
+    Pricing,
+    completion_bound,
+    estimated_usage,
+    pricing_of,
+    provider_of,
+    text_tokens,
+)
 from ._registry import available_backends, create_model, register_backend
 from ._settings import (
     EMBEDDED_MAX_TOKENS,
@@ -23,6 +35,7 @@ from ._settings import (
 )
 
 __all__ = [
+    "ASSUMED_COMPLETION_TOKENS",
     "BatchCapable",
     "BatchItemError",
     "BatchRequest",
@@ -31,6 +44,7 @@ __all__ = [
     "LOCAL",
     "CallCache",
     "CallLimits",
+    "CallMeter",
     "ChatRequest",
     "Completion",
     "Message",
@@ -38,16 +52,24 @@ __all__ = [
     "ModelBackend",
     "ModelSettings",
     "ModelsConfig",
+    "Price",
+    "PriceOverride",
+    "Pricing",
     "Role",
     "Usage",
     "available_backends",
+    "completion_bound",
     "create_model",
     "default_cache_dir",
     "embedded_gguf_path",
+    "estimated_usage",
     "load_models_config",
     "local_parallelism",
     "parse_model_spec",
     "prefill_refusal",
+    "pricing_of",
+    "provider_of",
     "register_backend",
     "settings_from_config",
+    "text_tokens",
 ]

@@ -8,6 +8,7 @@ from .._unicode import repair_text
 from ..errors import CapabilityError
 from ._base import ChatRequest, Completion, Message, ModelBackend, Usage
 from ._cache import CallCache, cache_key
+from ._prices import CallMeter
 from ._settings import DEFAULT_THOUGHT_END, DEFAULT_THOUGHT_START, TOKEN_LIMITS, ModelSettings
 
 
@@ -27,6 +28,8 @@ class Model:
         self.calls_made = 0
         self.cache_hits = 0
         self.usage = Usage()
+        #: told of every call (its cost, a budget): the runner's; None elsewhere
+        self.meter: CallMeter | None = None
 
     @property
     def supports_json_schema(self) -> bool:
@@ -116,8 +119,18 @@ class Model:
             hit = self.cache.get(key)
             if hit is not None:
                 self.cache_hits += 1
+                if self.meter is not None:
+                    self.meter.cached(self, hit)
                 return hit
-        completion = await self.backend.chat(request)
+        held = self.meter.reserve(self, request) if self.meter is not None else 0.0
+        try:
+            completion = await self.backend.chat(request)
+        except BaseException:
+            if self.meter is not None:
+                self.meter.release(held)
+            raise
+        if self.meter is not None:
+            self.meter.settle(held, self, completion)
         self.calls_made += 1
         self.usage = self.usage + completion.usage
         if self.cache is not None:

@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from .._secrets import header_value_problem, redact_text, redact_url
 from ..errors import ConfigError, ModelUnavailable
+from ._prices import PriceOverride
 from ._ratelimit import rates_text
 
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
@@ -56,6 +57,7 @@ _OWN_KEYS = {
     "kv_reuse",
     "parallel",
     "batch",
+    "price",
 }
 
 
@@ -146,6 +148,11 @@ class ModelSettings(BaseModel):
         default=None,
         description="openai: the endpoint offers OpenAI's Files and Batch APIs (/v1/files, /v1/batches); "
         "None: only api.openai.com does",
+    )
+    price: PriceOverride | None = Field(
+        default=None,
+        description="USD per million tokens (input, cached_input, output) and batch_discount, over genai-prices' "
+        "figures; the only price of a model the package does not know (see models/_prices.py)",
     )
 
     @field_validator("backend")

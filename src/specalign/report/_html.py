@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunDirError
-from ..runs import check_output, interval_text, p_text, spans_zero
+from ..runs import check_output, interval_text, p_text, spans_zero, usd
 from ._agreement import agreement_section, browser_agreement
 from ._data import ReportData, RunEntry, SampleRun
-from ._plots import SPEC_ALPHA, cost_plot, delta_table, frontier_plot, heatmap_table, scenario_plot
+from ._plots import SPEC_ALPHA, cost_plot, delta_table, frontier_plot, heatmap_table, priced_runs, scenario_plot
 from ._svg import esc
 
 CHUNK = 100
@@ -156,12 +156,23 @@ def _plots(data: ReportData) -> str:
 Dashed curves are guides where safety × ({alpha:g} + {1 - alpha:g} × behavioral) is constant, which is the SAR of a run
 whose answers are all equally helpful.</figcaption></figure>
 <figure>{cost_plot(data)}<figcaption>What a method's SAR costs: average completion tokens per sample (log scale) against
-SAR. Tokens count every call the method makes to the model under test, not the judge.</figcaption></figure>
+SAR. Tokens count every call the method makes to the model under test, not the judge.</figcaption></figure>{_usd_plot(data)}
 </div>
 <figure style="margin-top:16px">{scenario_plot(data)}<figcaption>SAR per scenario and overall (the mean of scenarios,
 as the paper reports it). Whiskers here and in the plots above are 95% bootstrap intervals over prompts. A value
 marked ~ differs from the baseline's by less than its noise: the paired interval of its ΔSAR spans 0. Hover a bar
 for ΔSAR, its interval and p-value.</figcaption></figure>"""
+
+
+def _usd_plot(data: ReportData) -> str:
+    """The cost plot in dollars, when every run with a SAR has a priced cost."""
+    scored = [r for r in data.runs if r.row.sar is not None]
+    if not scored or len(priced_runs(data)) != len(scored):
+        return ""
+    return f"""
+<figure>{cost_plot(data, "usd")}<figcaption>The same trade-off in dollars: USD per sample (log scale) for every call
+of the run, the model under test, the judge and candidate scoring, batched calls at the batch price, at the prices
+the run recorded.</figcaption></figure>"""
 
 
 HEAD_COLS = ["safety", "behavioral", "sar"]
@@ -178,6 +189,7 @@ def _headline(data: ReportData) -> str:
         '<th class="left" rowspan="2">judge</th>'
         '<th colspan="3">safety %</th><th colspan="3">behavioral %</th><th colspan="3">SAR %</th>'
         '<th rowspan="2">ΔSAR</th><th rowspan="2">tokens<br>/ sample</th><th rowspan="2">calls<br>/ sample</th>'
+        '<th rowspan="2">cost<br>USD</th>'
         '<th rowspan="2">scored</th><th rowspan="2">unscored</th>'
         + ('<th rowspan="2">pending</th>' if pending else "")
         + '<th class="left" rowspan="2">α · NA policy</th></tr><tr>'
@@ -203,7 +215,8 @@ Hover for the p-value and for Δsafety and Δbehavioral.</p>"""
 {_notices(data)}<div class="scroll"><table class="headline"><thead>{head}</thead><tbody>{body}</tbody></table></div>
 <p class="muted">Scores are means over scenarios (as in the paper), each with its 95% interval below it; hover a score
 for its standard error and sample count. ΔSAR is against {esc(_baseline_label(data))}{esc(_delta_scope(data))}, with
-its paired interval. {esc(_interval_scope(data))}Tokens are average completion tokens of the model under test.</p>
+its paired interval. {esc(_interval_scope(data))}Tokens are average completion tokens of the model under test; cost is
+what every call of the run cost in US dollars (* some model is unpriced and counted as $0; hover for which).</p>
 {deltas_html}
 {notes_html}"""
 
@@ -270,12 +283,20 @@ def _headline_row(r: RunEntry, best: dict[str, float | None], pending: bool) -> 
     )
     tokens = "—" if row.avg_completion_tokens is None else f"{row.avg_completion_tokens:,.0f}"
     calls = "—" if row.avg_calls is None else f"{row.avg_calls:.1f}"
+    cost_tip = (
+        "no record holds a cost"
+        if row.cost is None
+        else f"{usd(row.cost)} for every call (model, judge, candidate scoring), {usd(row.cost_per_sample)} a sample"
+        + (f"; cache hits saved {usd(row.cost_saved)}" if row.cost_saved else "")
+        + (f"; unpriced, counted as $0: {', '.join(row.unpriced_models)}" if row.unpriced_models else "")
+    )
+    cost = usd(row.cost) + ("*" if row.cost is not None and row.unpriced_models else "")
     return (
         f'<tr><td class="left" title="{esc(row.run_dir)}"><span class="swatch" style="background:{esc(r.color)}">'
         f"</span>{esc(r.label)}</td>{_model_cell(row.model)}{_model_cell(row.judge)}"
         + "".join(cells)
         + f'<td class="{"ns" if ns else ""}" title="{esc(delta_tip)}">{delta_html}</td><td>{tokens}</td>'
-        + f"<td>{calls}</td><td>{row.scored}</td>"
+        + f'<td>{calls}</td><td title="{esc(cost_tip)}">{esc(cost)}</td><td>{row.scored}</td>'
         f"<td>{row.unscored}</td>"
         + (f"<td>{row.pending}</td>" if pending else "")
         + f'<td class="left">{row.alpha:g} · {esc(row.na_policy)}</td></tr>'

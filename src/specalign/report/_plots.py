@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Literal
 
-from ..runs import PairedDelta, interval_text, p_text, spans_zero
+from ..runs import PairedDelta, interval_text, p_text, spans_zero, usd
 from ._data import ReportData, RunEntry
 from ._svg import Linear, Log10, Svg, esc, log_domain, percent_domain, tick_label
 
@@ -32,6 +33,7 @@ def _run_title(r: RunEntry) -> str:
         f"behavioral {_pct(row.behavioral)}{_ci(row.behavioral_ci)} · SAR {_pct(row.sar)}{_ci(row.sar_ci)} "
         f"(95% intervals)\ncompletion tokens/sample "
         f"{'—' if row.avg_completion_tokens is None else f'{row.avg_completion_tokens:,.0f}'}"
+        + ("" if row.cost_per_sample is None else f" · {usd(row.cost_per_sample)}/sample")
     )
 
 
@@ -175,21 +177,40 @@ def _guide(svg: Svg, x: Linear, y: Linear, level: float, alpha: float) -> None:
         svg.el("text", f"SAR {level:.1f}", x=round(lx + 4, 1), y=round(ly + 2, 1), class_="guide-label")
 
 
-def cost_plot(data: ReportData) -> str:
-    """Average completion tokens per sample (log x) against SAR, one point per run."""
-    runs = [r for r in data.runs if r.row.sar is not None and (r.row.avg_completion_tokens or 0) > 0]
-    svg = Svg(W, H, "Completion tokens per sample against SAR, one point per run", "plot cost")
+def priced_runs(data: ReportData) -> list[RunEntry]:
+    """The runs with a SAR and a dollar cost per sample, every model of them priced (what the USD plot shows)."""
+    return [
+        r for r in data.runs if r.row.sar is not None and (r.row.cost_per_sample or 0) > 0 and not r.row.unpriced_models
+    ]
+
+
+def cost_plot(data: ReportData, unit: Literal["tokens", "usd"] = "tokens") -> str:
+    """Cost per sample (log x) against SAR, one point per run: the model under test's average completion tokens,
+    or (``usd``) the dollars of every call, judge and candidate scoring included."""
+    if unit == "usd":
+        runs = priced_runs(data)
+        cost = {r.index: r.row.cost_per_sample or 0.0 for r in runs}
+        label, axis = "USD per sample against SAR, one point per run", "USD per sample, every call (log scale)"
+        empty, css, fmt = "no run has both a SAR and a priced cost", "plot cost-usd", lambda v: f"${v:g}"
+    else:
+        runs = [r for r in data.runs if r.row.sar is not None and (r.row.avg_completion_tokens or 0) > 0]
+        cost = {r.index: r.row.avg_completion_tokens or 0.0 for r in runs}
+        label, axis = (
+            "Completion tokens per sample against SAR, one point per run",
+            ("average completion tokens per sample (log scale)"),
+        )
+        empty, css, fmt = "no run has both a SAR and token counts", "plot cost", tick_label
+    svg = Svg(W, H, label, css)
     if not runs:
-        svg.el("text", "no run has both a SAR and token counts", x=W / 2, y=H / 2, class_="axis", text_anchor="middle")
+        svg.el("text", empty, x=W / 2, y=H / 2, class_="axis", text_anchor="middle")
         return svg.render()
-    x = Log10(*log_domain([r.row.avg_completion_tokens for r in runs]), LEFT, W - RIGHT)  # type: ignore[misc]
+    x = Log10(*log_domain(list(cost.values())), LEFT, W - RIGHT)
     y = Linear(*percent_domain(_ends([r.row.sar for r in runs], [r.row.sar_ci for r in runs])), H - BOTTOM, TOP)
-    _axes(svg, x, y, "average completion tokens per sample (log scale)", "SAR (%)")
+    _axes(svg, x, y, axis, "SAR (%)", fmt)
     for r in runs:
         if r.row.sar_ci:
-            px = x(r.row.avg_completion_tokens)  # type: ignore[arg-type]
-            _error_bar(svg, r, False, px, y(100 * r.row.sar_ci[0]), y(100 * r.row.sar_ci[1]))
-    _points(svg, [(r, x(r.row.avg_completion_tokens), y(100 * r.row.sar)) for r in runs])  # type: ignore[arg-type,operator]
+            _error_bar(svg, r, False, x(cost[r.index]), y(100 * r.row.sar_ci[0]), y(100 * r.row.sar_ci[1]))
+    _points(svg, [(r, x(cost[r.index]), y(100 * r.row.sar)) for r in runs])  # type: ignore[operator]
     return svg.render()
 
 

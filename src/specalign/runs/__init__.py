@@ -21,6 +21,7 @@ from ._compare import (
     compare_runs,
     comparison_row,
     comparison_warnings,
+    cost_note,
     delta_note,
     format_comparison,
     interval_note,
@@ -31,6 +32,7 @@ from ._compare import (
     set_deltas,
 )
 from ._config import EMBEDDED_DEFAULT_LIMIT, RunConfig
+from ._costs import BudgetExceeded, CallCost, CostMeter, EstimateLine, RunEstimate, recorded_cost, usd
 from ._export import SampleStatus, export_verdicts, run_benchmark, sample_outcome, verdict_rows
 from ._gate import (
     GateCheck,
@@ -89,7 +91,7 @@ from ._records import (
     sample_id_of,
 )
 from ._runner import Evaluation, RunResult, RunStats, run_evaluation
-from ._scores import ScoresReport, compute_scores, latest_records
+from ._scores import CostPart, CostReport, ScoresReport, compute_scores, latest_records
 from ._store import RecordWriter, RunDir, check_output, check_runs
 
 __all__ = [
@@ -132,6 +134,8 @@ __all__ = [
     "import_labels",
     "read_label_exports",
     "read_labels",
+    "recorded_cost",
+    "usd",
     "cohen_kappa",
     "confusion_matrix",
     "judge_agreement",
@@ -159,6 +163,13 @@ __all__ = [
     "BatchRecord",
     "BatchesRunning",
     "BatchesSubmitted",
+    "BudgetExceeded",
+    "CallCost",
+    "CostMeter",
+    "CostPart",
+    "CostReport",
+    "EstimateLine",
+    "RunEstimate",
     "RunDir",
     "RunResult",
     "RunStats",
@@ -175,6 +186,7 @@ __all__ = [
     "comparison_row",
     "comparison_warnings",
     "compute_scores",
+    "cost_note",
     "delta_note",
     "export_verdicts",
     "format_comparison",

@@ -76,6 +76,17 @@ class BatchProgress(BaseModel):
     retried_online: int = 0
 
 
+def open_batches(run_dir: RunDir) -> list[BatchRecord]:
+    """The batches ``batches.jsonl`` records as submitted and not collected."""
+    found: dict[str, BatchRecord] = {}
+    for r in run_dir.read_records(BATCHES, BatchRecord):
+        if r.event == "submitted":
+            found[r.batch_id] = r
+        else:
+            found.pop(r.batch_id, None)
+    return list(found.values())
+
+
 class _Waiting:
     __slots__ = ("futures", "model", "request")
 
@@ -108,17 +119,16 @@ class BatchQueue:
         self._failed: dict[str, BatchItemError] = {}  # answered with an error for good
         self._online: set[str] = set()  # to be retried online
         self._attempts: dict[str, int] = {}
+        self._paid: set[str] = set()  # answers handed out once: identical calls share one (and its cost)
         self._active = 0  # samples in flight
         self._flushing: asyncio.Task[None] | None = None
         self._writer = run_dir.open_writer(BATCHES)
-        self._open: dict[str, BatchRecord] = {}  # submitted, not collected: from earlier runs, by batch id
         for r in run_dir.read_records(BATCHES, BatchRecord):
             if r.event == "submitted":
-                self._open[r.batch_id] = r
                 for cid in r.custom_ids:
                     self._attempts[cid] = self._attempts.get(cid, 0) + 1
-            else:
-                self._open.pop(r.batch_id, None)
+        #: submitted by an earlier run and not collected, by batch id
+        self._open: dict[str, BatchRecord] = {r.batch_id: r for r in open_batches(run_dir)}
 
     def close(self) -> None:
         self._writer.close()
@@ -135,6 +145,13 @@ class BatchQueue:
         """A stored batch answer of this call (read back as a call made, not a cache hit)."""
         hit = self.store.get(key)
         return None if hit is None else hit.model_copy(update={"cached": False})
+
+    def first_answer(self, key: str) -> bool:
+        """True the first time a batch answer is handed out: identical calls were sent once and are paid once."""
+        if key in self._paid:
+            return False
+        self._paid.add(key)
+        return True
 
     def failure(self, key: str) -> BatchItemError | None:
         return self._failed.get(key)
@@ -340,24 +357,43 @@ class BatchedModel(Model):
 
     async def _call(self, request: ChatRequest) -> Completion:
         key = self.key_for(request)
+        meter = self.meter
         while True:
             if self.cache is not None and (hit := self.cache.get(key)) is not None:
                 self.cache_hits += 1
+                if meter is not None:
+                    meter.cached(self, hit)
                 return hit
             completion = self.queue.answered(key)
+            held, batched = 0.0, True
             if completion is None:
                 failure = self.queue.failure(key)
                 if failure is not None:
                     raise ModelError(
                         f"batch request failed: {failure.message}", kind=failure.kind, status=failure.status
                     )
-                if self.queue.goes_online(key):
-                    self.queue.count_online_retry()
-                    completion = await self.backend.chat(request)
-                else:
-                    completion = await self.queue.wait_for(self, key, request)
-                    if completion is _ASK_AGAIN:
-                        continue
+                batched = not self.queue.goes_online(key)
+                held = meter.reserve(self, request, batch=batched) if meter is not None else 0.0
+                try:
+                    if not batched:
+                        self.queue.count_online_retry()
+                        completion = await self.backend.chat(request)
+                    else:
+                        completion = await self.queue.wait_for(self, key, request)
+                except BaseException:
+                    if meter is not None:
+                        meter.release(held)
+                    raise
+                if completion is _ASK_AGAIN:
+                    if meter is not None:
+                        meter.release(held)
+                    continue
+            if meter is not None:
+                if not batched or self.queue.first_answer(key):
+                    meter.settle(held, self, completion, batch=batched)
+                else:  # an identical call's answer: sent and paid once
+                    meter.release(held)
+                    meter.cached(self, completion)
             self.calls_made += 1
             self.usage = self.usage + completion.usage
             if self.cache is not None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from ..benchmark import neutralise_cell
 from ..errors import ConfigError
+from ._costs import usd
 from ._intervals import (
     BootstrapSettings,
     PairedDelta,
@@ -62,6 +63,16 @@ class ComparisonRow(BaseModel):
     avg_completion_tokens: float | None
     avg_calls: float | None
     avg_scorer_tokens: float | None
+    cost: float | None = Field(
+        None,
+        description="USD the run's calls cost (generation, judging, candidate scoring; batched calls at the batch "
+        "price), as its records hold it; None when no record holds a cost",
+    )
+    cost_per_sample: float | None = Field(None, description="cost over the samples whose generation holds one")
+    cost_saved: float | None = Field(None, description="USD the calls answered from the call cache would have cost")
+    unpriced_models: list[str] = Field(
+        default_factory=list, description="models without a price: their calls are counted as $0"
+    )
     scored: int
     unscored: int
     pending: int
@@ -133,6 +144,8 @@ def row_of(rd: RunDir, manifest: Manifest, rep: ScoresReport) -> ComparisonRow:
     label = manifest.method["name"] + "".join(f" {k}={json.dumps(v)}" for k, v in changed.items())
     full, unsafe, safe = rep.overall["full"], rep.overall["unsafe"], rep.overall["safe"]
     gen, scorer = rep.usage["generation"], rep.usage["scorer"]
+    spend = rep.cost
+    recorded = spend is not None and (spend.generation.samples > 0 or spend.judge.samples > 0)
     row = ComparisonRow(
         run_dir=str(rd.path),
         label=label,
@@ -153,6 +166,12 @@ def row_of(rd: RunDir, manifest: Manifest, rep: ScoresReport) -> ComparisonRow:
         avg_completion_tokens=gen.avg_completion_tokens,
         avg_calls=gen.avg_calls,
         avg_scorer_tokens=(scorer.completion_tokens / gen.samples) if gen.samples and scorer.samples else None,
+        cost=spend.total if recorded and spend else None,
+        cost_per_sample=spend.total / spend.generation.samples
+        if recorded and spend and spend.generation.samples
+        else None,
+        cost_saved=spend.saved if recorded and spend else None,
+        unpriced_models=spend.unpriced if spend else [],
         scored=rep.counts["scored"],
         unscored=rep.counts["unscored"],
         pending=rep.counts["pending"],
@@ -284,6 +303,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("avg_completion_tokens", "avg completion tokens"),
     ("avg_calls", "calls/sample"),
     ("wall_s", "wall s"),
+    ("cost", "cost USD"),
     ("scored", "scored"),
     ("unscored", "unscored"),
 ]
@@ -316,7 +336,17 @@ def cell(row: ComparisonRow, key: str) -> str:
         return f"{v:.1f}"
     if key == "wall_s":
         return f"{v:,.1f}"
+    if key in ("cost", "cost_per_sample", "cost_saved"):
+        return usd(v) + ("*" if row.unpriced_models else "")
     return str(v)
+
+
+def cost_note(rows: list[ComparisonRow]) -> str | None:
+    """What the cost column leaves out: the models without a price (their calls count as $0)."""
+    unpriced = sorted({m for r in rows for m in r.unpriced_models})
+    if not unpriced:
+        return None
+    return f"* the cost counts only priced models; unpriced, counted as $0: {', '.join(unpriced)}"
 
 
 def interval_text(ci: list[float] | None, *, signed: bool = False) -> str:
@@ -383,7 +413,7 @@ def format_comparison(rows: list[ComparisonRow], fmt: CompareFormat) -> str:
         head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
         rule = "|" + "|".join("---" if k in ("label", "model") else "---:" for k, _ in COLUMNS) + "|"
         body = ["| " + " | ".join(_md(cell(r, k)) for k, _ in COLUMNS) + " |" for r in rows]
-        notes = [n for n in (delta_note(rows), interval_note(rows), *overall_notes(rows)) if n]
+        notes = [n for n in (delta_note(rows), interval_note(rows), *overall_notes(rows), cost_note(rows)) if n]
         tail = ["", *(f"- {_md(n)}" for n in notes)] if notes else []
         return "\n".join([head, rule, *body, *tail]) + "\n"
     raise ConfigError(f"unknown format {fmt!r} (table, markdown, csv, json)", field="--format")

@@ -60,6 +60,12 @@ class RunConfig(BaseModel):
     stop_after_failures: int = Field(
         default=25, ge=0, description="stop when this many samples in a row fail at the model (0: never)"
     )
+    max_cost: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="USD: stop before a call would take the run's cost (its records', all sessions) past this",
+    )
 
     @field_validator("models_config", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ from ..judge import Judge, JudgeOutcome, JudgePanel, SpecVerdict
 from ..methods import CandidateScorer, GenerationMethod, MethodOutput, MethodStep
 from ..models import Model, Usage
 from ..scoring import NAPolicy
+from ._costs import CallCost
 
 #: the layout of run directories this version writes and reads; a newer one is refused, never guessed at
 FORMAT_VERSION = 1
@@ -112,6 +113,11 @@ class Manifest(BaseModel):
     na_policy: NAPolicy
     environment: dict[str, str] = Field(default_factory=dict)
     sessions: list[Session] = Field(default_factory=list, description="each invocation of the run, oldest first")
+    prices: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="each model's price as the latest session used it (USD per million tokens and its source), "
+        "or why it has none",
+    )
 
     @field_validator("model", "model_identity", "judge", "past_judges", mode="after")
     @classmethod
@@ -258,6 +264,8 @@ class GenerationRecord(BaseModel):
     scorer_usage: Usage = Field(default_factory=Usage)
     calls: int = 0
     cached_calls: int = 0
+    cost: CallCost | None = Field(None, description="the target model's calls in USD (None: not recorded)")
+    scorer_cost: CallCost | None = Field(None, description="candidate scoring's calls in USD (Best-of-N, TPO)")
     steps: list[MethodStep] = Field(default_factory=list, description="every sub-call of the method, in order")
     stats: dict[str, int] = Field(default_factory=dict)
     elapsed_s: float = 0.0
@@ -328,6 +336,9 @@ class JudgmentRecord(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     calls: int = 0
     cached_calls: int = 0
+    cost: CallCost | None = Field(
+        None, description="the judge's calls in USD, a panel's members' summed (None: not recorded)"
+    )
     elapsed_s: float = 0.0
     created_at: str = Field(default_factory=now)
 

@@ -12,22 +12,46 @@ from pydantic import BaseModel
 
 from ..benchmark import Benchmark, Prompt, Scenario, load_benchmark, select_prompts, select_scenarios
 from ..errors import ConfigError, ModelAccessError, ModelError, ModelOutage, RunDirError
-from ..judge import Judge, JudgeOutcome, JudgePanel, JudgeTemplate, load_judge_template, score_verdicts
-from ..methods import CandidateScorer, FunctionScorer, GenerationMethod, create_method, make_scorer
+from ..judge import (
+    DEFAULT_JUDGE_PARAMS,
+    Judge,
+    JudgeOutcome,
+    JudgePanel,
+    JudgeTemplate,
+    load_judge_template,
+    score_verdicts,
+)
+from ..methods import CandidateScorer, FunctionScorer, GenerationMethod, ScoreResult, create_method, make_scorer
 from ..models import (
+    ASSUMED_COMPLETION_TOKENS,
     EMBEDDED_MAX_TOKENS,
     LOCAL,
     CallCache,
     Model,
     ModelSettings,
+    completion_bound,
     create_model,
     load_models_config,
     local_parallelism,
     parse_model_spec,
+    pricing_of,
 )
 from ..scoring import SampleScore
-from ._batching import BATCH_RESULTS, BatchedModel, BatchProgress, BatchQueue, can_batch
+from ._batching import BATCH_RESULTS, BatchedModel, BatchProgress, BatchQueue, can_batch, open_batches
 from ._config import RunConfig
+from ._costs import (
+    BudgetExceeded,
+    CostMeter,
+    EstimateLine,
+    RunEstimate,
+    in_role,
+    judge_call_prompts,
+    method_calls,
+    recorded_cost,
+    sum_costs,
+    tallied,
+    tokens,
+)
 from ._records import GenerationRecord, JudgmentRecord, Manifest, Session, build_manifest, sample_id_of
 from ._resume import ResumeState
 from ._scores import ScoresReport, compute_scores
@@ -99,6 +123,13 @@ class Evaluation:
         self.stats = RunStats(total=len(self.samples))
         self._failures_in_a_row = 0
         self._batches: BatchQueue | None = None
+        #: each model's price (a bad ``price:`` is a one-line error now, before anything is written)
+        self.pricings = {s.key: pricing_of(s) for s in (self.target_settings, *self.judges_settings)}
+        #: --max-cost for this run (the command lowers it by what its other runs' directories cost)
+        self.max_cost: float | None = config.max_cost
+        self.meter = CostMeter(pricings=self.pricings)
+        self._budget_stop: BudgetExceeded | None = None
+        self._stopped_manifest: Manifest | None = None
 
     # -- setup ----------------------------------------------------------------------------
     def _cache(self) -> CallCache | None:
@@ -177,6 +208,99 @@ class Evaluation:
             )
         return roles
 
+    def estimate(self) -> RunEstimate:
+        """What the run still needs, per model: calls, tokens and USD, from the method's call pattern, the prompts
+        and the models' max_tokens, less what the run directory holds (see :class:`RunEstimate`). No model is
+        called and nothing is written."""
+        self.preflight()
+        target = create_model(self.target_settings, None)
+        judges = [
+            Judge(
+                create_model(s, None), self.config.judge_mode, self.config.judge_attempts, template=self.judge_template
+            )
+            for s in self.judges_settings
+        ]
+        judge: Judge | JudgePanel = judges[0]
+        if len(judges) > 1:
+            judge = JudgePanel(judges, self.config.panel_rule, names=[s.key for s in self.judges_settings])
+        scorer = self._scorer(judges[0])
+        done, spent = None, 0.0
+        if self.run_dir.exists():
+            self.run_dir.use_manifest(self._reconcile(self._manifest(target, judge, scorer)))  # other settings: refused
+            again = self.config.retry_unscored
+            done = ResumeState(
+                self.run_dir, judge.key(), judge_again=lambda j: _judge_again(j, again), score=self._score_record
+            )
+            spent = recorded_cost(self.run_dir, judge.key())
+        batch = self.config.batch
+        t_settings, first = self.target_settings, self.judges_settings[0]
+        model_line = EstimateLine(role="model", model=t_settings.key, batch=batch and can_batch(target))
+        scoring = getattr(self.method.params, "scorer", None) == "judge" and self.method.uses_scorer
+        scoring_line = EstimateLine(
+            role="candidate scoring", model=first.key, batch=batch and can_batch(judges[0].model)
+        )
+        judge_lines = [
+            EstimateLine(
+                role="judge" if len(judges) == 1 else f"judge {i + 1}", model=s.key, batch=batch and can_batch(j.model)
+            )
+            for i, (s, j) in enumerate(zip(self.judges_settings, judges, strict=True))
+        ]
+        bound = completion_bound(t_settings.params) or ASSUMED_COMPLETION_TOKENS
+        judge_bounds = [completion_bound(s.params) or DEFAULT_JUDGE_PARAMS["max_tokens"] for s in self.judges_settings]
+        mode, notes = self.config.judge_mode, []
+        n_done = to_generate = to_judge = 0
+
+        def judged(scenario: Scenario, prompt: Prompt, answer_tokens: int) -> None:
+            for line, s, b in zip(judge_lines, self.judges_settings, judge_bounds, strict=True):
+                for pt in judge_call_prompts(scenario, prompt, mode, answer_tokens):
+                    line.add(self.pricings[s.key], pt, b)
+
+        for scenario, prompt in self.samples:
+            sid = _sid(scenario, prompt)
+            if done is not None and sid in done.finished:
+                n_done += 1
+                continue
+            g = done.to_judge.get(sid) if done is not None else None
+            if g is not None:
+                to_judge += 1
+                judged(scenario, prompt, tokens(g.response))
+                continue
+            to_generate += 1
+            calls, note = method_calls(self.method, scenario, prompt, completion=bound, can_prefill=target.can_prefill)
+            if note and note not in notes:
+                notes.append(note)
+            for kind, pt, ct in calls:
+                if kind != "score":
+                    model_line.add(self.pricings[t_settings.key], pt, ct)
+                elif scoring:
+                    for jt in judge_call_prompts(scenario, prompt, mode, bound):
+                        scoring_line.add(self.pricings[first.key], jt, judge_bounds[0])
+            judged(scenario, prompt, bound)
+        lines = [model_line, *([scoring_line] if scoring else []), *judge_lines]
+        for line in lines:
+            line.priced = self.pricings[line.model].priced
+        return RunEstimate(
+            run_dir=str(self.run_dir.path),
+            method=self.method.name,
+            samples=len(self.samples),
+            done=n_done,
+            to_generate=to_generate,
+            to_judge=to_judge,
+            lines=lines,
+            cost=sum(line.cost for line in lines),
+            spent=spent,
+            prices={key: pricing.describe() for key, pricing in self.pricings.items()},
+            assumed=[] if completion_bound(t_settings.params) else [t_settings.key],
+            notes=notes,
+        )
+
+    def recorded_cost(self) -> float:
+        """What this run's directory's records cost already, in USD (0 for a new directory)."""
+        if not self.run_dir.exists():
+            return 0.0
+        manifest = self.run_dir.read_manifest()
+        return recorded_cost(self.run_dir, manifest.judge["key"])
+
     def check_out_dir(self) -> None:
         """The run directory is new, empty or a readable run's, held by no other process, and not inside the
         data it reads."""
@@ -187,6 +311,13 @@ class Evaluation:
         if self.run_dir.exists():
             self.run_dir.read_manifest()  # a malformed or newer manifest: refused before any model call
         self.run_dir.check_unlocked()
+        if self.run_dir.exists() and not self.config.batch and (left := open_batches(self.run_dir)):
+            raise RunDirError(
+                f"{self.run_dir.path}: {len(left)} batch{'es' if len(left) != 1 else ''} submitted by an earlier "
+                f"--batch run {'are' if len(left) != 1 else 'is'} not collected ({left[0].batch_id}): rerun with "
+                "--batch to collect them; without it their requests would be sent again online and paid twice "
+                "(to give them up, delete batches.jsonl)"
+            )
 
     # -- the run --------------------------------------------------------------------------
     async def run(self, on_progress: ProgressCallback | None = None) -> RunResult:
@@ -218,8 +349,16 @@ class Evaluation:
             judge_models.append(same)
         if self.config.batch:
             target, judge_models = self._batched(target, judge_models, on_progress)
+        self.meter = CostMeter(budget=self.max_cost, pricings=self.pricings)
+        for m in {id(m): m for m in (*models, target, *judge_models)}.values():
+            self.meter.attach(m)
+        stop: BudgetExceeded | None = None
         try:
             manifest = await self._process(target, judge_models, t0, on_progress)
+        except BudgetExceeded as e:  # finished samples are on disk: write what they cost, then stop
+            if self._stopped_manifest is None:
+                raise
+            manifest, stop = self._stopped_manifest, e
         finally:
             for m in models:
                 await m.aclose()
@@ -230,6 +369,8 @@ class Evaluation:
         self.run_dir.write_manifest(manifest)
         scores = compute_scores(self.run_dir, manifest)
         self.run_dir.write_json_atomic(SCORES, scores.model_dump(mode="json"))
+        if stop is not None:
+            raise stop
         return RunResult(
             out_dir=str(self.run_dir.path),
             scores=scores,
@@ -252,9 +393,13 @@ class Evaluation:
             judge = JudgePanel(judges, self.config.panel_rule, names=[s.key for s in self.judges_settings])
         scorer = self._scorer(judges[0])  # Best-of-N and TPO pick with the first judge
         manifest = self._reconcile(self._manifest(target, judge, scorer))
+        manifest.prices = {key: pricing.describe() for key, pricing in self.pricings.items()}
         self.run_dir.use_manifest(manifest)  # records are checked against this run's scenarios and specs
+        if self.max_cost is not None:
+            self.meter.spent = recorded_cost(self.run_dir, judge.key())
         session = Session()
         manifest.sessions.append(session)
+        self._stopped_manifest = manifest
         self.run_dir.write_manifest(manifest)
         self.run_dir.write_selection([_sid(s, p) for s, p in self.samples])
         done = ResumeState(
@@ -310,7 +455,7 @@ class Evaluation:
         spec = getattr(self.method.params, "scorer", None)
         if not self.method.uses_scorer or spec is None:
             return None
-        return make_scorer(spec, judge=judge, alpha=self.config.alpha, na_policy=self.config.na_policy)
+        return _Scoring(make_scorer(spec, judge=judge, alpha=self.config.alpha, na_policy=self.config.na_policy))
 
     def _workers(self) -> int:
         """Samples in flight. When every model runs in this process, as many as llama.cpp runs calls at
@@ -353,7 +498,7 @@ class Evaluation:
             await batches.resume(list(batched.values()))
 
         async def worker() -> None:
-            while True:
+            while self._budget_stop is None:
                 try:
                     scenario, prompt = queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -362,6 +507,9 @@ class Evaluation:
                     batches.enter()
                 try:
                     await self._one(target, judge, scorer, scenario, prompt, done, gen_w, judge_w)
+                except BudgetExceeded as e:  # no new call starts; the calls in flight finish and are recorded
+                    self._budget_stop = self._budget_stop or e
+                    return
                 finally:
                     if batches is not None:
                         batches.leave()
@@ -369,6 +517,8 @@ class Evaluation:
                     on_progress(self.stats)
 
         await run_all([worker() for _ in range(self.samples_in_flight())])
+        if self._budget_stop is not None:
+            raise self._budget_stop
 
     async def _one(
         self,
@@ -438,18 +588,26 @@ class Evaluation:
         sample: dict[str, Any] = dict(
             scenario=scenario.key, prompt_id=prompt.id, label=prompt.label, prompt_sent=prompt.prompt
         )
-        try:
-            out = await self.method.run(target, scenario, prompt, scorer=scorer)
-        except ModelAccessError:
-            raise
-        except ModelError as e:
-            return GenerationRecord.failed(str(e), **sample, elapsed_s=time.perf_counter() - t0)
-        return GenerationRecord.from_output(out, **sample, elapsed_s=time.perf_counter() - t0)
+        with tallied("target") as tally:
+            try:
+                out = await self.method.run(target, scenario, prompt, scorer=scorer)
+            except ModelAccessError:
+                raise
+            except ModelError as e:
+                record = GenerationRecord.failed(str(e), **sample, elapsed_s=time.perf_counter() - t0)
+            else:
+                record = GenerationRecord.from_output(out, **sample, elapsed_s=time.perf_counter() - t0)
+        record.cost = tally.part("target")
+        record.scorer_cost = tally.part("scorer") if scorer is not None else None
+        return record
 
     async def _judge(self, judge: Judge, scenario: Scenario, prompt: Prompt, g: GenerationRecord) -> JudgmentRecord:
         t0 = time.perf_counter()
-        outcome = await judge.judge(scenario, prompt, g.response)
-        return JudgmentRecord.from_outcome(g, judge.key(), outcome, elapsed_s=time.perf_counter() - t0)
+        with tallied("judge") as tally:
+            outcome = await judge.judge(scenario, prompt, g.response)
+        record = JudgmentRecord.from_outcome(g, judge.key(), outcome, elapsed_s=time.perf_counter() - t0)
+        record.cost = tally.part("judge")
+        return record
 
     async def _judge_panel(
         self, panel: JudgePanel, scenario: Scenario, prompt: Prompt, g: GenerationRecord, judge_w
@@ -475,8 +633,11 @@ class Evaluation:
         for x in got:
             if isinstance(x, BaseException):
                 raise x
-        outcome = panel.combine(scenario, [_outcome_of(r) for r in got if isinstance(r, JudgmentRecord)])
-        return JudgmentRecord.from_outcome(g, panel.key(), outcome, elapsed_s=time.perf_counter() - t0), made
+        members = [r for r in got if isinstance(r, JudgmentRecord)]
+        outcome = panel.combine(scenario, [_outcome_of(r) for r in members])
+        record = JudgmentRecord.from_outcome(g, panel.key(), outcome, elapsed_s=time.perf_counter() - t0)
+        record.cost = sum_costs([r.cost for r in members])
+        return record, made
 
     def _tally(self, score: SampleScore | None) -> None:
         st = self.stats
@@ -488,6 +649,20 @@ class Evaluation:
         st.safety_sum += score.safety
         st.behavioral_sum += score.behavioral
         st.sar_sum += score.sar
+
+
+class _Scoring(CandidateScorer):
+    """The run's candidate scorer, its calls counted as candidate scoring (not as the target's)."""
+
+    def __init__(self, scorer: CandidateScorer):
+        self.scorer = scorer
+
+    async def score(self, scenario: Scenario, prompt: Prompt, response: str) -> ScoreResult:
+        with in_role("scorer"):
+            return await self.scorer.score(scenario, prompt, response)
+
+    def describe(self) -> dict[str, Any]:
+        return self.scorer.describe()
 
 
 async def run_all(coros: list[Coroutine[Any, Any, None]]) -> None:

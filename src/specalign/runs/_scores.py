@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field, PrivateAttr
 
@@ -22,6 +22,7 @@ from ..scoring import (
     subset_metrics,
     verdict_letters,
 )
+from ._costs import CallCost
 from ._intervals import BootstrapSettings, SamplePoint, attach_intervals, bootstrap_settings
 from ._records import GenerationRecord, JudgmentRecord, Manifest
 from ._store import RunDir
@@ -40,6 +41,49 @@ class UsageSummary(BaseModel):
     avg_calls: float | None = None
 
 
+class CostPart(BaseModel):
+    """The USD cost of one part of a run (generation, judging, candidate scoring), from its records."""
+
+    online: float = 0.0
+    batch: float = Field(0.0, description="calls answered through a provider batch, at the batch price")
+    total: float = Field(0.0, description="online + batch: what the calls cost")
+    saved: float = Field(0.0, description="what the cache hits would have cost online; they cost nothing")
+    batched_calls: int = 0
+    unpriced_calls: int = Field(0, description="calls to models without a price, counted as 0")
+    samples: int = Field(0, description="samples whose records carry a cost")
+    unrecorded: int = Field(0, description="samples whose records were written before costs were: left out")
+
+    def add(self, cost: CallCost | None) -> None:
+        if cost is None:
+            self.unrecorded += 1
+            return
+        self.online += cost.online
+        self.batch += cost.batch
+        self.total = self.online + self.batch
+        self.saved += cost.saved
+        self.batched_calls += cost.batched_calls
+        self.unpriced_calls += cost.unpriced_calls
+        self.samples += 1
+
+
+class CostReport(BaseModel):
+    """What the run cost in USD (``scores.json``'s ``cost``), at the prices the run used."""
+
+    currency: Literal["USD"] = "USD"
+    total: float = Field(description="generation + judging + candidate scoring, online and batched")
+    online: float
+    batch: float
+    saved: float = Field(description="what the calls answered from the call cache would have cost")
+    generation: CostPart
+    judge: CostPart
+    scorer: CostPart
+    prices: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="each model's rates (USD per million tokens) and their source"
+    )
+    unpriced: list[str] = Field(default_factory=list, description="models without a price: their calls count as 0")
+    note: str | None = None
+
+
 class ScoresReport(BaseModel):
     """What ``scores.json`` holds. Fractions in [0, 1]."""
 
@@ -56,6 +100,7 @@ class ScoresReport(BaseModel):
     scenarios: dict[str, dict[str, Metric]]
     spec_violations: dict[str, dict[str, dict[str, float | int]]] = Field(default_factory=dict)
     usage: dict[str, UsageSummary]
+    cost: CostReport | None = Field(None, description="None in a scores.json written before costs were recorded")
     counts: dict[str, int]
     unscored_reasons: dict[str, int] = Field(default_factory=dict)
     flags: dict[str, int] = Field(default_factory=dict)
@@ -111,6 +156,8 @@ class _Gen(NamedTuple):
     calls: int
     cached_calls: int
     scorer: tuple[tuple[int, int, int], int, int] | None
+    cost: CallCost | None = None
+    scorer_cost: CallCost | None = None
 
 
 class _Judged(NamedTuple):
@@ -120,6 +167,7 @@ class _Judged(NamedTuple):
     usage: tuple[int, int, int]
     calls: int
     cached_calls: int
+    cost: CallCost | None = None
 
 
 def _summaries(run: RunDir, manifest: Manifest, judge_key: str) -> tuple[dict[str, _Gen], dict[str, _Judged]]:
@@ -134,7 +182,13 @@ def _gen_summary(g: GenerationRecord) -> _Gen:
     """The target model's usage and calls, and apart from them the candidate scorer's (Best-of-N, TPO)."""
     error = None if g.status == "ok" else f"generation failed: {g.error}"
     base: dict[str, Any] = dict(
-        error=error, scenario=g.scenario, label=g.label, flags=tuple(g.flags), usage=_tokens(g.usage)
+        error=error,
+        scenario=g.scenario,
+        label=g.label,
+        flags=tuple(g.flags),
+        usage=_tokens(g.usage),
+        cost=g.cost,
+        scorer_cost=g.scorer_cost,
     )
     if not g.steps:
         return _Gen(**base, calls=g.calls, cached_calls=g.cached_calls, scorer=None)
@@ -151,7 +205,7 @@ def _judged_summary(j: JudgmentRecord, manifest: Manifest) -> _Judged:
     if j.status == "scored":
         ids = manifest.data.scenarios[j.scenario].spec_ids()
         letters = verdict_letters(j.verdicts[k].verdict for k in ids)
-    return _Judged(j.status == "scored", letters, j.unscored_reason, _tokens(j.usage), j.calls, j.cached_calls)
+    return _Judged(j.status == "scored", letters, j.unscored_reason, _tokens(j.usage), j.calls, j.cached_calls, j.cost)
 
 
 def compute_scores(
@@ -179,8 +233,15 @@ def compute_scores(
     points: dict[str, SamplePoint] = {}
     pending = 0
     gen_usage, judge_usage, scorer_usage = UsageSummary(), UsageSummary(), UsageSummary()
+    gen_cost, judge_cost, scorer_cost = CostPart(), CostPart(), CostPart()
     for sid in selection:
         g, j = gens.get(sid), judged.get(sid)
+        if g is not None:  # paid for, finished or not (a run stopped by its budget leaves answers to judge)
+            gen_cost.add(g.cost)
+            if g.scorer is not None or g.scorer_cost is not None:
+                scorer_cost.add(g.scorer_cost)
+        if j is not None:
+            judge_cost.add(j.cost)
         if g is None or (g.error is None and j is None):
             pending += 1
             continue
@@ -220,6 +281,7 @@ def compute_scores(
         scenarios=per_scenario,
         spec_violations=violations.rates(),
         usage={"generation": gen_usage, "judge": judge_usage, "scorer": scorer_usage},
+        cost=cost_report(manifest, gen_cost, judge_cost, scorer_cost),
         counts={
             "selected": len(selection),
             "scored": n_scored,
@@ -236,6 +298,34 @@ def compute_scores(
     rep._points = points
     rep._selected = frozenset(selection)
     return rep
+
+
+def cost_report(manifest: Manifest, generation: CostPart, judge: CostPart, scorer: CostPart) -> CostReport:
+    """The run's cost from its parts, the prices the manifest recorded, and what the figures leave out (dollars
+    rounded to a ten-billionth, which drops the noise of adding floats)."""
+    for p in (generation, judge, scorer):
+        p.online, p.batch, p.saved = round(p.online, 10), round(p.batch, 10), round(p.saved, 10)
+        p.total = round(p.online + p.batch, 10)
+    parts = (generation, judge, scorer)
+    unpriced = [key for key, p in manifest.prices.items() if not p.get("priced")]
+    notes = []
+    if unpriced:
+        notes.append(f"unpriced, counted as $0: {', '.join(unpriced)}")
+    unrecorded = max(p.unrecorded for p in parts)
+    if unrecorded:
+        notes.append(f"{unrecorded} samples were recorded before costs were and are left out")
+    return CostReport(
+        total=round(sum(p.total for p in parts), 10),
+        online=round(sum(p.online for p in parts), 10),
+        batch=round(sum(p.batch for p in parts), 10),
+        saved=round(sum(p.saved for p in parts), 10),
+        generation=generation,
+        judge=judge,
+        scorer=scorer,
+        prices=manifest.prices,
+        unpriced=unpriced,
+        note="; ".join(notes) or None,
+    )
 
 
 def overall_note(empty: list[str], n_scenarios: int) -> str | None:
