@@ -625,3 +625,36 @@ def test_llama_cpp_refuses_rate_limits(tmp_path):
     settings = parse_model_spec("local").model_copy(update={"requests_per_minute": 100})
     with pytest.raises(ConfigError, match="no provider rate limits"):
         create_model(settings, None)
+
+
+def test_specalign_run_batch_through_message_batches(cli, tmp_path, monkeypatch):
+    """`specalign run --batch` with anthropic target and judge: two Message Batches (answers, then verdicts),
+    no online message call, the same records and scores as online."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    with AnthropicServer(lambda body: world(openai_view(body)), api_key=SECRET, batch_polls=2) as server:
+        spec = f"anthropic:{DEFAULT_MODEL}@{server.base_url}"
+        out = tmp_path / "run"
+        r = cli(
+            "run",
+            "-s",
+            "child",
+            "-n",
+            "2",
+            "--model",
+            spec,
+            "--judge",
+            spec,
+            "-o",
+            str(out),
+            "--batch",
+            "--batch-poll",
+            "0.01",
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert server.message_requests == [] and len(server.batches) == 2
+    assert "through the provider's batch API" in r.stderr
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["scenarios"]["child"]["full"]["n_scored"] == 2
+    ledger = [json.loads(line) for line in (out / "batches.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in ledger] == ["submitted", "collected", "submitted", "collected"]
+    assert all(SECRET not in f.read_text(errors="replace") for f in out.rglob("*.json*"))
