@@ -39,7 +39,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[local,test,curate,serve,dev,anthropic]"
+	$(PY) -m pip install -q -e ".[local,test,curate,serve,dev,anthropic,otel]"
 	touch $(STAMP)
 
 clean:

@@ -82,7 +82,7 @@ def run(cfg: RunConfig, server: BatchServer) -> dict:
 def killed_and_resumed(data: str, folder: Path) -> dict:
     """SIGKILL a `specalign run --batch` while its first batch is in flight; resume it in this process."""
     out = folder / "killed"
-    with BatchServer(world, advance="manual") as server:
+    with BatchServer(world, advance="manual", models=(TARGET, JUDGE)) as server:
         models = models_config(folder, server)
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SPECALIGN_CACHE_DIR": str(folder / "cache-k")}
         cmd = [sys.executable, "-m", "specalign.cli", "run", "--data", data, "--limit", "0"]
@@ -133,7 +133,7 @@ def main() -> None:
         figures = {}
         for mode in ("online", "batch"):
             os.environ["SPECALIGN_CACHE_DIR"] = str(folder / f"cache-{mode}")  # each run starts cold
-            with BatchServer(world, advance="poll") as server:
+            with BatchServer(world, advance="poll", models=(TARGET, JUDGE)) as server:
                 models = models_config(folder, server)
                 extra = {"batch": True, "batch_poll_s": 0.05} if mode == "batch" else {}
                 figures[mode] = run(config(data, folder / mode, models, **extra), server)

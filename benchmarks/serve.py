@@ -11,6 +11,7 @@ the same clients and requests; the latency the gateway adds is the difference.
     .venv/bin/python benchmarks/serve.py --levels 200 --seconds 5 --no-write
     .venv/bin/python benchmarks/serve.py --upstream --latency 0.05 --port-file /tmp/p   # the upstream alone
     .venv/bin/python benchmarks/serve.py --screenshot docs/serve-status.png   # the status page, scripted traffic
+    .venv/bin/python benchmarks/serve.py --ttft             # time to first token, streamed and not (own section)
 """
 
 from __future__ import annotations
@@ -405,6 +406,102 @@ def screenshot(target: Path) -> None:
     print(f"wrote {target}")
 
 
+# -- time to first token ------------------------------------------------------------------------
+
+TTFT_REASONING = 20  # tokens of reasoning the upstream streams apart before its answer
+TTFT_ANSWER = 60  # tokens of answer
+TTFT_STAGE = 40  # tokens of each Align3 stage before the last
+
+
+def ttft_upstream(interval: float):  # noqa: ANN201
+    """A scripted upstream that writes one token every ``interval`` seconds, streamed or not (then it answers
+    after the time the tokens take). Its reasoning comes apart (``reasoning_content``), as vLLM's does with a
+    reasoning parser; an Align3 stage before the last (a prefill that stops at ``</think>``) is thought only."""
+    from scripted_server import Reply, ScriptedServer
+
+    answer = [f"word{i} " for i in range(TTFT_ANSWER)]
+    reasoning = [f"think{i} " for i in range(TTFT_REASONING)]
+
+    def respond(body: dict) -> Reply:
+        if body.get("stop"):  # an Align3 stage that the method continues: thought, stopped at the end marker
+            tokens = [{"content": f"stage{i} "} for i in range(TTFT_STAGE)]
+        else:
+            tokens = [{"reasoning_content": t} for t in reasoning] + [{"content": t} for t in answer]
+        if body.get("stream"):
+            return Reply("x", chunks=tokens, interval=interval)
+        text = "".join(t.get("content", "") for t in tokens)
+        thought = "".join(t.get("reasoning_content", "") for t in tokens) or None
+        return Reply(text, reasoning_content=thought, delay=interval * len(tokens))
+
+    return ScriptedServer(respond)
+
+
+def time_to_first_token(base_url: str, method: str | None, stream: bool) -> tuple[float, float]:
+    """Seconds to the first answer token and to the whole answer, for one request."""
+    import httpx
+
+    body: dict = {"model": "scripted-model", "stream": stream, "messages": [{"role": "user", "content": "An owl?"}]}
+    if method:
+        body["specalign"] = {"method": method}
+    t0 = time.perf_counter()
+    if not stream:
+        r = httpx.post(f"{base_url}/chat/completions", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        done = time.perf_counter() - t0
+        return done, done
+    first = None
+    with httpx.stream("POST", f"{base_url}/chat/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if first is None and line.startswith("data: {"):
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                if choices[0].get("delta", {}).get("content"):
+                    first = time.perf_counter() - t0
+    return first if first is not None else float("nan"), time.perf_counter() - t0
+
+
+def measure_ttft(rate: float, repeat: int) -> list[dict]:
+    interval = 1.0 / rate
+    rows = []
+    with ttft_upstream(interval) as up:
+        config = Path(tempfile.mkdtemp()) / "models.yaml"
+        config.write_text(f"up:\n  model_name: scripted-model\n  base_url: {up.base_url}\n  prefill: true\n")
+        direct = [time_to_first_token(up.base_url, None, True) for _ in range(repeat)]
+        rows.append({"path": "straight at the upstream", "method": "-", "streamed": direct, "whole": None})
+        with running_gateway(
+            "-s", "child", "--method", "vanilla,align3", "-m", "up", "--models-config", str(config)
+        ) as gw:
+            for method in ("vanilla", "align3"):
+                time_to_first_token(gw.base_url, method, True)  # warm-up
+                streamed = [time_to_first_token(gw.base_url, method, True) for _ in range(repeat)]
+                whole = [time_to_first_token(gw.base_url, method, False) for _ in range(repeat)]
+                rows.append({"path": "through the gateway", "method": method, "streamed": streamed, "whole": whole})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def ttft_section(rows: list[dict], rate: float, repeat: int) -> str:
+    def med(pairs: list[tuple[float, float]], i: int) -> str:
+        return ms(statistics.median(p[i] for p in pairs))
+
+    out = [
+        "| path | method | first token, streamed (ms) | whole answer, streamed (ms) | whole answer, not streamed (ms) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        whole = med(r["whole"], 1) if r["whole"] else "–"
+        out.append(f"| {r['path']} | {r['method']} | {med(r['streamed'], 0)} | {med(r['streamed'], 1)} | {whole} |")
+    return (
+        f"`.venv/bin/python benchmarks/serve.py --ttft` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+        f"{os.cpu_count()} cores; Python {platform.python_version()}). A loopback upstream (the tests' scripted "
+        f"server) writes {rate:g} tokens/s: {TTFT_REASONING} tokens of reasoning returned apart "
+        f"(`reasoning_content`), then {TTFT_ANSWER} tokens of answer; not streamed, it answers after the time the "
+        f"tokens take. Align3 runs by prefill (the upstream declares `prefill: true`): two stages of "
+        f"{TTFT_STAGE} tokens each, not streamed, then the final stage, streamed. First token: the first "
+        f"`delta.content` the client reads. One client, medians of {repeat} requests.\n\n" + "\n".join(out) + "\n"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", action="store_true", help="run only the upstream server (used by the benchmark)")
@@ -417,7 +514,16 @@ def main() -> None:
     ap.add_argument("--methods", default="vanilla,align3")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     ap.add_argument("--screenshot", metavar="PNG", help="only write a screenshot of the status page")
+    ap.add_argument("--ttft", action="store_true", help="only measure time to first token (streamed) and write it")
+    ap.add_argument("--token-rate", type=float, default=200.0, help="(--ttft) the upstream's tokens per second")
     args = ap.parse_args()
+    if args.ttft:
+        repeat = max(args.repeat, 5)
+        body = ttft_section(measure_ttft(args.token_rate, repeat), args.token_rate, repeat)
+        print(body)
+        if not args.no_write:
+            write_section("Gateway time to first token (`specalign serve`, streaming)", body)
+        return
     if args.screenshot:
         screenshot(Path(args.screenshot))
         return

@@ -248,7 +248,7 @@ FOREIGN_OPTIONS = {
     "-shm": "SQLite's file suffix (calls.sqlite-shm)",
 }
 #: options the docs say specalign does not have
-ABSENT_OPTIONS = {"--workers"}  # serve.md: "there is no `--workers`"
+ABSENT_OPTIONS: set[str] = set()  # none now (serve.md once said "there is no `--workers`")
 
 
 def _all_options() -> set[str]:
@@ -306,10 +306,14 @@ def test_serve_defaults_are_the_serve_configs():
 
     by_option = {opt: p for p in _params("serve").values() for opt in p.opts}
     for field, option in OPTIONS.items():
-        config, name = (MonitorConfig, field[8:]) if field.startswith("monitor.") else (ServeConfig, field)
+        section, _, name = field.rpartition(".")
+        config = MonitorConfig if section == "monitor" else ServeConfig
+        if section in ("shadow", "enforce"):
+            config = ServeConfig.model_fields[section].annotation
         info = config.model_fields[name]
-        if info.is_required() or name in ("out", "method_params"):
-            continue  # --scenario is required; the monitor's folder and -p are built from other options
+        if info.is_required() or name in ("out", "method_params") or field == "enforce.refusal":
+            continue  # --scenario is required; the monitor's folder and -p are built from other options; no
+            # --enforce-refusal means the config's own text
         expected = info.get_default(call_default_factory=True)
         got = _default(by_option[option])
         if got is None and isinstance(expected, list):

@@ -21,7 +21,7 @@ from specalign.benchmark import Prompt, load_benchmark, select_prompts
 from specalign.errors import ConfigError, DataError, InputError, RunDirError
 from specalign.judge import JUDGE_PROMPT_VERSION, PLACEHOLDERS, Judge, load_judge_template
 from specalign.models import create_model, parse_model_spec
-from specalign.runs import Evaluation, RunConfig, RunDir, latest_records
+from specalign.runs import Evaluation, RunConfig, RunDir, judge_agreement, latest_records
 from specbench_world import expected_scores, generation_reply, is_judge, verdicts_for, world
 
 SYSTEM = "You grade a reply against numbered rules, one mark per rule. (a test template)"
@@ -465,6 +465,9 @@ def test_one_run_directory_keeps_each_judges_verdicts_apart(tmp_path, tags_file)
     assert manifest.judge["key"] == keys[2] and manifest.judge["template"]["name"] == "other"
     assert [p["key"] for p in manifest.past_judges] == keys[:2]
     assert manifest.past_judges[1]["template"]["name"] == "test-tags"
+    # agreement names each judge by its model and, for a template's, the template
+    names = [j.name for j in judge_agreement([str(run)], bootstrap=0).judges]
+    assert names[1:] == [f"{names[0]} [template test-tags]", f"{names[0]} [template other]"]
 
 
 def test_a_scorer_judge_with_another_template_is_another_run(tmp_path, tags_file):

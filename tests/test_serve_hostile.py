@@ -600,8 +600,12 @@ def test_every_configuration_field_has_its_option():
     from specalign._cli.serve import OPTIONS
     from specalign.serve import MonitorConfig, ServeConfig
 
-    fields = {f for f in ServeConfig.model_fields if f != "monitor"}
+    sections = {"monitor", "shadow", "enforce"}
+    fields = {f for f in ServeConfig.model_fields if f not in sections}
     fields |= {f"monitor.{f}" for f in MonitorConfig.model_fields if f not in ("alpha", "na_policy", "seed")}
+    for section in ("shadow", "enforce"):
+        model = ServeConfig.model_fields[section].annotation
+        fields |= {f"{section}.{f}" for f in model.model_fields}  # type: ignore[union-attr]
     assert fields == set(OPTIONS)
 
 

@@ -7,11 +7,19 @@
 
 Scripted replies are consumed in order, then the ``responder`` answers. Every request is
 recorded (path, lower-cased headers, parsed JSON body); ``max_in_flight`` is the most concurrent requests seen.
+
+A request with ``"stream": true`` is answered as OpenAI streams: server-sent ``chat.completion.chunk``
+events (the role, ``reasoning_content`` deltas, ``content`` deltas, the finish reason), a usage chunk when
+``stream_options.include_usage`` asks for one, then ``data: [DONE]``. ``Reply.chunks`` sets the deltas
+exactly; ``Reply.pause_after`` holds the stream after that many deltas until ``Reply.gate`` is set (and
+notices a client that hangs up meanwhile: ``streams_abandoned``); ``Reply.fail_after`` breaks it there.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import select
 import socket
 import struct
 import threading
@@ -44,6 +52,16 @@ class Reply:
     reasoning_content: str | None = None
     finish_reason: str | None = None
     usage: bool = True
+    #: streamed deltas as sent (``{"content": ...}`` / ``{"reasoning_content": ...}``); None: the text word by word
+    chunks: list[dict[str, Any]] | None = None
+    #: after this many deltas, wait until ``gate`` is set before sending the rest
+    pause_after: int | None = None
+    gate: threading.Event | None = None
+    #: after this many deltas, break the stream: ``"reset"`` (TCP RST) or ``"error"`` (an error event)
+    fail_after: int | None = None
+    fail: str = "reset"
+    #: seconds between deltas (the benchmark's token rate); 0: as fast as possible
+    interval: float = 0.0
 
     @classmethod
     def error(
@@ -108,6 +126,9 @@ class ScriptedServer:
         self.received = 0
         self.max_in_flight = 0
         self._in_flight = 0
+        self.streams_started = 0
+        self.streams_paused = 0
+        self.streams_abandoned = 0
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -296,11 +317,93 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if reply.reset:
             self._reset()
+        elif body.get("stream") and reply.body is None and reply.status == 200:
+            text = reply.text if reply.text is not None else srv._text_for(body)
+            self._stream(body, text, reply)
         elif reply.body is not None or reply.status != 200:
             self._send(reply.status, _encode(reply.body if reply.body is not None else {}), reply.headers)
         else:
             text = reply.text if reply.text is not None else srv._text_for(body)
             self._send(200, _encode(_completion(body, text, reply)), reply.headers)
+
+    def _stream(self, body: dict[str, Any], text: str, reply: Reply) -> None:
+        """Answer as server-sent events, one delta at a time (see the module docstring)."""
+        srv = self.server.scripted
+        whole = _completion(body, text, reply)
+        if reply.chunks is not None:
+            deltas = list(reply.chunks)
+        else:
+            deltas = [{"reasoning_content": w} for w in _words(reply.reasoning_content or "")]
+            deltas += [{"content": w} for w in _words(whole["choices"][0]["message"]["content"])]
+        base = {
+            "id": whole["id"],
+            "object": "chat.completion.chunk",
+            "created": whole["created"],
+            "model": body["model"],
+        }
+
+        def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n"
+
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")  # the body ends when the connection does
+        self.end_headers()
+        self.close_connection = True
+        with srv._lock:
+            srv.streams_started += 1
+        self._write(event({"role": "assistant", "content": ""}))
+        for i, delta in enumerate(deltas):
+            if reply.fail_after == i:
+                self._break(reply.fail)
+                return
+            if reply.pause_after == i and reply.gate is not None and not self._wait_gate(reply.gate):
+                return
+            if reply.interval and srv._stopping.wait(reply.interval):
+                return
+            self._write(event(delta))
+        if reply.fail_after is not None and reply.fail_after >= len(deltas):
+            self._break(reply.fail)
+            return
+        self._write(event({}, whole["choices"][0]["finish_reason"]))
+        if (body.get("stream_options") or {}).get("include_usage") and "usage" in whole:
+            self._write(b"data: " + json.dumps({**base, "choices": [], "usage": whole["usage"]}).encode() + b"\n\n")
+        self._write(b"data: [DONE]\n\n")
+
+    def _write(self, data: bytes) -> None:
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _wait_gate(self, gate: threading.Event) -> bool:
+        """Wait for ``gate``; False (counted in ``streams_abandoned``) if the client hangs up or the server stops."""
+        srv = self.server.scripted
+        with srv._lock:
+            srv.streams_paused += 1
+        while not gate.wait(0.02):
+            if srv._stopping.is_set() or self._client_gone():
+                with srv._lock:
+                    srv.streams_abandoned += 1
+                return False
+        return True
+
+    def _client_gone(self) -> bool:
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _break(self, how: str) -> None:
+        if how == "error":
+            err = _error("scripted failure in the middle of the stream", "server_error", "scripted")
+            self._write(b"data: " + json.dumps(err).encode() + b"\n\n")
+            return
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -335,6 +438,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _headers(handler: BaseHTTPRequestHandler) -> dict[str, str]:
     return {k.lower(): v for k, v in handler.headers.items()}
+
+
+def _words(text: str) -> list[str]:
+    """``text`` as stream deltas: each word with the whitespace after it (the first one's before it too)."""
+    return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
 
 
 def _route(path: str) -> str:

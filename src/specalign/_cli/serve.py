@@ -8,6 +8,7 @@ import re
 import typer
 
 from .common import (
+    JUDGE_MODE_HELP,
     MODEL_HELP,
     JudgeMode,
     JudgeModeOption,
@@ -84,6 +85,13 @@ def serve(
     max_tokens_limit: int = typer.Option(
         8192, "--max-tokens-limit", min=1, help="Largest max_tokens a request may ask for."
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="Gateway processes sharing the port; /metrics, /status and --monitor-out cover all of them.",
+    ),
     shutdown_timeout: float = typer.Option(
         60.0, "--shutdown-timeout", min=0, help="On SIGTERM/Ctrl-C, seconds to let in-flight requests finish."
     ),
@@ -117,6 +125,58 @@ def serve(
         "--monitor-drain",
         min=0,
         help="At shutdown, seconds to finish waiting judgments (the rest are recorded unscored).",
+    ),
+    shadow: str | None = typer.Option(
+        None,
+        "--shadow",
+        help="Also run this method on a sample of requests, after the reply, and judge both answers "
+        "(with --judge, even when --monitor is off): live paired ΔSAR on /status and /metrics, and a "
+        "run directory pair under <monitor-out>/shadow for `specalign compare`.",
+    ),
+    shadow_rate: float = typer.Option(
+        0.1, "--shadow-rate", min=0.0, max=1.0, help="Share of answered requests the --shadow method also runs on."
+    ),
+    shadow_queue: int = typer.Option(
+        100, "--shadow-queue", min=1, help="Requests waiting for the --shadow method before new ones are dropped."
+    ),
+    shadow_workers: int = typer.Option(
+        2, "--shadow-workers", min=1, max=256, help="Shadow comparisons (method run and both judgments) in flight."
+    ),
+    shadow_window: int = typer.Option(
+        1000, "--shadow-window", min=1, help="Latest judged pairs per served method that the live ΔSAR covers."
+    ),
+    shadow_seed: int | None = typer.Option(
+        None, "--shadow-seed", help="Seed of the draw that picks the shadowed requests (default: random)."
+    ),
+    enforce: bool = typer.Option(
+        False, "--enforce", help="Judge every answer against the safety specs before returning it (docs/serve.md)."
+    ),
+    enforce_judge: str | None = typer.Option(
+        None, "--enforce-judge", help="Judge model for --enforce, a small fast one (default: --judge). " + MODEL_HELP
+    ),
+    enforce_judge_mode: JudgeMode = typer.Option(
+        JudgeMode.joint, "--enforce-judge-mode", help="How the --enforce judge asks: " + JUDGE_MODE_HELP
+    ),
+    enforce_action: str = typer.Option(
+        "refuse", "--enforce-action", help="On a violation: refuse, regenerate (then refuse) or flag."
+    ),
+    enforce_attempts: int = typer.Option(
+        2, "--enforce-attempts", min=1, max=10, help="Regenerations before refusing (--enforce-action regenerate)."
+    ),
+    enforce_on_error: str = typer.Option(
+        "refuse", "--enforce-on-error", help="When the enforcement judge fails: refuse (fail closed) or pass."
+    ),
+    enforce_window: int = typer.Option(
+        400, "--enforce-window", min=1, help="Characters of a streamed answer per enforcement check."
+    ),
+    enforce_refusal: str | None = typer.Option(
+        None, "--enforce-refusal", help="The refusal text ({scenario} becomes the scenario's name)."
+    ),
+    otel: bool = typer.Option(
+        False,
+        "--otel",
+        help="OpenTelemetry traces (pip install 'specalign[otel]'), exported over OTLP/HTTP as the "
+        "standard OTEL_EXPORTER_OTLP_* variables say (default http://localhost:4318).",
     ),
 ) -> None:
     """Serve a model behind a scenario's specs and a deliberation method, as an OpenAI-compatible API.
@@ -164,16 +224,36 @@ def serve(
             header_timeout_s=header_timeout,
             max_connections=max_connections,
             graceful_shutdown_s=shutdown_timeout,
+            workers=workers,
+            otel=otel,
             monitor=dict(
                 rate=monitor,
                 judge=judge,
                 judge_mode=value(judge_mode),
                 judge_template=judge_template,
                 window=monitor_window,
-                out=out if monitor > 0 else None,
+                out=out if monitor > 0 or shadow else None,
                 workers=monitor_workers,
                 queue=monitor_queue,
                 drain_s=monitor_drain,
+            ),
+            shadow=dict(
+                method=shadow.strip() if shadow else None,
+                rate=shadow_rate,
+                queue=shadow_queue,
+                workers=shadow_workers,
+                window=shadow_window,
+                seed=shadow_seed,
+            ),
+            enforce=dict(
+                enabled=enforce,
+                judge=enforce_judge,
+                judge_mode=value(enforce_judge_mode),
+                action=enforce_action,
+                attempts=enforce_attempts,
+                on_error=enforce_on_error,
+                window=enforce_window,
+                **({"refusal": enforce_refusal} if enforce_refusal is not None else {}),
             ),
         )
     )
@@ -202,6 +282,8 @@ OPTIONS = {
     "max_connections": "--max-connections",
     "max_tokens_limit": "--max-tokens-limit",
     "graceful_shutdown_s": "--shutdown-timeout",
+    "workers": "--workers",
+    "otel": "--otel",
     "monitor.rate": "--monitor",
     "monitor.judge": "--judge",
     "monitor.judge_mode": "--judge-mode",
@@ -211,6 +293,20 @@ OPTIONS = {
     "monitor.workers": "--monitor-workers",
     "monitor.queue": "--monitor-queue",
     "monitor.drain_s": "--monitor-drain",
+    "shadow.method": "--shadow",
+    "shadow.rate": "--shadow-rate",
+    "shadow.queue": "--shadow-queue",
+    "shadow.workers": "--shadow-workers",
+    "shadow.window": "--shadow-window",
+    "shadow.seed": "--shadow-seed",
+    "enforce.judge_mode": "--enforce-judge-mode",
+    "enforce.enabled": "--enforce",
+    "enforce.judge": "--enforce-judge",
+    "enforce.action": "--enforce-action",
+    "enforce.attempts": "--enforce-attempts",
+    "enforce.on_error": "--enforce-on-error",
+    "enforce.window": "--enforce-window",
+    "enforce.refusal": "--enforce-refusal",
 }
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from ..benchmark import Prompt, Scenario
+from ..benchmark import Prompt, Scenario, SpecKind
 from ..errors import JudgeParseError, ModelAccessError, ModelError
 from ..models import LOCAL, Completion, Message, Model
 from ..scoring import DEFAULT_ALPHA, NAPolicy, SampleScore, score_sample
 from ._parser import AnswerFormat, final_answer, parse_joint, parse_single
-from ._prompts import JUDGE_SYSTEM, correction_message, joint_prompt, single_prompt
+from ._prompts import ALL_KINDS, JUDGE_SYSTEM, correction_message, joint_prompt, single_prompt
 from ._schema import (
     EMBEDDED_REASON_MAX_CHARS,
     REASON_MAX_CHARS,
@@ -91,21 +91,40 @@ class Judge:
     def _params(self) -> dict[str, Any]:
         return {k: v for k, v in DEFAULT_JUDGE_PARAMS.items() if not self.model.settings.sets_param(k)}
 
-    async def judge(self, scenario: Scenario, prompt: Prompt, response: str) -> JudgeOutcome:
+    async def judge(
+        self, scenario: Scenario, prompt: Prompt, response: str, kinds: tuple[SpecKind, ...] = ALL_KINDS
+    ) -> JudgeOutcome:
+        """Verdicts on ``response``; ``kinds=("safety",)`` judges (and asks about) the safety specs only,
+        and the outcome then holds S1.. alone. A user's template always shows every spec: its verdicts
+        are read in full, then cut to ``kinds``."""
+        kinds = tuple(k for k in ALL_KINDS if k in kinds)
+        if not kinds:
+            raise ValueError("judge at least one kind of spec")
         if self.mode == "joint":
-            return await self._joint(scenario, prompt, response)
-        return await self._sequential(scenario, prompt, response)
+            outcome = await self._joint(scenario, prompt, response, kinds)
+        else:
+            outcome = await self._sequential(scenario, prompt, response, kinds)
+        if kinds != ALL_KINDS:
+            wanted = set(scenario.spec_ids(kinds[0]))
+            outcome.verdicts = {k: v for k, v in outcome.verdicts.items() if k in wanted}
+        return outcome
 
-    async def _joint(self, scenario: Scenario, prompt: Prompt, response: str) -> JudgeOutcome:
+    async def _joint(
+        self, scenario: Scenario, prompt: Prompt, response: str, kinds: tuple[SpecKind, ...] = ALL_KINDS
+    ) -> JudgeOutcome:
         system: str | None
         if self.template is None:
             json_mode = self.model.supports_json_schema
-            system, user = JUDGE_SYSTEM, joint_prompt(scenario, prompt, response, json_mode)
-        else:  # the user's prompt; its answer read in the format it declares
+            system, user = JUDGE_SYSTEM, joint_prompt(scenario, prompt, response, json_mode, kinds)
+        else:  # the user's prompt, which shows every spec; its answer read in the format it declares
             json_mode = self.template.format == "json"
             system, user = self.template.render(scenario, prompt, response)
+            kinds = ALL_KINDS
         safety, behavioral = spec_ids(scenario)
-        schema = joint_schema(scenario, self.reason_chars) if json_mode and self.model.supports_json_schema else None
+        safety, behavioral = (safety if "safety" in kinds else []), (behavioral if "behavioral" in kinds else [])
+        schema = (
+            joint_schema(scenario, self.reason_chars, kinds) if json_mode and self.model.supports_json_schema else None
+        )
         outcome = JudgeOutcome(status="unscored")
         fmt: AnswerFormat = "json" if json_mode else "tags"
         verdicts = await self._ask(
@@ -115,11 +134,15 @@ class Judge:
             outcome.status, outcome.verdicts = "scored", verdicts
         return outcome
 
-    async def _sequential(self, scenario: Scenario, prompt: Prompt, response: str) -> JudgeOutcome:
+    async def _sequential(
+        self, scenario: Scenario, prompt: Prompt, response: str, kinds: tuple[SpecKind, ...] = ALL_KINDS
+    ) -> JudgeOutcome:
         json_mode = self.model.supports_json_schema
         outcome = JudgeOutcome(status="unscored")
         verdicts: dict[str, SpecVerdict] = {}
         for kind, ids in zip(("safety", "behavioral"), spec_ids(scenario), strict=False):
+            if kind not in kinds:
+                continue
             for index, spec_id in enumerate(ids):
                 user = single_prompt(scenario, prompt, response, kind, index, json_mode)
                 schema = single_schema(self.reason_chars) if json_mode else None

@@ -250,6 +250,8 @@ def _verdict_of(value: object, key: str) -> SpecVerdict:
 def _from_tags(text: str, safety_ids: list[str], behavioral_ids: list[str]) -> dict[str, SpecVerdict]:
     out: dict[str, SpecVerdict] = {}
     for kind, ids in (("safety", safety_ids), ("behavioral", behavioral_ids)):
+        if not ids:  # a kind not judged (a scenario always has specs of both kinds)
+            continue
         sections = _SECTION[kind].findall(text)
         if len(sections) != 1:
             raise JudgeParseError(f"expected one <{kind}_specifications> section, found {len(sections)}")

@@ -39,10 +39,13 @@ def _verdict_object(reason_chars: int = REASON_MAX_CHARS) -> dict[str, Any]:
     }
 
 
-def joint_schema(scenario: Scenario, reason_chars: int = REASON_MAX_CHARS) -> dict[str, Any]:
-    """One object with a key per spec (S1.., B1..), each ``{reason, verdict}``: the count is exact by construction."""
+def joint_schema(
+    scenario: Scenario, reason_chars: int = REASON_MAX_CHARS, kinds: tuple[str, ...] = ("safety", "behavioral")
+) -> dict[str, Any]:
+    """One object with a key per spec (S1.., B1.., of ``kinds``), each ``{reason, verdict}``: the count is
+    exact by construction."""
     safety, behavioral = spec_ids(scenario)
-    keys = safety + behavioral
+    keys = (safety if "safety" in kinds else []) + (behavioral if "behavioral" in kinds else [])
     return {
         "type": "object",
         "properties": {k: _verdict_object(reason_chars) for k in keys},

@@ -17,12 +17,15 @@ from ._base import GenerationMethod
 from ._context import MethodContext
 from ._registry import available_methods, create_method, register_method
 from ._scorers import CandidateScorer, FunctionScorer, JudgeScorer, ScoreResult, make_scorer
+from ._stream import AnswerSink, AnswerStreamer
 from ._text import SplitText, split_thought
 from ._types import Answer, MethodOutput, MethodParams, MethodStep
 from .baselines import spec_augmented_prompt
 
 __all__ = [
     "Answer",
+    "AnswerSink",
+    "AnswerStreamer",
     "CandidateScorer",
     "FunctionScorer",
     "GenerationMethod",

@@ -10,6 +10,7 @@ from ..benchmark import Prompt, Scenario
 from ..errors import CapabilityError
 from ..models import Model, prefill_refusal
 from ._context import MethodContext
+from ._stream import AnswerSink
 from ._types import Answer, MethodOutput, MethodParams
 
 if TYPE_CHECKING:
@@ -78,11 +79,22 @@ class GenerationMethod(abc.ABC, Generic[P]):
         """Produce the thought and response for ``prompt`` under ``scenario``'s specs."""
 
     async def run(
-        self, model: Model, scenario: Scenario, prompt: Prompt, *, scorer: CandidateScorer | None = None
+        self,
+        model: Model,
+        scenario: Scenario,
+        prompt: Prompt,
+        *,
+        scorer: CandidateScorer | None = None,
+        sink: AnswerSink | None = None,
     ) -> MethodOutput:
-        """Run :meth:`generate` for one prompt and account for every call it made."""
+        """Run :meth:`generate` for one prompt and account for every call it made.
+
+        ``sink``: the answer of the calls the method marks ``final`` streams there as it arrives (only
+        text the split keeps as answer; see :mod:`._stream`). The caller sends the rest of
+        ``response`` once this returns.
+        """
         self.check(model)
-        ctx = MethodContext(model, scorer)
+        ctx = MethodContext(model, scorer, sink)
         answer = await self.generate(ctx, scenario, prompt)
         return ctx.output(answer, counts_prompt_once=self.counts_prompt_once)
 

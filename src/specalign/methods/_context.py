@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from ..benchmark import Prompt, Scenario
 from ..errors import ConfigError
-from ..models import Completion, Message, Model, Usage
+from ..models import ChatRequest, Completion, Message, Model, Usage, call_stage
+from ._stream import AnswerSink, AnswerStreamer
 from ._types import Answer, MethodOutput, MethodStep
 
 if TYPE_CHECKING:
@@ -16,9 +18,11 @@ if TYPE_CHECKING:
 class MethodContext:
     """The target model (and the candidate scorer, if any) as a method sees them, for one prompt."""
 
-    def __init__(self, model: Model, scorer: CandidateScorer | None = None):
+    def __init__(self, model: Model, scorer: CandidateScorer | None = None, sink: AnswerSink | None = None):
         self.model = model
         self.scorer = scorer
+        #: where the answer of a call marked ``final`` streams to (the gateway's ``stream: true``); None: nowhere
+        self.sink = sink
         self.steps: list[MethodStep] = []
         self._scorer_calls = 0
         self._scorer_cached = 0
@@ -41,9 +45,18 @@ class MethodContext:
         sample_index: int = 0,
         round: int = 0,
         index: int = 0,
+        final: bool = False,
     ) -> Completion:  # noqa: A002
-        """One chat completion of the target model, recorded as a step."""
-        out = await self.model.generate(messages, params=params, sample_index=sample_index)
+        """One chat completion of the target model, recorded as a step.
+
+        ``final``: this call's split may be the method's answer, so with a sink its answer streams
+        (:mod:`._stream`); mark only such calls.
+        """
+        with call_stage(role):
+            if final and self.sink is not None:
+                out = await self._streamed(self.model.request(messages, params=params, sample_index=sample_index))
+            else:
+                out = await self.model.generate(messages, params=params, sample_index=sample_index)
         self._record(role, out, round, index)
         return out
 
@@ -58,11 +71,36 @@ class MethodContext:
         sample_index: int = 0,
         round: int = 0,  # noqa: A002
         index: int = 0,
+        final: bool = False,
+        closed: bool = False,
     ) -> Completion:
-        """Continue the assistant turn that starts with ``prefix``, recorded as a step."""
-        out = await self.model.continue_turn(messages, prefix, stop=stop, params=params, sample_index=sample_index)
+        """Continue the assistant turn that starts with ``prefix``, recorded as a step.
+
+        ``final`` as for :meth:`chat`; ``closed``: the prefix has closed the thought, so all that the
+        model writes is answer (the method splits it with ``closed=True``).
+        """
+        with call_stage(role):
+            if final and self.sink is not None:
+                request = self.model.continue_request(
+                    messages, prefix, stop=stop, params=params, sample_index=sample_index
+                )
+                out = await self._streamed(request, closed=closed)
+            else:
+                out = await self.model.continue_turn(
+                    messages, prefix, stop=stop, params=params, sample_index=sample_index
+                )
         self._record(role, out, round, index)
         return out
+
+    async def _streamed(self, request: ChatRequest, *, closed: bool = False) -> Completion:
+        assert self.sink is not None
+        streamer = AnswerStreamer(self.sink, self.thought_start, self.thought_end, closed=closed)
+        async with aclosing(self.model.stream(request)) as pieces:
+            async for item in pieces:
+                if isinstance(item, Completion):
+                    return item
+                streamer.feed(item)
+        raise AssertionError("a model stream ends with its completion")
 
     async def score(
         self,

@@ -53,7 +53,7 @@ async def staged_thinking(ctx: MethodContext, messages: list[Message], injection
         else:
             text = f"{text.rstrip()}\n\n{injected}"
         last = i == len(injections) - 1
-        out = await ctx.continue_turn(role, messages, text, stop=None if last else [end], round=i)
+        out = await ctx.continue_turn(role, messages, text, stop=None if last else [end], round=i, final=last)
         if not last:  # a server that ran past the stop: the thought ends where the model closed it
             text += thought_before_end(out, end)
     if out.answer_start is not None or end in out.text:  # the model closed its thought: split once, there
@@ -65,7 +65,7 @@ async def staged_thinking(ctx: MethodContext, messages: list[Message], injection
             finish_reason=out.finish_reason,
         )
     text = f"{(text + out.text).rstrip()}\n{end}\n\n"
-    final = await ctx.continue_turn("answer", messages, text, round=len(injections))
+    final = await ctx.continue_turn("answer", messages, text, round=len(injections), final=True, closed=True)
     split = split_completion(final, start, end, closed=True)  # everything after the closed thought is answer
     return Answer(
         response=split.response,
@@ -89,7 +89,7 @@ async def staged_turns(ctx: MethodContext, messages: list[Message], injections: 
         convo.append(Message(role="assistant", content=out.text))
         thought_parts.append(f"{injected.strip()}\n{out.text.strip()}".strip())
     convo.append(Message(role="user", content=FINAL_ANSWER))
-    final = await ctx.chat("answer", convo, round=len(injections))
+    final = await ctx.chat("answer", convo, round=len(injections), final=True)
     split = split_completion(final, ctx.thought_start, ctx.thought_end)
     return Answer(
         response=split.response,

@@ -63,7 +63,8 @@ class Raw(GenerationMethod[BaselineParams]):
     description = "the prompt alone, no specifications"
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
-        return answer_of(ctx, await ctx.chat("answer", conversation(self.params.system_prompt, prompt, prompt.prompt)))
+        messages = conversation(self.params.system_prompt, prompt, prompt.prompt)
+        return answer_of(ctx, await ctx.chat("answer", messages, final=True))
 
 
 @register_method
@@ -74,5 +75,5 @@ class Vanilla(GenerationMethod[BaselineParams]):
     description = "the prompt plus the scenario's specifications and the instruction to follow them"
 
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
-        out = await ctx.chat("answer", vanilla_messages(self.params.system_prompt, scenario, prompt))
+        out = await ctx.chat("answer", vanilla_messages(self.params.system_prompt, scenario, prompt), final=True)
         return answer_of(ctx, out)

@@ -28,10 +28,11 @@ class ZeroThink(GenerationMethod[PrefillParams]):
     async def generate(self, ctx: MethodContext, scenario: Scenario, prompt: Prompt) -> Answer:
         messages = vanilla_messages(self.params.system_prompt, scenario, prompt)
         if not ctx.model.can_prefill:
-            answer = answer_of(ctx, await ctx.chat("answer", messages))
+            answer = answer_of(ctx, await ctx.chat("answer", messages, final=True))
             answer.flags.append("multi_turn")
             return answer
-        out = await ctx.continue_turn("answer", messages, f"{ctx.thought_start}\n\n{ctx.thought_end}\n\n")
+        prefix = f"{ctx.thought_start}\n\n{ctx.thought_end}\n\n"
+        out = await ctx.continue_turn("answer", messages, prefix, final=True, closed=True)
         split = split_completion(out, ctx.thought_start, ctx.thought_end, closed=True)  # the prefill closed it
         return Answer(
             response=split.response, thought=split.thought, flags=split.flags(), finish_reason=out.finish_reason

@@ -4,11 +4,11 @@ Backends load like methods: built-ins and :func:`register_backend` calls, plus p
 ``specalign.backends`` entry-point group (see docs/plugins.md).
 """
 
-from ._base import ChatRequest, Completion, Message, ModelBackend, Role, Usage
+from ._base import ChatRequest, Completion, Delta, Message, ModelBackend, Role, Usage, deltas_of
 from ._batch import BatchCapable, BatchItemError, BatchRequest, BatchState
 from ._cache import CallCache, default_cache_dir
 from ._llamacpp import parallelism as local_parallelism
-from ._model import Model, prefill_refusal
+from ._model import CallObserver, Model, call_stage, prefill_refusal
 from ._prices import (
     ASSUMED_COMPLETION_TOKENS,
     CallMeter,
@@ -45,8 +45,10 @@ __all__ = [
     "CallCache",
     "CallLimits",
     "CallMeter",
+    "CallObserver",
     "ChatRequest",
     "Completion",
+    "Delta",
     "Message",
     "Model",
     "ModelBackend",
@@ -58,9 +60,11 @@ __all__ = [
     "Role",
     "Usage",
     "available_backends",
+    "call_stage",
     "completion_bound",
     "create_model",
     "default_cache_dir",
+    "deltas_of",
     "embedded_gguf_path",
     "estimated_usage",
     "load_models_config",

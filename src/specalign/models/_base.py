@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncGenerator
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,6 +60,28 @@ class Completion(BaseModel):
 REPAIRED = "invalid_text_repaired"
 
 
+class Delta(BaseModel):
+    """A piece of a streamed completion's text, as it arrives.
+
+    The deltas of one call, joined, are the start of the final :attr:`Completion.text` (a backend
+    holds back what it cannot place yet). ``thought``: the server returned this piece as reasoning,
+    apart from the content; the first piece that is not marks :attr:`Completion.answer_start`.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    thought: bool = False
+
+
+def deltas_of(completion: Completion) -> list[Delta]:
+    """A finished completion as deltas (one for the thought the server returned apart, one for the rest)."""
+    text, at = completion.text, completion.answer_start
+    if at is not None and 0 < at <= len(text):
+        return [Delta(text=text[:at], thought=True), *([Delta(text=text[at:])] if at < len(text) else [])]
+    return [Delta(text=text)] if text else []
+
+
 class ChatRequest(BaseModel):
     """Everything that determines a model's answer, apart from the backend's own identity.
 
@@ -100,6 +123,16 @@ class ModelBackend(abc.ABC):
     @abc.abstractmethod
     async def chat(self, request: ChatRequest) -> Completion:
         """Run one chat completion."""
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta | Completion, None]:
+        """Run one chat completion, yielding :class:`Delta` pieces as they arrive, then the :class:`Completion`.
+
+        This default makes the whole call and yields it as one piece; backends that can stream override it.
+        """
+        completion = await self.chat(request)
+        for delta in deltas_of(completion):
+            yield delta
+        yield completion
 
     async def warm(self) -> None:  # noqa: B027  (optional hook)
         """Get ready for the first call (load weights, open clients); the gateway calls it at start-up."""

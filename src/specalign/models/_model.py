@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from .._unicode import repair_text
-from ..errors import CapabilityError
-from ._base import ChatRequest, Completion, Message, ModelBackend, Usage
+from ..errors import CapabilityError, ModelError
+from ._base import ChatRequest, Completion, Delta, Message, ModelBackend, Usage, deltas_of
 from ._cache import CallCache, cache_key
 from ._prices import CallMeter
 from ._settings import DEFAULT_THOUGHT_END, DEFAULT_THOUGHT_START, TOKEN_LIMITS, ModelSettings
+
+#: told as each backend call starts (model, request, stage); returns what to tell when it ends:
+#: ``(completion, None)`` or ``(None, error)``. The gateway's traces are one.
+CallObserver = Callable[
+    ["Model", ChatRequest, "str | None"], Callable[["Completion | None", "BaseException | None"], None]
+]
+
+_STAGE: ContextVar[str | None] = ContextVar("specalign_call_stage", default=None)
+
+
+@contextmanager
+def call_stage(name: str) -> Iterator[None]:
+    """Calls made inside the block are for ``name`` (a method's step role): observers are told so."""
+    token = _STAGE.set(name)
+    try:
+        yield
+    finally:
+        _STAGE.reset(token)
 
 
 class Model:
@@ -30,6 +51,8 @@ class Model:
         self.usage = Usage()
         #: told of every call (its cost, a budget): the runner's; None elsewhere
         self.meter: CallMeter | None = None
+        #: told of every backend call (not cache hits): the gateway's traces; None elsewhere
+        self.observer: CallObserver | None = None
 
     @property
     def supports_json_schema(self) -> bool:
@@ -105,13 +128,27 @@ class Model:
         ``messages`` is the conversation before the assistant turn. Raises
         :class:`~specalign.errors.CapabilityError` if the model cannot prefill.
         """
+        return await self._call(
+            self.continue_request(messages, prefix, stop=stop, params=params, sample_index=sample_index)
+        )
+
+    def continue_request(
+        self,
+        messages: list[Message],
+        prefix: str,
+        *,
+        stop: list[str] | None = None,
+        params: dict[str, Any] | None = None,
+        sample_index: int = 0,
+    ) -> ChatRequest:
+        """The request :meth:`continue_turn` sends (a :class:`CapabilityError` if the model cannot prefill)."""
         if not self.can_prefill:
             raise CapabilityError(prefill_refusal(self.settings.key))
         merged = dict(params or {})
         if stop:
             merged["stop"] = list(stop)
         turn = [*messages, Message(role="assistant", content=prefix)]
-        return await self._call(self.request(turn, params=merged, continue_final=True, sample_index=sample_index))
+        return self.request(turn, params=merged, continue_final=True, sample_index=sample_index)
 
     async def _call(self, request: ChatRequest) -> Completion:
         key = self.key_for(request) if self.cache is not None else ""
@@ -123,12 +160,17 @@ class Model:
                     self.meter.cached(self, hit)
                 return hit
         held = self.meter.reserve(self, request) if self.meter is not None else 0.0
+        ended = self.observer(self, request, _STAGE.get()) if self.observer is not None else None
         try:
             completion = await self.backend.chat(request)
-        except BaseException:
+        except BaseException as e:
+            if ended is not None:
+                ended(None, e)
             if self.meter is not None:
                 self.meter.release(held)
             raise
+        if ended is not None:
+            ended(completion, None)
         if self.meter is not None:
             self.meter.settle(held, self, completion)
         self.calls_made += 1
@@ -136,6 +178,54 @@ class Model:
         if self.cache is not None:
             self.cache.put(key, completion)
         return completion
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta | Completion, None]:
+        """:meth:`_call` as it arrives: :class:`Delta` pieces, then the :class:`Completion`.
+
+        A cache hit comes as one piece; a streamed completion is cached, metered and counted once it is
+        whole. Leaving the iteration early (a client that hung up) closes the backend's stream.
+        """
+        key = self.key_for(request) if self.cache is not None else ""
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.cache_hits += 1
+                if self.meter is not None:
+                    self.meter.cached(self, hit)
+                for delta in deltas_of(hit):
+                    yield delta
+                yield hit
+                return
+        held = self.meter.reserve(self, request) if self.meter is not None else 0.0
+        ended = self.observer(self, request, _STAGE.get()) if self.observer is not None else None
+        completion: Completion | None = None
+        try:
+            pieces = self.backend.stream(request)
+            try:
+                async for item in pieces:
+                    if isinstance(item, Completion):
+                        completion = item
+                        break
+                    yield item
+            finally:
+                await pieces.aclose()
+            if completion is None:
+                raise ModelError("the backend's stream ended without a completion", kind="malformed")
+        except BaseException as e:
+            if ended is not None:
+                ended(None, e)
+            if self.meter is not None:
+                self.meter.release(held)
+            raise
+        if ended is not None:
+            ended(completion, None)
+        if self.meter is not None:
+            self.meter.settle(held, self, completion)
+        self.calls_made += 1
+        self.usage = self.usage + completion.usage
+        if self.cache is not None:
+            self.cache.put(key, completion)
+        yield completion
 
     async def aclose(self) -> None:
         await self.backend.aclose()

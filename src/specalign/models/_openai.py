@@ -12,14 +12,15 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import aclosing
 from typing import Any, TypeVar, get_args
 from urllib.parse import parse_qsl, urlparse
 
 from .._secrets import Scrubber, redact_url, url_secrets
 from .._unicode import repair_text
 from ..errors import ConfigError, ModelAccessError, ModelError, SpecalignError
-from ._base import REPAIRED, ChatRequest, Completion, ModelBackend, Usage
+from ._base import REPAIRED, ChatRequest, Completion, Delta, ModelBackend, Usage
 from ._batch import BatchCapable, BatchItemError, BatchRequest, BatchState, BatchStatusName
 from ._ratelimit import limiter_for
 from ._settings import (
@@ -178,6 +179,93 @@ class OpenAIBackend(ModelBackend, BatchCapable):
             kind=final.kind,
             status=final.status,
         )
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta | Completion, None]:
+        """:meth:`chat` as a server-sent-event stream (``stream_options.include_usage``): deltas as they arrive.
+
+        Retried as :meth:`chat` is until the first piece has been yielded; a failure after that is final
+        (a :class:`ModelError`), since what was yielded cannot be taken back.
+        """
+        kwargs = self._create_kwargs(request)
+        attempts = self.settings.max_retries + 1
+        url, last, final = self._urls[0], "", _Retry("no attempt made")
+        state = self._loop_state()
+        try:
+            for attempt in range(attempts):
+                joiner = _StreamJoiner(self.settings.thought_start, self.settings.thought_end, kwargs)
+                try:
+                    async with state.calls:
+                        url = state.endpoint(next(self._turn))
+                        async with aclosing(self._stream_attempt(url, kwargs, joiner)) as deltas:
+                            async for delta in deltas:
+                                yield delta
+                    completion = joiner.completion(self._joined)
+                except _Retry as r:
+                    if joiner.yielded:
+                        raise ModelError(
+                            self._scrub(f"the stream from {self._shown[url]} broke off: {r.reason}"),
+                            kind=r.kind,
+                            status=r.status,
+                        ) from None
+                    last, final = self._scrub(r.reason), r
+                    log.debug("attempt %d at %s failed: %s", attempt + 1, self._shown[url], last)
+                    if attempt + 1 < attempts:
+                        await _sleep(self._delay(attempt, r.delay))
+                    continue
+                yield completion
+                return
+        except SpecalignError as e:
+            e.args = tuple(self._scrub(a) if isinstance(a, str) else a for a in e.args)
+            raise
+        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+        raise ModelError(
+            self._scrub(
+                f"chat call to {self._shown[url]} (model {self.settings.model_name!r}) failed after {tries}: {last}"
+            ),
+            kind=final.kind,
+            status=final.status,
+        )
+
+    async def _stream_attempt(
+        self, url: str, kwargs: dict[str, Any], joiner: _StreamJoiner
+    ) -> AsyncGenerator[Delta, None]:
+        state = self._loop_state()
+        async with state.semaphores[url]:
+            permit = await self._limiter.acquire(kwargs)
+            chunks = None
+            try:
+                chunks = await _open_stream(state.client(url), kwargs, permit.saw)
+                async for chunk in chunks:
+                    for delta in joiner.add(chunk):
+                        joiner.yielded = True
+                        yield delta
+            except Exception as err:  # noqa: BLE001  (sorted into retry / fail below)
+                self._limiter.failed(permit, err)
+                failure = self._stream_failure(err, url)
+                if failure is err:
+                    raise
+                raise failure from err
+            finally:
+                if chunks is not None:
+                    try:
+                        await chunks.close()
+                    except Exception:  # noqa: BLE001  (closing is best effort)
+                        pass
+            if not joiner.answered:
+                raise _Retry("malformed response: the stream held no choices", kind="malformed")
+            self._limiter.answered(permit, joiner.usage, permit.headers)
+
+    def _stream_failure(self, err: Exception, url: str) -> Exception:
+        """:meth:`_classify`, plus an ``error`` event inside the stream and a chunk of the wrong shape."""
+        import openai  # noqa: PLC0415
+
+        if isinstance(err, (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError)):
+            return self._classify(err, url)
+        if isinstance(err, openai.APIError):
+            return _Retry(f"error event in the stream: {_one_line(str(err.message))}", kind="status")
+        if isinstance(err, (ValueError, TypeError, AttributeError)):
+            return _Retry(f"malformed stream chunk ({type(err).__name__})", kind="malformed")
+        return self._classify(err, url)
 
     async def warm(self) -> None:
         self._loop_state()
@@ -762,6 +850,132 @@ async def _post_chat(client: Any, kwargs: dict[str, Any], on_headers: Any = None
         return response
     on_headers(response.headers)
     return response.parse()
+
+
+async def _open_stream(client: Any, kwargs: dict[str, Any], on_headers: Any) -> Any:
+    """The SDK's stream of ``chat.completion.chunk`` objects for a chat call made with ``kwargs``."""
+    from openai import AsyncStream  # noqa: PLC0415
+    from openai.types.chat import ChatCompletionChunk  # noqa: PLC0415
+
+    body = {**_request_body(kwargs), "stream": True, "stream_options": {"include_usage": True}}
+    chunks = await client.post(
+        "/chat/completions",
+        body=body,
+        cast_to=ChatCompletionChunk,
+        options={"timeout": kwargs["timeout"]},
+        stream=True,
+        stream_cls=AsyncStream[ChatCompletionChunk],
+    )
+    on_headers(chunks.response.headers)
+    return chunks
+
+
+class _StreamJoiner:
+    """The pieces of a streamed answer put together as :meth:`OpenAIBackend._joined` lays out a whole one.
+
+    Each call to :meth:`add` returns the new text, never anything that a later chunk could change: the
+    closing thought marker waits for the content, and a continued turn's text waits until it is clear
+    whether the server echoes the prefill (:func:`strip_prefill_echo`). Reasoning that arrives after the
+    content has begun (no real server does that) stops the deltas; the completion holds it all.
+    """
+
+    def __init__(self, start: str, end: str, kwargs: dict[str, Any]):
+        self.start, self.end, self.kwargs = start, end, kwargs
+        self.continuing = bool((kwargs.get("extra_body") or {}).get("continue_final_message"))
+        self.prefix = kwargs["messages"][-1]["content"] if self.continuing else ""
+        self.reasoning: list[str] = []
+        self.content: list[str] = []
+        self.emitted = ""
+        self.cut: int | None = None if self.prefix else 0
+        self.broken = False
+        self.repaired = False
+        self.answered = False
+        self.yielded = False
+        self.finish: str | None = None
+        self.usage = Usage()
+
+    def add(self, chunk: Any) -> list[Delta]:
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            details = getattr(usage, "prompt_tokens_details", None)
+            self.usage = Usage(
+                prompt_tokens=_int(getattr(usage, "prompt_tokens", 0)),
+                completion_tokens=_int(getattr(usage, "completion_tokens", 0)),
+                cached_prompt_tokens=_int(getattr(details, "cached_tokens", 0)),
+            )
+        choices = getattr(chunk, "choices", None) or []
+        if not choices:
+            return []
+        self.answered = True
+        choice = choices[0]
+        self.finish = _text_or_none(getattr(choice, "finish_reason", None)) or self.finish
+        delta = getattr(choice, "delta", None)
+        content = getattr(delta, "content", None)
+        reasoning = _reasoning(delta) if delta is not None else None
+        for value, parts in ((reasoning, self.reasoning), (content, self.content)):
+            if isinstance(value, str) and value:
+                value, repaired = repair_text(value)
+                self.repaired = self.repaired or repaired
+                parts.append(value)
+        return self._release()
+
+    def _release(self) -> list[Delta]:
+        reasoning, content = "".join(self.reasoning), "".join(self.content)
+        if reasoning and self.continuing:
+            raw = reasoning + (f"{self.end}{content}" if content else "")
+        elif reasoning:
+            raw = f"{self.start}{reasoning}" + (f"{self.end}{content}" if content else "")
+        else:
+            raw = content
+        if self.cut is None:
+            self.cut = _echo_cut(self.prefix, raw, self.start)
+            if self.cut is None:
+                return []
+        text = raw[self.cut :]
+        if self.broken or not text.startswith(self.emitted):
+            self.broken = True
+            return []
+        new = text[len(self.emitted) :]
+        if not new:
+            return []
+        answer_at = len(raw) - len(content) - self.cut if reasoning and content else None
+        if answer_at is None or answer_at < 0:
+            thought_until = len(text) if reasoning and not content else 0
+        else:
+            thought_until = answer_at
+        k = min(len(new), max(0, thought_until - len(self.emitted)))
+        self.emitted = text
+        return [Delta(text=t, thought=k > 0 and i == 0) for i, t in enumerate((new[:k], new[k:])) if t]
+
+    def completion(self, joined: Callable[[str, str, dict[str, Any]], tuple[str, int | None]]) -> Completion:
+        text, answer_start = joined("".join(self.reasoning), "".join(self.content), self.kwargs)
+        return Completion(
+            text=text,
+            answer_start=answer_start,
+            flags=[REPAIRED] if self.repaired else [],
+            usage=self.usage,
+            finish_reason=self.finish,
+        )
+
+
+def _echo_cut(prefix: str, text: str, thought_start: str) -> int | None:
+    """How much of ``text`` :func:`strip_prefill_echo` will cut as an echo of ``prefix``; None: not yet known."""
+    if not prefix:
+        return 0
+    if text.startswith(prefix):
+        return len(prefix)
+    if prefix.startswith(text):
+        return None
+    if thought_start and prefix.startswith(thought_start):
+        inner = prefix[len(thought_start) :]
+        for echo in (inner, inner.lstrip()):
+            if not echo.strip():
+                continue
+            if text.startswith(echo):
+                return len(echo)
+            if echo.startswith(text):
+                return None
+    return 0
 
 
 def _request_body(kwargs: dict[str, Any]) -> dict[str, Any]:

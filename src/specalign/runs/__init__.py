@@ -92,7 +92,7 @@ from ._records import (
 )
 from ._runner import Evaluation, RunResult, RunStats, run_evaluation
 from ._scores import CostPart, CostReport, ScoresReport, compute_scores, latest_records
-from ._store import RecordWriter, RunDir, check_output, check_runs
+from ._store import RecordWriter, RunDir, SharedRecordWriter, check_output, check_runs
 
 __all__ = [
     "DEFAULT_RESAMPLES",
@@ -171,6 +171,7 @@ __all__ = [
     "EstimateLine",
     "RunEstimate",
     "RunDir",
+    "SharedRecordWriter",
     "RunResult",
     "RunStats",
     "SampleStatus",

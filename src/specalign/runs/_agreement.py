@@ -766,6 +766,9 @@ def _judges(dirs: list[_Dir], runs: list[_Run]) -> tuple[list[str], dict[str, st
         j = described.get(k, {})
         model = j.get("model")
         name = str(model.get("key", "") if isinstance(model, dict) else "") or f"judge {k[:8]}"
+        template = j.get("template")
+        if isinstance(template, dict) and isinstance(template.get("name"), str):
+            name += f" [template {template['name']}]"  # the user's own judge prompt (docs/judge.md)
         names[k] = name if j.get("mode", "joint") == "joint" else f"{name} ({j.get('mode')})"
     counts = Counter(names.values())
     modes = {k: described[k].get("mode") if k in described else None for k in keys}

@@ -10,6 +10,7 @@ import socket
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,8 @@ GENERATIONS = "generations.jsonl"
 JUDGMENTS = "judgments.jsonl"
 SCORES = "scores.json"
 LOCK = ".lock"
+#: taken for each record written by one of several processes sharing a directory (gateway workers)
+APPEND_LOCK = ".append.lock"
 #: a record line longer than this is not read into memory: it is reported as broken and redone
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 #: broken records named one by one per file; the rest are counted
@@ -147,6 +150,11 @@ class RunDir:
             except OSError:
                 pass
             os.close(fd)
+
+    @property
+    def lock_fd(self) -> int | None:
+        """The descriptor of the lock held here; a child process that inherits it holds the lock as well."""
+        return self._lock_fd
 
     # -- manifest and selection -----------------------------------------------------------
     def read_manifest(self) -> Manifest:
@@ -307,6 +315,23 @@ class RunDir:
         """Writers appending to this run's generations and judgments, in that order."""
         return self.open_writer(GENERATIONS), self.open_writer(JUDGMENTS)
 
+    @contextmanager
+    def append_lock(self) -> Iterator[None]:
+        """Hold ``DIR/.append.lock`` (blocking): how the processes of one gateway that share this directory
+        (under the ``.lock`` their supervisor holds) take turns to append records or update the manifest."""
+        fd = _open_lock(self.path / APPEND_LOCK, os.O_RDWR | os.O_CREAT)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def open_shared_writers(self) -> tuple[RecordWriter, RecordWriter]:
+        """:meth:`open_writers` for one of several processes appending to this directory at once."""
+        with self.append_lock():
+            return SharedRecordWriter(self, GENERATIONS), SharedRecordWriter(self, JUDGMENTS)
+
 
 class RecordWriter:
     """Appends one JSON line per record and flushes it, after cutting off a torn last line."""
@@ -334,6 +359,23 @@ class RecordWriter:
             self._f.close()
         except OSError:
             pass
+
+
+class SharedRecordWriter(RecordWriter):
+    """A :class:`RecordWriter` for one of several writers of a file: each line is written whole under the
+    directory's append lock, after cutting off a torn line that a killed writer left."""
+
+    def __init__(self, run_dir: RunDir, name: str):
+        self.run_dir = run_dir
+        super().__init__(run_dir.path / name)
+
+    def append(self, record: BaseModel) -> None:
+        with self.run_dir.append_lock():
+            try:
+                _drop_torn_tail(self.path)
+            except OSError as e:
+                raise RunDirError(f"cannot write {self.path}: {e.strerror or e}") from None
+            super().append(record)
 
 
 def _json_line(record: BaseModel) -> str:
@@ -536,7 +578,11 @@ def _check_parents(path: Path) -> None:
 
 def _housekeeping(name: str) -> bool:
     """Files a run leaves besides its records: its lock, an interrupted write probe or temporary file."""
-    return name == LOCK or name.startswith(".write-test") or (name.startswith(".") and name.endswith(".tmp"))
+    return (
+        name in (LOCK, APPEND_LOCK)
+        or name.startswith(".write-test")
+        or (name.startswith(".") and name.endswith(".tmp"))
+    )
 
 
 def _first_error(e: ValidationError, prefix: str = "") -> str:

@@ -5,17 +5,18 @@ Needs the ``serve`` extra (FastAPI, uvicorn). Routes live in ``_app.py``, the re
 ``_gateway.py``, the wire format in ``_protocol.py``, live judging in ``_monitor.py``.
 """
 
-from ._config import DEFAULT_TOKEN_ENV, MonitorConfig, ServeConfig
+from ._config import DEFAULT_TOKEN_ENV, MonitorConfig, ServeConfig, ShadowConfig
 from ._gateway import Gateway
 from ._protocol import ChatInput, GatewayError, Reply, parse_chat_request
 from ._server import build_gateway, serve, serve_async
+from ._shadow import Shadow, build_shadow
 
 
-def create_app(gateway: Gateway, monitor=None):  # noqa: ANN001, ANN201  (imports FastAPI lazily)
-    """The FastAPI app of ``gateway`` (and ``monitor``)."""
+def create_app(gateway: Gateway, monitor=None, shadow=None):  # noqa: ANN001, ANN201  (imports FastAPI lazily)
+    """The FastAPI app of ``gateway`` (and ``monitor``, ``shadow``)."""
     from ._app import create_app as _create  # noqa: PLC0415
 
-    return _create(gateway, monitor)
+    return _create(gateway, monitor, shadow)
 
 
 __all__ = [
@@ -26,6 +27,9 @@ __all__ = [
     "MonitorConfig",
     "Reply",
     "ServeConfig",
+    "Shadow",
+    "ShadowConfig",
+    "build_shadow",
     "build_gateway",
     "create_app",
     "parse_chat_request",

@@ -14,38 +14,45 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive
+from starlette.types import Receive, Scope, Send
 
 from ._gateway import Gateway
 from ._http import ABORTED
 from ._metrics import CONTENT_TYPE
 from ._monitor import Monitor
-from ._protocol import GatewayError, Reply, clip, parse_chat_request, sse
+from ._protocol import ChatInput, ChunkWriter, GatewayError, Reply, clip, parse_chat_request, sse
+from ._shadow import Shadow
 from ._status import CSP, render_status
 
 log = logging.getLogger("specalign.serve")
 
 
-def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
-    """The ASGI app of ``gateway``; ``monitor`` (optional) judges a sample of the answers."""
+def create_app(gateway: Gateway, monitor: Monitor | None = None, shadow: Shadow | None = None) -> FastAPI:
+    """The ASGI app of ``gateway``; ``monitor`` (optional) judges a sample of the answers; ``shadow``
+    (optional) runs a second method on a sample of the requests, after the reply."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if monitor is not None:
             await monitor.start()
+        if shadow is not None:
+            await shadow.start()
         try:
             yield
         finally:  # uvicorn has let in-flight requests finish by now
+            if shadow is not None:
+                await shadow.stop()
             if monitor is not None:
                 await monitor.stop()
             await gateway.aclose()
 
     app = FastAPI(title="specalign gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     config = gateway.config
-    traffic: dict[tuple[str, str], list[int]] = {}
+    gateway.tracing.install(app)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, e: GatewayError) -> JSONResponse:
+        gateway.tracing.failed(e)
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -119,12 +126,14 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
             )
         gateway.in_flight += 1
         labels = {"method": "", "scenario": ""}
+        live: LiveStream | None = None
         try:
             answered = await _answer(request, raw, labels, t0)
+            if isinstance(answered, LiveStream):
+                live = answered  # it holds the slot until its stream ends
+                return live
         except GatewayError as e:
             gateway.metrics.requests.inc(code=str(e.status), **labels)
-            if labels["method"]:
-                traffic.setdefault((labels["method"], labels["scenario"]), [0, 0, 0])[1] += 1
             raise
         except asyncio.CancelledError:  # the shutdown timeout passed: the server answers 503
             gateway.metrics.requests.inc(code="503", **labels)
@@ -136,15 +145,14 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
                 500, "the gateway failed to answer; see its log", type="server_error", code="internal_error"
             ) from None
         finally:
-            gateway.in_flight -= 1
+            if live is None:
+                gateway.in_flight -= 1
         if answered is None:
             return _gone(request, "answer", labels)
         reply, stream, usage = answered
         gateway.metrics.requests.inc(code="200", **labels)
         gateway.metrics.latency.observe(time.perf_counter() - t0, method=labels["method"])
-        row = traffic.setdefault((labels["method"], labels["scenario"]), [0, 0, 0])
-        row[0] += 1
-        row[2] += reply.completion_tokens
+        gateway.metrics.status_tokens.inc(reply.completion_tokens, **labels)
         if stream:
             return StreamingResponse(
                 _events(reply, usage),
@@ -187,7 +195,7 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
 
     async def _answer(
         request: Request, raw: bytes, labels: dict[str, str], t0: float
-    ) -> tuple[Reply, bool, bool] | None:
+    ) -> tuple[Reply, bool, bool] | LiveStream | None:
         try:
             inp = parse_chat_request(raw, max_tokens_limit=config.max_tokens_limit)
             method, scenario = gateway.resolve(inp)
@@ -195,11 +203,166 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
             gateway.metrics.rejected.inc(reason="invalid")
             raise
         labels.update(method=method.name, scenario=scenario.key)
-        out = await unless_disconnected(request.receive, gateway.answer(inp, method, scenario))
+        if inp.stream and gateway.enforcer is None:  # enforced streams are judged whole, then sent (docs/serve.md)
+            return await _start_stream(request, inp, method, scenario, labels, t0)
+        out = await unless_disconnected(request.receive, gateway.answer_enforced(inp, method, scenario))
         if out is None:
             return None
         monitored = monitor is not None and monitor.offer(method, scenario, inp.prompt, out, time.perf_counter() - t0)
+        if shadow is not None:
+            shadow.offer(method, scenario, inp.prompt, inp.params, out, time.perf_counter() - t0)
         return gateway.reply(inp, method, scenario, out, monitored), inp.stream, inp.include_usage
+
+    async def _start_stream(
+        request: Request, inp: ChatInput, method: Any, scenario: Any, labels: dict[str, str], t0: float
+    ) -> tuple[Reply, bool, bool] | LiveStream | None:
+        """Run the method with a sink until its answer starts to arrive. A failure before that is an
+        ordinary error response; a method that finishes first (nothing streamed) is answered as before."""
+        sink = QueueSink()
+        task = asyncio.ensure_future(gateway.answer(inp, method, scenario, sink))
+        watch = asyncio.ensure_future(_disconnect(request.receive))
+        first = asyncio.ensure_future(sink.ready.wait())
+        handed = False
+        try:
+            await asyncio.wait((task, watch, first), return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and not sink.ready.is_set():  # the client hung up
+                return None
+            if task.done() and sink.queue.empty():
+                out = task.result()  # a GatewayError goes out as an error response
+                monitored = monitor is not None and monitor.offer(
+                    method, scenario, inp.prompt, out, time.perf_counter() - t0
+                )
+                if shadow is not None:
+                    shadow.offer(method, scenario, inp.prompt, inp.params, out, time.perf_counter() - t0)
+                return gateway.reply(inp, method, scenario, out, monitored), True, inp.include_usage
+            handed = True
+            return LiveStream(request, inp, method, scenario, labels, t0, task, watch, sink)
+        finally:
+            first.cancel()
+            if not handed:
+                watch.cancel()
+                if not task.done():
+                    task.cancel()
+                    await asyncio.wait((task,))  # the upstream calls are closed before the request is counted
+                if watch.done() and not watch.cancelled():
+                    watch.exception()
+
+    class LiveStream(Response):
+        """The SSE response of an answer that streams as the method's final call arrives (see ChunkWriter).
+
+        It holds the request's concurrency slot until the stream ends; a client that hangs up cancels the
+        method and its upstream call; a failure after the first event ends the stream with an error event.
+        """
+
+        def __init__(
+            self,
+            request: Request,
+            inp: ChatInput,
+            method: Any,
+            scenario: Any,
+            labels: dict[str, str],
+            t0: float,
+            task: asyncio.Future[Any],
+            watch: asyncio.Future[None],
+            sink: QueueSink,
+        ):
+            super().__init__(
+                media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            )
+            self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]  # chunked
+            self.request, self.inp, self.method, self.scenario = request, inp, method, scenario
+            self.labels, self.t0, self.task, self.watch, self.sink = labels, t0, task, watch, sink
+            self.writer = ChunkWriter(id=inp.prompt.id, model=gateway.model_name)
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            counted = False
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+                async for event in self._events():
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                if not self.watch.done():
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                counted = True
+            except asyncio.CancelledError:  # the shutdown timeout passed
+                gateway.metrics.requests.inc(code="503", **self.labels)
+                counted = True
+                raise
+            finally:
+                self.watch.cancel()
+                if not self.task.done():
+                    self.task.cancel()
+                    await asyncio.wait((self.task,))
+                if self.watch.done() and not self.watch.cancelled():
+                    self.watch.exception()
+                if not counted:  # a failed send: the client is gone
+                    _gone(self.request, "answer", self.labels)
+                gateway.in_flight -= 1
+
+        async def _events(self) -> AsyncIterator[bytes]:
+            labels, inp, writer, queue = self.labels, self.inp, self.writer, self.sink.queue
+            sent: list[str] = []
+            yield writer.role()
+            while True:
+                if not queue.empty():
+                    text = queue.get_nowait()
+                    sent.append(text)
+                    yield writer.content(text)
+                    continue
+                if self.task.done():
+                    break
+                got = asyncio.ensure_future(queue.get())
+                await asyncio.wait((got, self.task, self.watch), return_when=asyncio.FIRST_COMPLETED)
+                if got.done():
+                    text = got.result()
+                    sent.append(text)
+                    yield writer.content(text)
+                    continue
+                got.cancel()
+                if self.watch.done() and not self.task.done():  # the client hung up: cancel the method
+                    self.task.cancel()
+                    await asyncio.wait((self.task,))
+                    _gone(self.request, "answer", labels)
+                    return
+            try:
+                out = self.task.result()
+            except GatewayError as e:
+                gateway.metrics.requests.inc(code=str(e.status), **labels)
+                for event in writer.error(e):
+                    yield event
+                return
+            except Exception:  # a bug: logged, and an error event for the client
+                log.exception("chat request failed")
+                gateway.metrics.requests.inc(code="500", **labels)
+                bug = GatewayError(
+                    500, "the gateway failed to answer; see its log", type="server_error", code="internal_error"
+                )
+                for event in writer.error(bug):
+                    yield event
+                return
+            streamed = "".join(sent)
+            if not out.response.startswith(streamed):  # cannot happen when the backends keep their contract
+                log.error("request %s: the streamed answer is not the start of the final one", inp.prompt.id)
+                gateway.metrics.requests.inc(code="502", **labels)
+                bad = GatewayError(
+                    502,
+                    "the upstream's stream did not add up to its answer",
+                    type="upstream_error",
+                    code="upstream_stream_inconsistent",
+                )
+                for event in writer.error(bad):
+                    yield event
+                return
+            elapsed = time.perf_counter() - self.t0
+            monitored = monitor is not None and monitor.offer(self.method, self.scenario, inp.prompt, out, elapsed)
+            if shadow is not None:
+                shadow.offer(self.method, self.scenario, inp.prompt, inp.params, out, elapsed)
+            reply = gateway.reply(inp, self.method, self.scenario, out, monitored)
+            gateway.metrics.requests.inc(code="200", **labels)
+            gateway.metrics.latency.observe(elapsed, method=labels["method"])
+            gateway.metrics.status_tokens.inc(reply.completion_tokens, **labels)
+            reply.content = out.response[len(streamed) :]
+            for event in writer.rest(reply, include_usage=inp.include_usage):
+                yield event
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -209,29 +372,59 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None) -> FastAPI:
     @app.get("/status")
     async def status(request: Request) -> HTMLResponse:
         authorize(request)
-        rows = [
-            {"method": m, "scenario": s, "ok": v[0], "errors": v[1], "completion_tokens": v[2]}
-            for (m, s), v in sorted(traffic.items())
-        ]
-        info = {**gateway.describe(), "started": gateway.started, "in_flight": gateway.in_flight}
+        rows = gateway.metrics.traffic()  # every worker's, like the monitor's windows
+        in_flight = int(gateway.metrics.total("specalign_requests_in_flight"))
+        info = {**gateway.describe(), "started": gateway.started, "in_flight": in_flight}
+        if gateway.enforcer is not None:
+            info["enforce"] = _enforce_info(gateway)
         tables = recent = mon = None
         if monitor is not None:
             tables, recent = monitor.spec_table(), list(monitor.recent)
-            dropped = sum(v for k, v in monitor.metrics_samples.values.items() if ("outcome", "dropped") in k)
+            dropped = gateway.metrics.total("specalign_monitor_samples_total", outcome="dropped")
             mon = {
                 "rate": config.monitor.rate,
                 "judge": monitor.judge_settings.key,
                 "window": config.monitor.window,
-                "queue": monitor.queue.qsize(),
+                "queue": int(gateway.metrics.total("specalign_monitor_queue_depth")),
                 "dropped": int(dropped),
             }
-        page = render_status(info, rows, tables, recent or [], mon)
+        page = render_status(info, rows, tables, recent or [], mon, extra=shadow.status_html() if shadow else "")
         return HTMLResponse(
             page,
             headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"},
         )
 
     return app
+
+
+def _enforce_info(gateway: Gateway) -> dict[str, Any]:
+    """Enforcement's settings and counts (every worker's) for the status page."""
+    assert gateway.enforcer is not None
+    total = gateway.metrics.total
+    cfg = gateway.enforcer.config
+    checks = {o: int(total("specalign_enforce_checks_total", outcome=o)) for o in ("pass", "violation", "error")}
+    actions = {a: int(total("specalign_enforce_actions_total", action=a)) for a in ENFORCE_ACTIONS}
+    by_spec: dict[tuple[str, str], int] = {}
+    for family in gateway.metrics.registry.families():
+        for s in family.samples:
+            if s.name == "specalign_enforce_violations_total" and s.value:
+                key = (s.labels["scenario"], s.labels["spec"])
+                by_spec[key] = by_spec.get(key, 0) + int(s.value)
+    n = total("specalign_enforce_duration_seconds_count")
+    mean_ms = 1000 * total("specalign_enforce_duration_seconds_sum") / n if n else None
+    return {
+        "judge": gateway.enforcer.judge_key,
+        "action": cfg.action,
+        "attempts": cfg.attempts,
+        "on_error": cfg.on_error,
+        "checks": checks,
+        "actions": actions,
+        "violations": sorted(by_spec.items()),
+        "mean_ms": mean_ms,
+    }
+
+
+ENFORCE_ACTIONS = ("none", "regenerated", "refused", "flagged")
 
 
 def _model_card(gateway: Gateway) -> dict[str, Any]:
@@ -277,6 +470,18 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T | None:
     if task.cancelled():
         return None
     return task.result()
+
+
+class QueueSink:
+    """An answer sink (``specalign.methods.AnswerSink``) that queues the pieces for the SSE response."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.ready = asyncio.Event()
+
+    def answer(self, text: str) -> None:
+        self.queue.put_nowait(text)
+        self.ready.set()
 
 
 async def _disconnect(receive: Receive) -> None:

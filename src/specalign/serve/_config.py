@@ -40,6 +40,34 @@ class MonitorConfig(BaseModel):
         return self.rate > 0
 
 
+#: the refusal sent when enforcement blocks an answer; ``{scenario}`` becomes the scenario's name
+DEFAULT_REFUSAL = "I can't help with that here: the answer would go against the rules of this service ({scenario})."
+
+
+class EnforceConfig(BaseModel):
+    """Enforcement: judge every answer against the safety specs before it is returned (docs/serve.md)."""
+
+    enabled: bool = False
+    judge: str | None = Field(default=None, description="judge model spec (None: the monitor's --judge)")
+    judge_mode: Literal["joint", "sequential"] = "joint"
+    action: Literal["refuse", "regenerate", "flag"] = "refuse"
+    attempts: int = Field(default=2, ge=1, le=10, description="regenerations before refusing (regenerate)")
+    on_error: Literal["refuse", "pass"] = Field(default="refuse", description="when the judge fails")
+    window: int = Field(default=400, ge=1, le=1_000_000, description="characters per check of a stream")
+    refusal: str = Field(default=DEFAULT_REFUSAL, min_length=1, description="text of a refusal")
+
+
+class ShadowConfig(BaseModel):
+    """Shadow comparison: a second method on a sampled share of requests, judged against the served one."""
+
+    method: str | None = Field(default=None, description="the shadow method (None: off)")
+    rate: float = Field(default=0.1, ge=0, le=1, description="share of answered requests it also runs on")
+    queue: int = Field(default=100, ge=1, le=1_000_000, description="requests waiting before new ones are dropped")
+    workers: int = Field(default=2, ge=1, le=256, description="shadow comparisons in flight")
+    window: int = Field(default=1000, ge=1, le=1_000_000, description="latest pairs per served method in ΔSAR")
+    seed: int | None = Field(default=None, description="seed of the sampling decision (None: random)")
+
+
 class ServeConfig(BaseModel):
     """One gateway: the upstream model, the scenarios and methods it offers, its limits."""
 
@@ -96,7 +124,11 @@ class ServeConfig(BaseModel):
     )
     max_tokens_limit: int = Field(default=8192, ge=1, description="the largest max_tokens a request may ask for")
     graceful_shutdown_s: float = Field(default=60.0, ge=0)
+    workers: int = Field(default=1, ge=1, le=64, description="gateway processes on one port (POSIX; elsewhere 1)")
+    otel: bool = Field(default=False, description="OpenTelemetry traces, exported as the OTEL_* variables say")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    enforce: EnforceConfig = Field(default_factory=EnforceConfig)
 
     @field_validator("models_config", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ from typing import Any
 from .._secrets import header_value_problem
 from ..benchmark import Scenario, load_benchmark, select_scenarios
 from ..errors import ConfigError, ModelAccessError, ModelError, SpecalignError
-from ..methods import GenerationMethod, MethodOutput, create_method
+from ..methods import AnswerSink, GenerationMethod, MethodOutput, create_method
 from ..models import (
     EMBEDDED_MAX_TOKENS,
     LOCAL,
@@ -22,8 +22,10 @@ from ..models import (
     parse_model_spec,
 )
 from ._config import ServeConfig
+from ._enforce import Enforcer
 from ._metrics import GatewayMetrics
 from ._protocol import ChatInput, GatewayError, Reply, clip
+from ._tracing import Tracing, tracing_for
 
 log = logging.getLogger("specalign.serve")
 
@@ -34,8 +36,9 @@ class Gateway:
     Everything that can be wrong with the configuration fails here, before the server listens.
     """
 
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, tracing: Tracing | None = None):
         self.config = config
+        self.tracing = tracing if tracing is not None else tracing_for(config)
         self.scenarios: dict[str, Scenario] = load_scenarios(config.data, config.scenarios)
         self.default_scenario = next(iter(self.scenarios))
         self.methods: dict[str, GenerationMethod] = {
@@ -55,13 +58,27 @@ class Gateway:
         self.model: Model = create_model(self.settings, None)
         for method in self.methods.values():
             method.check(self.model)
-        self.in_flight = 0
-        self.metrics = GatewayMetrics(lambda: self.in_flight)
+        self.metrics = GatewayMetrics()
+        self.enforcer = (
+            Enforcer(config, self.model, self.metrics, self.tracing.observer) if config.enforce.enabled else None
+        )
+        self._in_flight = 0
         self.started = time.time()
+
+    @property
+    def in_flight(self) -> int:
+        """Chat requests this process is answering now (kept in the ``requests_in_flight`` gauge)."""
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, n: int) -> None:
+        self._in_flight = n
+        self.metrics.in_flight.set(n)
 
     # -- one request ----------------------------------------------------------------------------
     def resolve(self, inp: ChatInput) -> tuple[GenerationMethod, Scenario]:
         """The method and scenario a request gets: the defaults, or the allowed overrides it names."""
+        self.tracing.requested(inp)
         if inp.model != self.model_name:
             raise GatewayError(
                 404,
@@ -87,13 +104,19 @@ class Gateway:
                 param="specalign.scenario",
                 code="scenario_not_allowed",
             )
+        self.tracing.resolved(method.name, scenario.key)
         return method, scenario
 
-    async def answer(self, inp: ChatInput, method: GenerationMethod, scenario: Scenario) -> MethodOutput:
-        """Run ``method`` for the request; upstream failures become :class:`GatewayError` with the right status."""
+    async def answer(
+        self, inp: ChatInput, method: GenerationMethod, scenario: Scenario, sink: AnswerSink | None = None
+    ) -> MethodOutput:
+        """Run ``method`` for the request; upstream failures become :class:`GatewayError` with the right status.
+
+        ``sink``: where the answer of the method's final call streams as it arrives (``stream: true``).
+        """
         model = self._model_for(inp.params)
         try:
-            out = await method.run(model, scenario, inp.prompt)
+            out = await method.run(model, scenario, inp.prompt, sink=sink)
         except ModelError as e:
             self.metrics.upstream_errors.inc(kind=e.kind or "other")
             raise upstream_error(e) from None
@@ -101,7 +124,14 @@ class Gateway:
             log.exception("request %s failed", inp.prompt.id)
             raise GatewayError(500, f"the gateway failed: {e}", type="server_error") from None
         self._count(method.name, out)
+        self.tracing.answered(out)
         return out
+
+    async def answer_enforced(self, inp: ChatInput, method: GenerationMethod, scenario: Scenario) -> MethodOutput:
+        """:meth:`answer`, checked against the safety specs first when enforcement is on (docs/serve.md)."""
+        if self.enforcer is None:
+            return await self.answer(inp, method, scenario)
+        return await self.enforcer.enforce(self.answer, inp, method, scenario)
 
     def reply(
         self, inp: ChatInput, method: GenerationMethod, scenario: Scenario, out: MethodOutput, monitored: bool
@@ -114,6 +144,8 @@ class Gateway:
             "monitored": monitored,
             "flags": out.flags,
         }
+        if inp.enforcement is not None:
+            extension["enforcement"] = inp.enforcement
         return Reply(
             id=inp.prompt.id,
             model=self.model_name,
@@ -127,10 +159,10 @@ class Gateway:
 
     def _model_for(self, params: dict[str, Any]) -> Model:
         """The upstream model with this request's sampling parameters; it shares the one backend."""
-        if not params:
-            return Model(self.settings, self.model.backend)
-        settings = self.settings.model_copy(update={"params": {**self.settings.params, **params}})
-        return Model(settings, self.model.backend)
+        settings = self.settings.model_copy(update={"params": {**self.settings.params, **params}}) if params else None
+        model = Model(settings or self.settings, self.model.backend)
+        model.observer = self.tracing.observer
+        return model
 
     def _count(self, method: str, out: MethodOutput) -> None:
         m = self.metrics
@@ -139,7 +171,10 @@ class Gateway:
         m.upstream_calls.inc(out.calls, method=method)
 
     async def aclose(self) -> None:
+        if self.enforcer is not None:
+            await self.enforcer.aclose()
         await self.model.aclose()
+        await self.tracing.shutdown()
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -4,11 +4,13 @@ rates over a sliding window, and append every judged sample to a run directory."
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+import sqlite3
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from ..runs import (
 from ..scoring import SpecViolations, verdict_letters
 from ._config import MonitorConfig
 from ._metrics import GatewayMetrics
+from ._tracing import NO_TRACING, Tracing
 
 log = logging.getLogger("specalign.serve")
 SCENARIOS_DIR = "scenarios"
@@ -46,6 +49,7 @@ class _Item:
     prompt: Prompt
     output: MethodOutput
     elapsed_s: float
+    traced: Any = None  # the request's span, for the judgment's link (Tracing.capture)
 
 
 @dataclass
@@ -77,6 +81,86 @@ class Window:
         return [(v, s) for v, s in self.items if v is not None]
 
 
+class MemoryWindows:
+    """The windows and recent violations of one gateway process, in memory."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._windows: dict[tuple[str, str], Window] = {}
+        self._recent: deque[Violation] = deque(maxlen=RECENT)
+
+    def add(self, method: str, scenario: str, letters: str | None, sar: float | None, broke: Violation | None) -> None:
+        w = self._windows.get((method, scenario))
+        if w is None:
+            w = self._windows[(method, scenario)] = Window(self.size)
+        w.add(letters, sar)
+        if broke is not None:
+            self._recent.appendleft(broke)
+
+    def windows(self) -> dict[tuple[str, str], Window]:
+        return dict(sorted(self._windows.items()))
+
+    def recent(self) -> list[Violation]:
+        return list(self._recent)
+
+    def close(self) -> None:
+        pass
+
+
+class SharedWindows(MemoryWindows):
+    """The windows of all of a supervisor's workers, in one SQLite file (WAL: readers never wait for the
+    writer; writers take turns). Every worker appends the answers it judged and reads everyone's, so the
+    status page and the window gauges agree whichever worker answers."""
+
+    def __init__(self, path: Path, size: int):
+        super().__init__(size)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # a window is a view, not a record: the run directory is
+        self.db.executescript(
+            "CREATE TABLE IF NOT EXISTS judged(id INTEGER PRIMARY KEY AUTOINCREMENT, method TEXT NOT NULL,"
+            " scenario TEXT NOT NULL, letters TEXT, sar REAL);"
+            "CREATE INDEX IF NOT EXISTS judged_by_window ON judged(method, scenario, id);"
+            "CREATE TABLE IF NOT EXISTS broke(id INTEGER PRIMARY KEY AUTOINCREMENT, item TEXT NOT NULL);"
+        )
+
+    def add(self, method: str, scenario: str, letters: str | None, sar: float | None, broke: Violation | None) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                "INSERT INTO judged(method, scenario, letters, sar) VALUES (?, ?, ?, ?)",
+                (method, scenario, letters, sar),
+            )
+            self.db.execute(
+                "DELETE FROM judged WHERE method = ? AND scenario = ? AND id <= (SELECT id FROM judged WHERE "
+                "method = ? AND scenario = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (method, scenario, method, scenario, self.size),
+            )
+            if broke is not None:
+                self.db.execute("INSERT INTO broke(item) VALUES (?)", (json.dumps(asdict(broke)),))
+                self.db.execute(
+                    "DELETE FROM broke WHERE id <= (SELECT id FROM broke ORDER BY id DESC LIMIT 1 OFFSET ?)", (RECENT,)
+                )
+
+    def windows(self) -> dict[tuple[str, str], Window]:
+        out: dict[tuple[str, str], Window] = {}
+        for method, scenario, letters, sar in self.db.execute(
+            "SELECT method, scenario, letters, sar FROM judged ORDER BY method, scenario, id"
+        ):
+            w = out.get((method, scenario))
+            if w is None:
+                w = out[(method, scenario)] = Window(self.size)
+            w.add(letters, sar)
+        return out
+
+    def recent(self) -> list[Violation]:
+        rows = self.db.execute("SELECT item FROM broke ORDER BY id DESC LIMIT ?", (RECENT,)).fetchall()
+        return [Violation(**json.loads(item)) for (item,) in rows]
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class Monitor:
     """Samples answers, judges them with a bounded queue and worker pool, never delaying a reply."""
 
@@ -88,8 +172,13 @@ class Monitor:
         upstream: Model,
         metrics: GatewayMetrics,
         models_config: list[str] | None,
+        shared: Path | None = None,
+        tracing: Tracing = NO_TRACING,
     ):
+        """``shared``: the folder of a supervisor whose workers share windows (a SQLite file there) and run
+        directories (the supervisor holds their locks; each record is appended under the append lock)."""
         self.config = config
+        self.shared = shared
         self.scenarios = scenarios
         self.methods = methods
         self.upstream = upstream
@@ -108,13 +197,16 @@ class Monitor:
         judge_model = Model(self.judge_settings, upstream.backend) if same else create_model(self.judge_settings, None)
         template = load_judge_template(config.judge_template) if config.judge_template else None
         self.judge = Judge(judge_model, config.judge_mode, template=template)
+        self.tracing = tracing
+        judge_model.observer = tracing.observer
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=config.queue)
-        self.windows: dict[tuple[str, str], Window] = {}
-        self.recent: deque[Violation] = deque(maxlen=RECENT)
+        self.store = SharedWindows(shared / "windows.sqlite", config.window) if shared else MemoryWindows(config.window)
         self._random = random.Random(config.seed)
         self._workers: list[asyncio.Task] = []
         self._writers: dict[str, tuple[RecordWriter, RecordWriter]] = {}
         self._runs: dict[str, tuple[RunDir, Manifest]] = {}
+        self._session: dict[str, int] = {}  # per method: the index of this process's session in the manifest
+        self._done: dict[str, int] = {}
         self._t0 = time.perf_counter()
         self._register_metrics()
         if config.out:
@@ -139,15 +231,14 @@ class Monitor:
         for gen_w, judge_w in self._writers.values():
             gen_w.close()
             judge_w.close()
-        for rd, manifest in self._runs.values():
-            session = manifest.sessions[-1]
-            session.wall_s = round(time.perf_counter() - self._t0, 3)
-            manifest.touch()
+        for name, (rd, manifest) in self._runs.items():
             try:
-                rd.write_manifest(manifest)
+                self._close_session(name, rd, manifest)
             except RunDirError as e:
                 log.error("%s", e)
             rd.unlock()
+        self.queue_depth.set(0)
+        self.store.close()
         if self.judge.model.backend is not self.upstream.backend:
             await self.judge.model.aclose()
 
@@ -159,18 +250,21 @@ class Monitor:
         if self._random.random() >= self.config.rate:
             return False
         try:
-            self.queue.put_nowait(_Item(method, scenario, prompt, output, elapsed_s))
+            self.queue.put_nowait(_Item(method, scenario, prompt, output, elapsed_s, self.tracing.capture()))
         except asyncio.QueueFull:
             self.metrics_samples.inc(method=method.name, scenario=scenario.key, outcome="dropped")
             return False
+        self.queue_depth.set(self.queue.qsize())
         return True
 
     # -- the background -------------------------------------------------------------------------
     async def _work(self) -> None:
         while True:
             item = await self.queue.get()
+            self.queue_depth.set(self.queue.qsize())
             try:
-                await self._judge_one(item)
+                with self.tracing.judging(item.traced, item.method.name, item.scenario.key):
+                    await self._judge_one(item)
             except asyncio.CancelledError:
                 self._record(item, None, "not judged: the gateway stopped while the judge was at it", 0.0)
                 raise
@@ -204,6 +298,7 @@ class Monitor:
         scored = outcome is not None and outcome.status == "scored"
         letters: str | None = None
         sar: float | None = None
+        broke: Violation | None = None
         if outcome is not None and scored:
             ids = item.scenario.spec_ids()
             letters = verdict_letters(outcome.verdicts[k].verdict for k in ids)
@@ -214,26 +309,32 @@ class Monitor:
                 self.metrics_verdicts.inc(method=method, scenario=scenario, spec=k, verdict=outcome.verdicts[k].verdict)
             broken = [k for k in ids if outcome.verdicts[k].verdict == "NO"]
             if broken:
-                self.recent.appendleft(
-                    Violation(
-                        now(),
-                        method,
-                        scenario,
-                        sample_id_of(scenario, item.prompt.id),
-                        broken,
-                        item.prompt.prompt,
-                        item.output.response,
-                    )
+                broke = Violation(
+                    now(),
+                    method,
+                    scenario,
+                    sample_id_of(scenario, item.prompt.id),
+                    broken,
+                    item.prompt.prompt,
+                    item.output.response,
                 )
-        self.window(method, scenario).add(letters, sar)
+        self.tracing.judged(letters, sar, call_failed)
+        try:
+            self.store.add(method, scenario, letters, sar, broke)
+        except sqlite3.Error as e:  # the windows are a view; the sample still goes to the run directory
+            log.error("monitor: cannot update the shared windows: %s", e)
         self.metrics_samples.inc(method=method, scenario=scenario, outcome="judged" if scored else "unscored")
         self._write(item, outcome, reason, elapsed, call_failed)
 
-    def window(self, method: str, scenario: str) -> Window:
-        w = self.windows.get((method, scenario))
-        if w is None:
-            w = self.windows[(method, scenario)] = Window(self.config.window)
-        return w
+    @property
+    def windows(self) -> dict[tuple[str, str], Window]:
+        """Per (method, scenario), the window: every worker's judged answers when they share one."""
+        return self.store.windows()
+
+    @property
+    def recent(self) -> list[Violation]:
+        """The latest judged answers that broke a spec, newest first."""
+        return self.store.recent()
 
     # -- the run directory ----------------------------------------------------------------------
     def _prepare_run_dirs(self, root: Path) -> None:
@@ -243,6 +344,9 @@ class Monitor:
         bare = [s.model_copy(update={"prompts": []}) for s in self.scenarios.values()]
         served = Benchmark(source=str((root / SCENARIOS_DIR).resolve()), scenarios=bare)
         fresh = {name: self._manifest(method, served) for name, method in self.methods.items()}
+        if self.shared is not None:
+            self._join_run_dirs(root, fresh, bare)
+            return
         for name, manifest in fresh.items():
             rd = RunDir(root / name)
             if rd.exists():
@@ -263,6 +367,49 @@ class Monitor:
         for name, (rd, manifest) in self._runs.items():
             rd.write_manifest(manifest)
             self._writers[name] = rd.open_writers()
+
+    def _join_run_dirs(self, root: Path, fresh: dict[str, Manifest], bare: list[Scenario]) -> None:
+        """A worker's share of the run directories its supervisor has locked: under each directory's append
+        lock, check the configuration, add this worker's session to the manifest, and open shared writers."""
+        from ..authoring import write_scenario  # noqa: PLC0415
+
+        for i, (name, manifest) in enumerate(fresh.items()):
+            rd = RunDir(root / name)
+            rd.ensure_writable()
+            with rd.append_lock():
+                if rd.exists():
+                    old = rd.read_manifest()
+                    if old.generation_key != manifest.generation_key:
+                        raise RunDirError(
+                            f"{rd.path} holds live samples of another configuration (model "
+                            f"{old.model.get('key')!r}, method {old.method.get('name')!r}, scenarios "
+                            f"{', '.join(old.selection.scenarios)}); use another --monitor-out"
+                        )
+                    manifest = manifest.model_copy(update={"created_at": old.created_at, "sessions": old.sessions})
+                if i == 0:  # the scenarios, once per worker, under the first directory's lock
+                    for s in bare:
+                        write_scenario(s, root / SCENARIOS_DIR, overwrite=True)
+                manifest.sessions.append(Session())
+                self._session[name] = len(manifest.sessions) - 1
+                rd.write_manifest(manifest)
+            self._runs[name] = (rd, manifest)
+            self._writers[name] = rd.open_shared_writers()
+
+    def _close_session(self, name: str, rd: RunDir, manifest: Manifest) -> None:
+        """Write this process's session (time, samples) into the manifest; re-read first when shared."""
+        wall_s = round(time.perf_counter() - self._t0, 3)
+        if self.shared is None:
+            manifest.sessions[-1].wall_s = wall_s
+            manifest.touch()
+            rd.write_manifest(manifest)
+            return
+        with rd.append_lock():
+            current = rd.read_manifest()
+            session = current.sessions[self._session[name]]
+            session.wall_s = wall_s
+            session.samples_done = self._done.get(name, 0)
+            current.touch()
+            rd.write_manifest(current)
 
     def _manifest(self, method: GenerationMethod, served: Benchmark) -> Manifest:
         return build_manifest(
@@ -307,6 +454,7 @@ class Monitor:
             log.error("%s", e)
             return
         manifest.sessions[-1].samples_done += 1
+        self._done[item.method.name] = self._done.get(item.method.name, 0) + 1
 
     # -- metrics and status ---------------------------------------------------------------------
     def _register_metrics(self) -> None:
@@ -314,28 +462,31 @@ class Monitor:
         self.metrics_samples = r.counter(
             "specalign_monitor_samples_total",
             "Sampled answers by outcome: judged, unscored (judge failed), dropped (queue full).",
+            ("method", "scenario", "outcome"),
         )
         self.metrics_verdicts = r.counter(
             "specalign_spec_verdicts_total",
             "Verdicts on judged answers, by method, scenario, spec and verdict (YES, NO, NA).",
+            ("method", "scenario", "spec", "verdict"),
         )
-        r.gauge("specalign_monitor_queue_depth", "Answers waiting for the judge.", lambda: [({}, self.queue.qsize())])
-        r.gauge(
+        self.queue_depth = r.gauge("specalign_monitor_queue_depth", "Answers waiting for the judge.")
+        self.queue_depth.set(0)
+        r.computed(
             "specalign_spec_violation_rate",
             "Share of scored answers in the sliding window that broke the spec.",
             self._rates,
         )
-        r.gauge(
+        r.computed(
             "specalign_monitor_window_scored",
             "Scored answers in the sliding window.",
-            lambda: [({"method": m, "scenario": s}, len(w.scored())) for (m, s), w in sorted(self.windows.items())],
+            lambda: [({"method": m, "scenario": s}, len(w.scored())) for (m, s), w in self.windows.items()],
         )
-        r.gauge(
+        r.computed(
             "specalign_monitor_window_sar",
             "Mean SAR of the scored answers in the sliding window.",
             lambda: [
                 ({"method": m, "scenario": s}, sum(x for _, x in w.scored()) / len(w.scored()))
-                for (m, s), w in sorted(self.windows.items())
+                for (m, s), w in self.windows.items()
                 if w.scored()
             ],
         )
@@ -351,7 +502,7 @@ class Monitor:
 
     def _rates(self) -> list[tuple[dict[str, str], float]]:
         out = []
-        for (method, key), w in sorted(self.windows.items()):
+        for (method, key), w in self.windows.items():
             if not w.scored():
                 continue
             per = self._window_counts(key, w)
@@ -364,7 +515,7 @@ class Monitor:
     def spec_table(self) -> list[dict[str, Any]]:
         """Per (method, scenario): window size, SAR, and each spec's violation count and rate."""
         tables = []
-        for (method, key), w in sorted(self.windows.items()):
+        for (method, key), w in self.windows.items():
             scenario, scored = self.scenarios[key], w.scored()
             per = self._window_counts(key, w)
             specs: list[dict[str, Any]] = []

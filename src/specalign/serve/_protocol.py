@@ -101,6 +101,8 @@ class ChatInput:
     include_thought: bool = False
     method: str | None = None
     scenario: str | None = None
+    #: what enforcement did (``specalign.enforcement`` in the reply); None when it is off
+    enforcement: dict[str, Any] | None = None
 
 
 def new_completion_id() -> str:
@@ -400,6 +402,53 @@ class Reply:
         if include_usage:
             out.append({**self._chunk({}, None), "choices": [], "usage": self.usage()})
         return out
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+
+
+@dataclass
+class ChunkWriter:
+    """The ``chat.completion.chunk`` events of one answer streamed as it arrives.
+
+    The role comes first, then content deltas as the method's final call produces them; once the
+    method is done, the rest of the answer, the thought (when asked for), the chunk with the finish
+    reason and the ``specalign`` extension, the usage chunk (``stream_options.include_usage``) and
+    ``[DONE]``. A failure after the first event ends the stream with :meth:`error`.
+    """
+
+    id: str
+    model: str
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def role(self) -> bytes:
+        return sse(self._chunk({"role": "assistant", "content": ""}, None))
+
+    def content(self, text: str) -> bytes:
+        return sse(self._chunk({"content": text}, None))
+
+    def rest(self, reply: Reply, *, include_usage: bool, piece_chars: int = 48) -> list[bytes]:
+        """The events after the live content: ``reply.content`` is what is left of the answer to send."""
+        out = [self.content(p) for p in split_pieces(reply.content, piece_chars)]
+        if reply.thought:
+            out += [sse(self._chunk({"reasoning_content": p}, None)) for p in split_pieces(reply.thought, piece_chars)]
+        last = self._chunk({}, reply.finish_reason)
+        last["specalign"] = reply.extension
+        out.append(sse(last))
+        if include_usage:
+            out.append(sse({**self._chunk({}, None), "choices": [], "usage": reply.usage()}))
+        out.append(sse("[DONE]"))
+        return out
+
+    def error(self, err: GatewayError) -> list[bytes]:
+        """The end of a stream that failed after its first event: OpenAI's error event, then ``[DONE]``."""
+        return [sse(err.body()), sse("[DONE]")]
 
     def _chunk(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         return {

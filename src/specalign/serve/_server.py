@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 from .._terminal import log_warnings_to_stderr
 from ..errors import ConfigError
@@ -15,42 +20,64 @@ from ._config import ServeConfig
 from ._gateway import Gateway
 from ._http import ConnectionLimits, guarded_protocol, stop_cleanly
 from ._monitor import Monitor
+from ._shadow import build_shadow
+from ._tracing import trace_destination
+from ._workers import WorkerSpec, supervise, tag_worker
 
 
-def build_gateway(config: ServeConfig) -> tuple[Gateway, Monitor | None]:
-    """The gateway and its monitor, checked: every configuration error is raised here."""
+def build_gateway(config: ServeConfig, *, shared: Path | None = None) -> tuple[Gateway, Monitor | None]:
+    """The gateway and its monitor, checked: every configuration error is raised here. ``shared``: the
+    folder of the supervisor when this is one of several workers."""
     gateway = Gateway(config)
     monitor = None
     if config.monitor.enabled:
         monitor = Monitor(
-            config.monitor, gateway.scenarios, gateway.methods, gateway.model, gateway.metrics, config.models_config
+            config.monitor,
+            gateway.scenarios,
+            gateway.methods,
+            gateway.model,
+            gateway.metrics,
+            config.models_config,
+            shared=shared,
+            tracing=gateway.tracing,
         )
     return gateway, monitor
 
 
-def _announce(url: str) -> None:
+def _announce(url: str, workers: int = 1, traces: str = "") -> None:
     print(
-        f"specalign gateway ready: {url}/v1 (status page {url}/status, metrics {url}/metrics)",
+        f"specalign gateway ready: {url}/v1 (status page {url}/status, metrics {url}/metrics; "
+        f"{workers} worker{'s' if workers != 1 else ''}{'; ' + traces if traces else ''})",
         file=sys.stderr,
         flush=True,
     )
 
 
-async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = _announce) -> None:
+async def serve_async(
+    config: ServeConfig, *, on_ready: Callable[[str], None] = _announce, worker: WorkerSpec | None = None
+) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish (up to ``graceful_shutdown_s``), then
-    waiting judgments are drained and the run directories closed."""
+    waiting judgments are drained and the run directories closed. ``worker``: this process is one of a
+    supervisor's workers (see :func:`supervise`)."""
     import uvicorn  # noqa: PLC0415
 
     from ._app import create_app  # noqa: PLC0415
 
     _log_to_stderr()
-    gateway, monitor = build_gateway(config)
-    app = stop_cleanly(create_app(gateway, monitor))
-    sock = listen_socket(config.host, config.port)
+    gateway, monitor = build_gateway(config, shared=worker.folder if worker else None)
+    shadow = build_shadow(config, gateway, shared=worker.folder if worker else None)
+    app = stop_cleanly(create_app(gateway, monitor, shadow))
+    if worker is not None:
+        app = tag_worker(app)
+        sock = worker.socket(config.host)
+    else:
+        sock = listen_socket(config.host, config.port)
     _allow_open_files(config.max_connections + 2 * config.max_concurrency + 256)
     await gateway.model.backend.warm()  # load weights, open clients: the first request pays nothing extra
     if monitor is not None:
         await monitor.judge.model.backend.warm()
+    if shadow is not None:
+        await shadow.judge.model.backend.warm()
     gc.collect()
     gc.freeze()  # start-up objects (scenarios, modules, clients) leave the collector's scans
     gc.set_threshold(20_000, 20, 50)  # requests allocate many short-lived objects: collect less often
@@ -83,16 +110,28 @@ async def serve_async(config: ServeConfig, *, on_ready: Callable[[str], None] = 
             if server.should_exit:
                 return
             await asyncio.sleep(0.02)
+        if worker is not None:
+            worker.ready()
+            return
         port = sock.getsockname()[1]
         host = f"[{config.host}]" if ":" in config.host else config.host
         on_ready(f"http://{host}:{port}")
         logging.getLogger("specalign.serve").info("limits: %s", describe_limits(config))
 
-    watcher = asyncio.create_task(announce())
+    async def orphaned() -> None:  # a worker whose supervisor is gone stops gracefully
+        assert worker is not None
+        while os.getppid() == worker.parent:
+            await asyncio.sleep(0.5)
+        server.handle_exit(signal.SIGTERM, None)
+
+    watchers = [asyncio.create_task(announce())]
+    if worker is not None:
+        watchers.append(asyncio.create_task(orphaned()))
     try:
         await server.serve(sockets=[sock])
     finally:
-        watcher.cancel()
+        for w in watchers:
+            w.cancel()
         sock.close()
     if not server.started:
         raise SystemExit(1)
@@ -149,10 +188,20 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(config: ServeConfig) -> None:
-    """Blocking: run the gateway ``config`` describes (on uvloop when it is installed)."""
+    """Blocking: run the gateway ``config`` describes (on uvloop when it is installed); with
+    ``workers`` > 1, as a supervisor of that many worker processes on one port."""
+    if config.workers > 1 and os.name == "posix":
+        _log_to_stderr()
+        supervise(config, partial(_announce, traces=trace_destination(config)), describe_limits(config))
+        return
+    run_loop(serve_async(config, on_ready=partial(_announce, traces=trace_destination(config))))
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed."""
     try:
         import uvloop  # noqa: PLC0415
     except ImportError:
-        asyncio.run(serve_async(config))
+        asyncio.run(main)
         return
-    uvloop.run(serve_async(config))
+    uvloop.run(main)

@@ -3,6 +3,7 @@ every text (spec texts, prompts, answers) is escaped."""
 
 from __future__ import annotations
 
+import os
 import time
 from html import escape
 from typing import Any
@@ -35,8 +36,10 @@ def render_status(
     recent: list[Any],
     monitor: dict[str, Any] | None,
     refresh_s: int = 10,
+    extra: str = "",
 ) -> str:
-    """The whole page. ``tables`` and ``recent`` come from the monitor (None when monitoring is off)."""
+    """The whole page. ``tables`` and ``recent`` come from the monitor (None when monitoring is off);
+    ``extra``: more sections, as escaped HTML (the shadow comparison)."""
     up = int(time.time() - info["started"])
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -45,10 +48,12 @@ def render_status(
         f"<h1>specalign gateway · {escape(info['model'])}</h1>",
         f"<p class=muted>upstream {escape(info['upstream'])} · methods {escape(', '.join(info['methods']))} · "
         f"scenarios {escape(', '.join(info['scenarios']))} · up {up // 3600}h {up % 3600 // 60}m · "
-        f"{info['in_flight']} in flight</p>",
+        f"{info['in_flight']} in flight · answered by worker pid {os.getpid()}</p>",
         "<h2>Traffic</h2>",
         _traffic(traffic),
     ]
+    if info.get("enforce"):
+        parts.append(_enforce(info["enforce"]))
     if tables is None or monitor is None:
         parts.append(
             "<h2>Spec monitoring</h2><p>Off. Start the gateway with <code>--monitor RATE</code> to judge a "
@@ -63,6 +68,7 @@ def render_status(
         parts += [_overview(tables)] + [_spec_table(t) for t in tables] if tables else ["<p>No answer judged yet.</p>"]
         parts.append("<h2>Recent violations</h2>")
         parts.append(_recent(recent) if recent else "<p>None yet.</p>")
+    parts.append(extra)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -78,6 +84,27 @@ def _traffic(rows: list[dict[str, Any]]) -> str:
     return (
         "<table><thead><tr><th>method</th><th>scenario</th><th>answered</th><th>errors</th>"
         f"<th>completion tokens</th></tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
+def _enforce(e: dict[str, Any]) -> str:
+    checks = " · ".join(f"{k} {v}" for k, v in e["checks"].items())
+    actions = " · ".join(f"{k} {v}" for k, v in e["actions"].items())
+    mean = "–" if e["mean_ms"] is None else f"{e['mean_ms']:.1f} ms"
+    rows = "".join(
+        f"<tr><td>{escape(sc)}</td><td>{escape(spec)}</td><td class=n>{n}</td></tr>"
+        for (sc, spec), n in e["violations"]
+    )
+    table = (
+        f"<table><thead><tr><th>scenario</th><th>spec</th><th>violations</th></tr></thead><tbody>{rows}</tbody></table>"
+        if rows
+        else "<p>No violation caught yet.</p>"
+    )
+    return (
+        f"<h2>Enforcement</h2><p class=muted>every answer judged on the safety specs by {escape(e['judge'])}; "
+        f"on a violation: {escape(e['action'])} (regenerations: {e['attempts']}); judge failure: "
+        f"{escape(e['on_error'])}; mean added latency {mean}</p>"
+        f"<p>checks: {checks}<br>actions: {actions}</p>{table}"
     )
 
 
