@@ -14,7 +14,7 @@ from specalign.judge import Judge
 from specalign.models import ChatRequest, Message, Model, ModelSettings, create_model, parse_model_spec
 from specalign.models import _anthropic as anthropic_module
 from specalign.models._anthropic import DEFAULT_MAX_TOKENS, THINKING_REDACTED, TOOL_NAME, AnthropicBackend
-from specalign.models._base import REPAIRED
+from specalign.models._base import REPAIRED, Completion, Delta
 from specalign.models._batch import BatchItemError, BatchRequest
 from specalign.models._settings import settings_from_config
 from specbench_world import world
@@ -658,3 +658,204 @@ def test_specalign_run_batch_through_message_batches(cli, tmp_path, monkeypatch)
     ledger = [json.loads(line) for line in (out / "batches.jsonl").read_text().splitlines()]
     assert [e["event"] for e in ledger] == ["submitted", "collected", "submitted", "collected"]
     assert all(SECRET not in f.read_text(errors="replace") for f in out.rglob("*.json*"))
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+SCHEMA = {"type": "object", "properties": {"v": {"type": "string"}}, "required": ["v"]}
+PREFILL = ChatRequest(
+    messages=(Message(role="user", content="what is it?"), Message(role="assistant", content="The answer is  ")),
+    continue_final=True,
+)
+OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+
+async def run_stream(settings: ModelSettings, request: ChatRequest | None = None):
+    backend = AnthropicBackend(settings)
+    try:
+        pieces = [piece async for piece in backend.stream(request or ask())]
+    finally:
+        await backend.aclose()
+    *deltas, done = pieces
+    assert all(isinstance(d, Delta) for d in deltas) and isinstance(done, Completion)
+    return deltas, done
+
+
+def assert_pieces_make(deltas: list, done) -> None:
+    """The pieces join to the final text; the thought pieces are exactly the text before answer_start."""
+    assert "".join(d.text for d in deltas) == done.text
+    thought = "".join(d.text for d in deltas if d.thought)
+    assert thought == (done.text[: done.answer_start] if done.answer_start else "")
+    flags = [d.thought for d in deltas]
+    assert flags == sorted(flags, reverse=True)  # thought pieces first, never after an answer piece
+
+
+TOOL_WITH_THINKING = Turn(
+    blocks=[
+        {"type": "thinking", "thinking": "consider </think> it", "signature": "s"},
+        {"type": "text", "text": "Here it is:"},
+        {"type": "tool_use", "id": "toolu_1", "name": TOOL_NAME, "input": {"v": "yes \u00e9"}},
+    ],
+    stop_reason="tool_use",
+)
+STREAM_CASES = {
+    "plain": (Turn("a longer answer \x1b[2J\x1b[31mred\x1b[0m \u202eevil\u202c \x00 \r\n done"), ask()),
+    "thinking": (
+        Turn("the answer", thinking=["first I look", "", "then </think> decide"], redacted=1),
+        ask(params={"thinking": THINKING}),
+    ),
+    "redacted_only": (Turn("only answer", redacted=2), ask(params={"thinking": THINKING})),
+    "tool": (Turn('{"v": "forced \\u00e9 answer"}'), ask(json_schema=SCHEMA)),
+    "tool_with_thinking": (TOOL_WITH_THINKING, ask(json_schema=SCHEMA, params={"thinking": THINKING})),
+    "prefill": (Turn("  42, because"), PREFILL),
+    "prefill_unechoed": (Turn("42"), PREFILL),
+    "lone_surrogates": (Turn("x\ud800y and \udfff", thinking="a\udfffb"), ask(params={"thinking": THINKING})),
+    "tool_lone_surrogates": (Turn("{}", tool_input={"r\ud800": "v\udc00"}), ask(json_schema=SCHEMA)),
+    "max_tokens": (Turn("one two three four five"), ask(params={"max_tokens": 3})),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAM_CASES))
+async def test_streamed_pieces_join_to_exactly_the_chat_completion(server, case):
+    turn, request = STREAM_CASES[case]
+    server.responder = lambda body: turn
+    settings = settings_for(server)
+    await run_chat(settings, request)  # writes the cache: the two calls compared both read it
+    deltas, done = await run_stream(settings, request)
+    chat = await run_chat(settings, request)
+    assert done == chat
+    assert_pieces_make(deltas, done)
+    assert server.message_requests[1].json == {**server.message_requests[2].json, "stream": True}
+    if case == "plain":
+        assert len(deltas) > 5 and done.usage.cached_prompt_tokens > 0 and done.usage.completion_tokens == 7
+    if case == "thinking":
+        assert done.text == "<think>first I look\n\nthen </think> decide</think>the answer"
+        assert THINKING_REDACTED in done.flags and deltas[0].text.startswith("<think>")
+    if case.startswith("prefill"):
+        assert server.message_requests[1].json["messages"][-1]["content"] == "The answer is"
+        assert done.text == ("42, because" if case == "prefill" else "42")
+    if "lone" in case:
+        assert REPAIRED in done.flags and not any("\ud800" <= c <= "\udfff" for d in deltas for c in d.text)
+        done.model_dump_json()
+    if case == "max_tokens":
+        assert done.finish_reason == "length"
+
+
+async def test_stream_thinking_arrives_before_the_answer(server):
+    server.script(Turn("the answer here", thinking="a long line of thought"))
+    deltas, done = await run_stream(settings_for(server), ask(params={"thinking": THINKING}))
+    thought = [d for d in deltas if d.thought]
+    assert len(thought) > 3 and thought[-1].text == "</think>" and deltas[-1].text == "ere"
+    assert done.answer_start == len("<think>a long line of thought</think>")
+
+
+async def test_stream_error_before_the_first_piece_is_retried(server, fast_backoff):
+    server.script(
+        Turn.error(529, "Overloaded", type="overloaded_error", headers={"retry-after": "2"}),
+        Turn("never seen", stream_error=OVERLOADED, stream_fault_after=0),
+        Turn("never seen", stream_cut=True, stream_fault_after=0),
+        Turn("made it"),
+    )
+    deltas, done = await run_stream(settings_for(server))
+    assert done.text == "made it" and "".join(d.text for d in deltas) == "made it"
+    assert len(server.message_requests) == 4 and fast_backoff[0] == 2.0
+
+
+async def test_stream_error_after_the_first_piece_is_final(server):
+    server.script(Turn("abcdefghijkl", stream_error=OVERLOADED, stream_fault_after=2))
+    backend = AnthropicBackend(settings_for(server))
+    got = []
+    with pytest.raises(ModelError, match="broke off: error event in the stream: overloaded_error") as info:
+        async for piece in backend.stream(ask()):
+            got.append(piece)
+    assert [d.text for d in got] == ["abc", "def"] and type(info.value) is ModelError
+    assert len(server.message_requests) == 1
+    server.script(Turn("abcdefghijkl", stream_cut=True, stream_fault_after=1))
+    got = []
+    with pytest.raises(ModelError, match="broke off"):
+        async for piece in backend.stream(ask()):
+            got.append(piece)
+    await backend.aclose()
+    assert [d.text for d in got] == ["abc"] and len(server.message_requests) == 2
+
+
+async def test_stream_errors_that_no_retry_fixes(server):
+    bad = {"type": "error", "error": {"type": "invalid_request_error", "message": "no\nway"}}
+    server.script(Turn("x", stream_error=bad))
+    with pytest.raises(ModelError, match="rejected the request") as info:
+        await run_stream(settings_for(server))
+    assert info.value.kind == "rejected" and len(server.message_requests) == 1 and "\n" not in str(info.value)
+    server.responder = lambda body: Turn("x", stream_error=OVERLOADED)
+    with pytest.raises(ModelError, match="failed after 3 attempts"):
+        await run_stream(settings_for(server, max_retries=2))
+    assert len(server.message_requests) == 4
+    request = ChatRequest(
+        messages=(Message(role="user", content="q"), Message(role="assistant", content="<think>")),
+        params={"thinking": THINKING},
+        continue_final=True,
+    )
+    with pytest.raises(CapabilityError):
+        await run_stream(settings_for(server), request)
+    assert len(server.message_requests) == 4
+
+
+async def test_stream_takes_a_rate_limit_permit_and_gives_back_usage(server, monkeypatch):
+    backend = AnthropicBackend(settings_for(server, requests_per_minute=6000))
+    seen: list[tuple[str, int]] = []
+    limiter = backend._limiter
+    acquire, answered, failed = limiter.acquire, limiter.answered, limiter.failed
+
+    async def counting_acquire(kwargs):
+        seen.append(("acquire", kwargs["max_tokens"]))
+        return await acquire(kwargs)
+
+    def counting_answered(permit, usage=None, headers=None):
+        seen.append(("answered", usage.completion_tokens))
+        return answered(permit, usage, headers)
+
+    def counting_failed(permit, error):
+        seen.append(("failed", 0))
+        return failed(permit, error)
+
+    monkeypatch.setattr(limiter, "acquire", counting_acquire)
+    monkeypatch.setattr(limiter, "answered", counting_answered)
+    monkeypatch.setattr(limiter, "failed", counting_failed)
+    server.script(Turn("x", stream_error=OVERLOADED), Turn("four words of answer"))
+    try:
+        pieces = [p async for p in backend.stream(ask())]
+    finally:
+        await backend.aclose()
+    assert pieces[-1].text == "four words of answer"
+    assert seen == [("acquire", DEFAULT_MAX_TOKENS), ("failed", 0), ("acquire", DEFAULT_MAX_TOKENS), ("answered", 4)]
+
+
+async def test_stream_thinking_after_the_answer_stops_the_pieces(server):
+    """No real server sends thinking after text; if one did, no more pieces, and the completion is still chat()'s."""
+    blocks = [{"type": "text", "text": "early"}, {"type": "thinking", "thinking": "late", "signature": "s"}]
+    server.responder = lambda body: Turn(blocks=blocks)
+    deltas, done = await run_stream(settings_for(server), ask(params={"thinking": THINKING}))
+    chat = await run_chat(settings_for(server), ask(params={"thinking": THINKING}))
+    assert done.model_dump(exclude={"usage"}) == chat.model_dump(exclude={"usage"})
+    assert done.text == "<think>late</think>early" and "".join(d.text for d in deltas) == "early"
+
+
+async def test_model_stream_passes_the_pieces_and_an_early_close_ends_the_call(server):
+    model = create_model(settings_for(server))
+    server.script(Turn("abcdefghi"), Turn("jklmnopqr"))
+    pieces = [p async for p in model.stream(ask())]
+    assert [p.text for p in pieces[:-1]] == ["abc", "def", "ghi"] and pieces[-1].text == "abcdefghi"
+    stream = model.stream(ask("other"))
+    first = await stream.__anext__()
+    await stream.aclose()  # a client that hung up
+    assert first.text == "jkl" and len(server.message_requests) == 2
+    await model.aclose()
+
+
+async def test_stream_error_events_are_scrubbed_and_repaired(monkeypatch, server):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    hostile = {"type": "error", "error": {"type": "api_error", "message": f"key {SECRET}\n\x1b[31m \ud800"}}
+    server.responder = lambda body: Turn("abcdef", stream_error=hostile, stream_fault_after=1)
+    with pytest.raises(ModelError, match="broke off") as info:
+        await run_stream(settings_for(server, api_key_env=KEY_ENV))
+    msg = str(info.value)
+    assert SECRET not in msg and "***" in msg and "\n" not in msg and "\ud800" not in msg

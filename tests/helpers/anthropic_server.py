@@ -75,6 +75,10 @@ class Turn:
     ``tool_use`` block sent when the request forces a tool (default: ``text`` read as JSON).
     ``blocks`` replaces the whole content list; ``body`` the whole response (a dict is JSON-encoded,
     str/bytes are sent raw); ``status`` other than 200 sends ``body`` as an error.
+
+    Streamed (``stream: true``), the message goes out as server-sent events, text, thinking and tool
+    input in pieces of ``piece`` characters; ``stream_error`` (an error body) is sent as an ``error``
+    event after ``stream_fault_after`` deltas, and ``stream_cut`` drops the connection there instead.
     """
 
     text: str | None = None
@@ -86,6 +90,10 @@ class Turn:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] | str | bytes | None = None
+    piece: int = 3
+    stream_error: dict[str, Any] | None = None
+    stream_cut: bool = False
+    stream_fault_after: int = 0
 
     @classmethod
     def error(
@@ -225,10 +233,16 @@ class AnthropicServer:
 
     def answer(self, body: Any, reply: Turn | None = None) -> tuple[int, dict[str, Any] | str | bytes, dict[str, str]]:
         """(status, body, headers) for one messages request (online, or inside a batch)."""
+        return self.answer_turn(body, reply)[:3]
+
+    def answer_turn(
+        self, body: Any, reply: Turn | None = None
+    ) -> tuple[int, dict[str, Any] | str | bytes, dict[str, str], Turn | None]:
+        """:meth:`answer`, and the :class:`Turn` it answered with (None: the request was refused)."""
         try:
             check_request(body, self.models)
         except ApiError as e:
-            return e.status, error_body(e.type, e.message), {}
+            return e.status, error_body(e.type, e.message), {}, None
         if reply is None:
             with self._lock:
                 reply = self._queue.popleft() if self._queue else None
@@ -236,9 +250,9 @@ class AnthropicServer:
             answered = self.responder(body)
             reply = answered if isinstance(answered, Turn) else Turn(str(answered))
         if reply.status != 200 or reply.body is not None:
-            return reply.status, reply.body if reply.body is not None else {}, reply.headers
+            return reply.status, reply.body if reply.body is not None else {}, reply.headers, reply
         text = reply.text if reply.text is not None else _responder_text(self.responder, body)
-        return 200, self._message(body, text, reply), reply.headers
+        return 200, self._message(body, text, reply), reply.headers, reply
 
     def _message(self, body: dict[str, Any], text: str, reply: Turn) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
@@ -419,6 +433,61 @@ class AnthropicServer:
         }
 
 
+def stream_events(message: dict[str, Any], reply: Turn) -> list[tuple[str, dict[str, Any] | None]]:
+    """A message as the API streams it: ``(event, data)`` pairs; ``(..., None)`` marks where a scripted
+    fault goes (an ``error`` event, or the connection dropped)."""
+    n = max(1, reply.piece)
+
+    def cuts(text: str) -> list[str]:
+        return [text[i : i + n] for i in range(0, len(text), n)]
+
+    usage = dict(message["usage"])
+    head = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**usage, "output_tokens": 1},
+    }
+    events: list[tuple[str, dict[str, Any] | None]] = [("message_start", {"type": "message_start", "message": head})]
+    events.append(("ping", {"type": "ping"}))
+    for index, block in enumerate(message["content"]):
+        kind = block["type"]
+        if kind == "text":
+            start, deltas = (
+                {"type": "text", "text": ""},
+                [{"type": "text_delta", "text": t} for t in cuts(block["text"])],
+            )
+        elif kind == "thinking":
+            start = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [{"type": "thinking_delta", "thinking": t} for t in cuts(block["thinking"])]
+            deltas.append({"type": "signature_delta", "signature": block.get("signature", "")})
+        elif kind == "tool_use":
+            start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            raw = json.dumps(block["input"], separators=(",", ":"))
+            deltas = [{"type": "input_json_delta", "partial_json": t} for t in ["", *cuts(raw)]]
+        else:  # redacted_thinking and others: whole in the start event
+            start, deltas = block, []
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    stop = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
+    events.append(
+        ("message_delta", {"type": "message_delta", "delta": stop, "usage": {"output_tokens": usage["output_tokens"]}})
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    if reply.stream_error is not None or reply.stream_cut:
+        seen, at = 0, len(events)
+        for i, (name, _) in enumerate(events):
+            if name == "content_block_delta":
+                if seen == reply.stream_fault_after:
+                    at = i
+                    break
+                seen += 1
+        events = events[:at] + [("error", None)]
+    return events
+
+
 def _responder_text(responder: Responder, body: dict[str, Any]) -> str:
     answer = responder(body)
     if isinstance(answer, Turn):
@@ -570,8 +639,12 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and path == "/v1/messages":
                 if headers.get("content-type", "").split(";")[0] != "application/json":
                     raise ApiError(400, "invalid_request_error", "Content-Type must be application/json")
-                status, payload, extra = api.answer(body)
-                self._send(status, payload, extra)
+                status, payload, extra, reply = api.answer_turn(body)
+                streamed = isinstance(body, dict) and body.get("stream") is True
+                if streamed and status == 200 and reply is not None and isinstance(payload, dict):
+                    self._send_stream(stream_events(payload, reply), reply, extra)
+                else:
+                    self._send(status, payload, extra)
             elif method == "POST" and path == "/v1/messages/batches":
                 fault = api.create_faults.popleft() if api.create_faults else None
                 if fault is not None:
@@ -606,6 +679,30 @@ class _Handler(BaseHTTPRequestHandler):
         key = self.server.api.api_key
         if key is not None and sent != key:
             raise ApiError(401, "authentication_error", "invalid x-api-key")
+
+    def _send_stream(
+        self, events: list[tuple[str, dict[str, Any] | None]], reply: Turn, headers: dict[str, str]
+    ) -> None:
+        """Server-sent events in HTTP/1.1 chunks, one event a chunk, as the API sends them."""
+        self.send_response(200)
+        headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", **headers}
+        headers.setdefault("request-id", f"req_{uuid.uuid4().hex[:20]}")
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for name, data in events:
+            if data is None and reply.stream_error is not None:
+                name, data = "error", reply.stream_error
+            elif data is None:  # dropped mid-stream: no closing chunk
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            chunk = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def _send(self, status: int, payload: dict[str, Any] | str | bytes, headers: dict[str, str] | None = None) -> None:
         data = (

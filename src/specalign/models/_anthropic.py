@@ -25,6 +25,11 @@ What the backend sends for a :class:`ChatRequest`:
   the turn before the final one (the conversation a follow-up call shares), and on the shared head of
   the first user turn (see :class:`_SharedHeads`): up to three of the four breakpoints allowed.
 
+Streaming (:meth:`AnthropicBackend.stream`, ``stream: true``): thinking deltas are thought pieces, text
+deltas answer pieces (a prefill's trimmed whitespace and a tool's answer held back until they are
+certain); the final completion is read from the streamed blocks exactly as :meth:`chat` reads a message.
+Retried as a chat call until the first piece has been yielded; after that a failure is final.
+
 Usage: ``prompt_tokens`` counts every input token: uncached (``input_tokens``), written to the cache
 (``cache_creation_input_tokens``) and read from it (``cache_read_input_tokens``), so it compares with
 other backends'; ``cached_prompt_tokens`` is those read from the cache.
@@ -49,7 +54,8 @@ import random
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlparse
@@ -57,7 +63,7 @@ from urllib.parse import parse_qsl, quote, urlparse
 from .._secrets import Scrubber, redact_url, url_secrets
 from .._unicode import repair_text
 from ..errors import CapabilityError, ConfigError, ModelAccessError, ModelError, ModelUnavailable, SpecalignError
-from ._base import REPAIRED, ChatRequest, Completion, ModelBackend, Usage
+from ._base import REPAIRED, ChatRequest, Completion, Delta, ModelBackend, Usage
 from ._batch import BatchCapable, BatchItemError, BatchRequest, BatchState, BatchStatusName
 from ._ratelimit import limiter_for
 from ._settings import PLACEHOLDER_KEY, ModelSettings, _check_urls, api_key_from_env
@@ -270,6 +276,109 @@ class AnthropicBackend(ModelBackend, BatchCapable):
             return completion
 
         return await self._with_retries("chat call", call)
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta | Completion, None]:
+        """:meth:`chat` as a server-sent-event stream (``stream: true``): deltas as they arrive.
+
+        Thinking deltas are thought pieces (the opening marker with the first, the closing one with the
+        first answer piece); text deltas are answer pieces, held back while a prefill's trimmed whitespace
+        may still come back, and all of it with a JSON schema (the tool's input, re-encoded, is the answer).
+        The final :class:`Completion` is read from the streamed blocks exactly as :meth:`chat` reads a
+        message. Retried as :meth:`chat` is until the first piece has been yielded; a failure after that is
+        final (a :class:`ModelError`), since what was yielded cannot be taken back.
+        """
+        prepared = self._prepare(request)
+        kwargs = _create_kwargs(prepared.body, self.settings.timeout)
+        attempts = self.settings.max_retries + 1
+        last, final = "", _Retry("no attempt made")
+        state = self._loop_state()
+        try:
+            for attempt in range(attempts):
+                joiner = _StreamReader(self.settings.thought_start, self.settings.thought_end, prepared)
+                try:
+                    async with state.calls:  # held for the attempt only, not the backoff
+                        async with aclosing(self._stream_attempt(state.client, kwargs, prepared, joiner)) as deltas:
+                            async for delta in deltas:
+                                yield delta
+                    completion = joiner.completion
+                    if completion is None:  # the attempt ended without one: never, but never yield a None
+                        raise _Retry("malformed response: the stream held no message", kind="malformed")
+                except _Retry as r:
+                    if joiner.yielded:
+                        raise ModelError(
+                            self._scrub(f"the stream from {self._shown} broke off: {r.reason}"),
+                            kind=r.kind,
+                            status=r.status,
+                        ) from None
+                    last, final = self._scrub(r.reason), r
+                    log.debug("stream attempt %d at %s failed: %s", attempt + 1, self._shown, last)
+                    if attempt + 1 < attempts:
+                        await _sleep(self._delay(attempt, r.delay))
+                    continue
+                for delta in joiner.rest(completion):
+                    yield delta
+                yield completion
+                return
+        except SpecalignError as e:
+            e.args = tuple(self._scrub(a) if isinstance(a, str) else a for a in e.args)
+            raise
+        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+        raise ModelError(
+            self._scrub(
+                f"chat call to {self._shown} (model {self.settings.model_name!r}) failed after {tries}: {last}"
+            ),
+            kind=final.kind,
+            status=final.status,
+        )
+
+    async def _stream_attempt(
+        self, client: Any, kwargs: dict[str, Any], prepared: _Prepared, joiner: _StreamReader
+    ) -> AsyncGenerator[Delta, None]:
+        permit = await self._limiter.acquire(kwargs)
+        events = None
+        try:
+            events = await client.messages.create(**kwargs, stream=True)
+            async for event in events:
+                for delta in joiner.add(event):
+                    joiner.yielded = True
+                    yield delta
+            joiner.check_whole()
+            joiner.completion = self._completion(
+                joiner.message(), thinking=prepared.thinking, prefill_tail=prepared.prefill_tail
+            )
+        except BaseException as err:
+            self._limiter.failed(permit, err)
+            if not isinstance(err, Exception) or isinstance(err, (_Retry, SpecalignError)):
+                raise
+            failure = self._stream_failure(err)
+            if failure is err:
+                raise
+            raise failure from err
+        finally:
+            if events is not None:
+                try:
+                    await events.close()
+                except Exception:  # noqa: BLE001  (closing is best effort)
+                    pass
+        self._limiter.answered(permit, joiner.completion.usage)
+
+    def _stream_failure(self, err: Exception) -> Exception:
+        """:meth:`_classify`, plus an ``error`` event inside the stream (sent with the 200 status)."""
+        import anthropic  # noqa: PLC0415
+
+        if isinstance(err, anthropic.APIStatusError) and err.status_code < 300:
+            etype, message = _error_fields(err)
+            said = f"error event in the stream: {etype or 'error'}: {self._scrub(message)}"
+            if etype in RETRYABLE_ERRORS or not etype:
+                return _Retry(said, kind="status", status=ERROR_STATUS.get(etype))
+            return ModelError(
+                f"{self._shown} rejected the request ({said})", kind="rejected", status=ERROR_STATUS.get(etype)
+            )
+        if isinstance(err, (ValueError, TypeError, AttributeError, KeyError)) and not isinstance(
+            err, _transport_errors()
+        ):
+            return _Retry(f"malformed stream event ({type(err).__name__})", kind="malformed")
+        return self._classify(err, batch=False)
 
     async def warm(self) -> None:
         self._loop_state()
@@ -660,6 +769,152 @@ def _create_kwargs(body: dict[str, Any], timeout: float) -> dict[str, Any]:
     kwargs = {k: body[k] for k in _TYPED if k in body}
     extra = {k: v for k, v in body.items() if k not in _TYPED}
     return {**kwargs, "extra_body": extra or None, "timeout": timeout}
+
+
+class _StreamReader:
+    """The events of a streamed message (``message_start``, ``content_block_start`` / ``_delta`` / ``_stop``,
+    ``message_delta``, ``message_stop``) put back together as the message :meth:`AnthropicBackend.chat`
+    gets, and the pieces of its text that are certain already.
+
+    :meth:`add` returns only text that the final completion will start with: the closing thought marker
+    waits for the answer, a prefill's trimmed whitespace waits until it is clear whether the model writes
+    it again, and with a JSON schema the answer waits for the end (the tool's input is re-encoded, and
+    any text beside it is not the answer). Thinking that arrives after the answer has begun (no real
+    server does that) stops the pieces; :meth:`rest` then adds nothing and the completion holds it all.
+    """
+
+    def __init__(self, start: str, end: str, prepared: _Prepared):
+        self.start, self.end = start, end
+        self.hold_answer = "tools" in prepared.body
+        self.tail = prepared.prefill_tail
+        self.tail_open = bool(self.tail)
+        self.held = ""
+        self.head: dict[str, Any] | None = None
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.json_parts: dict[int, list[str]] = {}
+        self.usage: dict[str, Any] = {}
+        self.stop_reason: Any = None
+        self.stopped = False
+        self.thought_open = self.answer_open = self.broken = False
+        self.thought_blocks: set[int] = set()
+        self.emitted: list[str] = []
+        self.yielded = False
+        self.completion: Completion | None = None
+
+    def add(self, event: Any) -> list[Delta]:
+        kind = _get(event, "type")
+        if kind == "message_start":
+            message = _get(event, "message")
+            self.head = {"id": _get(message, "id")}
+            self.usage = _fields(_get(message, "usage"), _USAGE)
+        elif kind == "content_block_start":
+            block = _fields(_get(event, "content_block"), _BLOCK)
+            index = _get(event, "index")
+            if not isinstance(index, int) or not isinstance(block.get("type"), str):
+                raise _Retry("malformed stream event: a content block without an index or type", kind="malformed")
+            self.blocks[index] = block
+            for key in ("text", "thinking"):
+                if isinstance(block.get(key), str) and block[key]:
+                    return self._piece(index, block["type"], block[key])
+        elif kind == "content_block_delta":
+            index, delta = _get(event, "index"), _get(event, "delta")
+            target = self.blocks.get(index) if isinstance(index, int) else None
+            if target is None:
+                raise _Retry("malformed stream event: a delta for a block never started", kind="malformed")
+            dtype = _get(delta, "type")
+            if dtype == "text_delta" and target["type"] == "text":
+                value = _get(delta, "text")
+                if isinstance(value, str) and value:
+                    target["text"] = (target.get("text") or "") + value
+                    return self._piece(index, "text", value)
+            elif dtype == "thinking_delta" and target["type"] == "thinking":
+                value = _get(delta, "thinking")
+                if isinstance(value, str) and value:
+                    target["thinking"] = (target.get("thinking") or "") + value
+                    return self._piece(index, "thinking", value)
+            elif dtype == "input_json_delta":
+                value = _get(delta, "partial_json")
+                if isinstance(value, str):
+                    self.json_parts.setdefault(index, []).append(value)
+            elif dtype == "signature_delta":
+                target["signature"] = _get(delta, "signature")
+        elif kind == "content_block_stop":
+            index = _get(event, "index")
+            parts = self.json_parts.pop(index, None) if isinstance(index, int) else None
+            if parts is not None and "".join(parts).strip():
+                try:
+                    self.blocks[index]["input"] = json.loads("".join(parts))
+                except ValueError:
+                    raise _Retry("malformed response: a tool input that is not JSON", kind="malformed") from None
+        elif kind == "message_delta":
+            self.stop_reason = _get(_get(event, "delta"), "stop_reason")
+            self.usage.update({k: v for k, v in _fields(_get(event, "usage"), _USAGE).items() if v is not None})
+        elif kind == "message_stop":
+            self.stopped = True
+        return []
+
+    def _piece(self, index: int, kind: str, value: str) -> list[Delta]:
+        """The new certain text for ``value`` arriving in block ``index`` of ``kind``."""
+        if self.broken:
+            return []
+        value = repair_text(value)[0]
+        out: list[Delta] = []
+        if kind == "thinking":
+            if self.answer_open:
+                self.broken = True
+                return []
+            lead = "" if index in self.thought_blocks else "\n\n" if self.thought_open else self.start
+            self.thought_blocks.add(index)
+            self.thought_open = True
+            out.append(Delta(text=lead + value, thought=True))
+        elif kind == "text" and not self.hold_answer:
+            if self.tail_open:
+                self.held += value
+                if len(self.held) < len(self.tail) and self.tail.startswith(self.held):
+                    return []
+                self.tail_open = False
+                value = self.held[len(self.tail) :] if self.held.startswith(self.tail) else self.held
+                if not value:
+                    return []
+            if self.thought_open and not self.answer_open:
+                out.append(Delta(text=self.end, thought=True))
+            self.answer_open = True
+            out.append(Delta(text=value))
+        self.emitted += [d.text for d in out]
+        return out
+
+    def check_whole(self) -> None:
+        if self.head is None:
+            raise _Retry("malformed response: the stream held no message_start", kind="malformed")
+        if not self.stopped:
+            raise _Retry("the stream ended before message_stop", kind="connection")
+
+    def message(self) -> dict[str, Any]:
+        """The message the events described, as :meth:`AnthropicBackend._completion` reads one."""
+        content = [self.blocks[i] for i in sorted(self.blocks)]
+        return {**(self.head or {}), "content": content, "usage": self.usage, "stop_reason": self.stop_reason}
+
+    def rest(self, completion: Completion) -> list[Delta]:
+        """What the final text adds to the pieces given: the held-back end of the thought, then of the answer."""
+        sent = "".join(self.emitted)
+        text = completion.text
+        if self.broken or not text.startswith(sent):
+            if not self.broken:
+                log.debug("streamed pieces are not the start of the final text; the rest is not streamed")
+            return []
+        at = completion.answer_start
+        thought_end = len(sent) if at is None else max(len(sent), min(at, len(text)))
+        pieces = [Delta(text=text[len(sent) : thought_end], thought=True), Delta(text=text[thought_end:])]
+        return [d for d in pieces if d.text]
+
+
+_USAGE = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+_BLOCK = ("type", "id", "name", "input", "text", "thinking", "signature", "data")
+
+
+def _fields(obj: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named fields of an SDK object (or a dict), None where absent."""
+    return {name: _get(obj, name) for name in names}
 
 
 def _check_batch_id(batch_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -16,6 +17,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from ..methods import MethodOutput
+from ._enforce import StreamGuard
 from ._gateway import Gateway
 from ._http import ABORTED
 from ._metrics import CONTENT_TYPE
@@ -203,7 +206,7 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None, shadow: Shadow 
             gateway.metrics.rejected.inc(reason="invalid")
             raise
         labels.update(method=method.name, scenario=scenario.key)
-        if inp.stream and gateway.enforcer is None:  # enforced streams are judged whole, then sent (docs/serve.md)
+        if inp.stream:  # enforced streams are released window by window as they pass (docs/serve.md)
             return await _start_stream(request, inp, method, scenario, labels, t0)
         out = await unless_disconnected(request.receive, gateway.answer_enforced(inp, method, scenario))
         if out is None:
@@ -229,6 +232,8 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None, shadow: Shadow 
                 return None
             if task.done() and sink.queue.empty():
                 out = task.result()  # a GatewayError goes out as an error response
+                if gateway.enforcer is not None:  # nothing streamed: judged whole, as a plain request
+                    out = await gateway.enforcer.enforce(_first_then(out, gateway.answer), inp, method, scenario)
                 monitored = monitor is not None and monitor.offer(
                     method, scenario, inp.prompt, out, time.perf_counter() - t0
                 )
@@ -298,60 +303,126 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None, shadow: Shadow 
                     _gone(self.request, "answer", self.labels)
                 gateway.in_flight -= 1
 
-        async def _events(self) -> AsyncIterator[bytes]:
-            labels, inp, writer, queue = self.labels, self.inp, self.writer, self.sink.queue
-            sent: list[str] = []
-            yield writer.role()
+        async def _next(self) -> str | None:
+            """The next piece of the answer, None once the method is done; raises _Gone when the client is."""
+            queue = self.sink.queue
             while True:
                 if not queue.empty():
-                    text = queue.get_nowait()
-                    sent.append(text)
-                    yield writer.content(text)
-                    continue
+                    return queue.get_nowait()
                 if self.task.done():
-                    break
+                    return None
                 got = asyncio.ensure_future(queue.get())
                 await asyncio.wait((got, self.task, self.watch), return_when=asyncio.FIRST_COMPLETED)
                 if got.done():
-                    text = got.result()
-                    sent.append(text)
-                    yield writer.content(text)
-                    continue
+                    return got.result()
                 got.cancel()
-                if self.watch.done() and not self.task.done():  # the client hung up: cancel the method
-                    self.task.cancel()
-                    await asyncio.wait((self.task,))
+                if self.watch.done() and not self.task.done():
+                    raise _Gone
+
+        async def _stop_method(self) -> None:
+            if not self.task.done():
+                self.task.cancel()
+                await asyncio.wait((self.task,))
+
+        def _guard(self) -> StreamGuard | None:
+            enforcer = gateway.enforcer
+            if enforcer is None:
+                return None
+            checker = enforcer.for_request(self.scenario, self.inp.prompt)
+            return StreamGuard(checker, enforcer.config.window, flag=enforcer.config.action == "flag")
+
+        def _may_regenerate(self, guard: StreamGuard, attempts: int) -> bool:
+            """A stream whose checked violation came before any of its text went out is run again."""
+            assert gateway.enforcer is not None and guard.stopped is not None
+            cfg = gateway.enforcer.config
+            return (
+                cfg.action == "regenerate" and guard.stopped.checked and not guard.released and attempts <= cfg.attempts
+            )
+
+        def _regenerate(self, guard: StreamGuard) -> None:
+            assert gateway.enforcer is not None and guard.stopped is not None
+            retry = gateway.enforcer.retry_input(self.inp, self.scenario, guard.stopped.violated)
+            self.sink = QueueSink()
+            self.task = asyncio.ensure_future(gateway.answer(retry, self.method, self.scenario, self.sink))
+
+        async def _events(self) -> AsyncIterator[bytes]:
+            labels, inp, writer = self.labels, self.inp, self.writer
+            guard, attempts, judged_s = self._guard(), 1, 0.0
+            yield writer.role()
+            out: MethodOutput | None = None
+            while True:  # one pass per attempt; only enforcement's regenerate makes more than one
+                sent: list[str] = []
+                try:
+                    while (piece := await self._next()) is not None:
+                        if guard is None:
+                            sent.append(piece)
+                            yield writer.content(piece)
+                            continue
+                        released = await guard.feed(piece)
+                        if released:
+                            sent.append(released)
+                            yield writer.content(released)
+                        if guard.stopped is not None:
+                            await self._stop_method()  # the stream stops: no more tokens are spent on it
+                            break
+                except _Gone:  # the client hung up: cancel the method
+                    await self._stop_method()
                     _gone(self.request, "answer", labels)
                     return
-            try:
-                out = self.task.result()
-            except GatewayError as e:
-                gateway.metrics.requests.inc(code=str(e.status), **labels)
-                for event in writer.error(e):
+                out = None
+                if guard is None or guard.stopped is None:
+                    try:
+                        out = self.task.result()
+                    except GatewayError as e:
+                        gateway.metrics.requests.inc(code=str(e.status), **labels)
+                        for event in writer.error(e):
+                            yield event
+                        return
+                    except Exception:  # a bug: logged, and an error event for the client
+                        log.exception("chat request failed")
+                        gateway.metrics.requests.inc(code="500", **labels)
+                        bug = GatewayError(
+                            500, "the gateway failed to answer; see its log", type="server_error", code="internal_error"
+                        )
+                        for event in writer.error(bug):
+                            yield event
+                        return
+                    held = guard.text if guard is not None else "".join(sent)
+                    if not out.response.startswith(held):  # cannot happen when the backends keep their contract
+                        log.error("request %s: the streamed answer is not the start of the final one", inp.prompt.id)
+                        gateway.metrics.requests.inc(code="502", **labels)
+                        bad = GatewayError(
+                            502,
+                            "the upstream's stream did not add up to its answer",
+                            type="upstream_error",
+                            code="upstream_stream_inconsistent",
+                        )
+                        for event in writer.error(bad):
+                            yield event
+                        return
+                    if guard is not None:  # the end of the answer is judged before the finish chunk
+                        await guard.finish(out.response[len(guard.text) :])
+                if guard is None:
+                    break
+                judged_s += guard.outcome().latency_s
+                if guard.stopped is None:
+                    break
+                if self._may_regenerate(guard, attempts):  # nothing of this attempt went out: run it again
+                    attempts += 1
+                    self._regenerate(guard)
+                    guard = self._guard()
+                    continue
+                for event in self._refused(guard, attempts, judged_s, out):
                     yield event
                 return
-            except Exception:  # a bug: logged, and an error event for the client
-                log.exception("chat request failed")
-                gateway.metrics.requests.inc(code="500", **labels)
-                bug = GatewayError(
-                    500, "the gateway failed to answer; see its log", type="server_error", code="internal_error"
-                )
-                for event in writer.error(bug):
-                    yield event
-                return
+            assert out is not None
+            if guard is not None:
+                assert gateway.enforcer is not None
+                action = "flagged" if guard.flagged else ("regenerated" if attempts > 1 else "none")
+                if guard.flagged:
+                    out = out.model_copy(update={"flags": [*out.flags, "enforcement_flagged"]})
+                gateway.enforcer.settle(inp, guard.outcome(), action, attempts, judged_s)
             streamed = "".join(sent)
-            if not out.response.startswith(streamed):  # cannot happen when the backends keep their contract
-                log.error("request %s: the streamed answer is not the start of the final one", inp.prompt.id)
-                gateway.metrics.requests.inc(code="502", **labels)
-                bad = GatewayError(
-                    502,
-                    "the upstream's stream did not add up to its answer",
-                    type="upstream_error",
-                    code="upstream_stream_inconsistent",
-                )
-                for event in writer.error(bad):
-                    yield event
-                return
             elapsed = time.perf_counter() - self.t0
             monitored = monitor is not None and monitor.offer(self.method, self.scenario, inp.prompt, out, elapsed)
             if shadow is not None:
@@ -363,6 +434,25 @@ def create_app(gateway: Gateway, monitor: Monitor | None = None, shadow: Shadow 
             reply.content = out.response[len(streamed) :]
             for event in writer.rest(reply, include_usage=inp.include_usage):
                 yield event
+
+        def _refused(self, guard: StreamGuard, attempts: int, judged_s: float, out: Any) -> list[bytes]:
+            """The end of a stream stopped by enforcement: the refusal as the last content (what went out
+            before it had passed), the finish chunk saying ``refused``, and ``[DONE]``."""
+            enforcer, inp = gateway.enforcer, self.inp
+            assert enforcer is not None and guard.stopped is not None
+            refusal = enforcer.refusal(self.scenario)
+            flags = [f for f in (out.flags if out is not None else []) if f != "max_tokens_reached"]
+            base = out if out is not None else MethodOutput(response="")
+            final = base.model_copy(
+                update={"response": refusal, "thought": "", "flags": [*flags, "enforcement_refused"]}
+            )
+            decision = guard.outcome()
+            enforcer.settle(inp, dataclasses.replace(decision, passed=False), "refused", attempts, judged_s)
+            reply = gateway.reply(inp, self.method, self.scenario, final, False)
+            gateway.metrics.requests.inc(code="200", **self.labels)
+            gateway.metrics.latency.observe(time.perf_counter() - self.t0, method=self.labels["method"])
+            gateway.metrics.status_tokens.inc(reply.completion_tokens, **self.labels)
+            return self.writer.rest(reply, include_usage=inp.include_usage)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -470,6 +560,21 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T | None:
     if task.cancelled():
         return None
     return task.result()
+
+
+class _Gone(Exception):
+    """The client of a live stream hung up."""
+
+
+def _first_then(out: Any, again: Any) -> Any:
+    """An answer function for :meth:`Enforcer.enforce` whose first attempt is ``out`` (already run); a
+    regeneration calls ``again``."""
+    first = [out]
+
+    async def answer(inp: ChatInput, method: Any, scenario: Any) -> Any:
+        return first.pop() if first else await again(inp, method, scenario)
+
+    return answer
 
 
 class QueueSink:

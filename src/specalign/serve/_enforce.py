@@ -118,6 +118,11 @@ class Enforcer:
             action = "refused"
             final = _with_usage(out, spent, flag="enforcement_refused", response=self.refusal(scenario))
             break
+        self.settle(inp, decision, action, attempts, judged_s)
+        return final
+
+    def settle(self, inp: ChatInput, decision: Decision, action: str, attempts: int, judged_s: float) -> None:
+        """Count what was done and leave it in ``inp.enforcement`` (the reply's ``specalign.enforcement``)."""
         self.metrics.enforce_actions.inc(action=action)
         self.metrics.enforce_latency.observe(judged_s)
         inp.enforcement = {
@@ -130,7 +135,10 @@ class Enforcer:
             "judge_latency_ms": round(judged_s * 1000, 1),
             "error": decision.error,
         }
-        return final
+
+    def retry_input(self, inp: ChatInput, scenario: Scenario, violated: list[str]) -> ChatInput:
+        """The request again, with the safety specs its last answer broke named to the model (regenerate)."""
+        return dataclasses.replace(inp, prompt=_named(inp.prompt, scenario, violated))
 
     async def aclose(self) -> None:
         if not self._shared_backend:
@@ -151,33 +159,58 @@ class StreamGuard:
     """Holds a stream's text back until it is judged: every ``window`` new characters, the whole text so
     far is checked, and only text that passed is released. ``feed`` and ``finish`` return the text that
     may be sent now; after a failed check ``stopped`` holds the decision and nothing more is released
-    (the stream then ends with the documented refusal/error event)."""
+    (the stream then ends with the documented refusal/error event).
 
-    def __init__(self, checker: Checker, window: int):
-        self.checker, self.window = checker, window
+    ``flag=True`` (``--enforce-action flag``): a judged violation does not stop the stream; ``flagged``
+    holds it, everything held back is released, and the rest passes unjudged (the answer is marked already).
+    """
+
+    def __init__(self, checker: Checker, window: int, *, flag: bool = False):
+        self.checker, self.window, self.flag = checker, window, flag
         self.text = ""
         self.released = 0
         self.stopped: Decision | None = None
+        self.flagged: Decision | None = None
         self.checks: list[Decision] = []
 
     async def feed(self, piece: str) -> str:
         self.text += piece
+        if self.flagged is not None:
+            return self._release()
         if self.stopped is None and len(self.text) - self.released >= self.window:
             return await self._check()
         return ""
 
-    async def finish(self) -> str:
-        """Check whatever is still held back (the end of the answer)."""
-        if self.stopped is None and len(self.text) > self.released:
+    async def finish(self, rest: str = "") -> str:
+        """Check whatever is still held back, with ``rest`` (the end of the answer) added; an answer
+        with no text at all is checked once too."""
+        self.text += rest
+        if self.flagged is not None:
+            return self._release()
+        if self.stopped is None and (len(self.text) > self.released or not self.checks):
             return await self._check()
         return ""
+
+    def outcome(self) -> Decision:
+        """The decision for the whole stream: the failing (or flagged, or last) check's verdicts, the
+        judge time of every check, and the first judge failure."""
+        last = self.stopped or self.flagged or (self.checks[-1] if self.checks else Decision(True))
+        error = next((d.error for d in self.checks if d.error is not None), None)
+        latency = sum(d.latency_s for d in self.checks)
+        return Decision(last.passed, last.verdicts, last.violated, error, latency)
 
     async def _check(self) -> str:
         decision = await self.checker.check(self.text)
         self.checks.append(decision)
         if not decision.passed:
+            if self.flag and decision.checked:
+                self.flagged = decision
+                return self._release()
             self.stopped = decision
             return ""
+        return self._release()
+
+    def _release(self) -> str:
         start, self.released = self.released, len(self.text)
         return self.text[start:]
 
