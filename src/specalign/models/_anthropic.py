@@ -45,14 +45,12 @@ unreadable answer): a second batch would run every request twice.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import importlib.util
 import json
 import logging
 import os
 import random
 import re
-import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
@@ -65,7 +63,7 @@ from .._unicode import repair_text
 from ..errors import CapabilityError, ConfigError, ModelAccessError, ModelError, ModelUnavailable, SpecalignError
 from ._base import REPAIRED, ChatRequest, Completion, Delta, ModelBackend, Usage
 from ._batch import BatchCapable, BatchItemError, BatchRequest, BatchState, BatchStatusName
-from ._ratelimit import limiter_for
+from ._ratelimit import limiter_for, retry_after
 from ._settings import PLACEHOLDER_KEY, ModelSettings, _check_urls, api_key_from_env
 
 log = logging.getLogger(__name__)
@@ -730,7 +728,7 @@ class AnthropicBackend(ModelBackend, BatchCapable):
             retry = should == "true"
         if not retry:
             return ModelError(f"{url} rejected the request ({said})", kind="rejected", status=status)
-        delay = _retry_after(headers)
+        delay = retry_after(headers)
         if delay is not None and delay > MAX_RETRY_AFTER:
             return ModelAccessError(
                 f"{url} asks to wait {delay:.0f} s before retrying ({said}); treating it as an exhausted quota",
@@ -999,22 +997,6 @@ def _error_fields(err: Any) -> tuple[str, str]:
     if isinstance(body, str) and body.strip():
         return "", _one_line(repair_text(body)[0])
     return "", _one_line(repair_text(str(err.message))[0])
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds the server asked to wait (``retry-after-ms``, else ``retry-after``), if it did."""
-    try:
-        return max(0.0, float(headers["retry-after-ms"]) / 1000)
-    except (KeyError, TypeError, ValueError):
-        pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_tz(value)
-        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:

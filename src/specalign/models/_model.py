@@ -151,33 +151,16 @@ class Model:
         return self.request(turn, params=merged, continue_final=True, sample_index=sample_index)
 
     async def _call(self, request: ChatRequest) -> Completion:
-        key = self.key_for(request) if self.cache is not None else ""
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                self.cache_hits += 1
-                if self.meter is not None:
-                    self.meter.cached(self, hit)
-                return hit
-        held = self.meter.reserve(self, request) if self.meter is not None else 0.0
-        ended = self.observer(self, request, _STAGE.get()) if self.observer is not None else None
+        key, hit = self._cached(request)
+        if hit is not None:
+            return hit
+        held, ended = self._started(request)
         try:
             completion = await self.backend.chat(request)
         except BaseException as e:
-            if ended is not None:
-                ended(None, e)
-            if self.meter is not None:
-                self.meter.release(held)
+            self._failed(held, ended, e)
             raise
-        if ended is not None:
-            ended(completion, None)
-        if self.meter is not None:
-            self.meter.settle(held, self, completion)
-        self.calls_made += 1
-        self.usage = self.usage + completion.usage
-        if self.cache is not None:
-            self.cache.put(key, completion)
-        return completion
+        return self._finished(key, held, ended, completion)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta | Completion, None]:
         """:meth:`_call` as it arrives: :class:`Delta` pieces, then the :class:`Completion`.
@@ -185,19 +168,13 @@ class Model:
         A cache hit comes as one piece; a streamed completion is cached, metered and counted once it is
         whole. Leaving the iteration early (a client that hung up) closes the backend's stream.
         """
-        key = self.key_for(request) if self.cache is not None else ""
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                self.cache_hits += 1
-                if self.meter is not None:
-                    self.meter.cached(self, hit)
-                for delta in deltas_of(hit):
-                    yield delta
-                yield hit
-                return
-        held = self.meter.reserve(self, request) if self.meter is not None else 0.0
-        ended = self.observer(self, request, _STAGE.get()) if self.observer is not None else None
+        key, hit = self._cached(request)
+        if hit is not None:
+            for delta in deltas_of(hit):
+                yield delta
+            yield hit
+            return
+        held, ended = self._started(request)
         completion: Completion | None = None
         try:
             pieces = self.backend.stream(request)
@@ -212,11 +189,37 @@ class Model:
             if completion is None:
                 raise ModelError("the backend's stream ended without a completion", kind="malformed")
         except BaseException as e:
-            if ended is not None:
-                ended(None, e)
-            if self.meter is not None:
-                self.meter.release(held)
+            self._failed(held, ended, e)
             raise
+        yield self._finished(key, held, ended, completion)
+
+    # -- the bookkeeping of one call, online or streamed ---------------------------------------------------------------
+    def _cached(self, request: ChatRequest) -> tuple[str, Completion | None]:
+        """The call's cache key and its cached answer (counted and metered as a hit), if any."""
+        if self.cache is None:
+            return "", None
+        key = self.key_for(request)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.cache_hits += 1
+            if self.meter is not None:
+                self.meter.cached(self, hit)
+        return key, hit
+
+    def _started(self, request: ChatRequest) -> tuple[float, Any]:
+        """Reserve the call's estimated cost and tell the observer it starts: (cost held, the observer's end)."""
+        held = self.meter.reserve(self, request) if self.meter is not None else 0.0
+        ended = self.observer(self, request, _STAGE.get()) if self.observer is not None else None
+        return held, ended
+
+    def _failed(self, held: float, ended: Any, error: BaseException) -> None:
+        if ended is not None:
+            ended(None, error)
+        if self.meter is not None:
+            self.meter.release(held)
+
+    def _finished(self, key: str, held: float, ended: Any, completion: Completion) -> Completion:
+        """Settle, count and cache a call's answer."""
         if ended is not None:
             ended(completion, None)
         if self.meter is not None:
@@ -225,7 +228,7 @@ class Model:
         self.usage = self.usage + completion.usage
         if self.cache is not None:
             self.cache.put(key, completion)
-        yield completion
+        return completion
 
     async def aclose(self) -> None:
         await self.backend.aclose()

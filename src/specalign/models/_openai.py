@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import itertools
 import json
 import logging
 import random
 import re
-import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing
@@ -22,7 +20,7 @@ from .._unicode import repair_text
 from ..errors import ConfigError, ModelAccessError, ModelError, SpecalignError
 from ._base import REPAIRED, ChatRequest, Completion, Delta, ModelBackend, Usage
 from ._batch import BatchCapable, BatchItemError, BatchRequest, BatchState, BatchStatusName
-from ._ratelimit import limiter_for
+from ._ratelimit import limiter_for, retry_after
 from ._settings import (
     DEFAULT_KEY_ENV,
     PLACEHOLDER_KEY,
@@ -415,7 +413,7 @@ class OpenAIBackend(ModelBackend, BatchCapable):
         if status == 429 and "insufficient_quota" in (err.code, err.type):
             return ModelAccessError(f"quota exhausted at {url}: {message}", kind="quota", status=status)
         if status in RETRYABLE_STATUS or status >= 500:
-            delay = _retry_after(err.response.headers)
+            delay = retry_after(err.response.headers)
             if delay is not None and delay > MAX_RETRY_AFTER:
                 return ModelAccessError(
                     f"{url} asks to wait {delay:.0f} s before retrying (HTTP {status}: "
@@ -983,22 +981,6 @@ def _request_body(kwargs: dict[str, Any]) -> dict[str, Any]:
     body = {k: v for k, v in kwargs.items() if k not in ("extra_body", "timeout") and v is not None}
     body.update(kwargs.get("extra_body") or {})
     return body
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds the server asked to wait (``retry-after-ms`` or ``retry-after``), if it did."""
-    try:
-        return max(0.0, float(headers["retry-after-ms"]) / 1000)
-    except (KeyError, TypeError, ValueError):
-        pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_tz(value)
-        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
