@@ -63,12 +63,12 @@ def _model(url: str, **extra):
     return create_model(settings_from_config("smol-server", _entry(url, **extra), "models.yaml"), None)
 
 
-def _run_method(method: str, url: str):
-    model = _model(url)
+def _run_method(method: str, url: str, sink=None, **extra):  # noqa: ANN001
+    model = _model(url, **extra)
 
     async def go():
         try:
-            return await create_method(method).run(model, SCEN, PROMPT)
+            return await create_method(method).run(model, SCEN, PROMPT, sink=sink)
         finally:
             await model.aclose()
 
@@ -105,6 +105,40 @@ def test_each_stage_extends_the_previous_prompt_by_exactly_the_new_text(server, 
         # tokens can merge at the joins; a duplicated prefix would add hundreds
         assert abs(grown - expected) <= 3, (i, grown, expected)
     assert "<think>" not in (out.thought or "") and "<think>" not in out.response
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+
+    def answer(self, text: str) -> None:
+        self.pieces.append(text)
+
+
+def _sse_content(body: str) -> str:
+    """The content a recorded server-sent-events body carries, joined."""
+    events = [line[len("data: ") :] for line in body.splitlines() if line.startswith("data: ")]
+    chunks = [json.loads(e) for e in events if e != "[DONE]"]
+    return "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
+
+
+@pytest.mark.parametrize("method", ["vanilla", "align3"])
+def test_a_streamed_answer_from_llama_server_is_what_the_server_streamed(server, method):
+    """``stream: true`` against the real server: its SSE chunks, and its echo of a prefill (align3's last stage),
+    give the answer's text in several pieces, and nothing the server did not write."""
+    proxy, _ = server
+    start, sink = len(proxy.exchanges), _Sink()
+    out = _run_method(method, proxy.base_url, sink, inline_thought=False)
+    chats = proxy.chats()[start:]
+    assert chats[-1].request.get("stream") is True and all(c.request.get("stream") is None for c in chats[:-2])
+    sent = _sse_content(chats[-1].response)
+    assert "".join(sink.pieces) == out.response and len(sink.pieces) > 3
+    if method == "vanilla":
+        assert sent.strip() == out.response
+    else:  # measured: streamed, the server sends the continuation alone (unstreamed, it echoes the prefix first)
+        prefix = chats[-1].request["messages"][-1]["content"]
+        assert out.steps[-1].text == strip_prefill_echo(prefix, sent) == sent
+        assert sent.rstrip().endswith(out.response)
 
 
 def test_vanilla_is_one_plain_call(server):

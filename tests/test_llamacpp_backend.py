@@ -19,6 +19,8 @@ from specalign.errors import ModelError, ModelUnavailable  # noqa: E402
 from specalign.methods import create_method  # noqa: E402
 from specalign.models import (  # noqa: E402
     ChatRequest,
+    Completion,
+    Delta,
     Message,
     ModelSettings,
     create_model,
@@ -27,6 +29,8 @@ from specalign.models import (  # noqa: E402
 )
 from specalign.models._llamacpp import (  # noqa: E402
     LlamaCppBackend,
+    _partial_stop,
+    _Watch,
     chat_template_of,
     cores,
     map_params,
@@ -211,10 +215,10 @@ async def test_concurrent_calls_run_on_distinct_contexts_at_once():
         ctx.thread.submit(lambda: None).result()
     original = backend._complete
 
-    def spy(ctx, tokens, kwargs):
+    def spy(ctx, tokens, kwargs, watch):
         threads.add(threading.current_thread().name)
         seen_in_use.append(pool.in_use)
-        return original(ctx, tokens, kwargs)
+        return original(ctx, tokens, kwargs, watch)
 
     backend._complete = spy  # type: ignore[method-assign]
     outs = await asyncio.gather(
@@ -327,3 +331,91 @@ def test_chat_template_file_is_read_once_for_calls_and_identity(backend, tmp_pat
     text = backend.llama.detokenize(tokens).decode()
     assert "ORIGINAL hi there" in text and "CHANGED" not in text
     assert mine.template == original and mine.identity()["chat_template_sha256"] == before
+
+
+# -- streaming --------------------------------------------------------------------------------------
+
+
+async def _streamed(backend: LlamaCppBackend, request: ChatRequest) -> tuple[list[str], Completion]:
+    pieces, done = [], None
+    async for item in backend.stream(request):
+        if isinstance(item, Delta):
+            pieces.append(item.text)
+        else:
+            done = item
+    assert done is not None
+    return pieces, done
+
+
+@pytest.mark.parametrize("stop", [None, ["owl"], ["\n\n", "zz"]])
+async def test_a_stream_gives_the_chat_text_token_by_token(stop):
+    backend = pooled(1)
+    params = {"temperature": 0.7, "seed": 3, "max_tokens": 60, **({"stop": stop} if stop else {})}
+    request = ask("Write a short poem about owls at night, with an emoji: 🦉", **params)
+    whole = await backend.chat(request)
+    pieces, done = await _streamed(backend, request)
+    assert "".join(pieces) == done.text == whole.text and done.finish_reason == whole.finish_reason
+    assert done.usage.completion_tokens == whole.usage.completion_tokens
+    assert len(pieces) >= min(5, whole.usage.completion_tokens // 2), "the text came in one piece"
+    assert not any(s in done.text for s in stop or [])
+
+
+def _decoded_tokens(ctx) -> int:  # noqa: ANN001
+    return ctx.llama.n_tokens
+
+
+async def test_a_stream_its_reader_leaves_stops_decoding_and_frees_its_context():
+    backend = pooled(1)
+    request = ask("Write a very long story about a family of owls.", temperature=0, max_tokens=1500)
+    prompt = len(backend._render(backend.shared(), request))
+    stream = backend.stream(request)
+    async for _ in stream:
+        break
+    await stream.aclose()
+    ctx = backend.pool().contexts[0]
+    for _ in range(200):
+        if not ctx.busy:
+            break
+        await asyncio.sleep(0.01)
+    assert not ctx.busy and _decoded_tokens(ctx) - prompt < 20, "decoding went on for a reader that left"
+
+
+async def test_a_cancelled_chat_stops_decoding():
+    backend = pooled(1)
+    request = ask("Write a very long story about a family of foxes.", temperature=0, max_tokens=1500)
+    prompt = len(backend._render(backend.shared(), request))
+    task = asyncio.create_task(backend.chat(request))
+    ctx = backend.pool().contexts[0]
+    while _decoded_tokens(ctx) <= prompt + 5 or not ctx.busy:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(200):
+        if not ctx.busy:
+            break
+        await asyncio.sleep(0.01)
+    assert not ctx.busy and _decoded_tokens(ctx) - prompt < 40
+
+
+class _Bytes:
+    """A detokenizer over a fixed table: token i is PIECES[i] (to drive _Watch by hand)."""
+
+    PIECES = [b"Hi ", b"\xf0\x9f", b"\xa6\x89", b" ow", b"l", b"s ", b"S", b"TO", b"P", b"x"]
+
+    def detokenize(self, tokens, prev_tokens=None) -> bytes:  # noqa: ANN001, ARG002
+        return b"".join(self.PIECES[t] for t in tokens)
+
+
+def test_the_watch_sends_only_text_the_answer_is_bound_to_start_with():
+    got: list[str] = []
+    watch = _Watch([99, 98], ["STOP"], got.append)
+    criterion = watch.bind(_Bytes())
+    prompt = [99, 98]
+    for n in range(0, 10):
+        assert criterion(prompt + list(range(n)), None) is False
+    # the emoji waits for its second half; "S", "ST", "STO" wait as the start of the stop; nothing after it
+    assert got == ["Hi ", "🦉", " ow", "l", "s "]
+    watch.cancelled.set()
+    assert criterion(prompt + list(range(9)), None) is True
+    assert _partial_stop("abcST", "STOP") == 2 and _partial_stop("abc", "STOP") == 0 and _partial_stop("S", "S") == 0

@@ -243,6 +243,41 @@ def test_an_answer_with_no_marker_is_sent_whole_when_done(gw, upstream):
     assert content_of(chunks) == "Plain answer."
 
 
+def test_a_model_that_writes_no_thought_streams_its_plain_answer_live(upstream, tmp_path):
+    """``inline_thought: false``: the content is all answer, so vanilla sends it as it arrives."""
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        f"up:\n  model_name: {MODEL}\n  base_url: {upstream.base_url}\n  max_retries: 0\n  inline_thought: false\n"
+    )
+    gate = threading.Event()
+    pieces = [{"content": w} for w in ("Owls ", "hunt ", "at ", "night, ", "quietly.")]
+    upstream.script(Reply("x", chunks=pieces, pause_after=3, gate=gate))
+    paused = upstream.streams_paused
+    with running_gateway("-s", "child", "--method", "vanilla", "-m", "up", "--models-config", str(config)) as plain:
+        seen = []
+        for ch in stream(client(plain)):
+            seen.append(ch)
+            if content_of(seen) == "Owls hunt at":
+                assert not gate.is_set() and upstream.streams_paused == paused + 1
+                gate.set()
+    assert gate.is_set(), "a plain answer was held until the upstream finished"
+    assert content_of(seen) == "Owls hunt at night, quietly."
+
+
+@pytest.mark.slow
+def test_the_embedded_model_streams_its_answer_token_by_token():
+    """``-m local``: llama.cpp in the gateway's process streams natively (the text is the unstreamed call's:
+    test_llamacpp_backend.py)."""
+    pytest.importorskip("llama_cpp")
+    with running_gateway("-s", "child", "--method", "vanilla", "-m", "local") as local:
+        c = openai.OpenAI(base_url=local.base_url, api_key="unused", max_retries=0)
+        ask = {"model": c.models.list().data[0].id, "messages": [{"role": "user", "content": "Tell me about owls"}], "max_tokens": 48}
+        chunks = list(c.chat.completions.create(stream=True, stream_options={"include_usage": True}, **ask))
+    pieces = [ch.choices[0].delta.content for ch in chunks if ch.choices and ch.choices[0].delta.content]
+    assert len(pieces) >= 10, "the answer came in one piece"
+    assert chunks[-1].usage.completion_tokens >= len(pieces) - 1  # about a piece per token
+
+
 def _metric(gw, name: str) -> float:  # noqa: ANN001
     for line in httpx.get(f"{gw.url}/metrics").text.splitlines():
         if line.startswith(name + " "):
@@ -340,3 +375,25 @@ def test_best_of_n_streams_nothing_until_it_has_chosen():
     """Candidates are scored when finished, so the chosen one is sent whole by the caller."""
     streamed, out = run_streamed("raw", [Reply("x", chunks=[{"content": "Hi"}])])
     assert streamed == "" and out.response == "Hi"  # a plain answer: held, sent when done
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_model_that_writes_no_thought_streams_all_its_content(case):
+    """``inline_thought: false``: no marker ends a thought in the content, so nothing is held back for one; reasoning
+    the server returns apart is still thought."""
+    streamed, out = run_streamed("vanilla", [Reply("x", chunks=CASES[case])], inline_thought=False)
+    if case == "late reasoning":  # the content after the reasoning waits for the end, as without the setting
+        assert streamed == "Hi" and out.response == "Hi there" and out.thought == "secret"
+        return
+    assert streamed == out.response and out.thought in ("", "secret")
+    if case in ("plain", "reasoning apart"):
+        assert streamed == "Hi there" and "extra_thought_markers" not in out.flags
+    if case in ("marker split", "no opening marker", "second marker"):
+        assert "secret" in streamed and "extra_thought_markers" in out.flags  # kept visible, and flagged
+
+
+def test_a_model_that_writes_no_thought_still_splits_a_thought_its_method_opened():
+    """Align3 opens the thought in a prefill: its final continuation is split at the marker whatever the setting."""
+    final = Reply("x", chunks=[{"content": "more thought"}, {"content": "</think>"}, {"content": "The answer"}])
+    streamed, out = run_streamed("align3", ["one", "two", final], prefill=True, inline_thought=False)
+    assert streamed == out.response == "The answer" and "more thought" in out.thought

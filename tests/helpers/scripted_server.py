@@ -32,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 DEFAULT_MODEL = "scripted-model"
+#: seconds a paused stream waits for its gate before it goes on (a failing test fails instead of hanging)
+GATE_LIMIT = 30.0
 
 
 @dataclass
@@ -377,11 +379,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _wait_gate(self, gate: threading.Event) -> bool:
-        """Wait for ``gate``; False (counted in ``streams_abandoned``) if the client hangs up or the server stops."""
+        """Wait for ``gate``; False (counted in ``streams_abandoned``) if the client hangs up or the server stops.
+
+        After ``GATE_LIMIT`` seconds the stream goes on ungated, so a test whose client never sees what it waits
+        for fails on its own ``gate.is_set()`` check instead of hanging."""
         srv = self.server.scripted
         with srv._lock:
             srv.streams_paused += 1
-        while not gate.wait(0.02):
+        deadline = time.monotonic() + GATE_LIMIT
+        while not gate.wait(0.02) and time.monotonic() < deadline:
             if srv._stopping.is_set() or self._client_gone():
                 with srv._lock:
                     srv.streams_abandoned += 1

@@ -50,13 +50,18 @@ class MethodContext:
         """One chat completion of the target model, recorded as a step.
 
         ``final``: this call's split may be the method's answer, so with a sink its answer streams
-        (:mod:`._stream`); mark only such calls.
+        (:mod:`._stream`); mark only such calls. A model that writes no thought into its content
+        (:attr:`Model.inline_thought` false) has its content returned as all answer (``answer_start`` 0
+        unless the server returned reasoning apart).
         """
         with call_stage(role):
             if final and self.sink is not None:
-                out = await self._streamed(self.model.request(messages, params=params, sample_index=sample_index))
+                request = self.model.request(messages, params=params, sample_index=sample_index)
+                out = await self._streamed(request, inline=self.model.inline_thought)
             else:
                 out = await self.model.generate(messages, params=params, sample_index=sample_index)
+        if out.answer_start is None and not self.model.inline_thought:
+            out = out.model_copy(update={"answer_start": 0})  # the model writes no thought into its content
         self._record(role, out, round, index)
         return out
 
@@ -92,9 +97,9 @@ class MethodContext:
         self._record(role, out, round, index)
         return out
 
-    async def _streamed(self, request: ChatRequest, *, closed: bool = False) -> Completion:
+    async def _streamed(self, request: ChatRequest, *, closed: bool = False, inline: bool = True) -> Completion:
         assert self.sink is not None
-        streamer = AnswerStreamer(self.sink, self.thought_start, self.thought_end, closed=closed)
+        streamer = AnswerStreamer(self.sink, self.thought_start, self.thought_end, closed=closed, inline=inline)
         async with aclosing(self.model.stream(request)) as pieces:
             async for item in pieces:
                 if isinstance(item, Completion):

@@ -6,6 +6,8 @@ text that the method's one split (``_text.split_thought``) is bound to keep in t
 
 - the server returned the reasoning apart: the content after it, as it comes;
 - the method's prefill closed the thought (``closed``): everything, as it comes;
+- the model writes no thought into its content (``inline=False``, the ``inline_thought`` setting): the
+  content, as it comes (reasoning the server returns apart still stays thought);
 - otherwise: what follows the first end-of-thought marker, once the whole marker has arrived. Until
   then every piece may still turn out to be thought, so it is held; a call that never writes the
   marker has its answer decided only when it ends, and it is sent then, by the caller.
@@ -31,13 +33,13 @@ class AnswerSink(Protocol):
 class AnswerStreamer:
     """One final call's deltas in, the pieces of its answer that are certain out (see the module docstring)."""
 
-    def __init__(self, sink: AnswerSink, start: str, end: str, *, closed: bool = False):
+    def __init__(self, sink: AnswerSink, start: str, end: str, *, closed: bool = False, inline: bool = True):
         self.sink = sink
         self.start, self.end, self.closed = start, end, closed
         self.text = ""
         self.seen_thought = False
         self.answer_at: int | None = None
-        self._from: int | None = 0 if closed else None  # where the answer begins in ``text``, once known
+        self._from: int | None = 0 if closed or not inline else None  # where the answer begins in ``text``
         self._done = 0  # how much of ``text`` has been passed on (or skipped)
         self._searched = 0  # how far ``text`` has been searched for the end marker
         self._begun = False

@@ -230,6 +230,7 @@ class AnthropicBackend(ModelBackend, BatchCapable):
     kind = "anthropic"
     supports_json_schema = True
     supports_prefill = True
+    writes_inline_thought = False  # thinking comes in its own blocks
     max_batch_requests = 100_000
 
     def __init__(self, settings: ModelSettings):

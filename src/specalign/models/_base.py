@@ -115,6 +115,8 @@ class ModelBackend(abc.ABC):
     supports_json_schema: ClassVar[bool] = False
     #: whether ``chat`` honours ``continue_final`` (a model config's ``prefill:`` overrides it)
     supports_prefill: ClassVar[bool] = False
+    #: whether the model may write its thought into the content (a model config's ``inline_thought:`` overrides it)
+    writes_inline_thought: ClassVar[bool] = True
 
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]:

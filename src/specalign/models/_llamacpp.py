@@ -17,7 +17,7 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from .._unicode import repair_text
 from ..errors import ConfigError, ModelError, ModelUnavailable
-from ._base import REPAIRED, ChatRequest, Completion, Message, ModelBackend, Usage
+from ._base import REPAIRED, ChatRequest, Completion, Delta, Message, ModelBackend, Usage
 from ._settings import LOCAL, ModelSettings, embedded_gguf_path, resolve_chat_template
 
 INSTALL_HINT = "pip install 'specalign[local]'"
@@ -385,6 +385,8 @@ class LlamaCppBackend(ModelBackend):
             )
         self.settings = settings
         self.path = resolve_gguf(settings)
+        if settings.gguf == LOCAL:  # SmolLM2-135M-Instruct does not think: all it writes is answer
+            self.__dict__["writes_inline_thought"] = False
         #: the configured chat template, read once: every call renders with the text identity() hashed
         self.template = resolve_chat_template(settings)
         self._identity: dict[str, Any] | None = None
@@ -429,6 +431,47 @@ class LlamaCppBackend(ModelBackend):
         await asyncio.get_running_loop().run_in_executor(None, self.pool)
 
     async def chat(self, request: ChatRequest) -> Completion:
+        return await self._generate(request, None)
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Delta | Completion, None]:
+        """The completion's text as llama.cpp decodes it (see :class:`_Watch`), then the completion itself.
+
+        The call is the one :meth:`chat` makes, so the text is the same; a consumer that stops reading
+        stops the decoding within a token.
+        """
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+
+        def arrived(text: str) -> None:  # on the context's thread
+            loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+        call = asyncio.ensure_future(self._generate(request, arrived))
+        sent = ""
+        try:
+            while not call.done() or not pieces.empty():
+                if pieces.empty():
+                    waiter = asyncio.ensure_future(pieces.get())
+                    await asyncio.wait({waiter, call}, return_when=asyncio.FIRST_COMPLETED)
+                    if not waiter.done():
+                        waiter.cancel()
+                        continue
+                    piece = waiter.result()
+                else:
+                    piece = pieces.get_nowait()
+                sent += piece
+                yield Delta(text=piece)
+            completion = call.result()
+        finally:
+            if not call.done():
+                call.cancel()  # stops the decoding at the next token (_Watch.cancelled)
+        if not completion.text.startswith(sent):
+            raise ModelError("llama.cpp's streamed text is not the start of its answer", kind="malformed")
+        if len(completion.text) > len(sent):
+            yield Delta(text=completion.text[len(sent) :])
+        yield completion
+
+    async def _generate(self, request: ChatRequest, on_text: Callable[[str], None] | None) -> Completion:
+        """One call; ``on_text`` (called on the context's thread) gets the answer's text as it becomes certain."""
         pool = self._pool
         if pool is None:
             pool = await asyncio.get_running_loop().run_in_executor(None, self.pool)
@@ -439,17 +482,29 @@ class LlamaCppBackend(ModelBackend):
         if request.json_schema is not None:
             kwargs["grammar"] = _grammar_for(request.json_schema, first.llama)
         tokens = self._render(first, request)
-        if tokens is None:  # a GGUF without a chat template: llama-cpp-python's own guess
+        if tokens is None:  # a GGUF without a chat template: llama-cpp-python's own guess, in one piece
             return await pool.run([], lambda ctx: self._chat_without_template(ctx, request, kwargs))
         kwargs["max_tokens"] = self._fit_max_tokens(len(tokens), kwargs["max_tokens"])
-        return await pool.run(tokens, lambda ctx: self._complete(ctx, tokens, kwargs), stage=request.continue_final)
+        watch = _Watch(tokens, kwargs.get("stop") or [], on_text)
+        try:
+            return await pool.run(
+                tokens, lambda ctx: self._complete(ctx, tokens, kwargs, watch), stage=request.continue_final
+            )
+        except asyncio.CancelledError:
+            watch.cancelled.set()  # the caller is gone: llama.cpp stops at its next token
+            raise
 
-    def _complete(self, ctx: _Context, tokens: list[int], kwargs: dict[str, Any]) -> Completion:
+    def _complete(self, ctx: _Context, tokens: list[int], kwargs: dict[str, Any], watch: _Watch) -> Completion:
         """One completion on ``ctx``, on its thread."""
         if not self.settings.kv_reuse:
             ctx.llama.reset()
         reused = _reusable_prefix(ctx, tokens)
-        response = self._call(ctx.llama.create_completion, prompt=tokens, **kwargs)
+        from llama_cpp import StoppingCriteriaList  # noqa: PLC0415
+
+        criteria = StoppingCriteriaList([watch.bind(ctx.llama)])
+        response = self._call(ctx.llama.create_completion, prompt=tokens, stopping_criteria=criteria, **kwargs)
+        if watch.cancelled.is_set():
+            raise ModelError("the call was cancelled", kind="cancelled")
         choice = response["choices"][0]
         return _completion(choice.get("text") or "", _usage(response, reused), choice.get("finish_reason"))
 
@@ -511,6 +566,53 @@ class LlamaCppBackend(ModelBackend):
         if found:
             return f"prompt of {found.group(1)} tokens does not fit the context window of {self.settings.n_ctx}"
         return f"llama.cpp rejected the request: {text}"
+
+
+class _Watch:
+    """llama.cpp's stopping criterion for one call: says the text decoded so far, and stops a cancelled call.
+
+    llama.cpp calls it once per sampled token with the tokens before that one. The text it passes on is
+    what the completion's own text is bound to start with: the generated tokens decoded as llama-cpp-python
+    decodes them (invalid UTF-8 and an unfinished character left out), short of any tail that could still
+    be the start of a stop sequence, and nothing once a stop sequence has appeared (the text ends before it).
+    """
+
+    def __init__(self, prompt: list[int], stops: list[str] | str, on_text: Callable[[str], None] | None):
+        self.prompt = prompt
+        self.stops = [stops] if isinstance(stops, str) else [s for s in stops if s]
+        self.on_text = on_text
+        self.cancelled = threading.Event()
+        self._generated: list[int] = []
+        self._sent = 0
+        self._stopped = False
+
+    def bind(self, llama: Any) -> Callable[[Any, Any], bool]:
+        def criterion(input_ids: Any, _logits: Any) -> bool:
+            if self.on_text is not None and not self._stopped:
+                self._follow(llama, input_ids)
+            return self.cancelled.is_set()
+
+        return criterion
+
+    def _follow(self, llama: Any, input_ids: Any) -> None:
+        done = len(self.prompt) + len(self._generated)
+        if len(input_ids) <= done:
+            return
+        self._generated += [int(t) for t in input_ids[done:]]
+        text = llama.detokenize(self._generated, prev_tokens=self.prompt).decode("utf-8", errors="ignore")
+        if any(s in text for s in self.stops):
+            self._stopped = True
+            return
+        certain = len(text) - max((_partial_stop(text, s) for s in self.stops), default=0)
+        if certain > self._sent:
+            assert self.on_text is not None
+            self.on_text(text[self._sent : certain])
+            self._sent = certain
+
+
+def _partial_stop(text: str, stop: str) -> int:
+    """The length of the longest end of ``text`` that begins ``stop`` (0: none)."""
+    return next((n for n in range(min(len(stop) - 1, len(text)), 0, -1) if text.endswith(stop[:n])), 0)
 
 
 def _completion(text: str, usage: Usage, finish_reason: str | None) -> Completion:

@@ -67,6 +67,13 @@ class Model:
             return self.settings.prefill
         return self.backend.supports_prefill
 
+    @property
+    def inline_thought(self) -> bool:
+        """Whether the content may hold a thought: the config's ``inline_thought:``, else the backend's declaration."""
+        if self.settings.inline_thought is not None:
+            return self.settings.inline_thought
+        return self.backend.writes_inline_thought
+
     def request(
         self,
         messages: list[Message],

@@ -142,6 +142,9 @@ class OpenAIBackend(ModelBackend, BatchCapable):
         self._template = resolve_chat_template(settings)
         self._state: _LoopState | None = None
         self._limiter = limiter_for(settings)  # requests and tokens per minute (_ratelimit.py)
+        if all(urlparse(u).hostname == "api.openai.com" for u in self._urls):
+            # OpenAI's own models keep their reasoning out of the content: all of it is answer
+            self.__dict__["writes_inline_thought"] = False
 
     def identity(self) -> dict[str, Any]:
         urls = sorted(redact_url(u) for u in self.settings.base_urls)

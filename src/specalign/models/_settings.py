@@ -50,6 +50,7 @@ _OWN_KEYS = {
     "extra_body",
     "thought_end",
     "thought_start",
+    "inline_thought",
     "structured_output",
     "label",
     "prefill",
@@ -129,6 +130,13 @@ class ModelSettings(BaseModel):
     extra_body: dict[str, Any] = Field(default_factory=dict)
     thought_start: str = DEFAULT_THOUGHT_START
     thought_end: str = DEFAULT_THOUGHT_END
+    inline_thought: bool | None = Field(
+        default=None,
+        description="may the model write its thought into the content, closed by thought_end? false: all "
+        "content is answer (reasoning the server returns apart stays thought), so a streamed answer is sent "
+        "from its first token. None: the backend's declaration (anthropic and api.openai.com: false; "
+        "other servers and GGUF models: true)",
+    )
     structured_output: bool | None = None
     prefill: bool | None = Field(
         default=None, description="can the server continue a final assistant message? None: the backend's declaration"

@@ -184,6 +184,8 @@ def generation_key(data_sha256: str, target: Model, method: GenerationMethod, *m
         method.describe(),
         *more,
     ]
+    if target.settings.inline_thought is not None:  # it decides where the answer begins (keys before it hold)
+        parts.append({"inline_thought": target.settings.inline_thought})
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
