@@ -271,7 +271,11 @@ def test_the_embedded_model_streams_its_answer_token_by_token():
     pytest.importorskip("llama_cpp")
     with running_gateway("-s", "child", "--method", "vanilla", "-m", "local") as local:
         c = openai.OpenAI(base_url=local.base_url, api_key="unused", max_retries=0)
-        ask = {"model": c.models.list().data[0].id, "messages": [{"role": "user", "content": "Tell me about owls"}], "max_tokens": 48}
+        ask = {
+            "model": c.models.list().data[0].id,
+            "messages": [{"role": "user", "content": "Tell me about owls"}],
+            "max_tokens": 48,
+        }
         chunks = list(c.chat.completions.create(stream=True, stream_options={"include_usage": True}, **ask))
     pieces = [ch.choices[0].delta.content for ch in chunks if ch.choices and ch.choices[0].delta.content]
     assert len(pieces) >= 10, "the answer came in one piece"
