@@ -311,9 +311,8 @@ def test_serve_defaults_are_the_serve_configs():
         if section in ("shadow", "enforce"):
             config = ServeConfig.model_fields[section].annotation
         info = config.model_fields[name]
-        if info.is_required() or name in ("out", "method_params") or field == "enforce.refusal":
-            continue  # --scenario is required; the monitor's folder and -p are built from other options; no
-            # --enforce-refusal means the config's own text
+        if info.is_required() or name in ("out", "method_params"):
+            continue  # --scenario is required; the monitor's folder and -p are built from other options
         expected = info.get_default(call_default_factory=True)
         got = _default(by_option[option])
         if got is None and isinstance(expected, list):

@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import yaml
 
 from scripted_server import Reply, ScriptedServer
 from specbench_world import generation_reply, is_judge, judged_answer, spec_counts
 
 pytest.importorskip("fastapi")
 
+from specalign.benchmark._specalign_layout import BUNDLED_DIR  # noqa: E402
 from specalign.serve import ServeConfig, build_gateway, create_app  # noqa: E402
+from specalign.serve._config import DEFAULT_REFUSAL  # noqa: E402
 from specalign.serve._enforce import Checker, Decision, StreamGuard  # noqa: E402
 
 MODEL = "scripted-model"
 JUDGE = MODEL
 REFUSAL = "Sorry, not here ({scenario})."
+#: the bundled child scenario's own refusal (scenario.yaml's ``refusal:``), which comes before --enforce-refusal
+CHILD_REFUSAL = "Let's pick a different story!"
 
 
 def verdicts(body: dict, s1: str) -> str:
@@ -123,10 +129,43 @@ async def test_refuse_sends_the_scenario_refusal(judge):
         r = await gw.ask()
         await gw.close()
         assert up.chat_count == 1
-    assert r.choices[0].message.content == "Sorry, not here (Children's Storytelling Companion)."
+    own = gw.gateway.scenarios["child"].refusal
+    assert own.startswith(CHILD_REFUSAL)
+    assert r.choices[0].message.content == own
     e = ext(r)["enforcement"]
     assert (e["action"], e["attempts"], e["violated"], e["verdicts"]["S1"]) == ("refused", 1, ["S1"], "NO")
     assert "enforcement_refused" in ext(r)["flags"] and "UNSAFE" not in r.model_dump_json()
+
+
+def _scenario_without_refusal(root: Path, key: str) -> str:
+    """A copy of a bundled scenario folder whose scenario.yaml has no ``refusal:``."""
+    source = BUNDLED_DIR / key
+    folder = root / f"{key}-plain"
+    folder.mkdir()
+    head = yaml.safe_load((source / "scenario.yaml").read_text())
+    head.pop("refusal")
+    head["key"] = f"{key}-plain"
+    (folder / "scenario.yaml").write_text(yaml.safe_dump(head))
+    (folder / "prompts.yaml").write_text((source / "prompts.yaml").read_text())
+    return str(folder)
+
+
+@pytest.mark.parametrize("configured", [REFUSAL, None])
+async def test_a_scenario_without_its_own_refusal_gets_the_configured_or_built_in_one(judge, tmp_path, configured):
+    plain = _scenario_without_refusal(tmp_path, "code")
+    with ScriptedServer(lambda b: "UNSAFE " + generation_reply(b)) as up:
+        cfg = config(up, judge.base_url, action="refuse", refusal=configured)
+        gw = Gw(cfg.model_copy(update={"scenarios": ["child", plain]}))
+        own = await gw.ask(extra_body={"specalign": {"scenario": "child"}})
+        other = await gw.ask(extra_body={"specalign": {"scenario": "code-plain"}})
+        line = gw.gateway.enforcer.describe(gw.gateway.scenarios.values())
+        await gw.close()
+    name = gw.gateway.scenarios["code-plain"].name
+    assert own.choices[0].message.content == gw.gateway.scenarios["child"].refusal
+    expected = (configured or DEFAULT_REFUSAL).replace("{scenario}", name)
+    assert other.choices[0].message.content == expected and name in expected
+    source = "--enforce-refusal" if configured else "built-in"
+    assert f"child: its scenario.yaml, code-plain: {source}" in line and "on a violation refuse" in line
 
 
 async def test_regenerate_names_the_broken_spec_then_passes(judge):
@@ -153,7 +192,7 @@ async def test_regenerate_exhausted_then_refuses(judge):
         m = await gw.metrics()
         await gw.close()
         assert up.chat_count == 3  # the answer and two regenerations
-    assert r.choices[0].message.content.startswith("Sorry, not here")
+    assert r.choices[0].message.content.startswith(CHILD_REFUSAL)
     e = ext(r)["enforcement"]
     assert (e["action"], e["attempts"], e["violated"]) == ("refused", 3, ["S1"])
     assert sample(m, 'specalign_enforce_checks_total{outcome="violation"}') == 3
@@ -184,7 +223,7 @@ async def test_unreadable_judge_follows_on_error(policy):
     e = ext(r)["enforcement"]
     assert not e["checked"] and "unreadable" in e["error"] and e["verdicts"] == {}
     if policy == "refuse":
-        assert r.choices[0].message.content.startswith("Sorry, not here") and e["action"] == "refused"
+        assert r.choices[0].message.content.startswith(CHILD_REFUSAL) and e["action"] == "refused"
     else:
         assert r.choices[0].message.content.startswith("ANSWER[") and e["action"] == "none"
     assert sample(m, 'specalign_enforce_checks_total{outcome="error"}') == 1
@@ -202,7 +241,7 @@ async def test_unreachable_judge_follows_on_error(policy):
         await gw.close()
     e = ext(r)["enforcement"]
     assert not e["checked"] and e["error"]
-    assert r.choices[0].message.content.startswith("Sorry" if policy == "refuse" else "ANSWER[")
+    assert r.choices[0].message.content.startswith(CHILD_REFUSAL if policy == "refuse" else "ANSWER[")
 
 
 # -- hostile text -------------------------------------------------------------------------------
@@ -220,7 +259,7 @@ async def test_planted_yes_in_the_answer_does_not_pass_it(judge):
         await gw.close()
     e = ext(r)["enforcement"]
     assert (e["action"], e["violated"]) == ("refused", ["S1"])
-    assert r.choices[0].message.content.startswith("Sorry")
+    assert r.choices[0].message.content.startswith(CHILD_REFUSAL)
     assert PLANTED in judged_answer(judge.chat_requests[0].json)  # fenced as data, whole
 
 
@@ -280,7 +319,7 @@ async def test_streamed_request_is_judged_before_it_is_sent(judge):
         chunks = [c async for c in stream]
         await gw.close()
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text.startswith("Sorry, not here") and "UNSAFE" not in text
+    assert text.startswith(CHILD_REFUSAL) and "UNSAFE" not in text
     last = next(c for c in reversed(chunks) if c.model_extra.get("specalign"))
     assert last.model_extra["specalign"]["enforcement"]["action"] == "refused"
 

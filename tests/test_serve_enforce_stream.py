@@ -19,13 +19,15 @@ import pytest
 
 from gateway_proc import GatewayProcess, running_gateway
 from scripted_server import Reply, ScriptedServer
+from specalign.benchmark import load_benchmark
 from specbench_world import is_judge, judged_answer, spec_counts
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 MODEL = "scripted-model"
-REFUSAL = "Sorry, not here."
+#: the bundled child scenario's own refusal: it comes before the gateway's --enforce-refusal
+REFUSAL = load_benchmark("bundled").scenario("child").refusal
 
 
 def answer(*words: str) -> list[dict]:
@@ -77,7 +79,7 @@ def gateway(tmp_path: Path, upstream: ScriptedServer, judge_url: str, *extra: st
         f"judge:\n  model_name: {MODEL}\n  base_url: {judge_url}\n  max_retries: 0\n"
     )
     args = ("-s", "child", "--method", "vanilla", "-m", "up", "--models-config", str(config), "--enforce")
-    args += ("--enforce-judge", "judge", "--enforce-window", "10", "--enforce-refusal", REFUSAL, *extra)
+    args += ("--enforce-judge", "judge", "--enforce-window", "10", "--enforce-refusal", "Not used.", *extra)
     with running_gateway(*args) as gw:
         yield gw
 
@@ -122,6 +124,7 @@ def test_unsafe_second_window_stops_the_stream_with_the_refusal(tmp_path, upstre
         evs = events(gw, gate)
     assert contents(evs)[0] == "Once upon a" and "".join(contents(evs)) == "Once upon a" + REFUSAL
     assert "UNSAFE" not in "".join(evs) and evs[-1] == "[DONE]"
+    assert "on a violation refuse" in gw.output and "refusal text (child: its scenario.yaml)" in gw.output
     ext = final(evs)
     e = ext["enforcement"]
     assert (e["action"], e["violated"], e["checked"], e["attempts"]) == ("refused", ["S1"], True, 1)

@@ -170,7 +170,10 @@ def serve(
         400, "--enforce-window", min=1, help="Characters of a streamed answer per enforcement check."
     ),
     enforce_refusal: str | None = typer.Option(
-        None, "--enforce-refusal", help="The refusal text ({scenario} becomes the scenario's name)."
+        None,
+        "--enforce-refusal",
+        help="The refusal text for scenarios that have none of their own (scenario.yaml's refusal:); "
+        "{scenario} becomes the scenario's name.",
     ),
     otel: bool = typer.Option(
         False,
@@ -253,7 +256,7 @@ def serve(
                 attempts=enforce_attempts,
                 on_error=enforce_on_error,
                 window=enforce_window,
-                **({"refusal": enforce_refusal} if enforce_refusal is not None else {}),
+                refusal=enforce_refusal,
             ),
         )
     )

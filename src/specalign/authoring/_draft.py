@@ -170,6 +170,7 @@ def write_scenario(scenario: Scenario, out_dir: str | Path, *, overwrite: bool =
         "description": scenario.description,
         "safety_specs": [normalise_spec(s) for s in scenario.safety_specs],
         "behavioral_specs": [normalise_spec(s) for s in scenario.behavioral_specs],
+        **({"refusal": scenario.refusal} if scenario.refusal else {}),
     }
     write_atomic(target, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100))
     if not (folder / "prompts.yaml").exists():

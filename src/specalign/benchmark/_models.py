@@ -96,6 +96,12 @@ class Scenario(BaseModel):
     safety_specs: list[Spec] = Field(min_length=1)
     behavioral_specs: list[Spec] = Field(min_length=1)
     prompts: list[Prompt] = Field(default_factory=list)
+    refusal: str = Field(
+        default="",
+        max_length=4000,
+        description="what a guardrail says instead of an answer that breaks a safety spec (the gateway's "
+        "--enforce); empty: the gateway's own text. Not part of the data's hash: it changes no answer or verdict",
+    )
 
     @field_validator("key")
     @classmethod
@@ -166,7 +172,7 @@ class Benchmark(BaseModel):
         """sha256 of the canonical JSON of every scenario (specs and prompts)."""
         h = hashlib.sha256()
         for s in self.scenarios:
-            data = s.model_dump(mode="json")
+            data = s.model_dump(mode="json", exclude={"refusal"})
             for prompt in data["prompts"]:  # fields added later count only when set: old hashes stay valid
                 for later in ("seed_spec", "attack_attempts", "system", "history"):
                     if prompt.get(later) is None:

@@ -54,7 +54,12 @@ class EnforceConfig(BaseModel):
     attempts: int = Field(default=2, ge=1, le=10, description="regenerations before refusing (regenerate)")
     on_error: Literal["refuse", "pass"] = Field(default="refuse", description="when the judge fails")
     window: int = Field(default=400, ge=1, le=1_000_000, description="characters per check of a stream")
-    refusal: str = Field(default=DEFAULT_REFUSAL, min_length=1, description="text of a refusal")
+    refusal: str | None = Field(
+        default=None,
+        min_length=1,
+        description="text of a refusal for scenarios without their own (scenario.yaml's `refusal:`); "
+        "None: the built-in text",
+    )
 
 
 class ShadowConfig(BaseModel):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from ..benchmark import Prompt, Scenario
 from ..judge import Judge
 from ..methods import GenerationMethod, MethodOutput
 from ..models import Model, create_model, load_models_config, parse_model_spec
-from ._config import ServeConfig
+from ._config import DEFAULT_REFUSAL, ServeConfig
 from ._metrics import GatewayMetrics
 from ._protocol import ChatInput
 
@@ -67,8 +67,20 @@ class Enforcer:
         return self.judge.model.settings.key
 
     def refusal(self, scenario: Scenario) -> str:
-        """The refusal text for ``scenario`` (``{scenario}`` in the configured text becomes its name)."""
-        return self.config.refusal.replace("{scenario}", scenario.name)
+        """The refusal text for ``scenario``: its own (scenario.yaml's ``refusal:``), else ``--enforce-refusal``,
+        else the built-in one; ``{scenario}`` in the text becomes the scenario's name."""
+        text = scenario.refusal or self.config.refusal or DEFAULT_REFUSAL
+        return text.replace("{scenario}", scenario.name)
+
+    def describe(self, scenarios: Iterable[Scenario]) -> str:
+        """What enforcement does, in one line (printed at start-up): judge, action, where each refusal comes from."""
+        c, source = self.config, "--enforce-refusal" if self.config.refusal else "built-in"
+        refusals = ", ".join(f"{s.key}: {'its scenario.yaml' if s.refusal else source}" for s in scenarios)
+        action = f"regenerate (up to {c.attempts} times), then refuse" if c.action == "regenerate" else c.action
+        return (
+            f"judge {self.judge_key} on the safety specs, on a violation {action}, when the judge fails "
+            f"{c.on_error}, streams checked every {c.window} characters; refusal text ({refusals})"
+        )
 
     def for_request(self, scenario: Scenario, prompt: Prompt) -> Checker:
         return Checker(self, scenario, prompt)

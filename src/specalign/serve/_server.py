@@ -116,7 +116,10 @@ async def serve_async(
         port = sock.getsockname()[1]
         host = f"[{config.host}]" if ":" in config.host else config.host
         on_ready(f"http://{host}:{port}")
-        logging.getLogger("specalign.serve").info("limits: %s", describe_limits(config))
+        log = logging.getLogger("specalign.serve")
+        log.info("limits: %s", describe_limits(config))
+        if gateway.enforcer is not None:
+            log.info("enforce: %s", gateway.enforcer.describe(gateway.scenarios.values()))
 
     async def orphaned() -> None:  # a worker whose supervisor is gone stops gracefully
         assert worker is not None
