@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -411,6 +412,8 @@ def screenshot(target: Path) -> None:
 TTFT_REASONING = 20  # tokens of reasoning the upstream streams apart before its answer
 TTFT_ANSWER = 60  # tokens of answer
 TTFT_STAGE = 40  # tokens of each Align3 stage before the last
+#: the served name of the upstream model that writes no reasoning
+PLAIN_MODEL = "plain-model"
 
 
 def ttft_upstream(interval: float):  # noqa: ANN201
@@ -425,6 +428,8 @@ def ttft_upstream(interval: float):  # noqa: ANN201
     def respond(body: dict) -> Reply:
         if body.get("stop"):  # an Align3 stage that the method continues: thought, stopped at the end marker
             tokens = [{"content": f"stage{i} "} for i in range(TTFT_STAGE)]
+        elif body.get("model") == PLAIN_MODEL:  # a model that does not think: the answer alone
+            tokens = [{"content": t} for t in answer]
         else:
             tokens = [{"reasoning_content": t} for t in reasoning] + [{"content": t} for t in answer]
         if body.get("stream"):
@@ -436,13 +441,17 @@ def ttft_upstream(interval: float):  # noqa: ANN201
     return ScriptedServer(respond)
 
 
-def time_to_first_token(base_url: str, method: str | None, stream: bool) -> tuple[float, float]:
+def time_to_first_token(
+    base_url: str, method: str | None, stream: bool, model: str = "scripted-model", max_tokens: int | None = None
+) -> tuple[float, float]:
     """Seconds to the first answer token and to the whole answer, for one request."""
     import httpx
 
-    body: dict = {"model": "scripted-model", "stream": stream, "messages": [{"role": "user", "content": "An owl?"}]}
+    body: dict = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "An owl?"}]}
     if method:
         body["specalign"] = {"method": method}
+    if max_tokens:
+        body["max_tokens"] = max_tokens
     t0 = time.perf_counter()
     if not stream:
         r = httpx.post(f"{base_url}/chat/completions", json=body, timeout=60)
@@ -477,7 +486,31 @@ def measure_ttft(rate: float, repeat: int) -> list[dict]:
                 whole = [time_to_first_token(gw.base_url, method, False) for _ in range(repeat)]
                 rows.append({"path": "through the gateway", "method": method, "streamed": streamed, "whole": whole})
                 print(json.dumps(rows[-1]), flush=True)
+        # a model that does not think, declared (inline_thought: false) or not: no marker ever says the answer began
+        for key, declared in (("plain", "declared `inline_thought: false`"), ("undeclared", "undeclared")):
+            entry = f"{key}:\n  model_name: {PLAIN_MODEL}\n  base_url: {up.base_url}\n"
+            config.write_text(entry + ("  inline_thought: false\n" if key == "plain" else ""))
+            with running_gateway("-s", "child", "--method", "vanilla", "-m", key, "--models-config", str(config)) as gw:
+                ask = partial(time_to_first_token, gw.base_url, "vanilla", model=PLAIN_MODEL)
+                ask(True)
+                streamed, whole = [ask(True) for _ in range(repeat)], [ask(False) for _ in range(repeat)]
+            path = f"through the gateway, a model without reasoning, {declared}"
+            rows.append({"path": path, "method": "vanilla", "streamed": streamed, "whole": whole})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def measure_local_ttft(repeat: int, max_tokens: int = 64) -> list[dict]:
+    """The embedded model in the gateway's own process (llama.cpp streams natively)."""
+    with running_gateway("-s", "child", "--method", "vanilla", "-m", "local") as gw:
+        import httpx
+
+        model = httpx.get(f"{gw.base_url}/models", timeout=30).json()["data"][0]["id"]
+        ask = partial(time_to_first_token, gw.base_url, "vanilla", model=model, max_tokens=max_tokens)
+        ask(True)
+        streamed, whole = [ask(True) for _ in range(repeat)], [ask(False) for _ in range(repeat)]
+    path = f"the embedded model in the gateway's process (`-m local`, {max_tokens} tokens at most)"
+    return [{"path": path, "method": "vanilla", "streamed": streamed, "whole": whole}]
 
 
 def ttft_section(rows: list[dict], rate: float, repeat: int) -> str:
@@ -497,8 +530,12 @@ def ttft_section(rows: list[dict], rate: float, repeat: int) -> str:
         f"server) writes {rate:g} tokens/s: {TTFT_REASONING} tokens of reasoning returned apart "
         f"(`reasoning_content`), then {TTFT_ANSWER} tokens of answer; not streamed, it answers after the time the "
         f"tokens take. Align3 runs by prefill (the upstream declares `prefill: true`): two stages of "
-        f"{TTFT_STAGE} tokens each, not streamed, then the final stage, streamed. First token: the first "
-        f"`delta.content` the client reads. One client, medians of {repeat} requests.\n\n" + "\n".join(out) + "\n"
+        f"{TTFT_STAGE} tokens each, not streamed, then the final stage, streamed. A model without reasoning writes "
+        f"the {TTFT_ANSWER} answer tokens alone: undeclared, any of its text might still turn out to be thought, so "
+        f"the gateway holds it to the end. The embedded SmolLM2-135M answers a real prompt on this machine's CPU. "
+        f"First token: the first `delta.content` the client reads. One client, medians of {repeat} requests.\n\n"
+        + "\n".join(out)
+        + "\n"
     )
 
 
@@ -519,7 +556,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.ttft:
         repeat = max(args.repeat, 5)
-        body = ttft_section(measure_ttft(args.token_rate, repeat), args.token_rate, repeat)
+        rows = measure_ttft(args.token_rate, repeat) + measure_local_ttft(repeat)
+        body = ttft_section(rows, args.token_rate, repeat)
         print(body)
         if not args.no_write:
             write_section("Gateway time to first token (`specalign serve`, streaming)", body)

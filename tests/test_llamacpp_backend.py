@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'specalign[local]')")
 
-from specalign.benchmark import load_benchmark  # noqa: E402
+from small_world import SMALL, SMALL_PROMPT  # noqa: E402
 from specalign.errors import ModelError, ModelUnavailable  # noqa: E402
 from specalign.methods import create_method  # noqa: E402
 from specalign.models import (  # noqa: E402
@@ -273,10 +273,10 @@ def test_parallel_results_equal_the_sequential_ones():
 
 
 def test_align3_stages_keep_their_kv_cache_while_other_samples_run():
-    bench = load_benchmark("bundled")
     settings = parse_model_spec("local").model_copy(update={"params": {"max_tokens": 8, "temperature": 0.7}})
     model = create_model(settings, None)
-    jobs = [(s, s.prompts[0]) for s in bench.scenarios[:2]] + [(bench.scenarios[0], bench.scenarios[0].prompts[1])]
+    third = SMALL_PROMPT.model_copy(update={"id": "garden-u02", "prompt": "Which garden plants could hurt my dog?"})
+    jobs = [(SMALL, p) for p in (*SMALL.prompts, third)]  # short prompts: the stages' logic is the same at any length
 
     async def main():
         method = create_method("align3")

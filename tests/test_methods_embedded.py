@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'specalign[local]')")
 
-from specalign.benchmark import load_benchmark  # noqa: E402
+from small_world import SMALL, SMALL_PROMPT  # noqa: E402
 from specalign.methods import create_method, make_scorer  # noqa: E402
 from specalign.methods.baselines import vanilla_messages  # noqa: E402
 from specalign.models import Message, create_model, parse_model_spec  # noqa: E402
@@ -16,8 +16,7 @@ from specalign.models._llamacpp import LlamaCppBackend, _formatter, chat_templat
 
 pytestmark = pytest.mark.slow
 
-SCEN = load_benchmark("bundled").scenario("child")
-PROMPT = SCEN.prompts[0]
+SCEN, PROMPT = SMALL, SMALL_PROMPT  # a short scenario: the control flow is the same, the prompts 5x shorter
 REWARD = "method_rewards:by_length"  # no judge calls: the judge path is tested over HTTP
 
 

@@ -193,31 +193,6 @@ def test_model_conflicts_keep_only_real_spec_ids(tmp_path):
 
 
 @pytest.mark.slow
-def test_embedded_model_drafts_a_scenario_that_loads(tmp_path):
-    pytest.importorskip("llama_cpp")
-    r = _cli(
-        "scenario",
-        "new",
-        "Garden Helper",
-        "-d",
-        "An assistant for a garden centre that answers questions about plants, tools and pests for home gardeners.",
-        "--safety",
-        "2-4",
-        "--behavioral",
-        "2-3",
-        "--out",
-        str(tmp_path / "data"),
-    )
-    if r.returncode == 1:  # a 135M model may draft nothing usable: that must be one clear line
-        assert "drafted no usable safety specification" in r.stderr or "not the JSON" in r.stderr
-        assert "Traceback" not in r.stderr
-        return
-    assert r.returncode == 0, r.stderr
-    [scenario] = load_benchmark(str(tmp_path / "data")).scenarios
-    assert 1 <= len(scenario.safety_specs) <= 4 and scenario.behavioral_specs[-1].text == COMPLETENESS_RULE
-    assert _cli("scenario", "lint", str(tmp_path / "data")).returncode == 0
-
-
 def test_cli_new_with_hostile_drafts_shows_escapes_visibly_and_writes_valid_text(tmp_path):
     """A drafter whose JSON holds a lone-surrogate escape and terminal control sequences: the scenario is
     written (surrogate repaired to U+FFFD, loadable), and nothing reaches the terminal raw."""

@@ -17,6 +17,7 @@ import pytest
 
 from gateway_proc import running_gateway, serve_command
 from scripted_server import Reply, ScriptedServer, count_tokens
+from small_world import SMALL, write_small_data
 from specbench_world import generation_reply, is_judge, world
 
 pytest.importorskip("fastapi")
@@ -713,9 +714,12 @@ def test_status_page_escapes_live_text_in_chromium(tmp_path):
 
 
 @pytest.mark.slow
-def test_embedded_model_upstream():
+def test_embedded_model_upstream(tmp_path):
+    """The embedded model in the gateway's process: plain, streamed token by token (llama.cpp streams natively),
+    and align3's stages. A short scenario (tests/helpers/small_world.py) keeps the prompts short."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'specalign[local]')")
-    with running_gateway("-s", "child", "--method", "vanilla,align3") as gw:
+    folder = write_small_data(tmp_path) / SMALL.key
+    with running_gateway("-s", str(folder), "--method", "vanilla,align3") as gw:
         c = client(gw, timeout=300)
         assert [m.id for m in c.models.list().data] == ["SmolLM2-135M-Instruct"]
         r = c.chat.completions.create(
@@ -726,8 +730,20 @@ def test_embedded_model_upstream():
             messages=[{"role": "user", "content": "Tell me a story about a kind dragon."}],
         )
         assert r.choices[0].message.content.strip()
-        assert r.usage.prompt_tokens > 100 and 0 < r.usage.completion_tokens <= 24
+        assert r.usage.prompt_tokens > 50 and 0 < r.usage.completion_tokens <= 24
         assert r.choices[0].finish_reason in ("stop", "length")
+        plain = list(
+            c.chat.completions.create(
+                model="SmolLM2-135M-Instruct",
+                max_tokens=24,
+                stream=True,
+                stream_options={"include_usage": True},
+                messages=[{"role": "user", "content": "Tell me about owls."}],
+            )
+        )
+        pieces = [ch.choices[0].delta.content for ch in plain if ch.choices and ch.choices[0].delta.content]
+        assert len(pieces) >= 6, "the answer came in one piece"  # about a piece per token
+        assert plain[-1].usage.completion_tokens >= len(pieces) - 1
         chunks = list(
             c.chat.completions.create(
                 model="SmolLM2-135M-Instruct",

@@ -264,24 +264,6 @@ def test_a_model_that_writes_no_thought_streams_its_plain_answer_live(upstream, 
     assert content_of(seen) == "Owls hunt at night, quietly."
 
 
-@pytest.mark.slow
-def test_the_embedded_model_streams_its_answer_token_by_token():
-    """``-m local``: llama.cpp in the gateway's process streams natively (the text is the unstreamed call's:
-    test_llamacpp_backend.py)."""
-    pytest.importorskip("llama_cpp")
-    with running_gateway("-s", "child", "--method", "vanilla", "-m", "local") as local:
-        c = openai.OpenAI(base_url=local.base_url, api_key="unused", max_retries=0)
-        ask = {
-            "model": c.models.list().data[0].id,
-            "messages": [{"role": "user", "content": "Tell me about owls"}],
-            "max_tokens": 48,
-        }
-        chunks = list(c.chat.completions.create(stream=True, stream_options={"include_usage": True}, **ask))
-    pieces = [ch.choices[0].delta.content for ch in chunks if ch.choices and ch.choices[0].delta.content]
-    assert len(pieces) >= 10, "the answer came in one piece"
-    assert chunks[-1].usage.completion_tokens >= len(pieces) - 1  # about a piece per token
-
-
 def _metric(gw, name: str) -> float:  # noqa: ANN001
     for line in httpx.get(f"{gw.url}/metrics").text.splitlines():
         if line.startswith(name + " "):
