@@ -9,8 +9,10 @@ STAMP := $(VENV)/.specalign-installed
 demo: install
 	$(VENV)/bin/specalign run
 
+# Two workers, each taking whole test files (module fixtures such as llama-server start once): about 9 min on
+# 2 cores instead of 14, as most tests wait on processes and sockets.
 test: install system llama-cpp
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Lint, format, types and the import layering (run by .ci/run before the tests).
 check: install

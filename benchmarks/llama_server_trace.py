@@ -27,7 +27,7 @@ from specalign.models import create_model, embedded_gguf_path, settings_from_con
 def trace(scenario_key: str, max_tokens: int) -> tuple[list[dict], object]:
     scenario = load_benchmark("bundled").scenario(scenario_key)
     prompt = next(p for p in scenario.prompts if p.label == "unsafe")
-    with llama_server(embedded_gguf_path()) as url, RecordingProxy(url) as proxy:
+    with llama_server(embedded_gguf_path(), threads=2) as url, RecordingProxy(url) as proxy:
         entry = {
             "model_name": "SmolLM2-135M-Instruct",
             "base_url": proxy.base_url,

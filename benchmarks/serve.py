@@ -438,7 +438,7 @@ def ttft_upstream(interval: float):  # noqa: ANN201
         thought = "".join(t.get("reasoning_content", "") for t in tokens) or None
         return Reply(text, reasoning_content=thought, delay=interval * len(tokens))
 
-    return ScriptedServer(respond)
+    return ScriptedServer(respond, models=("scripted-model", PLAIN_MODEL))
 
 
 def time_to_first_token(
@@ -460,7 +460,7 @@ def time_to_first_token(
         return done, done
     first = None
     with httpx.stream("POST", f"{base_url}/chat/completions", json=body, timeout=60) as r:
-        assert r.status_code == 200
+        assert r.status_code == 200, r.read()
         for line in r.iter_lines():
             if first is None and line.startswith("data: {"):
                 choices = json.loads(line[6:]).get("choices") or [{}]

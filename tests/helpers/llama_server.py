@@ -53,8 +53,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def llama_server(gguf: Path, *, n_ctx: int = 8192, threads: int = 2, extra: tuple[str, ...] = ()):
-    """``llama-server --jinja`` serving ``gguf`` on 127.0.0.1; yields its base URL (``.../v1``)."""
+def llama_server(gguf: Path, *, n_ctx: int = 8192, threads: int = 1, extra: tuple[str, ...] = ()):
+    """``llama-server --jinja`` serving ``gguf`` on 127.0.0.1; yields its base URL (``.../v1``).
+
+    One thread by default: llama.cpp then starts no OpenMP team, whose spinning threads would slow it (and
+    the suite's other worker) several times over when the two share the cores."""
     port = free_port()
     args = [
         str(llama_server_bin()),
