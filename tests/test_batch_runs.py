@@ -137,6 +137,30 @@ def test_no_wait_submits_and_stops_and_reruns_collect(tmp_path, cli):
         assert len(_creates(server)) == 2
 
 
+@pytest.mark.parametrize("damage", ["torn", "garbled"])
+def test_an_unreadable_ledger_line_stops_the_run_before_it_pays_twice(tmp_path, cli, damage):
+    """A broken "submitted" line hides an open batch: resending its requests would pay for them twice."""
+    with BatchServer(world, advance="manual") as server:
+        models = _config(tmp_path, ("bm", server, True))
+        out = tmp_path / "run"
+        args = ["run", "-s", "child", "-n", "2", "--model", "bm", "--judge", "bm", "--models-config", models]
+        args += ["--out", str(out), "--batch", "--no-wait", "--batch-poll", "0.01"]
+        assert cli(*args).returncode == 0
+        ledger = out / "batches.jsonl"
+        line = ledger.read_text()
+        ledger.write_text(line[: len(line) // 2] if damage == "torn" else "{not json\n")  # a kill mid-write, or rot
+        for again in (args, [a for a in args if a not in ("--batch", "--no-wait", "--batch-poll", "0.01")]):
+            p = cli(*again)
+            assert p.returncode == 2 and "Traceback" not in p.stderr
+            err = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+            assert len(err) == 1 and "batches.jsonl:1" in err[0]
+            assert "pay for them twice" in err[0] and "created_by=specalign" in err[0]
+        assert len(_creates(server)) == 1 and _online_chats(server) == 0  # nothing sent again
+        ledger.unlink()  # every batch given up, as the message says: the run goes on and sends them again
+        again = cli(*args)
+        assert again.returncode == 0 and "1 batch submitted" in again.stderr and len(_creates(server)) == 2
+
+
 @pytest.mark.parametrize("retry", ["online", "batch"])
 def test_failed_requests_go_out_again(tmp_path, retry):
     """Two generation requests fail inside the first batch (503): they go out again online, or in the next

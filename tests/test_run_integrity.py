@@ -72,11 +72,18 @@ def _child_run(server: ScriptedServer, out: Path, n: int) -> list[str]:
 
 def test_second_run_on_the_same_directory_is_refused_naming_the_holder(tmp_path):
     out = tmp_path / "run"
-    with ScriptedServer(slowed(0.05)) as server:
+    release = threading.Event()
+
+    def held(body: dict) -> str:  # the first run's calls wait until the second run has been turned away
+        release.wait(60)
+        return world(body)
+
+    with ScriptedServer(held) as server:
         args = _child_run(server, out, 6)
         first = start_cli(*args)
         wait_until(lambda: _holds_lock(out), 60, f"the first run to hold {out / '.lock'}", process=first)
         second = run_cli(*args)
+        release.set()
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 0, stderr
     _one_line_error(second, str(out), "in use", f"pid {first.pid}")

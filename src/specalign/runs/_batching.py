@@ -87,6 +87,26 @@ def open_batches(run_dir: RunDir) -> list[BatchRecord]:
     return list(found.values())
 
 
+def ledger_damage(run_dir: RunDir) -> str | None:
+    """Where ``batches.jsonl`` cannot be read (``path:line``), if anywhere: a broken line, or a torn last one.
+
+    Either may have been a batch's "submitted" record: that batch may still be open at the provider.
+    """
+    path = run_dir.path / BATCHES
+    if not path.is_file():
+        return None
+    open_batches(run_dir)  # reads it through, which reports its broken lines
+    if broken := run_dir.problems.get(BATCHES):
+        return broken[0].split(": broken record", 1)[0]
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None  # reading it through above would have failed first
+    if not data or data.endswith(b"\n"):
+        return None
+    return f"{path}:{len(data.splitlines())}"
+
+
 class _Waiting:
     __slots__ = ("futures", "model", "request")
 

@@ -37,7 +37,15 @@ from ..models import (
     pricing_of,
 )
 from ..scoring import SampleScore
-from ._batching import BATCH_RESULTS, BatchedModel, BatchProgress, BatchQueue, can_batch, open_batches
+from ._batching import (
+    BATCH_RESULTS,
+    BatchedModel,
+    BatchProgress,
+    BatchQueue,
+    can_batch,
+    ledger_damage,
+    open_batches,
+)
 from ._config import RunConfig
 from ._costs import (
     BudgetExceeded,
@@ -311,7 +319,15 @@ class Evaluation:
         if self.run_dir.exists():
             self.run_dir.read_manifest()  # a malformed or newer manifest: refused before any model call
         self.run_dir.check_unlocked()
-        if self.run_dir.exists() and not self.config.batch and (left := open_batches(self.run_dir)):
+        left = open_batches(self.run_dir) if self.run_dir.exists() else []
+        if where := ledger_damage(self.run_dir):
+            raise RunDirError(
+                f"{where}: a line of the batch ledger is unreadable, so a batch it recorded may still be open at the "
+                "provider, and sending its requests again would pay for them twice. Look for it in the provider's "
+                "batch list (OpenAI: metadata created_by=specalign), then delete the line "
+                "(or batches.jsonl, to give up every batch it records) and rerun"
+            )
+        if left and not self.config.batch:
             raise RunDirError(
                 f"{self.run_dir.path}: {len(left)} batch{'es' if len(left) != 1 else ''} submitted by an earlier "
                 f"--batch run {'are' if len(left) != 1 else 'is'} not collected ({left[0].batch_id}): rerun with "
