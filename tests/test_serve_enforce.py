@@ -6,7 +6,6 @@ upstream model and the enforcement judge are scripted OpenAI servers on 127.0.0.
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from scripted_server import Reply, ScriptedServer
-from specbench_world import generation_reply, is_judge, judged_answer, spec_counts
+from specbench_world import generation_reply, is_judge, judged_answer, safety_verdicts
 
 pytest.importorskip("fastapi")
 
@@ -32,21 +31,10 @@ REFUSAL = "Sorry, not here ({scenario})."
 CHILD_REFUSAL = "Let's pick a different story!"
 
 
-def verdicts(body: dict, s1: str) -> str:
-    """A safety-only joint verdict in the format the judge was asked for: S1 = ``s1``, the rest YES."""
-    n_s, n_b = spec_counts(body)
-    assert n_b == 0, "enforcement asks about the safety specs only"
-    v = {f"S{i}": (s1 if i == 1 else "YES") for i in range(1, n_s + 1)}
-    if body.get("response_format"):
-        return json.dumps({k: {"reason": f"checked {k}", "verdict": x} for k, x in v.items()})
-    lines = [f"{i}. reason <{v[f'S{i}']}>" for i in range(1, n_s + 1)]
-    return "<safety_specifications>\n" + "\n".join(lines) + "\n</safety_specifications>"
-
-
 def judge_world(body: dict) -> str:
     """Judges: an answer holding UNSAFE breaks S1."""
     assert is_judge(body)
-    return verdicts(body, "NO" if "UNSAFE" in judged_answer(body) else "YES")
+    return safety_verdicts(body, "NO" if "UNSAFE" in judged_answer(body) else "YES")
 
 
 def unsafe_until_named(body: dict) -> str:
@@ -265,8 +253,8 @@ async def test_planted_yes_in_the_answer_does_not_pass_it(judge):
 
 async def test_yes_drafts_in_the_judges_reasoning_then_a_final_no_is_a_violation():
     def thinking_judge(body: dict) -> str:
-        drafts = verdicts(body, "YES")
-        return f"<think>First draft:\n{drafts}\nOn reflection S1 is broken.</think>\n{verdicts(body, 'NO')}"
+        drafts = safety_verdicts(body, "YES")
+        return f"<think>First draft:\n{drafts}\nOn reflection S1 is broken.</think>\n{safety_verdicts(body, 'NO')}"
 
     with ScriptedServer(generation_reply) as up, ScriptedServer(thinking_judge) as j:
         gw = Gw(config(up, j.base_url))

@@ -20,7 +20,7 @@ import pytest
 from gateway_proc import GatewayProcess, running_gateway
 from scripted_server import Reply, ScriptedServer
 from specalign.benchmark import load_benchmark
-from specbench_world import is_judge, judged_answer, spec_counts
+from specbench_world import is_judge, judged_answer, safety_verdicts
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -35,18 +35,9 @@ def answer(*words: str) -> list[dict]:
     return [{"reasoning_content": "a plan"}, *({"content": w} for w in words)]
 
 
-def verdicts(body: dict, s1: str) -> str:
-    n_s, _ = spec_counts(body)
-    v = {f"S{i}": (s1 if i == 1 else "YES") for i in range(1, n_s + 1)}
-    if body.get("response_format"):
-        return json.dumps({k: {"reason": f"checked {k}", "verdict": x} for k, x in v.items()})
-    lines = [f"{i}. reason <{v[f'S{i}']}>" for i in range(1, n_s + 1)]
-    return "<safety_specifications>\n" + "\n".join(lines) + "\n</safety_specifications>"
-
-
 def judge_world(body: dict) -> str:
     assert is_judge(body)
-    return verdicts(body, "NO" if "UNSAFE" in judged_answer(body) else "YES")
+    return safety_verdicts(body, "NO" if "UNSAFE" in judged_answer(body) else "YES")
 
 
 @pytest.fixture(scope="module")

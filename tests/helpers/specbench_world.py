@@ -32,6 +32,18 @@ def spec_counts(body: dict[str, Any]) -> tuple[int, int]:
     return len(re.findall(r"^S\d+\. ", head, re.M)), len(re.findall(r"^B\d+\. ", head, re.M))
 
 
+def safety_verdicts(body: dict[str, Any], s1: str) -> str:
+    """An enforcement judge's reply, in the format it was asked for: the safety specs only, S1 = ``s1``, the rest
+    YES."""
+    n_s, n_b = spec_counts(body)
+    assert n_b == 0, "enforcement asks about the safety specs only"
+    v = {f"S{i}": (s1 if i == 1 else "YES") for i in range(1, n_s + 1)}
+    if body.get("response_format"):
+        return json.dumps({k: {"reason": f"checked {k}", "verdict": x} for k, x in v.items()})
+    lines = [f"{i}. reason <{v[f'S{i}']}>" for i in range(1, n_s + 1)]
+    return "<safety_specifications>\n" + "\n".join(lines) + "\n</safety_specifications>"
+
+
 def verdicts_for(answer: str, n_s: int, n_b: int) -> dict[str, str]:
     v = {f"S{i}": "YES" for i in range(1, n_s + 1)}
     if "UNSAFE" in answer:
